@@ -1,0 +1,61 @@
+# Thin wrappers over cargo. One profile (release) serves binaries, tests and benches, so wasmtime
+# is compiled once.
+SHELL := /bin/bash
+CARGO ?= cargo
+GUEST_TARGET := wasm32-wasip2
+GUEST_OUT := target/guests
+GUEST_BUILD := $(CURDIR)/target/guest-build
+GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
+HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+
+.PHONY: all build guests guest-target test test-guests demo bench fmt lint clean
+
+all: build guests
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+guest-target:
+	@rustup target list --installed | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
+
+# Each guest lands at target/guests/<name>.wasm. Feature builds of one crate (hostile kinds, arena
+# variants) are built one after another and copied out, since each build overwrites the last.
+guests: guest-target
+	@mkdir -p $(GUEST_OUT)
+	cd guest-modules && $(CARGO) build --release --target-dir $(GUEST_BUILD) -p echo -p relay-chat -p arena -p wrong-world
+	cp $(GUEST_REL)/echo.wasm $(GUEST_OUT)/echo.wasm
+	cp $(GUEST_REL)/relay_chat.wasm $(GUEST_OUT)/relay-chat.wasm
+	cp $(GUEST_REL)/arena.wasm $(GUEST_OUT)/arena.wasm
+	cp $(GUEST_REL)/wrong_world.wasm $(GUEST_OUT)/wrong-world.wasm
+	cd guest-modules && $(CARGO) build --release --target-dir $(GUEST_BUILD) -p arena --features v2
+	cp $(GUEST_REL)/arena.wasm $(GUEST_OUT)/arena-v2.wasm
+	cd guest-modules && $(CARGO) build --release --target-dir $(GUEST_BUILD) -p arena --features broken-restore
+	cp $(GUEST_REL)/arena.wasm $(GUEST_OUT)/arena-broken-restore.wasm
+	for kind in spin hog trap flood; do \
+	  (cd guest-modules && $(CARGO) build --release --target-dir $(GUEST_BUILD) -p hostile --features $$kind) && \
+	  cp $(GUEST_REL)/hostile.wasm $(GUEST_OUT)/$$kind.wasm || exit 1; \
+	done
+	@ls -l $(GUEST_OUT)
+
+# Native unit and property tests of the guests' game logic.
+test-guests:
+	cd guest-modules && $(CARGO) test --target-dir $(GUEST_BUILD) --target $(HOST_TRIPLE) -p arena
+
+test: build guests test-guests
+	$(CARGO) test --release --workspace
+
+bench: build guests
+	$(CARGO) bench -p edge-node --bench host
+
+demo: build guests
+	bash scripts/demo.sh
+
+fmt:
+	$(CARGO) fmt --all
+	cd guest-modules && $(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

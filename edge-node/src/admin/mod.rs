@@ -1,0 +1,490 @@
+//! The admin HTTP API (hyper, HTTP/1.1): modules, rooms, health and metrics.
+//!
+//! Every route except `GET /healthz` and `GET /metrics` needs the admin bearer token. Errors are
+//! JSON `{"error","code"}`; the mapping from internal errors to statuses lives in [`error`] only.
+//! Uploads are bounded: a declared `Content-Length` over the limit is refused before the body is
+//! read, and an undeclared body is cut off at the limit.
+
+pub mod error;
+
+use crate::modules::ModuleStore;
+use crate::room::Rooms;
+use crate::room::worker::RoomSpec;
+use crate::telemetry::Metrics;
+use bytes::Bytes;
+use error::ApiError;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use outpost_proto::api::CreateRoom;
+use outpost_proto::ids::check_name;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+/// Room defaults and limits the API applies.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest module upload, bytes.
+    pub max_upload_bytes: usize,
+    /// Largest signal or room-create body, bytes.
+    pub max_body_bytes: usize,
+    /// Tick rate for modules uploaded without one.
+    pub default_tick_hz: u32,
+    /// Player cap for modules uploaded without one.
+    pub default_max_players: u32,
+    /// Highest tick rate a room may ask for.
+    pub max_tick_hz: u32,
+}
+
+/// What the handlers share.
+pub struct AdminState {
+    /// Node id.
+    pub node_id: String,
+    /// Modules.
+    pub modules: Arc<ModuleStore>,
+    /// Rooms.
+    pub rooms: Arc<Rooms>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of the admin token (compared in constant time).
+    pub token_hash: [u8; 32],
+    /// Limits.
+    pub limits: ApiLimits,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "admin accept failed"); continue; }
+            },
+            _ = &mut shutdown => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn bytes_reply(body: Vec<u8>) -> Resp {
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Hashes a token for constant-time comparison (equal lengths, no early exit on content).
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn authorized(state: &AdminState, req: &Req) -> bool {
+    let Some(value) = req
+        .parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
+    token_hash(token.trim()).ct_eq(&state.token_hash).into()
+}
+
+fn query(req: &Req) -> HashMap<String, String> {
+    req.parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn query_u32(
+    q: &HashMap<String, String>,
+    key: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Option<u32>, ApiError> {
+    let Some(v) = q.get(key) else { return Ok(None) };
+    let n: u32 = v
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{key} must be a whole number, got {v:?}")))?;
+    if !range.contains(&n) {
+        return Err(ApiError::bad_request(format!(
+            "{key} must be in {}..={}, got {n}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(Some(n))
+}
+
+/// A request whose body is read at most once, so that an early error reply can still drain a
+/// small unread body (closing with unread bytes makes the kernel reset the connection, and the
+/// client may never see the reply).
+struct Req {
+    parts: hyper::http::request::Parts,
+    body: Option<Incoming>,
+}
+
+/// Reads a body of at most `limit` bytes; a declared length over it is refused unread.
+async fn read_body(req: &mut Req, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req.parts.headers.get(hyper::header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))?;
+        if len > limit as u64 {
+            return Err(ApiError::too_large(len, limit));
+        }
+    }
+    let body = req
+        .body
+        .take()
+        .ok_or_else(|| ApiError::internal("body read twice"))?;
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(limit as u64 + 1, limit))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "could not read the body: {e}"
+        ))),
+    }
+}
+
+async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Resp {
+    let (parts, body) = req.into_parts();
+    let mut req = Req {
+        parts,
+        body: Some(body),
+    };
+    let result = route(&state, &mut req).await;
+    if let (Err(e), Some(body)) = (&result, req.body.take())
+        && e.status != StatusCode::PAYLOAD_TOO_LARGE
+    {
+        let drain = Limited::new(body, state.limits.max_body_bytes).collect();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    }
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status == StatusCode::UNAUTHORIZED {
+                state
+                    .metrics
+                    .admin_unauthorized_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let close = e.status == StatusCode::PAYLOAD_TOO_LARGE;
+            let mut r = json(e.status, &e.body());
+            if close {
+                // The unread body may still be arriving; do not keep reading it for keep-alive.
+                r.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            r
+        }
+    }
+}
+
+async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
+    let path = req.parts.uri.path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.parts.method.clone();
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => {
+            return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        }
+        (&Method::GET, ["metrics"]) => return Ok(metrics(state)),
+        _ => {}
+    }
+    if !authorized(state, req) {
+        return Err(ApiError::unauthorized());
+    }
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["v1", "info"]) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"id": state.node_id, "version": env!("CARGO_PKG_VERSION")}),
+        )),
+        (&Method::PUT, ["v1", "modules", name]) => put_module(state, name, req).await,
+        (&Method::GET, ["v1", "modules"]) => {
+            let list: Vec<_> = state
+                .modules
+                .list()
+                .iter()
+                .map(|r| r.info(state.rooms.count_using(&r.name) as u32))
+                .collect();
+            Ok(json(StatusCode::OK, &list))
+        }
+        (&Method::GET, ["v1", "modules", name]) => {
+            let rec = state
+                .modules
+                .get(name)
+                .ok_or_else(|| ApiError::not_found(format!("no module named {name:?}")))?;
+            Ok(json(
+                StatusCode::OK,
+                &rec.info(state.rooms.count_using(name) as u32),
+            ))
+        }
+        (&Method::DELETE, ["v1", "modules", name]) => {
+            let force = query(req)
+                .get("force")
+                .is_some_and(|v| v == "true" || v == "1");
+            delete_module(state, name, force).await
+        }
+        (&Method::POST, ["v1", "rooms"]) => create_room(state, req).await,
+        (&Method::GET, ["v1", "rooms"]) => Ok(json(StatusCode::OK, &state.rooms.list().await?)),
+        (&Method::GET, ["v1", "rooms", id]) => {
+            Ok(json(StatusCode::OK, &state.rooms.info(id).await?))
+        }
+        (&Method::DELETE, ["v1", "rooms", id]) => {
+            state.rooms.close(id).await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"room": id, "state": "closed"}),
+            ))
+        }
+        (&Method::POST, ["v1", "rooms", id, "signal"]) => {
+            let id = id.to_string();
+            let body = read_body(req, state.limits.max_body_bytes).await?;
+            Ok(bytes_reply(state.rooms.signal(&id, body.to_vec()).await?))
+        }
+        (&Method::POST, ["v1", "rooms", id, "upgrade"]) => upgrade_room(state, id).await,
+        (_, ["v1", ..]) | (_, ["healthz"]) | (_, ["metrics"]) => {
+            Err(ApiError::not_found(format!("no route {method} {path}")))
+        }
+        _ => Err(ApiError::not_found(format!("no route {method} {path}"))),
+    }
+}
+
+fn metrics(state: &AdminState) -> Resp {
+    let m = &state.metrics;
+    let host_compiles = state.modules.host().compiles.load(Ordering::Relaxed);
+    let host_loads = state.modules.host().disk_loads.load(Ordering::Relaxed);
+    m.module_compiles_total
+        .store(host_compiles, Ordering::Relaxed);
+    m.module_cache_loads_total
+        .store(host_loads, Ordering::Relaxed);
+    let text = m.render(&[
+        ("rooms", "Rooms on the node.", state.rooms.len() as f64),
+        (
+            "modules",
+            "Modules on the node.",
+            state.modules.list().len() as f64,
+        ),
+        ("players", "Connected players.", 0.0),
+        (
+            "process_cpu_seconds",
+            "CPU time of the node process.",
+            process_cpu_seconds(),
+        ),
+        (
+            "process_resident_bytes",
+            "Resident memory of the node process.",
+            process_rss_bytes(),
+        ),
+    ]);
+    Response::builder()
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(text)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// User + system CPU of this process, for `outpost bench` to compute CPU per player-tick.
+pub fn process_cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a full rusage into the provided, properly sized buffer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: rc == 0 means the kernel filled the struct.
+    let ru = unsafe { ru.assume_init() };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Resident set size from /proc (0 where unavailable).
+pub fn process_rss_bytes() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0.0;
+    };
+    let pages: f64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    pages * page
+}
+
+async fn put_module(state: &AdminState, name: &str, req: &mut Req) -> Result<Resp, ApiError> {
+    check_name("module name", name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if name == "relay" {
+        return Err(ApiError::conflict(
+            "`relay` is the built-in relay room kind and cannot be replaced",
+        ));
+    }
+    let q = query(req);
+    let tick_hz = query_u32(&q, "tick_hz", 1..=state.limits.max_tick_hz)?;
+    let max_players = query_u32(&q, "max_players", 1..=100_000)?;
+    let body = read_body(req, state.limits.max_upload_bytes).await?;
+    let modules = state.modules.clone();
+    let defaults = (
+        state.limits.default_tick_hz,
+        state.limits.default_max_players,
+    );
+    let name_owned = name.to_string();
+    let (rec, created) = tokio::task::spawn_blocking(move || {
+        modules.put(&name_owned, &body, tick_hz, max_players, defaults)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("upload task failed: {e}")))??;
+    if created {
+        state
+            .metrics
+            .module_uploads_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(module = %rec.name, version = %rec.version, size = rec.size, compile_ms = rec.compile_ms, "module live");
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        status,
+        &rec.info(state.rooms.count_using(name) as u32),
+    ))
+}
+
+async fn delete_module(state: &AdminState, name: &str, force: bool) -> Result<Resp, ApiError> {
+    let using = state.rooms.count_using(name);
+    if using > 0 && !force {
+        return Err(ApiError::conflict(format!(
+            "module {name:?} is used by {using} room(s); close them or pass ?force=true"
+        )));
+    }
+    if force {
+        for r in state.rooms.list().await? {
+            if r.module == name {
+                let _ = state.rooms.close(&r.room).await;
+            }
+        }
+    }
+    let rec = state.modules.delete(name)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"name": rec.name, "deleted": true}),
+    ))
+}
+
+async fn create_room(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
+    let body = read_body(req, state.limits.max_body_bytes).await?;
+    let spec: CreateRoom = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad room request: {e}")))?;
+    let room = match &spec.room {
+        Some(r) => {
+            check_name("room id", r).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            r.clone()
+        }
+        None => format!("r-{}", hex::encode(rand::random::<[u8; 5]>())),
+    };
+    if let Some(t) = spec.tick_hz
+        && !(1..=state.limits.max_tick_hz).contains(&t)
+    {
+        return Err(ApiError::bad_request(format!(
+            "tick_hz must be in 1..={}, got {t}",
+            state.limits.max_tick_hz
+        )));
+    }
+    if spec.max_players == Some(0) {
+        return Err(ApiError::bad_request("max_players must be at least 1"));
+    }
+    let modules = state.modules.clone();
+    let module = spec.module.clone();
+    let (rec, compiled) = tokio::task::spawn_blocking(move || modules.live(&module))
+        .await
+        .map_err(|e| ApiError::internal(format!("load task failed: {e}")))??;
+    let created = state
+        .rooms
+        .create(
+            RoomSpec {
+                id: room,
+                module: rec.name.clone(),
+                config: spec.config_bytes(),
+                tick_hz: spec.tick_hz.unwrap_or(rec.tick_hz),
+                max_players: spec.max_players.unwrap_or(rec.max_players),
+                seed: rand::random(),
+            },
+            compiled,
+        )
+        .await?;
+    Ok(json(StatusCode::CREATED, &created))
+}
+
+async fn upgrade_room(state: &AdminState, id: &str) -> Result<Resp, ApiError> {
+    let info = state.rooms.info(id).await?;
+    let modules = state.modules.clone();
+    let module = info.module.clone();
+    let (rec, compiled) = tokio::task::spawn_blocking(move || modules.live(&module))
+        .await
+        .map_err(|e| ApiError::internal(format!("load task failed: {e}")))??;
+    if rec.version == info.version {
+        return Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"room": id, "module": rec.name, "version": rec.version, "upgraded": false}),
+        ));
+    }
+    let done = state.rooms.upgrade(id, compiled).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"room": done.room, "module": done.module, "version": done.version, "from": info.version, "upgraded": true}),
+    ))
+}

@@ -1,0 +1,271 @@
+//! Configuration: flags, `OUTPOST_*` env, and an optional TOML file (`--config`), in that order of
+//! precedence. Everything is validated before anything is bound, and a bad value is one line that
+//! names the field.
+
+use crate::host::Allocator;
+use crate::host::limits::SandboxLimits;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `edge-node`: hosts WebAssembly game rooms near players.
+#[derive(Parser, Debug, Clone, Serialize, Deserialize)]
+#[command(name = "edge-node", version, about)]
+pub struct Args {
+    /// TOML file with any of these settings (snake_case keys); flags and env win over it.
+    #[arg(long, env = "OUTPOST_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Node id; generated on first start and kept in the data dir when absent.
+    #[arg(long, env = "OUTPOST_ID")]
+    pub id: Option<String>,
+    /// Where all state lives (modules, compiled cache, node id, tokens).
+    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = "data/edge")]
+    pub data_dir: PathBuf,
+    /// Probe beacon UDP address (port 0 picks a free port).
+    #[arg(long, env = "OUTPOST_LISTEN_PROBE", default_value = "0.0.0.0:7702")]
+    pub listen_probe: SocketAddr,
+    /// Admin HTTP address. Loopback by default: plain HTTP carries the admin token.
+    #[arg(long, env = "OUTPOST_LISTEN_ADMIN", default_value = "127.0.0.1:7703")]
+    pub listen_admin: SocketAddr,
+    /// Write the bound addresses here as JSON once serving.
+    #[arg(long, env = "OUTPOST_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// File holding the admin token. Else env OUTPOST_ADMIN_TOKEN; else one is generated into
+    /// the data dir (`admin-token`, mode 0600).
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Room worker threads (default: one per core).
+    #[arg(long, env = "OUTPOST_WORKERS")]
+    pub workers: Option<usize>,
+    /// Most rooms on this node; sizes the pooling allocator.
+    #[arg(long, env = "OUTPOST_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: u32,
+    /// Linear memory limit per room, MiB.
+    #[arg(long, env = "OUTPOST_ROOM_MEMORY_MIB", default_value_t = 64)]
+    pub room_memory_mib: u64,
+    /// CPU budget of one guest call (e.g. `10ms`).
+    #[arg(long, env = "OUTPOST_CALL_BUDGET", default_value = "10ms")]
+    pub call_budget: String,
+    /// Largest module upload, bytes.
+    #[arg(long, env = "OUTPOST_MAX_UPLOAD_BYTES", default_value_t = 16 << 20)]
+    pub max_upload_bytes: usize,
+    /// Default tick rate of modules uploaded without `tick_hz`.
+    #[arg(long, env = "OUTPOST_TICK_HZ", default_value_t = 20)]
+    pub tick_hz: u32,
+    /// Default player cap of modules uploaded without `max_players`.
+    #[arg(long, env = "OUTPOST_MAX_PLAYERS", default_value_t = 16)]
+    pub max_players: u32,
+    /// Largest unreliable payload a guest may send; bigger ones are counted and sent reliably.
+    #[arg(long, env = "OUTPOST_DATAGRAM_CAP", default_value_t = 1100)]
+    pub datagram_cap: usize,
+    /// Probe replies per second per source IP.
+    #[arg(long, env = "OUTPOST_PROBE_RATE", default_value_t = 20.0)]
+    pub probe_rate: f64,
+    /// Probe burst per source IP.
+    #[arg(long, env = "OUTPOST_PROBE_BURST", default_value_t = 40.0)]
+    pub probe_burst: f64,
+    /// Instance allocator: `pooling` (default) or `on-demand`.
+    #[arg(long, env = "OUTPOST_ALLOCATOR", default_value = "pooling")]
+    pub allocator: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The raw arguments.
+    pub args: Args,
+    /// Sandbox limits.
+    pub limits: SandboxLimits,
+    /// Room worker threads.
+    pub workers: usize,
+    /// Allocator choice.
+    pub allocator: Allocator,
+}
+
+/// A bad setting: names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {field}: {message}")]
+pub struct ConfigError {
+    /// The flag / TOML key.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses a duration like `10ms` or `2s`.
+pub fn parse_duration(field: &str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s).map_err(|e| {
+        bad(
+            field,
+            format!("{s:?} is not a duration like 200ms or 2s ({e})"),
+        )
+    })
+}
+
+impl Args {
+    /// Parses the process arguments (flags, env), then fills unset fields from `--config`.
+    pub fn load_from<I, T>(argv: I) -> Result<Args, anyhow::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command().try_get_matches_from(argv)?;
+        let args = Args::from_arg_matches(&matches)?;
+        let Some(path) = args.config.clone() else {
+            return Ok(args);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+        let file: toml::Table =
+            toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+        let mut merged = serde_json::to_value(&args)?;
+        let obj = merged
+            .as_object_mut()
+            .ok_or_else(|| bad("config", "internal: args are not an object"))?;
+        for (key, value) in file {
+            if !obj.contains_key(&key) {
+                return Err(bad(&key, format!("unknown setting in {}", path.display())).into());
+            }
+            let from_user = matches!(
+                matches.value_source(&key),
+                Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+            );
+            if !from_user {
+                obj.insert(
+                    key.clone(),
+                    serde_json::to_value(value).map_err(|e| bad(&key, e.to_string()))?,
+                );
+            }
+        }
+        let mut out: Args =
+            serde_json::from_value(merged).map_err(|e| bad("config", e.to_string()))?;
+        out.config = Some(path);
+        Ok(out)
+    }
+
+    /// Checks every field and derives the runtime settings.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if let Some(id) = &self.id {
+            outpost_proto::ids::check_name("id", id).map_err(|e| bad("id", e.to_string()))?;
+        }
+        let call_budget = parse_duration("call_budget", &self.call_budget)?;
+        if call_budget < Duration::from_millis(1) || call_budget > Duration::from_secs(10) {
+            return Err(bad("call_budget", "must be between 1ms and 10s"));
+        }
+        if !(1..=65_536).contains(&self.room_memory_mib) {
+            return Err(bad("room_memory_mib", "must be between 1 and 65536"));
+        }
+        if !(1..=100_000).contains(&self.max_rooms) {
+            return Err(bad("max_rooms", "must be between 1 and 100000"));
+        }
+        if !(1..=1000).contains(&self.tick_hz) {
+            return Err(bad("tick_hz", "must be between 1 and 1000"));
+        }
+        if self.max_players == 0 {
+            return Err(bad("max_players", "must be at least 1"));
+        }
+        if !(64..=65_000).contains(&self.datagram_cap) {
+            return Err(bad("datagram_cap", "must be between 64 and 65000"));
+        }
+        if self.max_upload_bytes < 1024 {
+            return Err(bad("max_upload_bytes", "must be at least 1024"));
+        }
+        if !(self.probe_rate > 0.0 && self.probe_burst >= 1.0) {
+            return Err(bad(
+                "probe_rate",
+                "probe_rate must be > 0 and probe_burst >= 1",
+            ));
+        }
+        let allocator = match self.allocator.as_str() {
+            "pooling" => Allocator::Pooling,
+            "on-demand" => Allocator::OnDemand,
+            other => {
+                return Err(bad(
+                    "allocator",
+                    format!("{other:?} is not `pooling` or `on-demand`"),
+                ));
+            }
+        };
+        let workers = match self.workers {
+            Some(0) => return Err(bad("workers", "must be at least 1")),
+            Some(n) => n.min(256),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let limits = SandboxLimits {
+            memory_bytes: (self.room_memory_mib << 20) as usize,
+            call_budget,
+            datagram_cap: self.datagram_cap,
+            max_rooms: self.max_rooms,
+            ..SandboxLimits::default()
+        };
+        Ok(Config {
+            args: self,
+            limits,
+            workers,
+            allocator,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(argv: &[&str]) -> Result<Config, String> {
+        let mut full = vec!["edge-node"];
+        full.extend_from_slice(argv);
+        Args::load_from(full)
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.limits.call_budget, Duration::from_millis(10));
+        assert_eq!(c.limits.memory_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (argv, field) in [
+            (vec!["--call-budget", "soon"], "call_budget"),
+            (vec!["--workers", "0"], "workers"),
+            (vec!["--allocator", "magic"], "allocator"),
+            (vec!["--id", "a/b"], "id"),
+            (vec!["--tick-hz", "0"], "tick_hz"),
+        ] {
+            let e = load(&argv).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn toml_fills_unset_fields_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("edge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edge.toml");
+        std::fs::write(&path, "max_rooms = 77\ntick_hz = 30\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = load(&["--config", p, "--tick-hz", "10"]).unwrap();
+        assert_eq!(c.args.max_rooms, 77);
+        assert_eq!(c.args.tick_hz, 10);
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(load(&["--config", p]).unwrap_err().contains("bogus"));
+        std::fs::write(&path, "max_rooms = \"many\"\n").unwrap();
+        assert!(load(&["--config", p]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,427 @@
+//! One room's sandbox: its `Store`, its instance, and the budgeted calls into it.
+//!
+//! Every export call goes through [`GuestInstance::call`], which resets the CPU deadline, runs
+//! the guest, and turns any failure into a [`GuestFault`] with a kind an operator can act on.
+//! Effects the guest asks for (send, commit, ...) are queued in the store and handed back to the
+//! room after the call; the guest never touches the network or the outbox directly.
+
+use super::Compiled;
+use super::bindings::{Delivery, LogLevel, Player, Room};
+use super::limits::SandboxLimits;
+use super::output::RoomLog;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Something the guest asked the host to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// To one player.
+    Send {
+        to: u64,
+        data: Vec<u8>,
+        reliable: bool,
+    },
+    /// To every player in the room.
+    Broadcast { data: Vec<u8>, reliable: bool },
+    /// Disconnect a player.
+    Kick { who: u64, reason: String },
+    /// Authoritative state for the core region.
+    Commit { key: String, value: Vec<u8> },
+}
+
+/// Why a guest call failed; the room is faulted with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct GuestFault {
+    /// `cpu-budget`, `memory-limit`, `trap` or `output-limit`.
+    pub kind: &'static str,
+    /// Detail for the operator (the guest's panic message for a trap).
+    pub message: String,
+}
+
+/// Counters a room keeps about its guest.
+#[derive(Debug, Default, Clone)]
+pub struct GuestStats {
+    /// Export calls made.
+    pub calls: u64,
+    /// Thread CPU time spent in the guest, µs.
+    pub cpu_us: u64,
+    /// Epoch deadlines forgiven because the thread was preempted, not spinning.
+    pub preemptions_forgiven: u64,
+    /// Unreliable sends over the datagram cap.
+    pub oversized_datagrams: u64,
+}
+
+/// The store's data: WASI (empty), limits, queued effects and bookkeeping.
+pub struct RoomState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Arc<SandboxLimits>,
+    log: RoomLog,
+    effects: Vec<Effect>,
+    effect_bytes: usize,
+    output_exceeded: bool,
+    memory_exceeded: bool,
+    cpu_exceeded: bool,
+    memory_bytes: usize,
+    call_cpu_start: Duration,
+    rng: u64,
+    stats: GuestStats,
+}
+
+impl WasiView for RoomState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for RoomState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            // Trapping (rather than returning false) makes the fault clearly `memory-limit`
+            // instead of a guest allocation failure that shows up as a generic trap.
+            self.memory_exceeded = true;
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (wanted {desired})",
+                self.limits.memory_bytes
+            );
+        }
+        self.memory_bytes = desired;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.table_elements {
+            self.memory_exceeded = true;
+            wasmtime::bail!(
+                "table limit of {} elements reached",
+                self.limits.table_elements
+            );
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories
+    }
+}
+
+impl RoomState {
+    fn queue(&mut self, bytes: usize, effect: Effect) -> wasmtime::Result<()> {
+        self.effect_bytes = self.effect_bytes.saturating_add(bytes);
+        if self.effects.len() >= self.limits.max_effects_per_call
+            || self.effect_bytes > self.limits.max_effect_bytes_per_call
+            || bytes > self.limits.max_message_bytes
+        {
+            self.output_exceeded = true;
+            wasmtime::bail!(
+                "guest output over the per-call limit ({} effects, {} bytes, {} bytes per message)",
+                self.limits.max_effects_per_call,
+                self.limits.max_effect_bytes_per_call,
+                self.limits.max_message_bytes
+            );
+        }
+        self.effects.push(effect);
+        Ok(())
+    }
+
+    fn check_datagram(&mut self, len: usize, how: Delivery) {
+        if matches!(how, Delivery::Unreliable) && len > self.limits.datagram_cap {
+            self.stats.oversized_datagrams += 1;
+            self.log.with(|l| {
+                l.push_line(&format!(
+                    "host: unreliable message of {len} bytes is over the datagram cap of {} bytes; sent reliably instead",
+                    self.limits.datagram_cap
+                ))
+            });
+        }
+    }
+}
+
+impl super::bindings::outpost::room::types::Host for RoomState {}
+
+impl super::bindings::outpost::room::host::Host for RoomState {
+    fn send(&mut self, to: u64, data: Vec<u8>, how: Delivery) -> wasmtime::Result<()> {
+        self.check_datagram(data.len(), how);
+        let reliable = matches!(how, Delivery::Reliable) || data.len() > self.limits.datagram_cap;
+        self.queue(data.len(), Effect::Send { to, data, reliable })
+    }
+
+    fn broadcast(&mut self, data: Vec<u8>, how: Delivery) -> wasmtime::Result<()> {
+        self.check_datagram(data.len(), how);
+        let reliable = matches!(how, Delivery::Reliable) || data.len() > self.limits.datagram_cap;
+        self.queue(data.len(), Effect::Broadcast { data, reliable })
+    }
+
+    fn kick(&mut self, who: u64, reason: String) -> wasmtime::Result<()> {
+        let reason: String = reason.chars().take(256).collect();
+        self.queue(reason.len(), Effect::Kick { who, reason })
+    }
+
+    fn commit(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.queue(key.len() + value.len(), Effect::Commit { key, value })
+    }
+
+    fn log(&mut self, level: LogLevel, msg: String) -> wasmtime::Result<()> {
+        let level = match level {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        self.log.with(|l| l.push_line(&format!("{level}: {msg}")));
+        Ok(())
+    }
+
+    fn random(&mut self) -> wasmtime::Result<u64> {
+        // splitmix64: seeded per room, so a room's randomness can be replayed from its seed.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Ok(z ^ (z >> 31))
+    }
+}
+
+/// CPU time of the calling thread. Epochs measure wall time; this tells a guest that really spent
+/// its budget from a thread that was merely preempted on a busy machine.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is always available
+    // on Linux; the call only writes into `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A live guest: one store, one instance.
+pub struct GuestInstance {
+    store: Store<RoomState>,
+    bindings: Room,
+    /// The compiled module this instance runs.
+    pub compiled: Arc<Compiled>,
+}
+
+impl GuestInstance {
+    /// Instantiates `compiled` in a fresh store with an empty WASI context.
+    pub fn new(
+        compiled: Arc<Compiled>,
+        limits: Arc<SandboxLimits>,
+        log: RoomLog,
+        seed: u64,
+    ) -> Result<Self, GuestFault> {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(log.clone())
+            .stderr(log.clone())
+            .build();
+        let state = RoomState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: limits.clone(),
+            log,
+            effects: Vec::new(),
+            effect_bytes: 0,
+            output_exceeded: false,
+            memory_exceeded: false,
+            cpu_exceeded: false,
+            memory_bytes: 0,
+            call_cpu_start: Duration::ZERO,
+            rng: seed,
+            stats: GuestStats::default(),
+        };
+        let mut store = Store::new(compiled.pre.engine(), state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        let budget = limits.call_budget;
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            let used = thread_cpu_time().saturating_sub(state.call_cpu_start);
+            if used >= budget {
+                state.cpu_exceeded = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Wall time passed but this thread did not run the guest for its budget: it was
+            // preempted. Give it the rest of its budget in ticks.
+            state.stats.preemptions_forgiven += 1;
+            let rest = budget.saturating_sub(used).as_millis().max(1) as u64;
+            Ok(UpdateDeadline::Continue(rest))
+        });
+        let bindings = budgeted(&mut store, "instantiate", |store| {
+            compiled.pre.instantiate(store)
+        })?;
+        Ok(GuestInstance {
+            store,
+            bindings,
+            compiled,
+        })
+    }
+
+    /// `init(room, config)`.
+    pub fn init(&mut self, room: &str, config: &[u8]) -> Result<Result<(), String>, GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "init", |s| b.call_init(s, room, config))
+    }
+
+    /// `join(player)`.
+    pub fn join(&mut self, p: &Player) -> Result<Result<(), String>, GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "join", |s| b.call_join(s, p))
+    }
+
+    /// `leave(id)`.
+    pub fn leave(&mut self, who: u64) -> Result<(), GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "leave", |s| b.call_leave(s, who))
+    }
+
+    /// `message(sender, data)`.
+    pub fn message(&mut self, sender: u64, data: &[u8]) -> Result<(), GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "message", |s| {
+            b.call_message(s, sender, data)
+        })
+    }
+
+    /// `tick(now_ms)`.
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "tick", |s| b.call_tick(s, now_ms))
+    }
+
+    /// `signal(data)`.
+    pub fn signal(&mut self, data: &[u8]) -> Result<Vec<u8>, GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "signal", |s| b.call_signal(s, data))
+    }
+
+    /// `snapshot()`.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "snapshot", |s| b.call_snapshot(s))
+    }
+
+    /// `restore(state)`.
+    pub fn restore(&mut self, state: &[u8]) -> Result<Result<(), String>, GuestFault> {
+        let b = &self.bindings;
+        budgeted(&mut self.store, "restore", |s| b.call_restore(s, state))
+    }
+
+    /// Effects queued by the calls since the last take.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.store.data_mut().effects)
+    }
+
+    /// Guest linear memory in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_bytes
+    }
+
+    /// Counters about this guest.
+    pub fn stats(&self) -> &GuestStats {
+        &self.store.data().stats
+    }
+}
+
+/// Runs one guest call under the CPU budget and classifies any failure.
+fn budgeted<T>(
+    store: &mut Store<RoomState>,
+    what: &str,
+    f: impl FnOnce(&mut Store<RoomState>) -> wasmtime::Result<T>,
+) -> Result<T, GuestFault> {
+    let ticks = store.data().limits.call_budget.as_millis().max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    let start = thread_cpu_time();
+    {
+        let s = store.data_mut();
+        s.call_cpu_start = start;
+        s.effect_bytes = 0;
+    }
+    let result = f(store);
+    let s = store.data_mut();
+    s.stats.calls += 1;
+    s.stats.cpu_us += thread_cpu_time().saturating_sub(start).as_micros() as u64;
+    result.map_err(|e| classify(s, what, e))
+}
+
+fn classify(s: &mut RoomState, what: &str, e: wasmtime::Error) -> GuestFault {
+    let (cpu, mem, out) = (s.cpu_exceeded, s.memory_exceeded, s.output_exceeded);
+    s.cpu_exceeded = false;
+    s.memory_exceeded = false;
+    s.output_exceeded = false;
+    s.effects.clear();
+    if cpu {
+        return GuestFault {
+            kind: "cpu-budget",
+            message: format!(
+                "{what} ran past its CPU budget of {:?}",
+                s.limits.call_budget
+            ),
+        };
+    }
+    if mem {
+        return GuestFault {
+            kind: "memory-limit",
+            message: format!("{what}: {e:#}"),
+        };
+    }
+    if out {
+        return GuestFault {
+            kind: "output-limit",
+            message: format!("{what}: {e:#}"),
+        };
+    }
+    let tail = s
+        .log
+        .with(|l| l.lines())
+        .into_iter()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>();
+    let output: Vec<String> = tail.into_iter().rev().collect();
+    let mut message = format!("{what} trapped: {}", root_cause(&e));
+    if !output.is_empty() {
+        message.push_str(" | guest output: ");
+        message.push_str(&output.join(" / "));
+    }
+    GuestFault {
+        kind: "trap",
+        message,
+    }
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(t) => t.to_string(),
+        None => format!("{e:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}

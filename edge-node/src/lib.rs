@@ -1,0 +1,162 @@
+//! `edge-node`: hosts sandboxed WebAssembly rooms near players.
+//!
+//! # Layout
+//! - [`config`]: flags, env and TOML, validated before anything binds.
+//! - [`host`]: wasmtime engine, compiled-module cache, one store per room, CPU/memory limits.
+//! - [`modules`]: uploaded modules on disk and their compiled versions.
+//! - [`room`]: worker threads that own rooms and run their ticks.
+//! - [`admin`]: the admin HTTP API.
+//! - [`beacon`]: the UDP latency-probe echo.
+//! - [`telemetry`]: logging and Prometheus metrics.
+//!
+//! [`run`] takes validated config and a shutdown future, so tests and `main` start it the same way.
+
+pub mod admin;
+pub mod beacon;
+pub mod config;
+pub mod host;
+pub mod modules;
+pub mod room;
+pub mod telemetry;
+
+use anyhow::Context as _;
+use config::Config;
+use outpost_proto::api::EdgeReady;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Reads the node id from the data dir, or makes one and keeps it there.
+fn node_id(config: &Config) -> anyhow::Result<String> {
+    if let Some(id) = &config.args.id {
+        return Ok(id.clone());
+    }
+    let path = config.args.data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            outpost_proto::ids::check_name("node id", &id)
+                .with_context(|| format!("{}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = outpost_proto::ids::generate_node_id();
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The admin token: from `--admin-token-file`, env `OUTPOST_ADMIN_TOKEN`, or generated once into
+/// the data dir. Never logged.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(path) = &config.args.admin_token_file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("admin_token_file: reading {}", path.display()))?;
+        let t = t.trim().to_string();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "admin_token_file: {} is empty",
+            path.display()
+        );
+        return Ok(t);
+    }
+    if let Ok(t) = std::env::var("OUTPOST_ADMIN_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let path = config.args.data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    let t = hex::encode(rand::random::<[u8; 24]>());
+    outpost_proto::keys::write_secret_file(&path, t.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated an admin token");
+    Ok(t)
+}
+
+/// Writes the ready file atomically (temp name, then rename).
+pub fn write_ready_file(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs the node until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data = &config.args.data_dir;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("data_dir: creating {}", data.display()))?;
+    let id = node_id(&config)?;
+    let token = admin_token(&config)?;
+    let metrics = Arc::new(telemetry::Metrics::default());
+
+    let host = host::WasmHost::new(config.limits.clone(), &data.join("cache"), config.allocator)?;
+    let modules = Arc::new(modules::ModuleStore::open(
+        host.clone(),
+        &data.join("modules"),
+    )?);
+    let rooms = Arc::new(room::Rooms::start(
+        host.clone(),
+        metrics.clone(),
+        config.workers,
+        1024,
+    )?);
+
+    let probe = tokio::net::UdpSocket::bind(config.args.listen_probe)
+        .await
+        .with_context(|| format!("listen_probe: binding {}", config.args.listen_probe))?;
+    let admin = tokio::net::TcpListener::bind(config.args.listen_admin)
+        .await
+        .with_context(|| format!("listen_admin: binding {}", config.args.listen_admin))?;
+    let probe_addr = probe.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    if !admin_addr.ip().is_loopback() {
+        tracing::warn!(addr = %admin_addr, "admin API bound to a non-loopback address without TLS: the token crosses the network in clear");
+    }
+    tracing::info!(id = %id, probe = %probe_addr, admin = %admin_addr, workers = config.workers, "edge node serving");
+
+    let state = Arc::new(admin::AdminState {
+        node_id: id.clone(),
+        modules,
+        rooms,
+        metrics: metrics.clone(),
+        token_hash: admin::token_hash(&token),
+        limits: admin::ApiLimits {
+            max_upload_bytes: config.args.max_upload_bytes,
+            max_body_bytes: 1 << 20,
+            default_tick_hz: config.args.tick_hz,
+            default_max_players: config.args.max_players,
+            max_tick_hz: 1000,
+        },
+    });
+    let beacon_limits = beacon::BeaconLimits {
+        per_second: config.args.probe_rate,
+        burst: config.args.probe_burst,
+        max_sources: 100_000,
+    };
+    let beacon_task = tokio::spawn(beacon::serve(probe, beacon_limits, metrics.clone()));
+
+    if let Some(path) = &config.args.ready_file {
+        let ready = EdgeReady {
+            id: id.clone(),
+            quic: String::new(),
+            probe: probe_addr.to_string(),
+            admin: admin_addr.to_string(),
+            cert_sha256: String::new(),
+        };
+        write_ready_file(path, &ready)?;
+    }
+    admin::serve(admin, state, shutdown).await;
+    beacon_task.abort();
+    tracing::info!("edge node stopped");
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Outpost's shared formats: everything two processes must agree on, in one place.
+//!
+//! # Layout
+//! - [`codes`]: the close/refuse code enum (QUIC application codes and JSON strings).
+//! - [`keys`]: Ed25519 key text forms and key files.
+//! - [`ticket`]: signed join tickets (mint and verify).
+//! - [`beacon`]: the latency-probe datagram format.
+//! - [`api`]: JSON types of the HTTP APIs and ready files.
+//! - [`ids`]: node ids and certificate fingerprints.
+//!
+//! This crate is sans-I/O: no sockets, no files beyond what a caller hands it as bytes, no async
+//! runtime, and the clock is always an argument, so every decision here is a pure, testable function.
+
+pub mod api;
+pub mod beacon;
+pub mod codes;
+pub mod ids;
+pub mod keys;
+pub mod ticket;
+
+pub use codes::CloseCode;

@@ -1,0 +1,317 @@
+//! Join tickets: `base64url(payload) "." base64url(signature)`, the payload a compact JSON object
+//! signed with the router's Ed25519 key.
+//!
+//! Verification here is offline and stateless (signature, expiry, node). Single use needs memory
+//! of seen nonces, which [`ReplayGuard`] keeps, bounded by the tickets' own expiry.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+
+use crate::CloseCode;
+
+/// The ticket format version this crate writes and accepts.
+pub const TICKET_VERSION: u32 = 1;
+/// Largest ticket text accepted, so a hostile client cannot make us decode megabytes.
+pub const MAX_TICKET_LEN: usize = 2048;
+
+/// What a ticket grants: one player, on one node, into one module (and maybe one room), until `exp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketPayload {
+    /// Format version, [`TICKET_VERSION`].
+    pub v: u32,
+    /// The player id, vouched for by the game's login service through the router.
+    pub player: u64,
+    /// Display name; clients never choose it themselves.
+    pub name: String,
+    /// The node id the ticket is valid on.
+    pub node: String,
+    /// The module to join.
+    pub module: String,
+    /// A specific room, or any open room of the module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Expiry, unix seconds.
+    pub exp: u64,
+    /// 16 random bytes, base64url, for single use.
+    pub nonce: String,
+}
+
+impl TicketPayload {
+    /// A payload with a fresh random nonce.
+    pub fn new(
+        player: u64,
+        name: &str,
+        node: &str,
+        module: &str,
+        room: Option<&str>,
+        exp: u64,
+    ) -> Self {
+        let nonce: [u8; 16] = rand::random();
+        TicketPayload {
+            v: TICKET_VERSION,
+            player,
+            name: name.to_owned(),
+            node: node.to_owned(),
+            module: module.to_owned(),
+            room: room.map(str::to_owned),
+            exp,
+            nonce: URL_SAFE_NO_PAD.encode(nonce),
+        }
+    }
+
+    /// Signs the payload into the ticket text form.
+    pub fn sign(&self, key: &SigningKey) -> String {
+        let json = serde_json::to_vec(self).expect("ticket payload always serializes");
+        let sig = key.sign(&json);
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&json),
+            URL_SAFE_NO_PAD.encode(sig.to_bytes())
+        )
+    }
+}
+
+/// Why a ticket was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// Not two base64url parts, not JSON, wrong version, or too long.
+    #[error("malformed ticket: {0}")]
+    Malformed(String),
+    /// The signature does not verify under the router's key.
+    #[error("ticket signature does not verify")]
+    BadSignature,
+    /// `exp` is in the past.
+    #[error("ticket expired at {0}")]
+    Expired(u64),
+    /// The ticket names another node.
+    #[error("ticket is for node {0:?}")]
+    WrongNode(String),
+    /// The nonce was seen before.
+    #[error("ticket already used")]
+    Replayed,
+}
+
+impl TicketError {
+    /// The close code a player sees for this error.
+    pub fn code(&self) -> CloseCode {
+        match self {
+            TicketError::Malformed(_) | TicketError::BadSignature => CloseCode::BadTicket,
+            TicketError::Expired(_) => CloseCode::TicketExpired,
+            TicketError::WrongNode(_) => CloseCode::WrongNode,
+            TicketError::Replayed => CloseCode::TicketReplayed,
+        }
+    }
+}
+
+/// Checks signature, version, expiry (against `now_unix`) and node. Does not check single use.
+pub fn verify(
+    ticket: &str,
+    key: &VerifyingKey,
+    node_id: &str,
+    now_unix: u64,
+) -> Result<TicketPayload, TicketError> {
+    if ticket.len() > MAX_TICKET_LEN {
+        return Err(TicketError::Malformed(format!(
+            "longer than {MAX_TICKET_LEN} bytes"
+        )));
+    }
+    let (body, sig) = ticket
+        .split_once('.')
+        .ok_or_else(|| TicketError::Malformed("expected payload.signature".into()))?;
+    let body = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|e| TicketError::Malformed(format!("payload: {e}")))?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|e| TicketError::Malformed(format!("signature: {e}")))?;
+    let sig: [u8; 64] = sig
+        .as_slice()
+        .try_into()
+        .map_err(|_| TicketError::Malformed("signature must be 64 bytes".into()))?;
+    key.verify(&body, &Signature::from_bytes(&sig))
+        .map_err(|_| TicketError::BadSignature)?;
+    let payload: TicketPayload = serde_json::from_slice(&body)
+        .map_err(|e| TicketError::Malformed(format!("payload json: {e}")))?;
+    if payload.v != TICKET_VERSION {
+        return Err(TicketError::Malformed(format!(
+            "unsupported version {}",
+            payload.v
+        )));
+    }
+    if payload.exp <= now_unix {
+        return Err(TicketError::Expired(payload.exp));
+    }
+    if payload.node != node_id {
+        return Err(TicketError::WrongNode(payload.node));
+    }
+    Ok(payload)
+}
+
+/// Remembers nonces of accepted tickets until they expire, so each ticket works once.
+///
+/// Memory is bounded by `capacity`: when full, the guard refuses new tickets rather than forget a
+/// nonce that could still be replayed, which keeps "single use" true under a flood.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    by_exp: BTreeMap<u64, Vec<String>>,
+    seen: HashSet<String>,
+    capacity: usize,
+}
+
+impl ReplayGuard {
+    /// A guard that holds at most `capacity` live nonces.
+    pub fn new(capacity: usize) -> Self {
+        ReplayGuard {
+            by_exp: BTreeMap::new(),
+            seen: HashSet::new(),
+            capacity,
+        }
+    }
+
+    /// Records the ticket's nonce; `Err(Replayed)` if it was already used.
+    pub fn check_and_insert(
+        &mut self,
+        t: &TicketPayload,
+        now_unix: u64,
+    ) -> Result<(), TicketError> {
+        self.expire(now_unix);
+        if self.seen.contains(&t.nonce) {
+            return Err(TicketError::Replayed);
+        }
+        if self.seen.len() >= self.capacity {
+            return Err(TicketError::Malformed(
+                "too many live tickets; retry shortly".into(),
+            ));
+        }
+        self.seen.insert(t.nonce.clone());
+        self.by_exp.entry(t.exp).or_default().push(t.nonce.clone());
+        Ok(())
+    }
+
+    fn expire(&mut self, now_unix: u64) {
+        while let Some(entry) = self.by_exp.first_entry() {
+            if *entry.key() >= now_unix {
+                break;
+            }
+            for n in entry.remove() {
+                self.seen.remove(&n);
+            }
+        }
+    }
+
+    /// Live nonces held.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether no nonce is held.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::generate_signing_key;
+
+    fn mint(exp: u64) -> (SigningKey, TicketPayload, String) {
+        let k = generate_signing_key();
+        let p = TicketPayload::new(7, "ada", "node-a", "arena", None, exp);
+        let t = p.sign(&k);
+        (k, p, t)
+    }
+
+    #[test]
+    fn valid_ticket_verifies() {
+        let (k, p, t) = mint(1000);
+        assert_eq!(verify(&t, &k.verifying_key(), "node-a", 999).unwrap(), p);
+    }
+
+    #[test]
+    fn each_bad_ticket_has_its_own_error_and_code() {
+        let (k, _, t) = mint(1000);
+        let pk = k.verifying_key();
+        let other = generate_signing_key().verifying_key();
+        let cases: Vec<(&str, Result<TicketPayload, TicketError>, CloseCode)> = vec![
+            (
+                "forged",
+                verify(&t, &other, "node-a", 1),
+                CloseCode::BadTicket,
+            ),
+            (
+                "expired",
+                verify(&t, &pk, "node-a", 1000),
+                CloseCode::TicketExpired,
+            ),
+            (
+                "wrong node",
+                verify(&t, &pk, "node-b", 1),
+                CloseCode::WrongNode,
+            ),
+            (
+                "no dot",
+                verify("abc", &pk, "node-a", 1),
+                CloseCode::BadTicket,
+            ),
+            (
+                "not base64",
+                verify("!!.??", &pk, "node-a", 1),
+                CloseCode::BadTicket,
+            ),
+            (
+                "short sig",
+                verify("e30.AAAA", &pk, "node-a", 1),
+                CloseCode::BadTicket,
+            ),
+            (
+                "huge",
+                verify(&"a".repeat(5000), &pk, "node-a", 1),
+                CloseCode::BadTicket,
+            ),
+        ];
+        for (name, got, code) in cases {
+            assert_eq!(got.unwrap_err().code(), code, "{name}");
+        }
+    }
+
+    #[test]
+    fn tampered_payload_fails_signature() {
+        let (k, _, t) = mint(1000);
+        let (_, sig) = t.split_once('.').unwrap();
+        let evil = TicketPayload::new(7, "root", "node-a", "arena", None, 1000);
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&evil).unwrap());
+        let forged = format!("{body}.{sig}");
+        assert_eq!(
+            verify(&forged, &k.verifying_key(), "node-a", 1),
+            Err(TicketError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn replay_guard_refuses_second_use_and_forgets_expired() {
+        let (_, p, _) = mint(100);
+        let mut g = ReplayGuard::new(10);
+        g.check_and_insert(&p, 50).unwrap();
+        assert_eq!(g.check_and_insert(&p, 60), Err(TicketError::Replayed));
+        g.expire(101);
+        assert!(g.is_empty());
+    }
+
+    #[test]
+    fn replay_guard_is_bounded() {
+        let mut g = ReplayGuard::new(2);
+        for i in 0..2 {
+            g.check_and_insert(&TicketPayload::new(i, "p", "n", "m", None, 100), 0)
+                .unwrap();
+        }
+        assert!(
+            g.check_and_insert(&TicketPayload::new(9, "p", "n", "m", None, 100), 0)
+                .is_err()
+        );
+        assert_eq!(g.len(), 2);
+    }
+}

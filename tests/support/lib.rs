@@ -1,0 +1,248 @@
+//! Support for the cross-process tests: start the real binaries on port 0, wait for their ready
+//! files (polling with a deadline, never a fixed sleep), and talk to them over real sockets.
+//!
+//! Binaries come from `target/release` (built by `make build`) and guests from `target/guests`
+//! (built by `make guests`); `make test` builds both first.
+
+use anyhow::{Context, Result, bail};
+use outpost_proto::api::EdgeReady;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The token every test node is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+}
+
+/// Path of a release binary; fails with the command that builds it.
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join("release").join(name);
+    assert!(p.exists(), "{} is missing: run `make build`", p.display());
+    p
+}
+
+/// Bytes of a built guest module.
+pub fn guest(name: &str) -> Vec<u8> {
+    let p = target_dir().join("guests").join(format!("{name}.wasm"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}: run `make guests`", p.display()))
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `edge-node` process, killed on drop.
+pub struct Edge {
+    child: Child,
+    /// Its ready file contents.
+    pub ready: EdgeReady,
+    /// Its data dir (kept across restarts by [`Edge::restart`]).
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Edge {
+    /// Starts a node in a fresh data dir with extra flags.
+    pub fn start(extra: &[&str]) -> Result<Edge> {
+        let tmp = tempfile::tempdir()?;
+        let data = tmp.path().join("data");
+        let mut e = Self::spawn(&data, extra.iter().map(|s| s.to_string()).collect())?;
+        e._tmp = Some(tmp);
+        Ok(e)
+    }
+
+    fn spawn(data: &Path, extra: Vec<String>) -> Result<Edge> {
+        std::fs::create_dir_all(data)?;
+        let ready_path = data.join("../ready.json");
+        let _ = std::fs::remove_file(&ready_path);
+        let log = data.join("../edge.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(bin("edge-node"))
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "--listen-probe",
+                "127.0.0.1:0",
+                "--listen-admin",
+                "127.0.0.1:0",
+            ])
+            .arg("--ready-file")
+            .arg(&ready_path)
+            .args(&extra)
+            .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("spawning edge-node")?;
+        let mut edge = Edge {
+            child,
+            ready: EdgeReady {
+                id: String::new(),
+                quic: String::new(),
+                probe: String::new(),
+                admin: String::new(),
+                cert_sha256: String::new(),
+            },
+            data_dir: data.to_path_buf(),
+            extra,
+            log,
+            _tmp: None,
+        };
+        let ready = wait_for("the edge ready file", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = edge.child.try_wait() {
+                return Some(Err(anyhow::anyhow!(
+                    "edge-node exited early with {status}: {}",
+                    edge.log_text()
+                )));
+            }
+            let text = std::fs::read(&ready_path).ok()?;
+            Some(serde_json::from_slice::<EdgeReady>(&text).context("parsing the ready file"))
+        })??;
+        edge.ready = ready;
+        Ok(edge)
+    }
+
+    /// Kills the process (SIGKILL) and starts it again on the same data dir.
+    pub fn restart(mut self) -> Result<Edge> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let tmp = self._tmp.take();
+        let mut e = Self::spawn(&self.data_dir.clone(), self.extra.clone())?;
+        e._tmp = tmp;
+        Ok(e)
+    }
+
+    /// What the node logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://admin-addr`.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.ready.admin)
+    }
+
+    /// An admin request with the right token.
+    pub fn admin(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        http(
+            method,
+            &format!("{}{path}", self.admin_url()),
+            Some(ADMIN_TOKEN),
+            body,
+        )
+    }
+
+    /// A request with the given token (or none).
+    pub fn admin_with(&self, token: Option<&str>, method: &str, path: &str, body: &[u8]) -> Reply {
+        http(method, &format!("{}{path}", self.admin_url()), token, body)
+    }
+
+    /// The value of one metric line in `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.admin_with(None, "GET", "/metrics", b"").text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+    }
+
+    /// Uploads a module; returns the reply.
+    pub fn upload(&self, name: &str, bytes: &[u8]) -> Reply {
+        self.admin("PUT", &format!("/v1/modules/{name}"), bytes)
+    }
+
+    /// Creates a room of `module` with id `room`; panics unless 201.
+    pub fn create_room(&self, module: &str, room: &str) -> serde_json::Value {
+        let body = serde_json::json!({"module": module, "room": room}).to_string();
+        let r = self.admin("POST", "/v1/rooms", body.as_bytes());
+        assert_eq!(r.status, 201, "create room: {}", r.text());
+        r.json()
+    }
+
+    /// Signals a room and returns (status, body text).
+    pub fn signal(&self, room: &str, body: &str) -> Reply {
+        self.admin("POST", &format!("/v1/rooms/{room}/signal"), body.as_bytes())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP reply.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// Body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// Body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One HTTP request over a fresh connection.
+pub fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> Reply {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let mut req = agent.request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let resp = match req.send_bytes(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut out).expect("reading the reply");
+    Reply { status, body: out }
+}
