@@ -123,8 +123,8 @@ pub struct RoomInfo {
     pub tick_p99_us: f64,
     /// Guest calls made so far (all exports).
     pub calls: u64,
-    /// Thread CPU time spent inside the guest, microseconds.
-    pub guest_cpu_us: u64,
+    /// Wall time spent inside guest calls, microseconds.
+    pub guest_us: u64,
     /// Epoch deadlines hit that were forgiven because the thread had not really used its budget.
     pub epoch_preemptions_forgiven: u64,
     /// Guest linear memory in bytes.

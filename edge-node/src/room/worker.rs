@@ -66,6 +66,8 @@ pub enum Command {
 }
 
 const TICK_SAMPLES: usize = 512;
+/// How stale the worker's CPU mark may get; see [`crate::host::guest::refresh_cpu_mark`].
+const CPU_MARK_MAX_AGE: Duration = Duration::from_millis(20);
 
 struct RoomSlot {
     spec: RoomSpec,
@@ -78,7 +80,7 @@ struct RoomSlot {
     ticks: u64,
     tick_us: VecDeque<f32>,
     calls: u64,
-    cpu_us: u64,
+    guest_us: u64,
     forgiven: u64,
 }
 
@@ -90,12 +92,12 @@ impl RoomSlot {
                 let s = g.stats();
                 (
                     s.calls,
-                    s.cpu_us,
+                    s.guest_us,
                     s.preemptions_forgiven,
                     g.memory_bytes() as u64,
                 )
             }
-            None => (self.calls, self.cpu_us, self.forgiven, 0),
+            None => (self.calls, self.guest_us, self.forgiven, 0),
         };
         RoomInfo {
             room: self.spec.id.clone(),
@@ -114,7 +116,7 @@ impl RoomSlot {
             tick_p50_us: p50,
             tick_p99_us: p99,
             calls,
-            guest_cpu_us: cpu,
+            guest_us: cpu,
             epoch_preemptions_forgiven: forgiven,
             memory_bytes: mem,
             fault: self.fault.clone(),
@@ -162,6 +164,7 @@ impl Worker {
     /// Runs until every sender is gone.
     pub fn run(mut self) {
         loop {
+            crate::host::guest::refresh_cpu_mark(CPU_MARK_MAX_AGE);
             let next = self
                 .rooms
                 .values()
@@ -235,6 +238,12 @@ impl Worker {
         match r {
             Ok(v) => {
                 if let Some(g) = slot.guest.as_mut() {
+                    let oversized = g.take_oversized();
+                    if oversized > 0 {
+                        self.metrics
+                            .guest_oversized_datagrams_total
+                            .fetch_add(oversized, Ordering::Relaxed);
+                    }
                     let effects = g.take_effects();
                     apply_effects(&self.metrics, effects);
                 }
@@ -330,7 +339,7 @@ impl Worker {
                 ticks: 0,
                 tick_us: VecDeque::new(),
                 calls: 0,
-                cpu_us: 0,
+                guest_us: 0,
                 forgiven: 0,
             },
         );
@@ -435,7 +444,7 @@ fn fault(metrics: &Metrics, slot: &mut RoomSlot, f: GuestFault) {
     if let Some(g) = slot.guest.take() {
         let s = g.stats();
         slot.calls = s.calls;
-        slot.cpu_us = s.cpu_us;
+        slot.guest_us = s.guest_us;
         slot.forgiven = s.preemptions_forgiven;
     }
     tracing::warn!(room = %slot.spec.id, module = %slot.spec.module, kind = f.kind, message = %f.message, "room faulted");
