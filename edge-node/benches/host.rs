@@ -15,28 +15,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn guest(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests")
-        .join(format!("{name}.wasm"));
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests").join(format!("{name}.wasm"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}: run `make guests`", p.display()))
 }
 
 fn host(allocator: Allocator, max_rooms: u32, cache: &Path) -> Arc<WasmHost> {
-    let limits = SandboxLimits {
-        max_rooms,
-        ..SandboxLimits::default()
-    };
+    let limits = SandboxLimits { max_rooms, ..SandboxLimits::default() };
     WasmHost::new(limits, cache, allocator).expect("host")
 }
 
 fn room(host: &Arc<WasmHost>, compiled: &Arc<edge_node::host::Compiled>) -> GuestInstance {
-    let mut g = GuestInstance::new(
-        compiled.clone(),
-        host.limits.clone(),
-        RoomLog::new(16, 256),
-        7,
-    )
-    .expect("instantiate");
+    let mut g =
+        GuestInstance::new(compiled.clone(), host.limits.clone(), RoomLog::new(16, 256), 7).expect("instantiate");
     g.init("bench", b"").expect("init call").expect("init ok");
     g
 }
@@ -44,11 +34,7 @@ fn room(host: &Arc<WasmHost>, compiled: &Arc<edge_node::host::Compiled>) -> Gues
 /// What the echo guest does, as plain Rust: the native baseline.
 #[inline(never)]
 fn native_echo(effects: &mut Vec<Effect>, sender: u64, data: &[u8]) {
-    effects.push(Effect::Send {
-        to: sender,
-        data: data.to_vec(),
-        reliable: true,
-    });
+    effects.push(Effect::Send { to: sender, data: data.to_vec(), reliable: true });
 }
 
 fn message_call(c: &mut Criterion, cache: &Path) {
@@ -75,23 +61,14 @@ fn message_call(c: &mut Criterion, cache: &Path) {
 
 fn instantiate(c: &mut Criterion, cache: &Path) {
     let mut group = c.benchmark_group("instantiate_echo");
-    for (name, alloc) in [
-        ("pooling", Allocator::Pooling),
-        ("on_demand", Allocator::OnDemand),
-    ] {
+    for (name, alloc) in [("pooling", Allocator::Pooling), ("on_demand", Allocator::OnDemand)] {
         let h = host(alloc, 64, cache);
         let compiled = Arc::new(h.load(&guest("echo")).unwrap());
         group.bench_function(name, |b| {
             // Instantiate and drop: a pooled slot is reused, as when rooms come and go.
             b.iter(|| {
                 drop(black_box(
-                    GuestInstance::new(
-                        compiled.clone(),
-                        h.limits.clone(),
-                        RoomLog::new(16, 256),
-                        7,
-                    )
-                    .unwrap(),
+                    GuestInstance::new(compiled.clone(), h.limits.clone(), RoomLog::new(16, 256), 7).unwrap(),
                 ))
             })
         });
@@ -105,9 +82,7 @@ fn upload_to_live(c: &mut Criterion, cache: &Path) {
     warm.load(&arena).unwrap(); // leaves the artifact in the disk cache
     let mut group = c.benchmark_group("upload_to_live_arena");
     group.sample_size(10);
-    group.bench_function("disk_cache", |b| {
-        b.iter(|| black_box(warm.load(&arena).unwrap()))
-    });
+    group.bench_function("disk_cache", |b| b.iter(|| black_box(warm.load(&arena).unwrap())));
     group.bench_function("cold_compile", |b| {
         b.iter_batched(
             || {
@@ -123,11 +98,7 @@ fn upload_to_live(c: &mut Criterion, cache: &Path) {
 
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let pages: u64 = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 
@@ -144,10 +115,7 @@ fn idle_room_memory(cache: &Path, allocator: Allocator) -> (f64, f64) {
     let per_room_us = started.elapsed().as_secs_f64() * 1e6 / ROOMS as f64;
     let after = rss_bytes();
     black_box(&rooms);
-    (
-        (after.saturating_sub(before)) as f64 / ROOMS as f64 / 1024.0,
-        per_room_us,
-    )
+    ((after.saturating_sub(before)) as f64 / ROOMS as f64 / 1024.0, per_room_us)
 }
 
 fn estimate_ns(group: &str, bench: &str) -> Option<f64> {
@@ -183,18 +151,8 @@ fn main() {
         }
     };
     pair("guest message (32 B)", "message_32B", "guest", "native");
-    pair(
-        "room instantiation (echo)",
-        "instantiate_echo",
-        "pooling",
-        "on_demand",
-    );
-    pair(
-        "upload to live (arena)",
-        "upload_to_live_arena",
-        "disk_cache",
-        "cold_compile",
-    );
+    pair("room instantiation (echo)", "instantiate_echo", "pooling", "on_demand");
+    pair("upload to live (arena)", "upload_to_live_arena", "disk_cache", "cold_compile");
     println!(
         "10,000 idle echo rooms: pooling {pool_kib:.1} KiB RSS/room ({pool_us:.1} µs/room incl. init), \
          on-demand {od_kib:.1} KiB RSS/room ({od_us:.1} µs/room); ratio {:.2}",

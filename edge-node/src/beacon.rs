@@ -33,10 +33,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(burst: f64, now: Instant) -> Self {
-        TokenBucket {
-            tokens: burst,
-            last: now,
-        }
+        TokenBucket { tokens: burst, last: now }
     }
 
     /// Takes one token if there is one.
@@ -71,23 +68,14 @@ pub async fn serve(socket: UdpSocket, limits: BeaconLimits, metrics: Arc<Metrics
         };
         let datagram = &mut buf[..n];
         if !beacon::make_reply(datagram) {
-            metrics
-                .probe_malformed_total
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.probe_malformed_total.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let now = Instant::now();
-        let bucket = buckets.get_with(from.ip(), || {
-            Arc::new(Mutex::new(TokenBucket::new(limits.burst, now)))
-        });
-        let allowed = bucket
-            .lock()
-            .map(|mut b| b.take(now, limits.per_second, limits.burst))
-            .unwrap_or(false);
+        let bucket = buckets.get_with(from.ip(), || Arc::new(Mutex::new(TokenBucket::new(limits.burst, now))));
+        let allowed = bucket.lock().map(|mut b| b.take(now, limits.per_second, limits.burst)).unwrap_or(false);
         if !allowed {
-            metrics
-                .probe_rate_limited_total
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.probe_rate_limited_total.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if socket.send_to(datagram, from).await.is_ok() {

@@ -4,6 +4,7 @@
 
 use crate::host::Allocator;
 use crate::host::limits::SandboxLimits;
+use crate::room::player::PlayerLimits;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,37 @@ pub struct Args {
     /// Where all state lives (modules, compiled cache, node id, tokens).
     #[arg(long, env = "OUTPOST_DATA_DIR", default_value = "data/edge")]
     pub data_dir: PathBuf,
+    /// Player QUIC address (port 0 picks a free port).
+    #[arg(long, env = "OUTPOST_LISTEN_QUIC", default_value = "0.0.0.0:7701")]
+    pub listen_quic: SocketAddr,
+    /// The router's ticket public key, in its text form (base64url of 32 bytes). Without it,
+    /// every join is refused.
+    #[arg(long, env = "OUTPOST_TICKET_PUBKEY")]
+    pub ticket_pubkey: Option<String>,
+    /// Largest message a player may send, bytes.
+    #[arg(long, env = "OUTPOST_MAX_MESSAGE_BYTES", default_value_t = 64 << 10)]
+    pub max_message_bytes: usize,
+    /// Messages per second a player may send (reliable and unreliable together).
+    #[arg(long, env = "OUTPOST_PLAYER_RATE", default_value_t = 120.0)]
+    pub player_rate: f64,
+    /// Burst of player messages above the rate.
+    #[arg(long, env = "OUTPOST_PLAYER_BURST", default_value_t = 240.0)]
+    pub player_burst: f64,
+    /// Reliable backlog per player before the slow-consumer clock starts, bytes.
+    #[arg(long, env = "OUTPOST_PLAYER_BACKLOG_BYTES", default_value_t = 256 << 10)]
+    pub player_backlog_bytes: usize,
+    /// How long a player's backlog may stay over its limit before `slow-consumer`.
+    #[arg(long, env = "OUTPOST_SLOW_CONSUMER_GRACE", default_value = "2s")]
+    pub slow_consumer_grace: String,
+    /// How long a new connection has to send its Join.
+    #[arg(long, env = "OUTPOST_JOIN_TIMEOUT", default_value = "5s")]
+    pub join_timeout: String,
+    /// QUIC idle timeout for players (keep-alive is a third of it).
+    #[arg(long, env = "OUTPOST_IDLE_TIMEOUT", default_value = "30s")]
+    pub idle_timeout: String,
+    /// How long shutdown waits for players to be told before exiting.
+    #[arg(long, env = "OUTPOST_SHUTDOWN_GRACE", default_value = "3s")]
+    pub shutdown_grace: String,
     /// Probe beacon UDP address (port 0 picks a free port).
     #[arg(long, env = "OUTPOST_LISTEN_PROBE", default_value = "0.0.0.0:7702")]
     pub listen_probe: SocketAddr,
@@ -84,6 +116,16 @@ pub struct Config {
     pub workers: usize,
     /// Allocator choice.
     pub allocator: Allocator,
+    /// Per-player limits.
+    pub player_limits: PlayerLimits,
+    /// The router's ticket key.
+    pub ticket_key: Option<outpost_proto::keys::Ed25519PublicKey>,
+    /// Join timeout.
+    pub join_timeout: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
 }
 
 /// A bad setting: names the field.
@@ -97,20 +139,12 @@ pub struct ConfigError {
 }
 
 fn bad(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        message: message.into(),
-    }
+    ConfigError { field: field.to_string(), message: message.into() }
 }
 
 /// Parses a duration like `10ms` or `2s`.
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(s).map_err(|e| {
-        bad(
-            field,
-            format!("{s:?} is not a duration like 200ms or 2s ({e})"),
-        )
-    })
+    humantime::parse_duration(s).map_err(|e| bad(field, format!("{s:?} is not a duration like 200ms or 2s ({e})")))
 }
 
 impl Args {
@@ -125,31 +159,21 @@ impl Args {
         let Some(path) = args.config.clone() else {
             return Ok(args);
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
-        let file: toml::Table =
-            toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+        let file: toml::Table = toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
         let mut merged = serde_json::to_value(&args)?;
-        let obj = merged
-            .as_object_mut()
-            .ok_or_else(|| bad("config", "internal: args are not an object"))?;
+        let obj = merged.as_object_mut().ok_or_else(|| bad("config", "internal: args are not an object"))?;
         for (key, value) in file {
             if !obj.contains_key(&key) {
                 return Err(bad(&key, format!("unknown setting in {}", path.display())).into());
             }
-            let from_user = matches!(
-                matches.value_source(&key),
-                Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
-            );
+            let from_user =
+                matches!(matches.value_source(&key), Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable));
             if !from_user {
-                obj.insert(
-                    key.clone(),
-                    serde_json::to_value(value).map_err(|e| bad(&key, e.to_string()))?,
-                );
+                obj.insert(key.clone(), serde_json::to_value(value).map_err(|e| bad(&key, e.to_string()))?);
             }
         }
-        let mut out: Args =
-            serde_json::from_value(merged).map_err(|e| bad("config", e.to_string()))?;
+        let mut out: Args = serde_json::from_value(merged).map_err(|e| bad("config", e.to_string()))?;
         out.config = Some(path);
         Ok(out)
     }
@@ -182,25 +206,49 @@ impl Args {
             return Err(bad("max_upload_bytes", "must be at least 1024"));
         }
         if !(self.probe_rate > 0.0 && self.probe_burst >= 1.0) {
-            return Err(bad(
-                "probe_rate",
-                "probe_rate must be > 0 and probe_burst >= 1",
-            ));
+            return Err(bad("probe_rate", "probe_rate must be > 0 and probe_burst >= 1"));
         }
         let allocator = match self.allocator.as_str() {
             "pooling" => Allocator::Pooling,
             "on-demand" => Allocator::OnDemand,
             other => {
-                return Err(bad(
-                    "allocator",
-                    format!("{other:?} is not `pooling` or `on-demand`"),
-                ));
+                return Err(bad("allocator", format!("{other:?} is not `pooling` or `on-demand`")));
             }
         };
         let workers = match self.workers {
             Some(0) => return Err(bad("workers", "must be at least 1")),
             Some(n) => n.min(256),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let ticket_key = match &self.ticket_pubkey {
+            Some(text) => {
+                Some(outpost_proto::keys::public_key_from_text(text).map_err(|e| bad("ticket_pubkey", e.to_string()))?)
+            }
+            None => None,
+        };
+        if !(16..=16 << 20).contains(&self.max_message_bytes) {
+            return Err(bad("max_message_bytes", "must be between 16 and 16777216"));
+        }
+        if !(self.player_rate > 0.0 && self.player_burst >= 1.0) {
+            return Err(bad("player_rate", "player_rate must be > 0 and player_burst >= 1"));
+        }
+        if self.player_backlog_bytes < 1024 {
+            return Err(bad("player_backlog_bytes", "must be at least 1024"));
+        }
+        let slow_grace = parse_duration("slow_consumer_grace", &self.slow_consumer_grace)?;
+        let join_timeout = parse_duration("join_timeout", &self.join_timeout)?;
+        let idle_timeout = parse_duration("idle_timeout", &self.idle_timeout)?;
+        if idle_timeout < Duration::from_secs(1) {
+            return Err(bad("idle_timeout", "must be at least 1s"));
+        }
+        let shutdown_grace = parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let player_limits = PlayerLimits {
+            max_message: self.max_message_bytes,
+            rate: self.player_rate,
+            burst: self.player_burst,
+            backlog_bytes: self.player_backlog_bytes,
+            slow_grace,
+            datagram_cap: self.datagram_cap,
         };
         let limits = SandboxLimits {
             memory_bytes: (self.room_memory_mib << 20) as usize,
@@ -214,6 +262,11 @@ impl Args {
             limits,
             workers,
             allocator,
+            player_limits,
+            ticket_key,
+            join_timeout,
+            idle_timeout,
+            shutdown_grace,
         })
     }
 }
@@ -225,10 +278,7 @@ mod tests {
     fn load(argv: &[&str]) -> Result<Config, String> {
         let mut full = vec!["edge-node"];
         full.extend_from_slice(argv);
-        Args::load_from(full)
-            .map_err(|e| e.to_string())?
-            .validate()
-            .map_err(|e| e.to_string())
+        Args::load_from(full).map_err(|e| e.to_string())?.validate().map_err(|e| e.to_string())
     }
 
     #[test]
@@ -246,6 +296,9 @@ mod tests {
             (vec!["--allocator", "magic"], "allocator"),
             (vec!["--id", "a/b"], "id"),
             (vec!["--tick-hz", "0"], "tick_hz"),
+            (vec!["--ticket-pubkey", "nope"], "ticket_pubkey"),
+            (vec!["--slow-consumer-grace", "x"], "slow_consumer_grace"),
+            (vec!["--player-rate", "0"], "player_rate"),
         ] {
             let e = load(&argv).unwrap_err();
             assert!(e.contains(field), "{e}");

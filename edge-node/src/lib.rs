@@ -5,6 +5,7 @@
 //! - [`host`]: wasmtime engine, compiled-module cache, one store per room, CPU/memory limits.
 //! - [`modules`]: uploaded modules on disk and their compiled versions.
 //! - [`room`]: worker threads that own rooms and run their ticks.
+//! - [`quic`]: the player endpoint: tickets, joins, frames and datagrams.
 //! - [`admin`]: the admin HTTP API.
 //! - [`beacon`]: the UDP latency-probe echo.
 //! - [`telemetry`]: logging and Prometheus metrics.
@@ -16,6 +17,7 @@ pub mod beacon;
 pub mod config;
 pub mod host;
 pub mod modules;
+pub mod quic;
 pub mod room;
 pub mod telemetry;
 
@@ -35,8 +37,7 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     match std::fs::read_to_string(&path) {
         Ok(s) => {
             let id = s.trim().to_string();
-            outpost_proto::ids::check_name("node id", &id)
-                .with_context(|| format!("{}", path.display()))?;
+            outpost_proto::ids::check_name("node id", &id).with_context(|| format!("{}", path.display()))?;
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -52,14 +53,10 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
 /// the data dir. Never logged.
 fn admin_token(config: &Config) -> anyhow::Result<String> {
     if let Some(path) = &config.args.admin_token_file {
-        let t = std::fs::read_to_string(path)
-            .with_context(|| format!("admin_token_file: reading {}", path.display()))?;
+        let t =
+            std::fs::read_to_string(path).with_context(|| format!("admin_token_file: reading {}", path.display()))?;
         let t = t.trim().to_string();
-        anyhow::ensure!(
-            !t.is_empty(),
-            "admin_token_file: {} is empty",
-            path.display()
-        );
+        anyhow::ensure!(!t.is_empty(), "admin_token_file: {} is empty", path.display());
         return Ok(t);
     }
     if let Ok(t) = std::env::var("OUTPOST_ADMIN_TOKEN")
@@ -81,35 +78,51 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
 /// Writes the ready file atomically (temp name, then rename).
 pub fn write_ready_file(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(value)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec(value)?).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 
 /// Runs the node until `shutdown` resolves.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let data = &config.args.data_dir;
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("data_dir: creating {}", data.display()))?;
+    std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
     let id = node_id(&config)?;
     let token = admin_token(&config)?;
     let metrics = Arc::new(telemetry::Metrics::default());
 
     let host = host::WasmHost::new(config.limits.clone(), &data.join("cache"), config.allocator)?;
-    let modules = Arc::new(modules::ModuleStore::open(
-        host.clone(),
-        &data.join("modules"),
-    )?);
-    let rooms = Arc::new(room::Rooms::start(
-        host.clone(),
-        metrics.clone(),
-        config.workers,
-        1024,
-    )?);
+    let modules = Arc::new(modules::ModuleStore::open(host.clone(), &data.join("modules"))?);
+    let rooms = Arc::new(room::Rooms::start(host.clone(), metrics.clone(), config.workers, 1024)?);
+
+    let cert = outpost_client::tls::NodeCert::load_or_generate(data, "node")?;
+    let cert_sha256 = cert.sha256();
+    let server = outpost_client::tls::server_config(
+        &cert,
+        outpost_client::tls::ALPN_PLAYER,
+        outpost_client::tls::transport(config.idle_timeout),
+    )?;
+    let endpoint = quinn::Endpoint::server(server, config.args.listen_quic)
+        .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
+    let quic_addr = endpoint.local_addr()?;
+    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if config.ticket_key.is_none() {
+        tracing::warn!("no --ticket-pubkey: every player join will be refused");
+    }
+    let players = Arc::new(quic::PlayerCtx {
+        node_id: id.clone(),
+        ticket_key: config.ticket_key,
+        replay: std::sync::Mutex::new(outpost_proto::ticket::ReplayGuard::new(1_000_000)),
+        rooms: rooms.clone(),
+        modules: modules.clone(),
+        metrics: metrics.clone(),
+        limits: Arc::new(config.player_limits.clone()),
+        accepting: accepting.clone(),
+        join_timeout: config.join_timeout,
+        relay_max_players: config.args.max_players,
+        default_tick_hz: config.args.tick_hz,
+    });
+    let quic_task = tokio::spawn(quic::serve(endpoint.clone(), players));
 
     let probe = tokio::net::UdpSocket::bind(config.args.listen_probe)
         .await
@@ -122,13 +135,19 @@ pub async fn run(
     if !admin_addr.ip().is_loopback() {
         tracing::warn!(addr = %admin_addr, "admin API bound to a non-loopback address without TLS: the token crosses the network in clear");
     }
-    tracing::info!(id = %id, probe = %probe_addr, admin = %admin_addr, workers = config.workers, "edge node serving");
+    tracing::info!(
+        id = %id, quic = %quic_addr, probe = %probe_addr, admin = %admin_addr,
+        workers = config.workers, cert_sha256 = %cert_sha256, "edge node serving"
+    );
 
     let state = Arc::new(admin::AdminState {
         node_id: id.clone(),
         modules,
-        rooms,
+        rooms: rooms.clone(),
         metrics: metrics.clone(),
+        accepting: accepting.clone(),
+        quic_addr: quic_addr.to_string(),
+        cert_sha256: cert_sha256.clone(),
         token_hash: admin::token_hash(&token),
         limits: admin::ApiLimits {
             max_upload_bytes: config.args.max_upload_bytes,
@@ -148,14 +167,23 @@ pub async fn run(
     if let Some(path) = &config.args.ready_file {
         let ready = EdgeReady {
             id: id.clone(),
-            quic: String::new(),
+            quic: quic_addr.to_string(),
             probe: probe_addr.to_string(),
             admin: admin_addr.to_string(),
-            cert_sha256: String::new(),
+            cert_sha256,
         };
         write_ready_file(path, &ready)?;
     }
     admin::serve(admin, state, shutdown).await;
+
+    // Drain: refuse joins, tell every player, then give the close frames time to go out.
+    tracing::info!("shutting down: closing players");
+    accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let grace = config.shutdown_grace;
+    let _ = tokio::time::timeout(grace, rooms.shutdown()).await;
+    endpoint.close(outpost_proto::CloseCode::NodeShutdown.to_u32().into(), b"the node is shutting down");
+    let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
+    quic_task.abort();
     beacon_task.abort();
     tracing::info!("edge node stopped");
     Ok(())

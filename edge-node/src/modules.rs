@@ -143,9 +143,7 @@ impl ModuleStore {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         write_atomic(&dir.join(format!("{version}.wasm")), bytes)?;
-        let (dt, dp) = previous
-            .as_ref()
-            .map_or(defaults, |p| (p.tick_hz, p.max_players));
+        let (dt, dp) = previous.as_ref().map_or(defaults, |p| (p.tick_hz, p.max_players));
         let rec = ModuleRecord {
             name: name.to_string(),
             version: version.clone(),
@@ -154,10 +152,7 @@ impl ModuleStore {
             max_players: max_players.unwrap_or(dp),
             compile_ms: compiled.load_ms,
         };
-        write_atomic(
-            &dir.join("module.json"),
-            &serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?,
-        )?;
+        write_atomic(&dir.join("module.json"), &serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?)?;
         let is_new = previous.is_none_or(|p| p.version != version);
         self.lock().insert(name.to_string(), rec.clone());
         Ok((rec, is_new))
@@ -174,11 +169,7 @@ impl ModuleStore {
     }
 
     /// A compiled version: from memory, else from the disk cache, else compiled.
-    pub fn compiled_version(
-        &self,
-        name: &str,
-        version: &str,
-    ) -> Result<Arc<Compiled>, ModulesError> {
+    pub fn compiled_version(&self, name: &str, version: &str) -> Result<Arc<Compiled>, ModulesError> {
         if let Some(c) = self.compiled.get(version) {
             return Ok(c);
         }
@@ -191,19 +182,14 @@ impl ModuleStore {
 
     /// The live compiled version of `name`, with its record.
     pub fn live(&self, name: &str) -> Result<(ModuleRecord, Arc<Compiled>), ModulesError> {
-        let rec = self
-            .get(name)
-            .ok_or_else(|| ModulesError::NotFound(name.to_string()))?;
+        let rec = self.get(name).ok_or_else(|| ModulesError::NotFound(name.to_string()))?;
         let c = self.compiled_version(name, &rec.version)?;
         Ok((rec, c))
     }
 
     /// Removes a module and its files. Rooms still running keep their compiled instance.
     pub fn delete(&self, name: &str) -> Result<ModuleRecord, ModulesError> {
-        let rec = self
-            .lock()
-            .remove(name)
-            .ok_or_else(|| ModulesError::NotFound(name.to_string()))?;
+        let rec = self.lock().remove(name).ok_or_else(|| ModulesError::NotFound(name.to_string()))?;
         std::fs::remove_dir_all(self.dir.join(name))?;
         Ok(rec)
     }

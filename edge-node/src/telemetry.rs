@@ -10,16 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Upper bounds (seconds) of the tick-duration histogram buckets.
-pub const TICK_BUCKETS: [f64; 10] = [
-    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-];
+pub const TICK_BUCKETS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025];
 
 /// A fixed-bucket histogram of durations.
 #[derive(Debug, Default)]
@@ -39,26 +34,17 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns
-            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, bound) in TICK_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                self.buckets[i].load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
-        );
+        let _ = writeln!(out, "{name}_sum {}", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -139,6 +125,18 @@ counters! {
     probe_rate_limited_total: "counter",
     /// Admin requests refused for a missing or wrong token.
     admin_unauthorized_total: "counter",
+    /// Players that joined a room.
+    players_joined_total: "counter",
+    /// Joins refused, any reason.
+    players_refused_total: "counter",
+    /// Player connections closed by the node for misbehaving (malformed, too large, rate).
+    players_closed_protocol_total: "counter",
+    /// Unreliable messages to players dropped because the player was congested.
+    player_datagrams_dropped_total: "counter",
+    /// Incoming datagrams dropped (oversized or malformed).
+    player_datagrams_in_dropped_total: "counter",
+    /// Player-ticks run (sum over ticks of the players in the room).
+    player_ticks_total: "counter",
 }
 
 #[cfg(test)]
@@ -152,7 +150,10 @@ mod tests {
         m.tick_seconds.observe(std::time::Duration::from_micros(30));
         let text = m.render(&[("rooms", "Rooms on the node.", 3.0)]);
         assert!(text.contains("outpost_module_compiles_total 2\n"), "{text}");
-        assert!(text.contains("# HELP outpost_module_compiles_total Modules compiled from bytes (cold compiles).\n"), "{text}");
+        assert!(
+            text.contains("# HELP outpost_module_compiles_total Modules compiled from bytes (cold compiles).\n"),
+            "{text}"
+        );
         assert!(text.contains("outpost_rooms 3\n"));
         assert!(text.contains("outpost_tick_seconds_bucket{le=\"0.00005\"} 1\n"));
         assert!(text.contains("outpost_tick_seconds_count 1\n"));

@@ -59,10 +59,7 @@ mod tests {
     #[test]
     fn reply_is_request_with_flipped_magic_and_same_size() {
         for len in [0, 16, 17, 100, 1200, 5000] {
-            let p = Probe {
-                seq: 9,
-                sent_us: 123456,
-            };
+            let p = Probe { seq: 9, sent_us: 123456 };
             let mut d = encode_request(p, len);
             let before = d.len();
             assert!(make_reply(&mut d));
@@ -79,10 +76,7 @@ mod tests {
         assert!(!make_reply(&mut wrong));
         let mut reply = encode_request(Probe { seq: 1, sent_us: 1 }, 16);
         assert!(make_reply(&mut reply));
-        assert!(
-            !make_reply(&mut reply),
-            "a reply must not be answered again (no reflection loops)"
-        );
+        assert!(!make_reply(&mut reply), "a reply must not be answered again (no reflection loops)");
         let mut huge = encode_request(Probe { seq: 1, sent_us: 1 }, 16);
         huge.resize(MAX_LEN + 1, 0);
         assert!(!make_reply(&mut huge));

@@ -4,9 +4,7 @@ use sha2::{Digest, Sha256};
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{what} must be 1-64 characters of a-z, A-Z, 0-9, '-', '_' or '.', not starting with '.': got {got:?}"
-)]
+#[error("{what} must be 1-64 characters of a-z, A-Z, 0-9, '-', '_' or '.', not starting with '.': got {got:?}")]
 pub struct BadName {
     /// Which kind of name.
     pub what: &'static str,
@@ -19,16 +17,8 @@ pub fn check_name(what: &'static str, s: &str) -> Result<(), BadName> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BadName {
-            what,
-            got: s.chars().take(80).collect(),
-        })
-    }
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(BadName { what, got: s.chars().take(80).collect() }) }
 }
 
 /// A fresh node id, `edge-` and 12 hex digits.

@@ -36,10 +36,7 @@ pub enum KeyError {
 
 fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
     let bytes = URL_SAFE_NO_PAD.decode(text.trim())?;
-    bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| KeyError::Length(bytes.len()))
+    bytes.as_slice().try_into().map_err(|_| KeyError::Length(bytes.len()))
 }
 
 /// The text form of a public key.
@@ -70,10 +67,7 @@ pub fn generate_signing_key() -> SigningKey {
 /// Reads the signing key at `path`, or generates one and writes it there (mode 0600) if the file
 /// does not exist yet. Used for keys that must survive restarts, like the router's ticket key.
 pub fn load_or_generate_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| KeyError::Io { path: path.display().to_string(), source };
     match std::fs::read_to_string(path) {
         Ok(text) => signing_key_from_text(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -120,14 +114,8 @@ mod tests {
 
     #[test]
     fn bad_key_text_is_a_clear_error() {
-        assert!(matches!(
-            public_key_from_text("!!"),
-            Err(KeyError::Encoding(_))
-        ));
-        assert!(matches!(
-            public_key_from_text("AAAA"),
-            Err(KeyError::Length(3))
-        ));
+        assert!(matches!(public_key_from_text("!!"), Err(KeyError::Encoding(_))));
+        assert!(matches!(public_key_from_text("AAAA"), Err(KeyError::Length(3))));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`keys`]: Ed25519 key text forms and key files.
 //! - [`ticket`]: signed join tickets (mint and verify).
 //! - [`beacon`]: the latency-probe datagram format.
+//! - [`frame`]: player frames on QUIC streams and datagrams.
 //! - [`api`]: JSON types of the HTTP APIs and ready files.
 //! - [`ids`]: node ids and certificate fingerprints.
 //!
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod beacon;
 pub mod codes;
+pub mod frame;
 pub mod ids;
 pub mod keys;
 pub mod ticket;

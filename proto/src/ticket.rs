@@ -41,14 +41,7 @@ pub struct TicketPayload {
 
 impl TicketPayload {
     /// A payload with a fresh random nonce.
-    pub fn new(
-        player: u64,
-        name: &str,
-        node: &str,
-        module: &str,
-        room: Option<&str>,
-        exp: u64,
-    ) -> Self {
+    pub fn new(player: u64, name: &str, node: &str, module: &str, room: Option<&str>, exp: u64) -> Self {
         let nonce: [u8; 16] = rand::random();
         TicketPayload {
             v: TICKET_VERSION,
@@ -66,11 +59,7 @@ impl TicketPayload {
     pub fn sign(&self, key: &SigningKey) -> String {
         let json = serde_json::to_vec(self).expect("ticket payload always serializes");
         let sig = key.sign(&json);
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&json),
-            URL_SAFE_NO_PAD.encode(sig.to_bytes())
-        )
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(&json), URL_SAFE_NO_PAD.encode(sig.to_bytes()))
     }
 }
 
@@ -107,39 +96,21 @@ impl TicketError {
 }
 
 /// Checks signature, version, expiry (against `now_unix`) and node. Does not check single use.
-pub fn verify(
-    ticket: &str,
-    key: &VerifyingKey,
-    node_id: &str,
-    now_unix: u64,
-) -> Result<TicketPayload, TicketError> {
+pub fn verify(ticket: &str, key: &VerifyingKey, node_id: &str, now_unix: u64) -> Result<TicketPayload, TicketError> {
     if ticket.len() > MAX_TICKET_LEN {
-        return Err(TicketError::Malformed(format!(
-            "longer than {MAX_TICKET_LEN} bytes"
-        )));
+        return Err(TicketError::Malformed(format!("longer than {MAX_TICKET_LEN} bytes")));
     }
-    let (body, sig) = ticket
-        .split_once('.')
-        .ok_or_else(|| TicketError::Malformed("expected payload.signature".into()))?;
-    let body = URL_SAFE_NO_PAD
-        .decode(body)
-        .map_err(|e| TicketError::Malformed(format!("payload: {e}")))?;
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig)
-        .map_err(|e| TicketError::Malformed(format!("signature: {e}")))?;
-    let sig: [u8; 64] = sig
-        .as_slice()
-        .try_into()
-        .map_err(|_| TicketError::Malformed("signature must be 64 bytes".into()))?;
-    key.verify(&body, &Signature::from_bytes(&sig))
-        .map_err(|_| TicketError::BadSignature)?;
-    let payload: TicketPayload = serde_json::from_slice(&body)
-        .map_err(|e| TicketError::Malformed(format!("payload json: {e}")))?;
+    let (body, sig) =
+        ticket.split_once('.').ok_or_else(|| TicketError::Malformed("expected payload.signature".into()))?;
+    let body = URL_SAFE_NO_PAD.decode(body).map_err(|e| TicketError::Malformed(format!("payload: {e}")))?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|e| TicketError::Malformed(format!("signature: {e}")))?;
+    let sig: [u8; 64] =
+        sig.as_slice().try_into().map_err(|_| TicketError::Malformed("signature must be 64 bytes".into()))?;
+    key.verify(&body, &Signature::from_bytes(&sig)).map_err(|_| TicketError::BadSignature)?;
+    let payload: TicketPayload =
+        serde_json::from_slice(&body).map_err(|e| TicketError::Malformed(format!("payload json: {e}")))?;
     if payload.v != TICKET_VERSION {
-        return Err(TicketError::Malformed(format!(
-            "unsupported version {}",
-            payload.v
-        )));
+        return Err(TicketError::Malformed(format!("unsupported version {}", payload.v)));
     }
     if payload.exp <= now_unix {
         return Err(TicketError::Expired(payload.exp));
@@ -164,27 +135,17 @@ pub struct ReplayGuard {
 impl ReplayGuard {
     /// A guard that holds at most `capacity` live nonces.
     pub fn new(capacity: usize) -> Self {
-        ReplayGuard {
-            by_exp: BTreeMap::new(),
-            seen: HashSet::new(),
-            capacity,
-        }
+        ReplayGuard { by_exp: BTreeMap::new(), seen: HashSet::new(), capacity }
     }
 
     /// Records the ticket's nonce; `Err(Replayed)` if it was already used.
-    pub fn check_and_insert(
-        &mut self,
-        t: &TicketPayload,
-        now_unix: u64,
-    ) -> Result<(), TicketError> {
+    pub fn check_and_insert(&mut self, t: &TicketPayload, now_unix: u64) -> Result<(), TicketError> {
         self.expire(now_unix);
         if self.seen.contains(&t.nonce) {
             return Err(TicketError::Replayed);
         }
         if self.seen.len() >= self.capacity {
-            return Err(TicketError::Malformed(
-                "too many live tickets; retry shortly".into(),
-            ));
+            return Err(TicketError::Malformed("too many live tickets; retry shortly".into()));
         }
         self.seen.insert(t.nonce.clone());
         self.by_exp.entry(t.exp).or_default().push(t.nonce.clone());
@@ -237,41 +198,13 @@ mod tests {
         let pk = k.verifying_key();
         let other = generate_signing_key().verifying_key();
         let cases: Vec<(&str, Result<TicketPayload, TicketError>, CloseCode)> = vec![
-            (
-                "forged",
-                verify(&t, &other, "node-a", 1),
-                CloseCode::BadTicket,
-            ),
-            (
-                "expired",
-                verify(&t, &pk, "node-a", 1000),
-                CloseCode::TicketExpired,
-            ),
-            (
-                "wrong node",
-                verify(&t, &pk, "node-b", 1),
-                CloseCode::WrongNode,
-            ),
-            (
-                "no dot",
-                verify("abc", &pk, "node-a", 1),
-                CloseCode::BadTicket,
-            ),
-            (
-                "not base64",
-                verify("!!.??", &pk, "node-a", 1),
-                CloseCode::BadTicket,
-            ),
-            (
-                "short sig",
-                verify("e30.AAAA", &pk, "node-a", 1),
-                CloseCode::BadTicket,
-            ),
-            (
-                "huge",
-                verify(&"a".repeat(5000), &pk, "node-a", 1),
-                CloseCode::BadTicket,
-            ),
+            ("forged", verify(&t, &other, "node-a", 1), CloseCode::BadTicket),
+            ("expired", verify(&t, &pk, "node-a", 1000), CloseCode::TicketExpired),
+            ("wrong node", verify(&t, &pk, "node-b", 1), CloseCode::WrongNode),
+            ("no dot", verify("abc", &pk, "node-a", 1), CloseCode::BadTicket),
+            ("not base64", verify("!!.??", &pk, "node-a", 1), CloseCode::BadTicket),
+            ("short sig", verify("e30.AAAA", &pk, "node-a", 1), CloseCode::BadTicket),
+            ("huge", verify(&"a".repeat(5000), &pk, "node-a", 1), CloseCode::BadTicket),
         ];
         for (name, got, code) in cases {
             assert_eq!(got.unwrap_err().code(), code, "{name}");
@@ -285,10 +218,7 @@ mod tests {
         let evil = TicketPayload::new(7, "root", "node-a", "arena", None, 1000);
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&evil).unwrap());
         let forged = format!("{body}.{sig}");
-        assert_eq!(
-            verify(&forged, &k.verifying_key(), "node-a", 1),
-            Err(TicketError::BadSignature)
-        );
+        assert_eq!(verify(&forged, &k.verifying_key(), "node-a", 1), Err(TicketError::BadSignature));
     }
 
     #[test]
@@ -305,13 +235,9 @@ mod tests {
     fn replay_guard_is_bounded() {
         let mut g = ReplayGuard::new(2);
         for i in 0..2 {
-            g.check_and_insert(&TicketPayload::new(i, "p", "n", "m", None, 100), 0)
-                .unwrap();
+            g.check_and_insert(&TicketPayload::new(i, "p", "n", "m", None, 100), 0).unwrap();
         }
-        assert!(
-            g.check_and_insert(&TicketPayload::new(9, "p", "n", "m", None, 100), 0)
-                .is_err()
-        );
+        assert!(g.check_and_insert(&TicketPayload::new(9, "p", "n", "m", None, 100), 0).is_err());
         assert_eq!(g.len(), 2);
     }
 }

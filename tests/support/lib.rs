@@ -18,9 +18,7 @@ pub fn target_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target")
 }
 
 /// Path of a release binary; fails with the command that builds it.
@@ -50,6 +48,40 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// A ticket signing key for a test: the router's role.
+pub struct TicketKey {
+    /// The signing key.
+    pub key: outpost_proto::keys::Ed25519SigningKey,
+    /// Its public text form, for `--ticket-pubkey`.
+    pub public: String,
+}
+
+impl TicketKey {
+    /// A fresh key.
+    pub fn new() -> Self {
+        let key = outpost_proto::keys::generate_signing_key();
+        let public = outpost_proto::keys::public_key_to_text(&key.verifying_key());
+        TicketKey { key, public }
+    }
+
+    /// A ticket for `edge`, valid for a minute.
+    pub fn ticket(&self, edge: &Edge, module: &str, room: Option<&str>, player: u64, name: &str) -> String {
+        let exp = now_unix() + 60;
+        outpost_proto::ticket::TicketPayload::new(player, name, &edge.ready.id, module, room, exp).sign(&self.key)
+    }
+}
+
+impl Default for TicketKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Unix seconds now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// A running `edge-node` process, killed on drop.
 pub struct Edge {
     child: Child,
@@ -77,19 +109,11 @@ impl Edge {
         let ready_path = data.join("../ready.json");
         let _ = std::fs::remove_file(&ready_path);
         let log = data.join("../edge.log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let child = Command::new(bin("edge-node"))
             .arg("--data-dir")
             .arg(data)
-            .args([
-                "--listen-probe",
-                "127.0.0.1:0",
-                "--listen-admin",
-                "127.0.0.1:0",
-            ])
+            .args(["--listen-probe", "127.0.0.1:0", "--listen-admin", "127.0.0.1:0", "--listen-quic", "127.0.0.1:0"])
             .arg("--ready-file")
             .arg(&ready_path)
             .args(&extra)
@@ -116,10 +140,7 @@ impl Edge {
         };
         let ready = wait_for("the edge ready file", Duration::from_secs(60), || {
             if let Ok(Some(status)) = edge.child.try_wait() {
-                return Some(Err(anyhow::anyhow!(
-                    "edge-node exited early with {status}: {}",
-                    edge.log_text()
-                )));
+                return Some(Err(anyhow::anyhow!("edge-node exited early with {status}: {}", edge.log_text())));
             }
             let text = std::fs::read(&ready_path).ok()?;
             Some(serde_json::from_slice::<EdgeReady>(&text).context("parsing the ready file"))
@@ -150,12 +171,7 @@ impl Edge {
 
     /// An admin request with the right token.
     pub fn admin(&self, method: &str, path: &str, body: &[u8]) -> Reply {
-        http(
-            method,
-            &format!("{}{path}", self.admin_url()),
-            Some(ADMIN_TOKEN),
-            body,
-        )
+        http(method, &format!("{}{path}", self.admin_url()), Some(ADMIN_TOKEN), body)
     }
 
     /// A request with the given token (or none).
@@ -167,11 +183,7 @@ impl Edge {
     pub fn metric(&self, name: &str) -> f64 {
         let text = self.admin_with(None, "GET", "/metrics", b"").text();
         text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|r| r.strip_prefix(' '))
-                    .and_then(|v| v.trim().parse().ok())
-            })
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
     }
 
@@ -196,6 +208,39 @@ impl Edge {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; returns how long it took.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_for("edge-node to exit after SIGTERM", timeout, || self.child.try_wait().ok().flatten())?;
+        Ok(started.elapsed())
+    }
+
+    /// Connects a player with a ticket for `module` (and `room`).
+    pub async fn player(
+        &self,
+        key: &TicketKey,
+        module: &str,
+        room: Option<&str>,
+        id: u64,
+        name: &str,
+    ) -> Result<outpost_client::Client, outpost_client::ClientError> {
+        let ticket = key.ticket(self, module, room, id, name);
+        self.connect(&ticket, &outpost_client::ConnectOptions::default()).await
+    }
+
+    /// Connects with a given ticket and options.
+    pub async fn connect(
+        &self,
+        ticket: &str,
+        opts: &outpost_client::ConnectOptions,
+    ) -> Result<outpost_client::Client, outpost_client::ClientError> {
+        let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().expect("addr"))?;
+        let addr = self.ready.quic.parse().expect("quic addr");
+        outpost_client::Client::connect(&endpoint, addr, &self.ready.cert_sha256, ticket, opts).await
     }
 }
 
@@ -222,16 +267,13 @@ impl Reply {
     }
     /// Body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
 /// One HTTP request over a fresh connection.
 pub fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> Reply {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(30))
-        .build();
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
     let mut req = agent.request(method, url);
     if let Some(t) = token {
         req = req.set("Authorization", &format!("Bearer {t}"));

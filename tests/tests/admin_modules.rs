@@ -24,20 +24,13 @@ fn upload_is_idempotent_listed_and_survives_restart_without_compiling() {
     let list = edge.admin("GET", "/v1/modules", b"").json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "echo");
-    assert_eq!(
-        edge.admin("GET", "/v1/modules/echo", b"").json()["version"],
-        info["version"]
-    );
+    assert_eq!(edge.admin("GET", "/v1/modules/echo", b"").json()["version"], info["version"]);
 
     let edge = edge.restart().unwrap();
     let list = edge.admin("GET", "/v1/modules", b"").json();
     assert_eq!(list[0]["name"], "echo", "still listed after restart");
     assert_eq!(list[0]["version"], info["version"]);
-    assert_eq!(
-        edge.metric("outpost_module_compiles_total"),
-        0.0,
-        "loaded from the disk cache"
-    );
+    assert_eq!(edge.metric("outpost_module_compiles_total"), 0.0, "loaded from the disk cache");
     assert_eq!(edge.metric("outpost_module_cache_loads_total"), 1.0);
     // And it is usable: a room runs on the reloaded module.
     edge.create_room("echo", "after-restart");
@@ -47,12 +40,7 @@ fn upload_is_idempotent_listed_and_survives_restart_without_compiling() {
 #[test]
 fn missing_or_wrong_token_is_401_and_health_is_open() {
     let edge = Edge::start(&[]).unwrap();
-    for token in [
-        None,
-        Some("wrong"),
-        Some(""),
-        Some("test-admin-token-012345678"),
-    ] {
+    for token in [None, Some("wrong"), Some(""), Some("test-admin-token-012345678")] {
         let r = edge.admin_with(token, "GET", "/v1/modules", b"");
         assert_eq!(r.status, 401, "token {token:?}");
         assert_eq!(r.json()["code"], "unauthorized");
@@ -62,10 +50,7 @@ fn missing_or_wrong_token_is_401_and_health_is_open() {
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
     assert_eq!(edge.admin_with(None, "GET", "/metrics", b"").status, 200);
     assert_eq!(edge.metric("outpost_admin_unauthorized_total"), 5.0);
-    assert!(
-        !edge.log_text().contains(ADMIN_TOKEN),
-        "the token never appears in logs"
-    );
+    assert!(!edge.log_text().contains(ADMIN_TOKEN), "the token never appears in logs");
 }
 
 #[test]
@@ -91,10 +76,7 @@ fn oversized_upload_gets_413_at_once_without_reading_the_rest() {
     let reply = String::from_utf8_lossy(&buf[..n]);
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(reply.contains("over the limit"), "{reply}");
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "answered without waiting for the body"
-    );
+    assert!(started.elapsed() < Duration::from_secs(15), "answered without waiting for the body");
     // The node is fine afterwards.
     assert_eq!(edge.admin("GET", "/v1/modules", b"").status, 200);
 
@@ -118,25 +100,10 @@ fn oversized_upload_gets_413_at_once_without_reading_the_rest() {
 fn not_wasm_core_module_and_wrong_world_get_422_naming_the_problem() {
     let edge = Edge::start(&[]).unwrap();
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
-        (
-            "text",
-            b"hello, this is not wasm".to_vec(),
-            "not-wasm",
-            "not a WebAssembly binary",
-        ),
+        ("text", b"hello, this is not wasm".to_vec(), "not-wasm", "not a WebAssembly binary"),
         ("empty", Vec::new(), "not-wasm", "not a WebAssembly binary"),
-        (
-            "core",
-            b"\0asm\x01\0\0\0".to_vec(),
-            "not-a-component",
-            "core WebAssembly module, not a component",
-        ),
-        (
-            "garbage",
-            [b"\0asm\x0d\0\x01\0".to_vec(), vec![0xff; 64]].concat(),
-            "invalid-component",
-            "invalid component",
-        ),
+        ("core", b"\0asm\x01\0\0\0".to_vec(), "not-a-component", "core WebAssembly module, not a component"),
+        ("garbage", [b"\0asm\x0d\0\x01\0".to_vec(), vec![0xff; 64]].concat(), "invalid-component", "invalid component"),
         ("other", guest("wrong-world"), "wrong-world", "outpost:room"),
     ];
     for (name, bytes, code, text) in cases {
@@ -144,38 +111,17 @@ fn not_wasm_core_module_and_wrong_world_get_422_naming_the_problem() {
         assert_eq!(r.status, 422, "{name}: {}", r.text());
         let body = r.json();
         assert_eq!(body["code"], code, "{name}: {body}");
-        assert!(
-            body["error"].as_str().unwrap().contains(text),
-            "{name}: {body}"
-        );
+        assert!(body["error"].as_str().unwrap().contains(text), "{name}: {body}");
     }
     // The wrong world's message names what is missing.
     let other = edge.upload("other", &guest("wrong-world")).json();
     let msg = other["error"].as_str().unwrap();
-    assert!(
-        msg.contains("outpost:room/host") || msg.contains("init"),
-        "{msg}"
-    );
+    assert!(msg.contains("outpost:room/host") || msg.contains("init"), "{msg}");
     // Nothing bad was stored.
-    assert_eq!(
-        edge.admin("GET", "/v1/modules", b"")
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(edge.admin("GET", "/v1/modules", b"").json().as_array().unwrap().len(), 0);
     // Bad names and query values are 400.
     assert_eq!(edge.upload("bad%20name", &guest("echo")).status, 400);
-    assert_eq!(
-        edge.admin("PUT", "/v1/modules/echo?tick_hz=0", &guest("echo"))
-            .status,
-        400
-    );
-    assert_eq!(
-        edge.admin("PUT", "/v1/modules/echo?max_players=lots", &guest("echo"))
-            .status,
-        400
-    );
+    assert_eq!(edge.admin("PUT", "/v1/modules/echo?tick_hz=0", &guest("echo")).status, 400);
+    assert_eq!(edge.admin("PUT", "/v1/modules/echo?max_players=lots", &guest("echo")).status, 400);
     assert_eq!(edge.upload("relay", &guest("echo")).status, 409);
 }

@@ -10,10 +10,7 @@ fn room_create_signal_list_delete_and_module_in_use() {
     let created = edge.create_room("echo", "lobby");
     assert_eq!(created["room"], "lobby");
     assert_eq!(created["module"], "echo");
-    assert_eq!(
-        created["version"],
-        outpost_proto::ids::sha256_hex(&guest("echo"))
-    );
+    assert_eq!(created["version"], outpost_proto::ids::sha256_hex(&guest("echo")));
 
     let r = edge.signal("lobby", "ping 123");
     assert_eq!(r.status, 200);
@@ -26,20 +23,10 @@ fn room_create_signal_list_delete_and_module_in_use() {
     let generated = r.json()["room"].as_str().unwrap().to_string();
 
     let list = edge.admin("GET", "/v1/rooms", b"").json();
-    let ids: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["room"].as_str().unwrap())
-        .collect();
-    assert!(
-        ids.contains(&"lobby") && ids.contains(&generated.as_str()),
-        "{list}"
-    );
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["room"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"lobby") && ids.contains(&generated.as_str()), "{list}");
     let info = wait_for("ticks", Duration::from_secs(10), || {
-        let i = edge
-            .admin("GET", &format!("/v1/rooms/{generated}"), b"")
-            .json();
+        let i = edge.admin("GET", &format!("/v1/rooms/{generated}"), b"").json();
         (i["ticks"].as_u64().unwrap() >= 5).then_some(i)
     })
     .unwrap();
@@ -54,19 +41,8 @@ fn room_create_signal_list_delete_and_module_in_use() {
     assert_eq!(edge.admin("DELETE", "/v1/rooms/lobby", b"").status, 200);
     assert_eq!(edge.admin("GET", "/v1/rooms/lobby", b"").status, 404);
     assert_eq!(edge.signal("lobby", "x").status, 404);
-    assert_eq!(
-        edge.admin("DELETE", "/v1/modules/echo?force=true", b"")
-            .status,
-        200
-    );
-    assert_eq!(
-        edge.admin("GET", "/v1/rooms", b"")
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(edge.admin("DELETE", "/v1/modules/echo?force=true", b"").status, 200);
+    assert_eq!(edge.admin("GET", "/v1/rooms", b"").json().as_array().unwrap().len(), 0);
     assert_eq!(edge.admin("GET", "/v1/modules/echo", b"").status, 404);
 }
 
@@ -87,11 +63,7 @@ fn bad_room_requests_are_refused_clearly() {
         assert_eq!(r.status, status, "{body}: {}", r.text());
     }
     edge.create_room("echo", "dup");
-    assert_eq!(
-        edge.admin("POST", "/v1/rooms", br#"{"module":"echo","room":"dup"}"#)
-            .status,
-        409
-    );
+    assert_eq!(edge.admin("POST", "/v1/rooms", br#"{"module":"echo","room":"dup"}"#).status, 409);
     assert_eq!(edge.admin("GET", "/v1/nowhere", b"").status, 404);
 }
 
@@ -144,10 +116,7 @@ fn flood_guest_is_stopped_and_oversized_datagrams_are_counted() {
     assert_eq!(r.status, 200, "{}", r.text());
     let info = edge.admin("GET", "/v1/rooms/big", b"").json();
     assert_eq!(info["state"], "running");
-    assert!(
-        info["log"].to_string().contains("over the datagram cap"),
-        "{info}"
-    );
+    assert!(info["log"].to_string().contains("over the datagram cap"), "{info}");
     edge.create_room("flood", "many");
     let r = edge.signal("many", "many");
     assert_eq!(r.status, 500);
@@ -168,26 +137,11 @@ fn hot_upgrade_keeps_arena_state_and_a_failed_restore_keeps_the_old_version() {
     edge.create_room("arena", "match-1");
     let a = edge.signal("match-1", "spawn ada").text();
     let b = edge.signal("match-1", "spawn bob").text();
-    assert_eq!(
-        edge.signal("match-1", &format!("move {a} 5000 5000"))
-            .text(),
-        "ok"
-    );
-    assert_eq!(
-        edge.signal("match-1", &format!("move {b} -5000 -5000"))
-            .text(),
-        "ok"
-    );
-    assert!(
-        edge.signal("match-1", "move 1 x y")
-            .text()
-            .starts_with("error:")
-    );
+    assert_eq!(edge.signal("match-1", &format!("move {a} 5000 5000")).text(), "ok");
+    assert_eq!(edge.signal("match-1", &format!("move {b} -5000 -5000")).text(), "ok");
+    assert!(edge.signal("match-1", "move 1 x y").text().starts_with("error:"));
     let before = state(&edge, "match-1");
-    assert!(
-        before.contains("\"x\":980.000") && before.contains("\"x\":20.000"),
-        "{before}"
-    );
+    assert!(before.contains("\"x\":980.000") && before.contains("\"x\":20.000"), "{before}");
     assert_eq!(edge.signal("match-1", "version").text(), "arena 1");
 
     // A version whose restore fails: the room stays on v1, unchanged.
@@ -195,14 +149,7 @@ fn hot_upgrade_keeps_arena_state_and_a_failed_restore_keeps_the_old_version() {
     assert_eq!(broken.status, 201);
     let r = edge.admin("POST", "/v1/rooms/match-1/upgrade", b"");
     assert_eq!(r.status, 422, "{}", r.text());
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("cannot restore"),
-        "{}",
-        r.text()
-    );
+    assert!(r.json()["error"].as_str().unwrap().contains("cannot restore"), "{}", r.text());
     let info = edge.admin("GET", "/v1/rooms/match-1", b"").json();
     assert_eq!(info["version"], v1);
     assert_eq!(info["state"], "running");
@@ -217,10 +164,7 @@ fn hot_upgrade_keeps_arena_state_and_a_failed_restore_keeps_the_old_version() {
     assert_eq!(r.json()["from"], v1);
     assert_eq!(state(&edge, "match-1"), before);
     assert_eq!(edge.signal("match-1", "version").text(), "arena 2");
-    assert_eq!(
-        edge.admin("GET", "/v1/rooms/match-1", b"").json()["version"],
-        v2
-    );
+    assert_eq!(edge.admin("GET", "/v1/rooms/match-1", b"").json()["version"], v2);
     // Upgrading to the version it already runs is a no-op.
     let r = edge.admin("POST", "/v1/rooms/match-1/upgrade", b"");
     assert_eq!(r.json()["upgraded"], false);

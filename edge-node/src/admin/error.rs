@@ -19,11 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
     /// 400.
     pub fn bad_request(m: impl Into<String>) -> Self {
@@ -31,11 +27,7 @@ impl ApiError {
     }
     /// 401.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong admin token (Authorization: Bearer ...)",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token (Authorization: Bearer ...)")
     }
     /// 404.
     pub fn not_found(m: impl Into<String>) -> Self {
@@ -59,10 +51,7 @@ impl ApiError {
     }
     /// The JSON body.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: self.message.clone(),
-            code: self.code.to_string(),
-        }
+        ErrorBody { error: self.message.clone(), code: self.code.to_string() }
     }
 }
 
@@ -78,9 +67,7 @@ impl From<ModulesError> for ApiError {
                 };
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, m.to_string())
             }
-            ModulesError::NotFound(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown-module", e.to_string())
-            }
+            ModulesError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "unknown-module", e.to_string()),
             ModulesError::Io(_) => Self::internal(e.to_string()),
         }
     }

@@ -57,16 +57,18 @@ pub struct AdminState {
     pub token_hash: [u8; 32],
     /// Limits.
     pub limits: ApiLimits,
+    /// False while the node refuses joins (health goes 503).
+    pub accepting: Arc<std::sync::atomic::AtomicBool>,
+    /// Player QUIC address, for `/v1/info`.
+    pub quic_addr: String,
+    /// The QUIC certificate's hash, for `/v1/info`.
+    pub cert_sha256: String,
 }
 
 type Resp = Response<Full<Bytes>>;
 
 /// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AdminState>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -114,12 +116,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 }
 
 fn authorized(state: &AdminState, req: &Req) -> bool {
-    let Some(value) = req
-        .parts
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = req.parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Some(token) = value.strip_prefix("Bearer ") else {
@@ -148,15 +145,9 @@ fn query_u32(
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<Option<u32>, ApiError> {
     let Some(v) = q.get(key) else { return Ok(None) };
-    let n: u32 = v
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{key} must be a whole number, got {v:?}")))?;
+    let n: u32 = v.parse().map_err(|_| ApiError::bad_request(format!("{key} must be a whole number, got {v:?}")))?;
     if !range.contains(&n) {
-        return Err(ApiError::bad_request(format!(
-            "{key} must be in {}..={}, got {n}",
-            range.start(),
-            range.end()
-        )));
+        return Err(ApiError::bad_request(format!("{key} must be in {}..={}, got {n}", range.start(), range.end())));
     }
     Ok(Some(n))
 }
@@ -181,27 +172,17 @@ async fn read_body(req: &mut Req, limit: usize) -> Result<Bytes, ApiError> {
             return Err(ApiError::too_large(len, limit));
         }
     }
-    let body = req
-        .body
-        .take()
-        .ok_or_else(|| ApiError::internal("body read twice"))?;
+    let body = req.body.take().ok_or_else(|| ApiError::internal("body read twice"))?;
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::too_large(limit as u64 + 1, limit))
-        }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "could not read the body: {e}"
-        ))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit as u64 + 1, limit)),
+        Err(e) => Err(ApiError::bad_request(format!("could not read the body: {e}"))),
     }
 }
 
 async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
-    let mut req = Req {
-        parts,
-        body: Some(body),
-    };
+    let mut req = Req { parts, body: Some(body) };
     let result = route(&state, &mut req).await;
     if let (Err(e), Some(body)) = (&result, req.body.take())
         && e.status != StatusCode::PAYLOAD_TOO_LARGE
@@ -213,19 +194,13 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Resp {
         Ok(r) => r,
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED {
-                state
-                    .metrics
-                    .admin_unauthorized_total
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.admin_unauthorized_total.fetch_add(1, Ordering::Relaxed);
             }
             let close = e.status == StatusCode::PAYLOAD_TOO_LARGE;
             let mut r = json(e.status, &e.body());
             if close {
                 // The unread body may still be arriving; do not keep reading it for keep-alive.
-                r.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
+                r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
             }
             r
         }
@@ -238,7 +213,12 @@ async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
     let method = req.parts.method.clone();
     match (&method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => {
-            return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+            return Ok(if state.accepting.load(Ordering::Relaxed) {
+                json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            } else {
+                let body = serde_json::json!({"status": "not-accepting", "reason": "draining"});
+                json(StatusCode::SERVICE_UNAVAILABLE, &body)
+            });
         }
         (&Method::GET, ["metrics"]) => return Ok(metrics(state)),
         _ => {}
@@ -247,47 +227,37 @@ async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
         return Err(ApiError::unauthorized());
     }
     match (&method, segs.as_slice()) {
-        (&Method::GET, ["v1", "info"]) => Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({"id": state.node_id, "version": env!("CARGO_PKG_VERSION")}),
-        )),
+        (&Method::GET, ["v1", "info"]) => {
+            let info = serde_json::json!({
+                "id": state.node_id,
+                "version": env!("CARGO_PKG_VERSION"),
+                "quic": state.quic_addr,
+                "cert_sha256": state.cert_sha256,
+                "alpn": "outpost/1",
+            });
+            Ok(json(StatusCode::OK, &info))
+        }
         (&Method::PUT, ["v1", "modules", name]) => put_module(state, name, req).await,
         (&Method::GET, ["v1", "modules"]) => {
-            let list: Vec<_> = state
-                .modules
-                .list()
-                .iter()
-                .map(|r| r.info(state.rooms.count_using(&r.name) as u32))
-                .collect();
+            let list: Vec<_> =
+                state.modules.list().iter().map(|r| r.info(state.rooms.count_using(&r.name) as u32)).collect();
             Ok(json(StatusCode::OK, &list))
         }
         (&Method::GET, ["v1", "modules", name]) => {
-            let rec = state
-                .modules
-                .get(name)
-                .ok_or_else(|| ApiError::not_found(format!("no module named {name:?}")))?;
-            Ok(json(
-                StatusCode::OK,
-                &rec.info(state.rooms.count_using(name) as u32),
-            ))
+            let rec =
+                state.modules.get(name).ok_or_else(|| ApiError::not_found(format!("no module named {name:?}")))?;
+            Ok(json(StatusCode::OK, &rec.info(state.rooms.count_using(name) as u32)))
         }
         (&Method::DELETE, ["v1", "modules", name]) => {
-            let force = query(req)
-                .get("force")
-                .is_some_and(|v| v == "true" || v == "1");
+            let force = query(req).get("force").is_some_and(|v| v == "true" || v == "1");
             delete_module(state, name, force).await
         }
         (&Method::POST, ["v1", "rooms"]) => create_room(state, req).await,
         (&Method::GET, ["v1", "rooms"]) => Ok(json(StatusCode::OK, &state.rooms.list().await?)),
-        (&Method::GET, ["v1", "rooms", id]) => {
-            Ok(json(StatusCode::OK, &state.rooms.info(id).await?))
-        }
+        (&Method::GET, ["v1", "rooms", id]) => Ok(json(StatusCode::OK, &state.rooms.info(id).await?)),
         (&Method::DELETE, ["v1", "rooms", id]) => {
             state.rooms.close(id).await?;
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"room": id, "state": "closed"}),
-            ))
+            Ok(json(StatusCode::OK, &serde_json::json!({"room": id, "state": "closed"})))
         }
         (&Method::POST, ["v1", "rooms", id, "signal"]) => {
             let id = id.to_string();
@@ -306,28 +276,14 @@ fn metrics(state: &AdminState) -> Resp {
     let m = &state.metrics;
     let host_compiles = state.modules.host().compiles.load(Ordering::Relaxed);
     let host_loads = state.modules.host().disk_loads.load(Ordering::Relaxed);
-    m.module_compiles_total
-        .store(host_compiles, Ordering::Relaxed);
-    m.module_cache_loads_total
-        .store(host_loads, Ordering::Relaxed);
+    m.module_compiles_total.store(host_compiles, Ordering::Relaxed);
+    m.module_cache_loads_total.store(host_loads, Ordering::Relaxed);
     let text = m.render(&[
         ("rooms", "Rooms on the node.", state.rooms.len() as f64),
-        (
-            "modules",
-            "Modules on the node.",
-            state.modules.list().len() as f64,
-        ),
-        ("players", "Connected players.", 0.0),
-        (
-            "process_cpu_seconds",
-            "CPU time of the node process.",
-            process_cpu_seconds(),
-        ),
-        (
-            "process_resident_bytes",
-            "Resident memory of the node process.",
-            process_rss_bytes(),
-        ),
+        ("modules", "Modules on the node.", state.modules.list().len() as f64),
+        ("players", "Connected players.", state.rooms.players() as f64),
+        ("process_cpu_seconds", "CPU time of the node process.", process_cpu_seconds()),
+        ("process_resident_bytes", "Resident memory of the node process.", process_rss_bytes()),
     ]);
     Response::builder()
         .header("content-type", "text/plain; version=0.0.4")
@@ -354,11 +310,7 @@ pub fn process_rss_bytes() -> f64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
         return 0.0;
     };
-    let pages: f64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let pages: f64 = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
     pages * page
@@ -367,41 +319,25 @@ pub fn process_rss_bytes() -> f64 {
 async fn put_module(state: &AdminState, name: &str, req: &mut Req) -> Result<Resp, ApiError> {
     check_name("module name", name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if name == "relay" {
-        return Err(ApiError::conflict(
-            "`relay` is the built-in relay room kind and cannot be replaced",
-        ));
+        return Err(ApiError::conflict("`relay` is the built-in relay room kind and cannot be replaced"));
     }
     let q = query(req);
     let tick_hz = query_u32(&q, "tick_hz", 1..=state.limits.max_tick_hz)?;
     let max_players = query_u32(&q, "max_players", 1..=100_000)?;
     let body = read_body(req, state.limits.max_upload_bytes).await?;
     let modules = state.modules.clone();
-    let defaults = (
-        state.limits.default_tick_hz,
-        state.limits.default_max_players,
-    );
+    let defaults = (state.limits.default_tick_hz, state.limits.default_max_players);
     let name_owned = name.to_string();
-    let (rec, created) = tokio::task::spawn_blocking(move || {
-        modules.put(&name_owned, &body, tick_hz, max_players, defaults)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("upload task failed: {e}")))??;
+    let (rec, created) =
+        tokio::task::spawn_blocking(move || modules.put(&name_owned, &body, tick_hz, max_players, defaults))
+            .await
+            .map_err(|e| ApiError::internal(format!("upload task failed: {e}")))??;
     if created {
-        state
-            .metrics
-            .module_uploads_total
-            .fetch_add(1, Ordering::Relaxed);
+        state.metrics.module_uploads_total.fetch_add(1, Ordering::Relaxed);
         tracing::info!(module = %rec.name, version = %rec.version, size = rec.size, compile_ms = rec.compile_ms, "module live");
     }
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(json(
-        status,
-        &rec.info(state.rooms.count_using(name) as u32),
-    ))
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, &rec.info(state.rooms.count_using(name) as u32)))
 }
 
 async fn delete_module(state: &AdminState, name: &str, force: bool) -> Result<Resp, ApiError> {
@@ -419,16 +355,13 @@ async fn delete_module(state: &AdminState, name: &str, force: bool) -> Result<Re
         }
     }
     let rec = state.modules.delete(name)?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"name": rec.name, "deleted": true}),
-    ))
+    Ok(json(StatusCode::OK, &serde_json::json!({"name": rec.name, "deleted": true})))
 }
 
 async fn create_room(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
     let body = read_body(req, state.limits.max_body_bytes).await?;
-    let spec: CreateRoom = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("bad room request: {e}")))?;
+    let spec: CreateRoom =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad room request: {e}")))?;
     let room = match &spec.room {
         Some(r) => {
             check_name("room id", r).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -439,10 +372,7 @@ async fn create_room(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError
     if let Some(t) = spec.tick_hz
         && !(1..=state.limits.max_tick_hz).contains(&t)
     {
-        return Err(ApiError::bad_request(format!(
-            "tick_hz must be in 1..={}, got {t}",
-            state.limits.max_tick_hz
-        )));
+        return Err(ApiError::bad_request(format!("tick_hz must be in 1..={}, got {t}", state.limits.max_tick_hz)));
     }
     if spec.max_players == Some(0) {
         return Err(ApiError::bad_request("max_players must be at least 1"));
@@ -462,6 +392,7 @@ async fn create_room(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError
                 tick_hz: spec.tick_hz.unwrap_or(rec.tick_hz),
                 max_players: spec.max_players.unwrap_or(rec.max_players),
                 seed: rand::random(),
+                ephemeral: false,
             },
             compiled,
         )

@@ -20,11 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// To one player.
-    Send {
-        to: u64,
-        data: Vec<u8>,
-        reliable: bool,
-    },
+    Send { to: u64, data: Vec<u8>, reliable: bool },
     /// To every player in the room.
     Broadcast { data: Vec<u8>, reliable: bool },
     /// Disconnect a player.
@@ -78,45 +74,26 @@ pub struct RoomState {
 
 impl WasiView for RoomState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl ResourceLimiter for RoomState {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limits.memory_bytes {
             // Trapping (rather than returning false) makes the fault clearly `memory-limit`
             // instead of a guest allocation failure that shows up as a generic trap.
             self.memory_exceeded = true;
-            wasmtime::bail!(
-                "memory limit of {} bytes reached (wanted {desired})",
-                self.limits.memory_bytes
-            );
+            wasmtime::bail!("memory limit of {} bytes reached (wanted {desired})", self.limits.memory_bytes);
         }
         self.memory_bytes = desired;
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limits.table_elements {
             self.memory_exceeded = true;
-            wasmtime::bail!(
-                "table limit of {} elements reached",
-                self.limits.table_elements
-            );
+            wasmtime::bail!("table limit of {} elements reached", self.limits.table_elements);
         }
         Ok(true)
     }
@@ -214,10 +191,7 @@ impl super::bindings::outpost::room::host::Host for RoomState {
 /// (about 0.6 µs here), so it is read only when a deadline fires and by [`refresh_cpu_mark`],
 /// never on every call.
 pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is always available
     // on Linux; the call only writes into `ts`.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
@@ -266,29 +240,16 @@ pub fn budget_check(
     now: CpuReading,
     budget: Duration,
 ) -> (Duration, Option<Duration>) {
-    let preempted = now
-        .wall
-        .duration_since(mark.wall)
-        .saturating_sub(now.cpu.saturating_sub(mark.cpu));
+    let preempted = now.wall.duration_since(mark.wall).saturating_sub(now.cpu.saturating_sub(mark.cpu));
     let since = now.wall.duration_since(call_started.max(mark.wall));
     let lower = lower + since.saturating_sub(preempted);
-    if lower >= budget {
-        (lower, None)
-    } else {
-        (lower, Some(budget - lower))
-    }
+    if lower >= budget { (lower, None) } else { (lower, Some(budget - lower)) }
 }
 
 fn on_deadline(state: &mut RoomState, budget: Duration) -> UpdateDeadline {
-    let now = CpuReading {
-        cpu: thread_cpu_time(),
-        wall: Instant::now(),
-    };
+    let now = CpuReading { cpu: thread_cpu_time(), wall: Instant::now() };
     let (mark_cpu, mark_wall) = CPU_MARK.with(|m| m.replace((now.cpu, now.wall)));
-    let mark = CpuReading {
-        cpu: mark_cpu,
-        wall: mark_wall,
-    };
+    let mark = CpuReading { cpu: mark_cpu, wall: mark_wall };
     let (lower, rest) = budget_check(state.call_started, state.call_cpu_lower, mark, now, budget);
     state.call_cpu_lower = lower;
     match rest {
@@ -319,10 +280,7 @@ impl GuestInstance {
         log: RoomLog,
         seed: u64,
     ) -> Result<Self, GuestFault> {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(log.clone())
-            .stderr(log.clone())
-            .build();
+        let wasi = WasiCtxBuilder::new().stdout(log.clone()).stderr(log.clone()).build();
         let state = RoomState {
             wasi,
             table: ResourceTable::new(),
@@ -343,14 +301,8 @@ impl GuestInstance {
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         let budget = limits.call_budget;
         store.epoch_deadline_callback(move |mut ctx| Ok(on_deadline(ctx.data_mut(), budget)));
-        let bindings = budgeted(&mut store, "instantiate", |store| {
-            compiled.pre.instantiate(store)
-        })?;
-        Ok(GuestInstance {
-            store,
-            bindings,
-            compiled,
-        })
+        let bindings = budgeted(&mut store, "instantiate", |store| compiled.pre.instantiate(store))?;
+        Ok(GuestInstance { store, bindings, compiled })
     }
 
     /// `init(room, config)`.
@@ -374,9 +326,7 @@ impl GuestInstance {
     /// `message(sender, data)`.
     pub fn message(&mut self, sender: u64, data: &[u8]) -> Result<(), GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "message", |s| {
-            b.call_message(s, sender, data)
-        })
+        budgeted(&mut self.store, "message", |s| b.call_message(s, sender, data))
     }
 
     /// `tick(now_ms)`.
@@ -458,51 +408,29 @@ fn classify(s: &mut RoomState, what: &str, e: wasmtime::Error) -> GuestFault {
     if cpu {
         return GuestFault {
             kind: "cpu-budget",
-            message: format!(
-                "{what} ran past its CPU budget of {:?}",
-                s.limits.call_budget
-            ),
+            message: format!("{what} ran past its CPU budget of {:?}", s.limits.call_budget),
         };
     }
     if mem {
-        return GuestFault {
-            kind: "memory-limit",
-            message: format!("{what}: {e:#}"),
-        };
+        return GuestFault { kind: "memory-limit", message: format!("{what}: {e:#}") };
     }
     if out {
-        return GuestFault {
-            kind: "output-limit",
-            message: format!("{what}: {e:#}"),
-        };
+        return GuestFault { kind: "output-limit", message: format!("{what}: {e:#}") };
     }
-    let tail = s
-        .log
-        .with(|l| l.lines())
-        .into_iter()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>();
+    let tail = s.log.with(|l| l.lines()).into_iter().rev().take(4).collect::<Vec<_>>();
     let output: Vec<String> = tail.into_iter().rev().collect();
     let mut message = format!("{what} trapped: {}", root_cause(&e));
     if !output.is_empty() {
         message.push_str(" | guest output: ");
         message.push_str(&output.join(" / "));
     }
-    GuestFault {
-        kind: "trap",
-        message,
-    }
+    GuestFault { kind: "trap", message }
 }
 
 fn root_cause(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(t) => t.to_string(),
-        None => format!("{e:#}")
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        None => format!("{e:#}").lines().next().unwrap_or_default().to_string(),
     }
 }
 
@@ -515,49 +443,25 @@ mod tests {
     #[test]
     fn a_preempted_call_is_forgiven_and_a_spinning_one_is_not() {
         let t0 = Instant::now();
-        let mark = CpuReading {
-            cpu: Duration::from_secs(5),
-            wall: t0,
-        };
+        let mark = CpuReading { cpu: Duration::from_secs(5), wall: t0 };
         let budget = 10 * MS;
         // 12 ms of wall time, but the thread ran only 2 ms of it: forgiven, with budget left.
-        let now = CpuReading {
-            cpu: mark.cpu + 2 * MS,
-            wall: t0 + 12 * MS,
-        };
+        let now = CpuReading { cpu: mark.cpu + 2 * MS, wall: t0 + 12 * MS };
         let (lower, rest) = budget_check(t0, Duration::ZERO, mark, now, budget);
         assert_eq!(lower, 2 * MS);
         assert_eq!(rest, Some(8 * MS));
         // 12 ms of wall time, all of it running: faulted.
-        let now = CpuReading {
-            cpu: mark.cpu + 12 * MS,
-            wall: t0 + 12 * MS,
-        };
+        let now = CpuReading { cpu: mark.cpu + 12 * MS, wall: t0 + 12 * MS };
         assert_eq!(budget_check(t0, Duration::ZERO, mark, now, budget).1, None);
         // Preemption before the call started is charged to it too (lenient, never wrong).
         let started = t0 + 20 * MS;
-        let now = CpuReading {
-            cpu: mark.cpu + 15 * MS,
-            wall: t0 + 31 * MS,
-        };
+        let now = CpuReading { cpu: mark.cpu + 15 * MS, wall: t0 + 31 * MS };
         let (lower, rest) = budget_check(started, Duration::ZERO, mark, now, budget);
-        assert_eq!(
-            lower,
-            Duration::ZERO,
-            "16 ms of preemption since the mark outweighs 11 ms of wall time"
-        );
+        assert_eq!(lower, Duration::ZERO, "16 ms of preemption since the mark outweighs 11 ms of wall time");
         assert!(rest.is_some());
         // The bound accumulates over several deadlines.
-        let (lower, rest) = budget_check(
-            started,
-            9 * MS,
-            now,
-            CpuReading {
-                cpu: now.cpu + MS,
-                wall: now.wall + MS,
-            },
-            budget,
-        );
+        let (lower, rest) =
+            budget_check(started, 9 * MS, now, CpuReading { cpu: now.cpu + MS, wall: now.wall + MS }, budget);
         assert_eq!((lower, rest), (10 * MS, None));
     }
 }

@@ -89,11 +89,7 @@ pub enum Allocator {
 
 impl WasmHost {
     /// Builds the engine and linker, and starts the epoch ticker thread.
-    pub fn new(
-        limits: SandboxLimits,
-        cache_dir: &Path,
-        allocator: Allocator,
-    ) -> anyhow::Result<Arc<Self>> {
+    pub fn new(limits: SandboxLimits, cache_dir: &Path, allocator: Allocator) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -118,20 +114,17 @@ impl WasmHost {
         config.memory_reservation(limits.memory_bytes as u64);
         config.memory_guard_size(64 << 10);
         config.memory_reservation_for_growth(0);
-        let engine = Engine::new(&config)
-            .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:#}"))?;
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:#}"))?;
 
         let mut linker = Linker::<RoomState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
         bindings::Room::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking the outpost:room host: {e:#}"))?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_tag = format!("{:016x}", h.finish());
-        std::fs::create_dir_all(cache_dir)
-            .with_context(|| format!("creating {}", cache_dir.display()))?;
+        std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -171,8 +164,7 @@ impl WasmHost {
     }
 
     fn cache_path(&self, version: &str) -> PathBuf {
-        self.cache_dir
-            .join(format!("{version}-{}.cwasm", self.engine_tag))
+        self.cache_dir.join(format!("{version}-{}.cwasm", self.engine_tag))
     }
 
     /// Makes `bytes` live: from the on-disk artifact cache when this engine compiled it before,
@@ -188,8 +180,7 @@ impl WasmHost {
                 c
             }
             None => {
-                let c = Component::new(&self.engine, bytes)
-                    .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+                let c = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
                 self.compiles.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = self.store_cached(&path, &c) {
                     tracing::warn!(error = %e, path = %path.display(), "could not write the compiled-module cache");
@@ -197,17 +188,9 @@ impl WasmHost {
                 c
             }
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))?;
         let pre = RoomPre::new(pre).map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))?;
-        Ok(Compiled {
-            version,
-            pre,
-            size: bytes.len() as u64,
-            load_ms: started.elapsed().as_secs_f64() * 1000.0,
-        })
+        Ok(Compiled { version, pre, size: bytes.len() as u64, load_ms: started.elapsed().as_secs_f64() * 1000.0 })
     }
 
     fn load_cached(&self, path: &Path) -> Option<Component> {
@@ -247,14 +230,8 @@ mod tests {
 
     #[test]
     fn sniff_names_the_problem() {
-        assert!(matches!(
-            WasmHost::sniff(b"hello world"),
-            Err(ModuleError::NotWasm)
-        ));
-        assert!(matches!(
-            WasmHost::sniff(b"\0asm\x01\0\0\0"),
-            Err(ModuleError::CoreModule)
-        ));
+        assert!(matches!(WasmHost::sniff(b"hello world"), Err(ModuleError::NotWasm)));
+        assert!(matches!(WasmHost::sniff(b"\0asm\x01\0\0\0"), Err(ModuleError::CoreModule)));
         assert!(WasmHost::sniff(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

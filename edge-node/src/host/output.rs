@@ -24,12 +24,7 @@ pub struct LogRing {
 impl LogRing {
     /// A ring keeping `max_lines` lines of at most `max_line_len` bytes.
     pub fn new(max_lines: usize, max_line_len: usize) -> Self {
-        LogRing {
-            lines: VecDeque::new(),
-            partial: Vec::new(),
-            max_lines: max_lines.max(1),
-            max_line_len,
-        }
+        LogRing { lines: VecDeque::new(), partial: Vec::new(), max_lines: max_lines.max(1), max_line_len }
     }
 
     /// Adds one finished line (truncated to the line limit).
@@ -110,11 +105,7 @@ impl IsTerminal for RoomLog {
 }
 
 impl tokio::io::AsyncWrite for RoomLog {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.with(|r| r.write_bytes(buf));
         Poll::Ready(Ok(buf.len()))
     }
@@ -143,10 +134,7 @@ mod tests {
     fn ring_keeps_newest_lines_and_bounds_length() {
         let mut r = LogRing::new(2, 5);
         r.write_bytes(b"one\ntwo\nthree-long\npart");
-        assert_eq!(
-            r.lines(),
-            vec!["two".to_string(), "three".to_string(), "part".to_string()]
-        );
+        assert_eq!(r.lines(), vec!["two".to_string(), "three".to_string(), "part".to_string()]);
         r.push_line("abcdefgh");
         assert_eq!(r.lines()[1], "abcde…");
     }

@@ -1,23 +1,29 @@
 //! Rooms and their scheduling: a fixed set of worker threads, each owning its rooms outright.
 //!
 //! A room lives on one worker for its whole life, so its `Store` is never shared or locked; the
-//! async side talks to workers through bounded command queues and gets answers on oneshots.
-//! A guest stuck in a call can only hold up its own worker, and then only for its CPU budget.
+//! async side talks to workers through bounded command queues (flume: async senders, a blocking
+//! receiver with a timeout for ticks). A guest stuck in a call can only hold up its own worker,
+//! and then only for its CPU budget.
 //!
 //! # Layout
-//! - [`worker`]: the worker loop: commands, ticks, faults, upgrades.
-//! - this file: [`Rooms`], the handle the admin API (and later the player endpoint) uses.
+//! - [`worker`]: the worker loop: commands, ticks, players, faults, upgrades.
+//! - [`player`]: a player's outbound side (reliable backlog, datagrams, close).
+//! - this file: [`Rooms`], the handle the admin API and the player endpoint use, and the
+//!   directory of where each room lives and how full it is.
 
+pub mod player;
 pub mod worker;
 
 use crate::host::{Compiled, GuestFault, WasmHost};
 use crate::telemetry::Metrics;
+use outpost_proto::CloseCode;
 use outpost_proto::api::{RoomCreated, RoomInfo};
+use outpost_proto::frame::SavedState;
+use player::PlayerLink;
 use std::collections::HashMap;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
-use worker::{Command, RoomSpec};
+use worker::{Command, JoinedRoom, RoomSpec};
 
 /// Why a room operation failed; each maps to one HTTP status in the admin API.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +44,7 @@ pub enum RoomError {
         /// Fault detail.
         message: String,
     },
-    /// The guest refused (`init` or `restore` returned an error).
+    /// The guest refused (`init` or `restore` returned an error), or the room has no guest.
     #[error("{0}")]
     Refused(String),
     /// The guest faulted during this call.
@@ -50,177 +56,230 @@ pub enum RoomError {
     /// A worker's queue is full: back-pressure, try again.
     #[error("room workers are busy; retry shortly")]
     Busy,
-    /// A worker thread is gone (a bug).
+    /// A worker thread is gone (a bug, or shutdown).
     #[error("room worker unavailable")]
     WorkerGone,
 }
 
-/// Where a room lives, for routing commands and counting module users.
+/// Where a room lives and how full it is: what placement decisions read.
 #[derive(Debug, Clone)]
-struct Placement {
-    worker: usize,
-    module: String,
+pub struct Placement {
+    /// Worker index.
+    pub worker: usize,
+    /// Module name.
+    pub module: String,
+    /// Players in the room or reserved to join it.
+    pub players: u32,
+    /// Player cap.
+    pub max_players: u32,
+    /// False once faulted: no new players.
+    pub open: bool,
 }
+
+/// Room id → placement, shared by the async side and the workers.
+pub type Directory = Arc<Mutex<HashMap<String, Placement>>>;
 
 /// The rooms of this node.
 pub struct Rooms {
-    workers: Vec<SyncSender<Command>>,
-    directory: Arc<Mutex<HashMap<String, Placement>>>,
+    workers: Vec<flume::Sender<Command>>,
+    directory: Directory,
     max_rooms: u32,
 }
 
 impl Rooms {
     /// Starts `workers` threads (at least one), with command queues of `queue` entries each.
-    pub fn start(
-        host: Arc<WasmHost>,
-        metrics: Arc<Metrics>,
-        workers: usize,
-        queue: usize,
-    ) -> anyhow::Result<Self> {
+    pub fn start(host: Arc<WasmHost>, metrics: Arc<Metrics>, workers: usize, queue: usize) -> anyhow::Result<Self> {
         let epoch = std::time::Instant::now();
+        let directory: Directory = Arc::default();
         let mut senders = Vec::new();
         for i in 0..workers.max(1) {
-            let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
-            let w = worker::Worker::new(host.clone(), metrics.clone(), rx, epoch);
-            std::thread::Builder::new()
-                .name(format!("room-worker-{i}"))
-                .spawn(move || w.run())?;
+            let (tx, rx) = flume::bounded(queue.max(1));
+            let w = worker::Worker::new(host.clone(), metrics.clone(), rx, epoch, directory.clone());
+            std::thread::Builder::new().name(format!("room-worker-{i}")).spawn(move || w.run())?;
             senders.push(tx);
         }
-        Ok(Rooms {
-            workers: senders,
-            directory: Arc::default(),
-            max_rooms: host.limits.max_rooms,
-        })
+        Ok(Rooms { workers: senders, directory, max_rooms: host.limits.max_rooms })
     }
 
     fn dir(&self) -> std::sync::MutexGuard<'_, HashMap<String, Placement>> {
         self.directory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn ask<T>(
-        &self,
-        worker: usize,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, RoomError> {
+    async fn ask<T>(&self, worker: usize, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, RoomError> {
         let (tx, rx) = oneshot::channel();
         let sender = self.workers.get(worker).ok_or(RoomError::WorkerGone)?;
         match sender.try_send(make(tx)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(RoomError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(RoomError::WorkerGone),
+            Err(flume::TrySendError::Full(_)) => return Err(RoomError::Busy),
+            Err(flume::TrySendError::Disconnected(_)) => return Err(RoomError::WorkerGone),
         }
         rx.await.map_err(|_| RoomError::WorkerGone)
     }
 
-    fn placement(&self, room: &str) -> Result<Placement, RoomError> {
-        self.dir()
-            .get(room)
-            .cloned()
-            .ok_or_else(|| RoomError::NotFound(room.to_string()))
+    /// Sends a player's command, waiting for queue space: back-pressure reaches the player's
+    /// QUIC flow control instead of growing a queue.
+    pub async fn tell(&self, worker: usize, cmd: Command) {
+        if let Some(s) = self.workers.get(worker) {
+            let _ = s.send_async(cmd).await;
+        }
     }
 
-    /// Creates a room on the least-loaded worker and runs the guest's `init`.
-    pub async fn create(
-        &self,
-        spec: RoomSpec,
-        compiled: Arc<Compiled>,
-    ) -> Result<RoomCreated, RoomError> {
-        let worker = {
-            let mut dir = self.dir();
-            if dir.contains_key(&spec.id) {
-                return Err(RoomError::Exists(spec.id));
-            }
-            if dir.len() >= self.max_rooms as usize {
-                return Err(RoomError::Full(self.max_rooms));
-            }
-            let mut load = vec![0usize; self.workers.len()];
-            for p in dir.values() {
-                load[p.worker] += 1;
-            }
-            let worker = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
-            dir.insert(
-                spec.id.clone(),
-                Placement {
-                    worker,
-                    module: spec.module.clone(),
-                },
-            );
-            worker
-        };
+    fn placement(&self, room: &str) -> Result<Placement, RoomError> {
+        self.dir().get(room).cloned().ok_or_else(|| RoomError::NotFound(room.to_string()))
+    }
+
+    /// Reserves a directory entry for a new room on the least-loaded worker.
+    fn reserve_room(&self, spec: &RoomSpec) -> Result<usize, RoomError> {
+        let mut dir = self.dir();
+        if dir.contains_key(&spec.id) {
+            return Err(RoomError::Exists(spec.id.clone()));
+        }
+        if dir.len() >= self.max_rooms as usize {
+            return Err(RoomError::Full(self.max_rooms));
+        }
+        let mut load = vec![0usize; self.workers.len()];
+        for p in dir.values() {
+            load[p.worker] += 1;
+        }
+        let worker = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
+        dir.insert(
+            spec.id.clone(),
+            Placement {
+                worker,
+                module: spec.module.clone(),
+                players: 0,
+                max_players: spec.max_players.max(1),
+                open: true,
+            },
+        );
+        Ok(worker)
+    }
+
+    /// Creates a room running `compiled` and runs the guest's `init`.
+    pub async fn create(&self, spec: RoomSpec, compiled: Arc<Compiled>) -> Result<RoomCreated, RoomError> {
+        let worker = self.reserve_room(&spec)?;
         let id = spec.id.clone();
-        let result = self
-            .ask(worker, |reply| Command::Create {
-                spec,
-                compiled,
-                reply,
-            })
-            .await;
-        let result = result.and_then(|r| r);
+        let result = self.ask(worker, |reply| Command::Create { spec, compiled, reply }).await.and_then(|r| r);
         if result.is_err() {
             self.dir().remove(&id);
         }
         result
     }
 
+    /// Creates a built-in relay room.
+    pub async fn create_relay(&self, spec: RoomSpec) -> Result<RoomCreated, RoomError> {
+        let worker = self.reserve_room(&spec)?;
+        let id = spec.id.clone();
+        let result = self.ask(worker, |reply| Command::CreateRelay { spec, reply }).await.and_then(|r| r);
+        if result.is_err() {
+            self.dir().remove(&id);
+        }
+        result
+    }
+
+    /// Reserves a player slot: in `room` if named (`Ok(None)` when it does not exist yet), else in
+    /// the fullest open room of `module` that has space (`Ok(None)` when there is none).
+    pub fn reserve_player(
+        &self,
+        module: &str,
+        room: Option<&str>,
+    ) -> Result<Option<(String, usize)>, (CloseCode, String)> {
+        let mut dir = self.dir();
+        if let Some(id) = room {
+            let Some(p) = dir.get_mut(id) else { return Ok(None) };
+            if p.module != module {
+                return Err((CloseCode::JoinRefused, format!("room {id} runs {}, not {module}", p.module)));
+            }
+            if !p.open {
+                return Err((CloseCode::ModuleFault, format!("room {id} is faulted")));
+            }
+            if p.players >= p.max_players {
+                return Err((CloseCode::RoomFull, format!("room {id} is full ({} players)", p.max_players)));
+            }
+            p.players += 1;
+            return Ok(Some((id.to_string(), p.worker)));
+        }
+        // Fill rooms before opening new ones: the fullest room that still has space.
+        let best = dir
+            .iter_mut()
+            .filter(|(_, p)| p.module == module && p.open && p.players < p.max_players)
+            .max_by_key(|(id, p)| (p.players, std::cmp::Reverse((*id).clone())));
+        Ok(best.map(|(id, p)| {
+            p.players += 1;
+            (id.clone(), p.worker)
+        }))
+    }
+
+    /// Joins a reserved player to its room on `worker`.
+    pub async fn join(
+        &self,
+        room: &str,
+        worker: usize,
+        link: Arc<PlayerLink>,
+        saved: SavedState,
+    ) -> Result<JoinedRoom, (CloseCode, String)> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Join { room: room.to_string(), link, saved, reply: tx };
+        self.tell(worker, cmd).await;
+        rx.await.unwrap_or_else(|_| Err((CloseCode::NodeShutdown, "room worker stopped".into())))
+    }
+
+    /// Where a room lives.
+    pub fn worker_of(&self, room: &str) -> Option<usize> {
+        self.dir().get(room).map(|p| p.worker)
+    }
+
     /// Sends an operator signal to the room's guest and returns its reply.
     pub async fn signal(&self, room: &str, data: Vec<u8>) -> Result<Vec<u8>, RoomError> {
         let p = self.placement(room)?;
         let room = room.to_string();
-        self.ask(p.worker, |reply| Command::Signal { room, data, reply })
-            .await?
+        self.ask(p.worker, |reply| Command::Signal { room, data, reply }).await?
     }
 
     /// One room's details.
     pub async fn info(&self, room: &str) -> Result<RoomInfo, RoomError> {
         let p = self.placement(room)?;
         let room = room.to_string();
-        self.ask(p.worker, |reply| Command::Info {
-            room: Some(room.clone()),
-            reply,
-        })
-        .await?
-        .pop()
-        .ok_or(RoomError::NotFound(room))
+        self.ask(p.worker, |reply| Command::Info { room: Some(room.clone()), reply })
+            .await?
+            .pop()
+            .ok_or(RoomError::NotFound(room))
     }
 
     /// Every room's details, sorted by id.
     pub async fn list(&self) -> Result<Vec<RoomInfo>, RoomError> {
         let mut all = Vec::new();
         for w in 0..self.workers.len() {
-            all.extend(
-                self.ask(w, |reply| Command::Info { room: None, reply })
-                    .await?,
-            );
+            all.extend(self.ask(w, |reply| Command::Info { room: None, reply }).await?);
         }
         all.sort_by(|a, b| a.room.cmp(&b.room));
         Ok(all)
     }
 
-    /// Closes a room and frees its instance.
+    /// Closes a room, disconnecting its players.
     pub async fn close(&self, room: &str) -> Result<(), RoomError> {
         let p = self.placement(room)?;
         let r = room.to_string();
-        self.ask(p.worker, |reply| Command::Close { room: r, reply })
-            .await??;
+        self.ask(p.worker, |reply| Command::Close { room: r, reply }).await??;
         self.dir().remove(room);
         Ok(())
     }
 
     /// Moves a running room to `compiled` through snapshot → new instance → restore.
-    pub async fn upgrade(
-        &self,
-        room: &str,
-        compiled: Arc<Compiled>,
-    ) -> Result<RoomCreated, RoomError> {
+    pub async fn upgrade(&self, room: &str, compiled: Arc<Compiled>) -> Result<RoomCreated, RoomError> {
         let p = self.placement(room)?;
         let room = room.to_string();
-        self.ask(p.worker, |reply| Command::Upgrade {
-            room,
-            compiled,
-            reply,
-        })
-        .await?
+        self.ask(p.worker, |reply| Command::Upgrade { room, compiled, reply }).await?
+    }
+
+    /// Closes every player with `node-shutdown` and stops the workers.
+    pub async fn shutdown(&self) {
+        for w in &self.workers {
+            let (tx, rx) = oneshot::channel();
+            if w.send_async(Command::Shutdown { reply: tx }).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
     }
 
     /// Rooms of `module` (any version, any state).
@@ -236,5 +295,10 @@ impl Rooms {
     /// Whether the node has no rooms.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Players in or joining rooms.
+    pub fn players(&self) -> u64 {
+        self.dir().values().map(|p| p.players as u64).sum()
     }
 }

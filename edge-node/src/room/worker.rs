@@ -1,18 +1,23 @@
-//! One room worker thread: owns its rooms' stores, runs commands and ticks.
+//! One room worker thread: owns its rooms' stores and players, runs commands and ticks.
 //!
 //! The loop sleeps until the next tick is due or a command arrives. Ticks that fall behind are
 //! skipped rather than bunched, so a slow room does not spiral. A fault drops the room's instance
-//! at once (freeing its memory slot) and keeps the room listed as `faulted` with the reason.
+//! at once (freeing its memory slot), closes its players with `module-fault`, and keeps the room
+//! listed as `faulted` with the reason.
 
+use crate::host::bindings::{Player, Saved};
 use crate::host::output::RoomLog;
 use crate::host::{Compiled, Effect, GuestFault, GuestInstance, WasmHost};
-use crate::room::RoomError;
+use crate::room::player::PlayerLink;
+use crate::room::{Directory, Placement, RoomError};
 use crate::telemetry::Metrics;
+use flume::{Receiver, RecvTimeoutError};
+use outpost_proto::CloseCode;
 use outpost_proto::api::{Fault, RoomCreated, RoomInfo};
+use outpost_proto::frame::SavedState;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -31,38 +36,46 @@ pub struct RoomSpec {
     pub max_players: u32,
     /// Seed of the room's `random`.
     pub seed: u64,
+    /// Made for a joining player (not by an operator): closed when its last player leaves.
+    pub ephemeral: bool,
+}
+
+/// What a joining player learns.
+#[derive(Debug, Clone)]
+pub struct JoinedRoom {
+    /// Room id.
+    pub room: String,
+    /// Tick rate.
+    pub tick_hz: u32,
 }
 
 /// Requests from the async side.
 pub enum Command {
     /// Instantiate and `init` a room.
-    Create {
-        spec: RoomSpec,
-        compiled: Arc<Compiled>,
-        reply: oneshot::Sender<Result<RoomCreated, RoomError>>,
-    },
+    Create { spec: RoomSpec, compiled: Arc<Compiled>, reply: oneshot::Sender<Result<RoomCreated, RoomError>> },
+    /// Create a built-in relay room (no guest).
+    CreateRelay { spec: RoomSpec, reply: oneshot::Sender<Result<RoomCreated, RoomError>> },
     /// Operator signal.
-    Signal {
-        room: String,
-        data: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, RoomError>>,
-    },
+    Signal { room: String, data: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, RoomError>> },
     /// One room's info, or all of this worker's.
-    Info {
-        room: Option<String>,
-        reply: oneshot::Sender<Vec<RoomInfo>>,
-    },
+    Info { room: Option<String>, reply: oneshot::Sender<Vec<RoomInfo>> },
     /// Close and forget a room.
-    Close {
-        room: String,
-        reply: oneshot::Sender<Result<(), RoomError>>,
-    },
+    Close { room: String, reply: oneshot::Sender<Result<(), RoomError>> },
     /// Hot upgrade.
-    Upgrade {
+    Upgrade { room: String, compiled: Arc<Compiled>, reply: oneshot::Sender<Result<RoomCreated, RoomError>> },
+    /// A player asks to join (its slot is already reserved in the directory).
+    Join {
         room: String,
-        compiled: Arc<Compiled>,
-        reply: oneshot::Sender<Result<RoomCreated, RoomError>>,
+        link: Arc<PlayerLink>,
+        saved: SavedState,
+        reply: oneshot::Sender<Result<JoinedRoom, (CloseCode, String)>>,
     },
+    /// A player left (its connection closed for any reason).
+    Leave { room: String, player: u64 },
+    /// A message from a player; `to` addresses one player in relay rooms (0 = everyone else).
+    Message { room: String, player: u64, to: u64, data: Vec<u8>, reliable: bool },
+    /// Close every player with `node-shutdown` and stop the worker.
+    Shutdown { reply: oneshot::Sender<()> },
 }
 
 const TICK_SAMPLES: usize = 512;
@@ -72,6 +85,8 @@ const CPU_MARK_MAX_AGE: Duration = Duration::from_millis(20);
 struct RoomSlot {
     spec: RoomSpec,
     version: String,
+    relay: bool,
+    players: HashMap<u64, Arc<PlayerLink>>,
     guest: Option<GuestInstance>,
     fault: Option<Fault>,
     log: RoomLog,
@@ -85,17 +100,32 @@ struct RoomSlot {
 }
 
 impl RoomSlot {
+    fn new(spec: RoomSpec, version: String, relay: bool, guest: Option<GuestInstance>, log: RoomLog) -> Self {
+        let period = Duration::from_secs_f64(1.0 / spec.tick_hz.max(1) as f64);
+        RoomSlot {
+            spec,
+            version,
+            relay,
+            players: HashMap::new(),
+            guest,
+            fault: None,
+            log,
+            period,
+            next_tick: Instant::now() + period,
+            ticks: 0,
+            tick_us: VecDeque::new(),
+            calls: 0,
+            guest_us: 0,
+            forgiven: 0,
+        }
+    }
+
     fn info(&self) -> RoomInfo {
         let (p50, p99) = percentiles(&self.tick_us);
-        let (calls, cpu, forgiven, mem) = match &self.guest {
+        let (calls, guest_us, forgiven, mem) = match &self.guest {
             Some(g) => {
                 let s = g.stats();
-                (
-                    s.calls,
-                    s.guest_us,
-                    s.preemptions_forgiven,
-                    g.memory_bytes() as u64,
-                )
+                (s.calls, s.guest_us, s.preemptions_forgiven, g.memory_bytes() as u64)
             }
             None => (self.calls, self.guest_us, self.forgiven, 0),
         };
@@ -103,20 +133,15 @@ impl RoomSlot {
             room: self.spec.id.clone(),
             module: self.spec.module.clone(),
             version: self.version.clone(),
-            state: if self.fault.is_some() {
-                "faulted"
-            } else {
-                "running"
-            }
-            .into(),
-            players: 0,
+            state: if self.fault.is_some() { "faulted" } else { "running" }.into(),
+            players: self.players.len() as u32,
             tick_hz: self.spec.tick_hz,
             max_players: self.spec.max_players,
             ticks: self.ticks,
             tick_p50_us: p50,
             tick_p99_us: p99,
             calls,
-            guest_us: cpu,
+            guest_us,
             epoch_preemptions_forgiven: forgiven,
             memory_bytes: mem,
             fault: self.fault.clone(),
@@ -142,6 +167,7 @@ pub struct Worker {
     rx: Receiver<Command>,
     epoch: Instant,
     rooms: HashMap<String, RoomSlot>,
+    directory: Directory,
 }
 
 impl Worker {
@@ -151,31 +177,18 @@ impl Worker {
         metrics: Arc<Metrics>,
         rx: Receiver<Command>,
         epoch: Instant,
+        directory: Directory,
     ) -> Self {
-        Worker {
-            host,
-            metrics,
-            rx,
-            epoch,
-            rooms: HashMap::new(),
-        }
+        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory }
     }
 
-    /// Runs until every sender is gone.
+    /// Runs until every sender is gone or a shutdown command arrives.
     pub fn run(mut self) {
         loop {
             crate::host::guest::refresh_cpu_mark(CPU_MARK_MAX_AGE);
-            let next = self
-                .rooms
-                .values()
-                .filter(|r| r.guest.is_some())
-                .map(|r| r.next_tick)
-                .min();
+            let next = self.rooms.values().filter(|r| r.guest.is_some()).map(|r| r.next_tick).min();
             let cmd = match next {
-                Some(t) => match self
-                    .rx
-                    .recv_timeout(t.saturating_duration_since(Instant::now()))
-                {
+                Some(t) => match self.rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
                     Ok(c) => Some(c),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => return,
@@ -186,17 +199,27 @@ impl Worker {
                 },
             };
             if let Some(c) = cmd {
-                self.handle(c);
+                if self.handle(c) {
+                    return;
+                }
                 // Drain what else is queued before ticking, bounded so ticks are not starved.
-                for _ in 0..64 {
+                for _ in 0..256 {
                     match self.rx.try_recv() {
-                        Ok(c) => self.handle(c),
+                        Ok(c) => {
+                            if self.handle(c) {
+                                return;
+                            }
+                        }
                         Err(_) => break,
                     }
                 }
             }
             self.run_due_ticks();
         }
+    }
+
+    fn dir(&self) -> std::sync::MutexGuard<'_, HashMap<String, Placement>> {
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn run_due_ticks(&mut self) {
@@ -209,16 +232,12 @@ impl Worker {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            let Some(slot) = self.rooms.get_mut(&id) else {
-                continue;
-            };
+            let Some(slot) = self.rooms.get_mut(&id) else { continue };
             slot.next_tick += slot.period;
             if slot.next_tick < now {
                 slot.next_tick = now + slot.period;
             }
-            let Some(guest) = slot.guest.as_mut() else {
-                continue;
-            };
+            let Some(guest) = slot.guest.as_mut() else { continue };
             let started = Instant::now();
             let r = guest.tick(now_ms);
             let took = started.elapsed();
@@ -228,6 +247,7 @@ impl Worker {
             }
             slot.tick_us.push_back(took.as_secs_f32() * 1e6);
             self.metrics.tick_seconds.observe(took);
+            self.metrics.player_ticks_total.fetch_add(slot.players.len() as u64, Ordering::Relaxed);
             self.after_call(&id, r);
         }
     }
@@ -240,128 +260,223 @@ impl Worker {
                 if let Some(g) = slot.guest.as_mut() {
                     let oversized = g.take_oversized();
                     if oversized > 0 {
-                        self.metrics
-                            .guest_oversized_datagrams_total
-                            .fetch_add(oversized, Ordering::Relaxed);
+                        self.metrics.guest_oversized_datagrams_total.fetch_add(oversized, Ordering::Relaxed);
                     }
-                    let effects = g.take_effects();
-                    apply_effects(&self.metrics, effects);
+                    apply_effects(&self.metrics, &slot.players, g.take_effects());
                 }
                 Some(v)
             }
             Err(f) => {
                 fault(&self.metrics, slot, f);
+                if let Some(p) = self.dir().get_mut(id) {
+                    p.open = false;
+                }
                 None
             }
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// Handles one command; `true` means stop the worker.
+    fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Create {
-                spec,
-                compiled,
-                reply,
-            } => {
+            Command::Create { spec, compiled, reply } => {
                 let _ = reply.send(self.create(spec, compiled));
+            }
+            Command::CreateRelay { spec, reply } => {
+                let _ = reply.send(self.create_relay(spec));
             }
             Command::Signal { room, data, reply } => {
                 let _ = reply.send(self.signal(&room, &data));
             }
             Command::Info { room, reply } => {
                 let infos = match room {
-                    Some(id) => self
-                        .rooms
-                        .get(&id)
-                        .map(|r| vec![r.info()])
-                        .unwrap_or_default(),
+                    Some(id) => self.rooms.get(&id).map(|r| vec![r.info()]).unwrap_or_default(),
                     None => self.rooms.values().map(RoomSlot::info).collect(),
                 };
                 let _ = reply.send(infos);
             }
             Command::Close { room, reply } => {
                 let r = match self.rooms.remove(&room) {
-                    Some(_) => Ok(()),
+                    Some(slot) => {
+                        for p in slot.players.values() {
+                            p.close(CloseCode::Kicked, "the room was closed by the operator");
+                        }
+                        Ok(())
+                    }
                     None => Err(RoomError::NotFound(room)),
                 };
                 let _ = reply.send(r);
             }
-            Command::Upgrade {
-                room,
-                compiled,
-                reply,
-            } => {
+            Command::Upgrade { room, compiled, reply } => {
                 let _ = reply.send(self.upgrade(&room, compiled));
             }
+            Command::Join { room, link, saved, reply } => {
+                let r = self.join(&room, link, saved);
+                if r.is_err() {
+                    self.release(&room);
+                    self.close_if_abandoned(&room);
+                }
+                let _ = reply.send(r);
+            }
+            Command::Leave { room, player } => self.leave(&room, player),
+            Command::Message { room, player, to, data, reliable } => self.message(&room, player, to, data, reliable),
+            Command::Shutdown { reply } => {
+                for slot in self.rooms.values() {
+                    for p in slot.players.values() {
+                        p.close(CloseCode::NodeShutdown, "the node is shutting down");
+                    }
+                }
+                let _ = reply.send(());
+                return true;
+            }
         }
+        false
     }
 
-    fn instantiate(
-        &self,
-        spec: &RoomSpec,
-        compiled: Arc<Compiled>,
-        log: RoomLog,
-    ) -> Result<GuestInstance, RoomError> {
+    fn instantiate(&self, spec: &RoomSpec, compiled: Arc<Compiled>, log: RoomLog) -> Result<GuestInstance, RoomError> {
         let mut g = GuestInstance::new(compiled, self.host.limits.clone(), log, spec.seed)?;
-        g.init(&spec.id, &spec.config)?
-            .map_err(|e| RoomError::Refused(format!("init refused: {e}")))?;
+        g.init(&spec.id, &spec.config)?.map_err(|e| RoomError::Refused(format!("init refused: {e}")))?;
         Ok(g)
     }
 
-    fn create(
-        &mut self,
-        spec: RoomSpec,
-        compiled: Arc<Compiled>,
-    ) -> Result<RoomCreated, RoomError> {
+    fn create(&mut self, spec: RoomSpec, compiled: Arc<Compiled>) -> Result<RoomCreated, RoomError> {
         if self.rooms.contains_key(&spec.id) {
             return Err(RoomError::Exists(spec.id));
         }
         let log = RoomLog::new(self.host.limits.log_lines, 512);
         let mut guest = self.instantiate(&spec, compiled.clone(), log.clone())?;
-        let effects = guest.take_effects();
-        apply_effects(&self.metrics, effects);
-        let period = Duration::from_secs_f64(1.0 / spec.tick_hz.max(1) as f64);
-        let created = RoomCreated {
-            room: spec.id.clone(),
-            module: spec.module.clone(),
-            version: compiled.version.clone(),
-        };
-        self.rooms.insert(
-            spec.id.clone(),
-            RoomSlot {
-                version: compiled.version.clone(),
-                spec,
-                guest: Some(guest),
-                fault: None,
-                log,
-                period,
-                next_tick: Instant::now() + period,
-                ticks: 0,
-                tick_us: VecDeque::new(),
-                calls: 0,
-                guest_us: 0,
-                forgiven: 0,
-            },
-        );
-        self.metrics
-            .rooms_created_total
-            .fetch_add(1, Ordering::Relaxed);
+        // No player is in a new room yet: init's sends reach nobody; its commits still count.
+        apply_effects(&self.metrics, &HashMap::new(), guest.take_effects());
+        let created =
+            RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: compiled.version.clone() };
+        let id = spec.id.clone();
+        self.rooms.insert(id, RoomSlot::new(spec, compiled.version.clone(), false, Some(guest), log));
+        self.metrics.rooms_created_total.fetch_add(1, Ordering::Relaxed);
         Ok(created)
     }
 
+    fn create_relay(&mut self, spec: RoomSpec) -> Result<RoomCreated, RoomError> {
+        if self.rooms.contains_key(&spec.id) {
+            return Err(RoomError::Exists(spec.id));
+        }
+        let created = RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: "builtin".into() };
+        let log = RoomLog::new(self.host.limits.log_lines, 512);
+        self.rooms.insert(created.room.clone(), RoomSlot::new(spec, "builtin".into(), true, None, log));
+        self.metrics.rooms_created_total.fetch_add(1, Ordering::Relaxed);
+        Ok(created)
+    }
+
+    fn release(&self, room: &str) {
+        if let Some(p) = self.dir().get_mut(room) {
+            p.players = p.players.saturating_sub(1);
+        }
+    }
+
+    fn join(
+        &mut self,
+        room: &str,
+        link: Arc<PlayerLink>,
+        saved: SavedState,
+    ) -> Result<JoinedRoom, (CloseCode, String)> {
+        let slot = self.rooms.get_mut(room).ok_or((CloseCode::JoinRefused, format!("room {room} is gone")))?;
+        if let Some(f) = &slot.fault {
+            return Err((CloseCode::ModuleFault, format!("room {room} is faulted: {}", f.message)));
+        }
+        if slot.players.contains_key(&link.id) {
+            return Err((CloseCode::JoinRefused, format!("player {} is already in room {room}", link.id)));
+        }
+        let joined = JoinedRoom { room: room.to_string(), tick_hz: slot.spec.tick_hz };
+        if slot.relay {
+            slot.players.insert(link.id, link);
+        } else {
+            let player = Player {
+                id: link.id,
+                name: link.name.clone(),
+                saved: match saved {
+                    SavedState::None => Saved::None,
+                    SavedState::Found(b) => Saved::Found(b),
+                    SavedState::Unavailable => Saved::Unavailable,
+                },
+            };
+            let guest = slot.guest.as_mut().ok_or((CloseCode::ModuleFault, "the room has no guest".to_string()))?;
+            let r = guest.join(&player);
+            // In the room before the effects run, so a welcome message from `join` reaches them.
+            if matches!(r, Ok(Ok(()))) {
+                slot.players.insert(link.id, link);
+            }
+            match self.after_call(room, r) {
+                Some(Ok(())) => {}
+                Some(Err(reason)) => return Err((CloseCode::JoinRefused, reason)),
+                None => return Err((CloseCode::ModuleFault, "the room's guest faulted during join".into())),
+            }
+        }
+        self.metrics.players_joined_total.fetch_add(1, Ordering::Relaxed);
+        Ok(joined)
+    }
+
+    fn leave(&mut self, room: &str, player: u64) {
+        let Some(slot) = self.rooms.get_mut(room) else { return };
+        if slot.players.remove(&player).is_none() {
+            return;
+        }
+        self.release(room);
+        let Some(slot) = self.rooms.get_mut(room) else { return };
+        if let Some(g) = slot.guest.as_mut() {
+            let r = g.leave(player);
+            self.after_call(room, r);
+        }
+        self.close_if_abandoned(room);
+    }
+
+    /// Closes a room that a player join created once nobody is in it or on the way in (the
+    /// directory's count includes reservations, so a player about to join keeps it open).
+    fn close_if_abandoned(&mut self, room: &str) {
+        let Some(slot) = self.rooms.get(room) else { return };
+        // A faulted room stays listed with its reason, for the operator to read and delete.
+        if !slot.spec.ephemeral || !slot.players.is_empty() || slot.fault.is_some() {
+            return;
+        }
+        let mut dir = self.directory.lock().unwrap_or_else(|e| e.into_inner());
+        if dir.get(room).is_some_and(|p| p.players == 0) {
+            dir.remove(room);
+            drop(dir);
+            self.rooms.remove(room);
+        }
+    }
+
+    fn message(&mut self, room: &str, player: u64, to: u64, data: Vec<u8>, reliable: bool) {
+        let Some(slot) = self.rooms.get_mut(room) else { return };
+        if !slot.players.contains_key(&player) {
+            return;
+        }
+        self.metrics.messages_in_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bytes_in_total.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if slot.relay {
+            if to == 0 {
+                for (id, p) in &slot.players {
+                    if *id != player {
+                        p.send(player, &data, reliable);
+                    }
+                }
+            } else if let Some(p) = slot.players.get(&to) {
+                p.send(player, &data, reliable);
+            }
+            return;
+        }
+        if let Some(g) = slot.guest.as_mut() {
+            let r = g.message(player, &data);
+            self.after_call(room, r);
+        }
+    }
+
     fn running(&mut self, id: &str) -> Result<&mut GuestInstance, RoomError> {
-        let slot = self
-            .rooms
-            .get_mut(id)
-            .ok_or_else(|| RoomError::NotFound(id.to_string()))?;
+        let slot = self.rooms.get_mut(id).ok_or_else(|| RoomError::NotFound(id.to_string()))?;
         match (&mut slot.guest, &slot.fault) {
             (Some(g), _) => Ok(g),
-            (None, Some(f)) => Err(RoomError::Faulted {
-                room: id.to_string(),
-                kind: f.kind.clone(),
-                message: f.message.clone(),
-            }),
-            (None, None) => Err(RoomError::NotFound(id.to_string())),
+            (None, Some(f)) => {
+                Err(RoomError::Faulted { room: id.to_string(), kind: f.kind.clone(), message: f.message.clone() })
+            }
+            (None, None) => Err(RoomError::Refused(format!("room {id:?} is a built-in relay room and has no guest"))),
         }
     }
 
@@ -371,10 +486,7 @@ impl Worker {
         let fault = r.as_ref().err().cloned();
         match self.after_call(id, r) {
             Some(v) => Ok(v),
-            None => Err(RoomError::Guest(fault.unwrap_or(GuestFault {
-                kind: "trap",
-                message: "unknown".into(),
-            }))),
+            None => Err(RoomError::Guest(fault.unwrap_or(GuestFault { kind: "trap", message: "unknown".into() }))),
         }
     }
 
@@ -385,55 +497,34 @@ impl Worker {
             match self.after_call(id, r) {
                 Some(s) => s,
                 None => {
-                    return Err(RoomError::Guest(fault.unwrap_or(GuestFault {
-                        kind: "trap",
-                        message: "snapshot".into(),
-                    })));
+                    return Err(RoomError::Guest(
+                        fault.unwrap_or(GuestFault { kind: "trap", message: "snapshot".into() }),
+                    ));
                 }
             }
         };
-        let slot = self
-            .rooms
-            .get(id)
-            .ok_or_else(|| RoomError::NotFound(id.to_string()))?;
+        let slot = self.rooms.get(id).ok_or_else(|| RoomError::NotFound(id.to_string()))?;
         let spec = slot.spec.clone();
         let log = slot.log.clone();
         // The new instance is built to completion before the old one is touched: any failure here
         // leaves the room exactly as it was.
-        let attempt = self
-            .instantiate(&spec, compiled.clone(), log)
-            .and_then(|mut g| match g.restore(&snapshot)? {
-                Ok(()) => Ok(g),
-                Err(e) => Err(RoomError::Refused(format!(
-                    "the new version refused the snapshot: {e}"
-                ))),
-            });
+        let attempt = self.instantiate(&spec, compiled.clone(), log).and_then(|mut g| match g.restore(&snapshot)? {
+            Ok(()) => Ok(g),
+            Err(e) => Err(RoomError::Refused(format!("the new version refused the snapshot: {e}"))),
+        });
         match attempt {
             Ok(mut g) => {
-                // Effects of the new instance's init/restore would duplicate what players already got.
+                // Effects of the new instance's init/restore would repeat what players already got.
                 let _ = g.take_effects();
-                let slot = self
-                    .rooms
-                    .get_mut(id)
-                    .ok_or_else(|| RoomError::NotFound(id.to_string()))?;
+                let slot = self.rooms.get_mut(id).ok_or_else(|| RoomError::NotFound(id.to_string()))?;
                 slot.guest = Some(g);
                 slot.version = compiled.version.clone();
-                slot.log.with(|l| {
-                    l.push_line(&format!("host: upgraded to version {}", compiled.version))
-                });
-                self.metrics
-                    .room_upgrades_total
-                    .fetch_add(1, Ordering::Relaxed);
-                Ok(RoomCreated {
-                    room: id.to_string(),
-                    module: spec.module,
-                    version: compiled.version.clone(),
-                })
+                slot.log.with(|l| l.push_line(&format!("host: upgraded to version {}", compiled.version)));
+                self.metrics.room_upgrades_total.fetch_add(1, Ordering::Relaxed);
+                Ok(RoomCreated { room: id.to_string(), module: spec.module, version: compiled.version.clone() })
             }
             Err(e) => {
-                self.metrics
-                    .room_upgrades_failed_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.room_upgrades_failed_total.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
         }
@@ -456,26 +547,35 @@ fn fault(metrics: &Metrics, slot: &mut RoomSlot, f: GuestFault) {
         _ => &metrics.guest_faults_trap_total,
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    slot.fault = Some(Fault {
-        kind: f.kind.to_string(),
-        message: f.message,
-    });
+    for p in slot.players.values() {
+        p.close(CloseCode::ModuleFault, &format!("{}: {}", f.kind, f.message));
+    }
+    slot.fault = Some(Fault { kind: f.kind.to_string(), message: f.message });
 }
 
-/// Carries out a call's effects. Players arrive with the QUIC endpoint; until then sends are
-/// counted only, and commits are counted for the outbox.
-fn apply_effects(metrics: &Metrics, effects: Vec<Effect>) {
+/// Carries out a call's effects on the room's players. Commits are counted here; forwarding them
+/// to the core region is the outbox's job.
+fn apply_effects(metrics: &Metrics, players: &HashMap<u64, Arc<PlayerLink>>, effects: Vec<Effect>) {
     for e in effects {
         match e {
-            Effect::Send { data, .. } | Effect::Broadcast { data, .. } => {
-                metrics
-                    .bytes_out_total
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            Effect::Send { to, data, reliable } => {
+                if let Some(p) = players.get(&to) {
+                    p.send(0, &data, reliable);
+                }
+            }
+            Effect::Broadcast { data, reliable } => {
+                for p in players.values() {
+                    p.send(0, &data, reliable);
+                }
+            }
+            Effect::Kick { who, reason } => {
+                if let Some(p) = players.get(&who) {
+                    p.close(CloseCode::Kicked, &reason);
+                }
             }
             Effect::Commit { .. } => {
                 metrics.guest_commits_total.fetch_add(1, Ordering::Relaxed);
             }
-            Effect::Kick { .. } => {}
         }
     }
 }

@@ -36,6 +36,8 @@ pub const FRAME_VERSION: u8 = if cfg!(feature = "v2") { 2 } else { 1 };
 pub enum Effect {
     /// Send to everyone; `reliable` picks streams over datagrams.
     Broadcast { data: Vec<u8>, reliable: bool },
+    /// Send to one player.
+    Send { to: u64, data: Vec<u8>, reliable: bool },
     /// Commit authoritative state.
     Commit { key: String, value: Vec<u8> },
 }
@@ -98,12 +100,7 @@ impl Game {
     }
 
     /// Adds a player, restoring their score from saved progress if there is any.
-    pub fn join(
-        &mut self,
-        id: u64,
-        name: &str,
-        saved: Option<&[u8]>,
-    ) -> Result<Vec<Effect>, String> {
+    pub fn join(&mut self, id: u64, name: &str, saved: Option<&[u8]>) -> Result<Vec<Effect>, String> {
         if self.players.contains_key(&id) {
             return Err(format!("player {id} is already in this arena"));
         }
@@ -112,17 +109,7 @@ impl Game {
         }
         let score = saved.and_then(parse_progress).unwrap_or(0);
         let (x, y) = self.spawn_point();
-        self.players.insert(
-            id,
-            Avatar {
-                name: name.to_string(),
-                x,
-                y,
-                vx: 0.0,
-                vy: 0.0,
-                score,
-            },
-        );
+        self.players.insert(id, Avatar { name: name.to_string(), x, y, vx: 0.0, vy: 0.0, score });
         if self.it.is_none() {
             self.it = Some(id);
         }
@@ -145,9 +132,20 @@ impl Game {
         }
     }
 
-    /// A player's input: `b'M', dx: i8, dy: i8`, the direction to move in (0,0 stops).
-    /// Anything else is ignored: a client cannot break the room with a bad input.
-    pub fn input(&mut self, id: u64, data: &[u8]) {
+    /// A player's input: `b'M', dx: i8, dy: i8`, the direction to move in (0,0 stops); or a ping,
+    /// `b'P', payload…` (at most 64 bytes), answered to the sender as `b'p', payload…` so clients
+    /// can show their latency. Anything else is ignored: a bad input cannot break the room.
+    pub fn input(&mut self, id: u64, data: &[u8]) -> Vec<Effect> {
+        if data.first() == Some(&b'P') && data.len() <= 65 && self.players.contains_key(&id) {
+            let mut reply = data.to_vec();
+            reply[0] = b'p';
+            return vec![Effect::Send { to: id, data: reply, reliable: false }];
+        }
+        self.steer(id, data);
+        Vec::new()
+    }
+
+    fn steer(&mut self, id: u64, data: &[u8]) {
         let [b'M', dx, dy] = *data else { return };
         let Some(p) = self.players.get_mut(&id) else {
             return;
@@ -166,10 +164,7 @@ impl Game {
         if !dx.is_finite() || !dy.is_finite() {
             return Err("dx and dy must be finite numbers".into());
         }
-        let p = self
-            .players
-            .get_mut(&id)
-            .ok_or_else(|| format!("no player {id}"))?;
+        let p = self.players.get_mut(&id).ok_or_else(|| format!("no player {id}"))?;
         p.x += dx;
         p.y += dy;
         Ok(self.resolve())
@@ -191,10 +186,7 @@ impl Game {
         }
         let mut fx = self.resolve();
         if !self.players.is_empty() {
-            fx.push(Effect::Broadcast {
-                data: self.frame(),
-                reliable: false,
-            });
+            fx.push(Effect::Broadcast { data: self.frame(), reliable: false });
         }
         fx
     }
@@ -225,11 +217,7 @@ impl Game {
                         continue;
                     }
                     moved = true;
-                    let (nx, ny) = if dist > 1e-6 {
-                        (dx / dist, dy / dist)
-                    } else {
-                        (1.0, 0.0)
-                    };
+                    let (nx, ny) = if dist > 1e-6 { (dx / dist, dy / dist) } else { (1.0, 0.0) };
                     let overlap = 2.0 * RADIUS - dist;
                     // Each takes half; whatever a wall stops one from taking, the other takes.
                     let mut a_took = 0.0;
@@ -364,38 +352,18 @@ impl Game {
         for _ in 0..n {
             let id = r.u64()?;
             let len = r.u32()? as usize;
-            let name =
-                String::from_utf8(r.take(len)?.to_vec()).map_err(|_| "player name is not UTF-8")?;
+            let name = String::from_utf8(r.take(len)?.to_vec()).map_err(|_| "player name is not UTF-8")?;
             let mut f = [0f32; 4];
             for v in &mut f {
                 *v = f32::from_bits(r.u32()?);
             }
             let score = r.u32()?;
-            players.insert(
-                id,
-                Avatar {
-                    name,
-                    x: f[0],
-                    y: f[1],
-                    vx: f[2],
-                    vy: f[3],
-                    score,
-                },
-            );
+            players.insert(id, Avatar { name, x: f[0], y: f[1], vx: f[2], vy: f[3], score });
         }
         if !r.0.is_empty() {
             return Err("trailing bytes after arena snapshot".into());
         }
-        Ok(Game {
-            players,
-            it,
-            now_ms,
-            last_tick_ms,
-            immune_until_ms,
-            rng,
-            next_bot,
-            ticks,
-        })
+        Ok(Game { players, it, now_ms, last_tick_ms, immune_until_ms, rng, next_bot, ticks })
     }
 }
 
@@ -453,14 +421,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().map_err(|_| "short")?,
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "short")?))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().map_err(|_| "short")?,
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| "short")?))
     }
 }
 
@@ -518,16 +482,9 @@ mod tests {
         place(&mut g, 2, RADIUS + 5.0, RADIUS);
         g.resolve();
         let (a, b) = (&g.players[&1], &g.players[&2]);
-        assert_eq!(
-            (a.x, a.y),
-            (RADIUS, RADIUS),
-            "the cornered player stays inside the walls"
-        );
+        assert_eq!((a.x, a.y), (RADIUS, RADIUS), "the cornered player stays inside the walls");
         let d = ((b.x - a.x).powi(2) + (b.y - a.y).powi(2)).sqrt();
-        assert!(
-            d >= 2.0 * RADIUS - 0.01,
-            "separated in one resolve even against a wall: {d}"
-        );
+        assert!(d >= 2.0 * RADIUS - 0.01, "separated in one resolve even against a wall: {d}");
     }
 
     #[test]
@@ -540,13 +497,7 @@ mod tests {
         g.tick(10_000);
         assert_eq!(g.it, Some(1));
         let fx = g.displace(1, 170.0, 0.0).unwrap();
-        assert_eq!(
-            fx,
-            vec![Effect::Commit {
-                key: "player/1".into(),
-                value: br#"{"name":"ada","score":1}"#.to_vec()
-            }]
-        );
+        assert_eq!(fx, vec![Effect::Commit { key: "player/1".into(), value: br#"{"name":"ada","score":1}"#.to_vec() }]);
         assert_eq!(g.it, Some(2));
         // Tag-back during the cooldown does nothing.
         assert!(g.displace(2, -5.0, 0.0).unwrap().is_empty());
@@ -559,8 +510,7 @@ mod tests {
     #[test]
     fn returning_player_gets_their_score_back() {
         let mut g = Game::new(1);
-        g.join(5, "eve", Some(progress_json("eve", 41).as_bytes()))
-            .unwrap();
+        g.join(5, "eve", Some(progress_json("eve", 41).as_bytes())).unwrap();
         assert_eq!(g.players[&5].score, 41);
         g.join(6, "mal", Some(b"garbage")).unwrap();
         assert_eq!(g.players[&6].score, 0);
@@ -570,9 +520,11 @@ mod tests {
     fn bad_inputs_and_snapshots_are_rejected_without_panicking() {
         let mut g = Game::new(1);
         g.join(1, "a", None).unwrap();
-        for bad in [&b""[..], b"M", b"Mxyz", b"\xff\xff\xff"] {
-            g.input(1, bad);
+        for bad in [&b""[..], b"M", b"Mxyz", b"\xff\xff\xff", &[b'P'; 100]] {
+            assert!(g.input(1, bad).is_empty());
         }
+        assert_eq!(g.input(1, b"P123"), vec![Effect::Send { to: 1, data: b"p123".to_vec(), reliable: false }]);
+        assert!(g.input(99, b"P123").is_empty(), "no pong for a player not in the arena");
         assert!(g.displace(1, f32::NAN, 0.0).is_err());
         assert!(g.displace(99, 1.0, 0.0).is_err());
         let snap = g.snapshot();
@@ -620,7 +572,7 @@ mod tests {
                 match o {
                     Op::Join(i) => { let _ = g.join(i as u64, &format!("p{i}"), None); }
                     Op::Leave(i) => g.leave(i as u64),
-                    Op::Input(i, x, y) => g.input(i as u64, &[b'M', x as u8, y as u8]),
+                    Op::Input(i, x, y) => { g.input(i as u64, &[b'M', x as u8, y as u8]); }
                     Op::Move(i, x, y) => { let _ = g.displace(i as u64, x as f32, y as f32); }
                     Op::Tick(d) => { now += d as u64; g.tick(now); }
                 }

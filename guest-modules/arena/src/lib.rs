@@ -27,12 +27,12 @@ mod component {
         for e in effects {
             match e {
                 Effect::Broadcast { data, reliable } => {
-                    let how = if reliable {
-                        Delivery::Reliable
-                    } else {
-                        Delivery::Unreliable
-                    };
+                    let how = if reliable { Delivery::Reliable } else { Delivery::Unreliable };
                     host::broadcast(&data, how);
+                }
+                Effect::Send { to, data, reliable } => {
+                    let how = if reliable { Delivery::Reliable } else { Delivery::Unreliable };
+                    host::send(to, &data, how);
                 }
                 Effect::Commit { key, value } => host::commit(&key, &value),
             }
@@ -50,19 +50,11 @@ mod component {
             }
             Some("move") => {
                 let mut num = |what: &str| -> Result<&str, String> {
-                    words
-                        .next()
-                        .ok_or_else(|| format!("usage: move ID DX DY (missing {what})"))
+                    words.next().ok_or_else(|| format!("usage: move ID DX DY (missing {what})"))
                 };
-                let id: u64 = num("ID")?
-                    .parse()
-                    .map_err(|_| "ID must be an integer".to_string())?;
-                let dx: f32 = num("DX")?
-                    .parse()
-                    .map_err(|_| "DX must be a number".to_string())?;
-                let dy: f32 = num("DY")?
-                    .parse()
-                    .map_err(|_| "DY must be a number".to_string())?;
+                let id: u64 = num("ID")?.parse().map_err(|_| "ID must be an integer".to_string())?;
+                let dx: f32 = num("DX")?.parse().map_err(|_| "DX must be a number".to_string())?;
+                let dy: f32 = num("DY")?.parse().map_err(|_| "DY must be a number".to_string())?;
                 let fx = with_game(|g| g.displace(id, dx, dy))?;
                 apply(fx);
                 Ok("ok".into())
@@ -96,7 +88,8 @@ mod component {
         }
 
         fn message(sender: PlayerId, data: Vec<u8>) {
-            with_game(|g| g.input(sender, &data));
+            let fx = with_game(|g| g.input(sender, &data));
+            apply(fx);
         }
 
         fn tick(now_ms: u64) {

@@ -27,10 +27,7 @@ fn misbehave(input: &[u8]) -> Vec<u8> {
     }
     #[cfg(feature = "trap")]
     {
-        panic!(
-            "trap module: deliberate panic on input of {} bytes",
-            input.len()
-        );
+        panic!("trap module: deliberate panic on input of {} bytes", input.len());
     }
     #[cfg(feature = "flood")]
     {
@@ -49,10 +46,7 @@ fn misbehave(input: &[u8]) -> Vec<u8> {
     #[allow(unreachable_code)]
     {
         let _ = (input, Delivery::Reliable);
-        host::log(
-            outpost::room::types::LogLevel::Info,
-            "no hostile feature enabled",
-        );
+        host::log(outpost::room::types::LogLevel::Info, "no hostile feature enabled");
         Vec::new()
     }
 }

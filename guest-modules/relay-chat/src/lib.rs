@@ -24,11 +24,7 @@ struct Chat {
     last_refill_ms: u64,
 }
 
-static CHAT: Mutex<Chat> = Mutex::new(Chat {
-    members: BTreeMap::new(),
-    now_ms: 0,
-    last_refill_ms: 0,
-});
+static CHAT: Mutex<Chat> = Mutex::new(Chat { members: BTreeMap::new(), now_ms: 0, last_refill_ms: 0 });
 
 fn chat() -> std::sync::MutexGuard<'static, Chat> {
     CHAT.lock().unwrap_or_else(|e| e.into_inner())
@@ -51,13 +47,7 @@ impl Guest for RelayChat {
         if c.members.values().any(|m| m.name == name) {
             return Err(format!("the name {name:?} is taken in this room"));
         }
-        c.members.insert(
-            p.id,
-            Member {
-                name: name.clone(),
-                tokens: BURST,
-            },
-        );
+        c.members.insert(p.id, Member { name: name.clone(), tokens: BURST });
         drop(c);
         announce(&format!("* {name} joined"));
         Ok(())
@@ -77,11 +67,7 @@ impl Guest for RelayChat {
         };
         if m.tokens < 1.0 {
             drop(c);
-            host::send(
-                sender,
-                b"* slow down: you are sending too fast",
-                Delivery::Reliable,
-            );
+            host::send(sender, b"* slow down: you are sending too fast", Delivery::Reliable);
             return;
         }
         m.tokens -= 1.0;
@@ -147,13 +133,7 @@ impl Guest for RelayChat {
             }
             let name = String::from_utf8(rest[..len].to_vec()).map_err(|_| "name is not utf-8")?;
             rest = &rest[len..];
-            members.insert(
-                id,
-                Member {
-                    name,
-                    tokens: BURST,
-                },
-            );
+            members.insert(id, Member { name, tokens: BURST });
         }
         chat().members = members;
         Ok(())

@@ -1,0 +1,634 @@
+//! `outpost bench`: N bots join rooms of a module on one node, send at R Hz for T seconds, and the
+//! run reports what was sent, received and dropped, RTT percentiles (bots time echoes: relay bots
+//! ping themselves through the node, arena bots ping the guest), disconnects by reason, and the
+//! edge's CPU per player-tick and per message from its `/metrics`.
+//!
+//! With `--baseline`, the same bots then run against a raw quinn datagram echo server in its own
+//! process (`outpost echo-server`), and the report gives the ratios.
+
+use crate::echo_server::ALPN_ECHO;
+use anyhow::{Context as _, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use outpost_client::{Client, ConnectOptions, Event, tls};
+use outpost_proto::api::EdgeReady;
+use outpost_proto::keys;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// `outpost bench`.
+#[derive(Args, Debug, Clone)]
+pub struct Bench {
+    /// The edge node's ready file (its id, QUIC address, admin address and certificate hash).
+    #[arg(long)]
+    edge_ready: PathBuf,
+    /// Ticket signing key file (the key whose public half the edge has as --ticket-pubkey).
+    #[arg(long)]
+    key: PathBuf,
+    /// Module the bots join: `relay` or a module on the node (e.g. `arena`).
+    #[arg(long, default_value = "relay")]
+    module: String,
+    /// Number of bots.
+    #[arg(long, default_value_t = 10)]
+    bots: usize,
+    /// Messages per second per bot.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Bots per room.
+    #[arg(long, default_value_t = 8)]
+    room_size: usize,
+    /// Payload bytes of relay messages.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// One message in this many is a timed ping.
+    #[arg(long, default_value_t = 10)]
+    ping_every: u64,
+    /// Bots sharing one UDP socket.
+    #[arg(long, default_value_t = 250)]
+    bots_per_socket: usize,
+    /// Also run a raw quinn datagram echo baseline with the same bots and rate.
+    #[arg(long)]
+    baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct RunReport {
+    /// What ran: a module name or `raw-quinn-echo`.
+    pub target: String,
+    /// Bots that joined.
+    pub bots_joined: usize,
+    /// Bots that could not join, by reason.
+    pub join_failures: BTreeMap<String, u64>,
+    /// Messages the bots sent.
+    pub sent: u64,
+    /// Messages the bots received.
+    pub received: u64,
+    /// Messages lost: dropped by the node for congestion, failed local sends, unanswered pings.
+    pub dropped: u64,
+    /// Pings sent.
+    pub pings: u64,
+    /// Pings answered.
+    pub pongs: u64,
+    /// Median RTT, ms.
+    pub rtt_p50_ms: f64,
+    /// 99th percentile RTT, ms.
+    pub rtt_p99_ms: f64,
+    /// Bots disconnected before the end, by reason.
+    pub disconnects: BTreeMap<String, u64>,
+    /// Received messages per second.
+    pub received_per_sec: f64,
+    /// Server CPU seconds during the run.
+    pub server_cpu_s: f64,
+    /// Server CPU per player-tick, µs (guest rooms).
+    pub cpu_us_per_player_tick: Option<f64>,
+    /// Server CPU per message handled (in + out), µs.
+    pub cpu_us_per_message: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Module.
+    pub module: String,
+    /// Bots.
+    pub bots: usize,
+    /// Messages per second per bot.
+    pub rate_hz: f64,
+    /// Seconds.
+    pub duration_s: f64,
+    /// Sent by bots.
+    pub sent: u64,
+    /// Received by bots.
+    pub received: u64,
+    /// Dropped.
+    pub dropped: u64,
+    /// RTT p50, ms.
+    pub rtt_p50_ms: f64,
+    /// RTT p99, ms.
+    pub rtt_p99_ms: f64,
+    /// Disconnects by reason.
+    pub disconnects: BTreeMap<String, u64>,
+    /// Edge CPU per player-tick, µs.
+    pub cpu_us_per_player_tick: Option<f64>,
+    /// The node run in full.
+    pub node: RunReport,
+    /// The raw quinn echo baseline, when asked for.
+    pub baseline: Option<RunReport>,
+    /// node received/s ÷ baseline received/s.
+    pub throughput_ratio: Option<f64>,
+    /// node CPU per message ÷ baseline CPU per echoed datagram.
+    pub cpu_per_message_ratio: Option<f64>,
+    /// node CPU per player-tick ÷ baseline CPU per echoed datagram.
+    pub cpu_per_player_tick_ratio: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct BotStats {
+    joined: bool,
+    join_failure: Option<String>,
+    sent: u64,
+    received: u64,
+    send_failures: u64,
+    pings: u64,
+    pongs: u64,
+    rtts_us: Vec<u32>,
+    disconnect: Option<String>,
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0
+}
+
+fn micros_since(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+fn ping_payload(t0: Instant, tag: u8, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len.max(9));
+    v.push(tag);
+    v.extend_from_slice(&micros_since(t0).to_be_bytes());
+    v.resize(len.max(9), 0);
+    v
+}
+
+fn rtt_of(t0: Instant, data: &[u8]) -> Option<u32> {
+    let sent = u64::from_be_bytes(data.get(1..9)?.try_into().ok()?);
+    Some(micros_since(t0).saturating_sub(sent).min(u32::MAX as u64) as u32)
+}
+
+/// Reads Prometheus text into name → value.
+fn scrape(admin: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = ureq::get(&format!("http://{admin}/metrics")).call()?.into_string()?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect())
+}
+
+/// CPU seconds of a process from /proc.
+fn process_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+fn wait_file(path: &Path, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(b) = std::fs::read(path)
+            && !b.is_empty()
+        {
+            return Ok(b);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Bench {
+    /// Runs the benchmark and prints the report.
+    pub fn run(self) -> anyhow::Result<()> {
+        if self.bots == 0 || self.rate <= 0.0 || self.duration <= 0.0 || self.room_size == 0 || self.ping_every == 0 {
+            bail!("--bots, --rate, --duration, --room-size and --ping-every must be positive");
+        }
+        if self.bots > 20_000 || self.duration > 3600.0 || self.rate > 10_000.0 {
+            bail!("bounded runs only: at most 20000 bots, 10000 Hz and 3600 s");
+        }
+        let ready: EdgeReady = serde_json::from_slice(&std::fs::read(&self.edge_ready).context("--edge-ready")?)
+            .context("parsing the edge ready file")?;
+        let key_text = std::fs::read_to_string(&self.key).with_context(|| format!("reading {}", self.key.display()))?;
+        let key = keys::signing_key_from_text(&key_text).context("--key")?;
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+
+        let before = scrape(&ready.admin)?;
+        let node = rt.block_on(self.run_node(&ready, &key))?;
+        let after = scrape(&ready.admin)?;
+        let node = self.node_report(node, &before, &after);
+
+        let baseline = if self.baseline { Some(rt.block_on(self.run_baseline())?) } else { None };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let base_cpu = baseline.as_ref().and_then(|b| b.cpu_us_per_message);
+        let report = Report {
+            module: self.module.clone(),
+            bots: self.bots,
+            rate_hz: self.rate,
+            duration_s: self.duration,
+            sent: node.sent,
+            received: node.received,
+            dropped: node.dropped,
+            rtt_p50_ms: node.rtt_p50_ms,
+            rtt_p99_ms: node.rtt_p99_ms,
+            disconnects: node.disconnects.clone(),
+            cpu_us_per_player_tick: node.cpu_us_per_player_tick,
+            throughput_ratio: ratio(Some(node.received_per_sec), baseline.as_ref().map(|b| b.received_per_sec)),
+            cpu_per_message_ratio: ratio(node.cpu_us_per_message, base_cpu),
+            cpu_per_player_tick_ratio: ratio(node.cpu_us_per_player_tick, base_cpu),
+            node,
+            baseline,
+        };
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_report(&report);
+        }
+        Ok(())
+    }
+
+    fn node_report(
+        &self,
+        mut r: RunReport,
+        before: &BTreeMap<String, f64>,
+        after: &BTreeMap<String, f64>,
+    ) -> RunReport {
+        let d = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+        r.server_cpu_s = d("outpost_process_cpu_seconds");
+        let player_ticks = d("outpost_player_ticks_total");
+        let messages = d("outpost_messages_in_total") + d("outpost_messages_out_total");
+        r.dropped += d("outpost_player_datagrams_dropped_total").max(0.0) as u64;
+        r.cpu_us_per_player_tick = (player_ticks > 0.0).then(|| r.server_cpu_s * 1e6 / player_ticks);
+        r.cpu_us_per_message = (messages > 0.0).then(|| r.server_cpu_s * 1e6 / messages);
+        r
+    }
+
+    fn endpoints(&self, target: SocketAddr) -> anyhow::Result<Vec<quinn::Endpoint>> {
+        let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+        let n = self.bots.div_ceil(self.bots_per_socket.max(1));
+        (0..n).map(|_| outpost_client::client_endpoint(bind).map_err(Into::into)).collect()
+    }
+
+    fn progress(&self, what: &str) -> ProgressBar {
+        if self.json {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new((self.duration * 10.0) as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {elapsed}/{duration} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(what.to_string());
+        pb
+    }
+
+    async fn run_node(&self, ready: &EdgeReady, key: &keys::Ed25519SigningKey) -> anyhow::Result<RunReport> {
+        let addr: SocketAddr = ready.quic.parse().context("edge quic address")?;
+        let endpoints = self.endpoints(addr)?;
+        let connects = Arc::new(Semaphore::new(64));
+        let t0 = Instant::now();
+        let run_id = hex::encode(rand::random::<[u8; 3]>());
+        let pb = self.progress(&self.module);
+        let start_at = Instant::now() + Duration::from_millis(200 + self.bots as u64 * 2);
+        let mut tasks = Vec::new();
+        for i in 0..self.bots {
+            let room = format!("bench-{run_id}-{}", i / self.room_size);
+            let ticket = crate::ticket::mint(
+                key,
+                &ready.id,
+                &self.module,
+                Some(&room),
+                1_000_000 + i as u64,
+                &format!("bot{i}"),
+                Duration::from_secs(120),
+            );
+            let endpoint = endpoints[i % endpoints.len()].clone();
+            let (pin, me, connects) = (ready.cert_sha256.clone(), self.clone(), connects.clone());
+            tasks.push(tokio::spawn(
+                async move { me.node_bot(endpoint, addr, pin, ticket, connects, t0, start_at).await },
+            ));
+        }
+        let stats = self.collect(tasks, &pb, start_at).await;
+        pb.finish_and_clear();
+        Ok(self.summarize(&self.module, stats))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn node_bot(
+        self,
+        endpoint: quinn::Endpoint,
+        addr: SocketAddr,
+        pin: String,
+        ticket: String,
+        connects: Arc<Semaphore>,
+        t0: Instant,
+        start_at: Instant,
+    ) -> BotStats {
+        let mut s = BotStats::default();
+        let opts = ConnectOptions { timeout: Duration::from_secs(30), ..ConnectOptions::default() };
+        let client = {
+            let _permit = connects.acquire().await;
+            Client::connect(&endpoint, addr, &pin, &ticket, &opts).await
+        };
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                s.join_failure = Some(match e {
+                    outpost_client::ClientError::Refused { code, .. } => code.to_string(),
+                    other => other.to_string().chars().take(60).collect(),
+                });
+                return s;
+            }
+        };
+        s.joined = true;
+        let me = client.joined.player_id;
+        let relay = self.module == "relay";
+        tokio::time::sleep_until(start_at.into()).await;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let end = start_at + Duration::from_secs_f64(self.duration);
+        let mut seq: u64 = rand::random::<u8>() as u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if Instant::now() >= end { break; }
+                    seq += 1;
+                    let ping = seq.is_multiple_of(self.ping_every);
+                    let (to, data) = match (relay, ping) {
+                        (true, true) => (me, ping_payload(t0, b'P', self.payload)),
+                        (true, false) => (0, ping_payload(t0, b'D', self.payload)),
+                        (false, true) => (0, ping_payload(t0, b'P', 9)),
+                        (false, false) => (0, vec![b'M', (seq as u8).wrapping_mul(37), (seq as u8).wrapping_mul(91)]),
+                    };
+                    s.pings += ping as u64;
+                    match client.send_datagram(to, &data) {
+                        Ok(()) => s.sent += 1,
+                        Err(outpost_client::ClientError::Closed(r)) => { s.disconnect = Some(reason_name(&r)); break; }
+                        Err(_) => s.send_failures += 1,
+                    }
+                }
+                ev = client.recv() => match ev {
+                    Some(Event::Message { from, data, .. }) => {
+                        s.received += 1;
+                        let pong = if relay { from == me && data.first() == Some(&b'P') } else { data.first() == Some(&b'p') };
+                        if pong {
+                            s.pongs += 1;
+                            if let Some(rtt) = rtt_of(t0, &data) { s.rtts_us.push(rtt); }
+                        }
+                    }
+                    Some(Event::Closed(r)) => { s.disconnect = Some(reason_name(&r)); break; }
+                    None => break,
+                }
+            }
+        }
+        // Let in-flight replies land before closing.
+        let drain_until = Instant::now() + Duration::from_millis(300);
+        while s.disconnect.is_none() {
+            match tokio::time::timeout_at(drain_until.into(), client.recv()).await {
+                Ok(Some(Event::Message { from, data, .. })) => {
+                    s.received += 1;
+                    let pong =
+                        if relay { from == me && data.first() == Some(&b'P') } else { data.first() == Some(&b'p') };
+                    if pong {
+                        s.pongs += 1;
+                        if let Some(rtt) = rtt_of(t0, &data) {
+                            s.rtts_us.push(rtt);
+                        }
+                    }
+                }
+                Ok(Some(Event::Closed(r))) => s.disconnect = Some(reason_name(&r)),
+                _ => break,
+            }
+        }
+        client.close();
+        s
+    }
+
+    async fn collect(
+        &self,
+        tasks: Vec<tokio::task::JoinHandle<BotStats>>,
+        pb: &ProgressBar,
+        start_at: Instant,
+    ) -> Vec<BotStats> {
+        let total = Duration::from_secs_f64(self.duration);
+        let mut all = Vec::with_capacity(tasks.len());
+        let mut pending = tasks;
+        while !pending.is_empty() {
+            let done = pending.iter().filter(|t| t.is_finished()).count();
+            let elapsed = Instant::now().saturating_duration_since(start_at).min(total);
+            pb.set_position((elapsed.as_secs_f64() * 10.0) as u64);
+            pb.set_message(format!("{} bots, {done} finished", self.bots));
+            if done == pending.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for t in pending.drain(..) {
+            all.push(t.await.unwrap_or_default());
+        }
+        all
+    }
+
+    fn summarize(&self, target: &str, stats: Vec<BotStats>) -> RunReport {
+        let mut r = RunReport { target: target.to_string(), ..RunReport::default() };
+        let mut rtts = Vec::new();
+        for s in stats {
+            r.bots_joined += s.joined as usize;
+            if let Some(f) = s.join_failure {
+                *r.join_failures.entry(f).or_default() += 1;
+            }
+            r.sent += s.sent;
+            r.received += s.received;
+            r.pings += s.pings;
+            r.pongs += s.pongs;
+            r.dropped += s.send_failures;
+            if let Some(d) = s.disconnect {
+                *r.disconnects.entry(d).or_default() += 1;
+            }
+            rtts.extend(s.rtts_us);
+        }
+        r.dropped += r.pings.saturating_sub(r.pongs);
+        rtts.sort_unstable();
+        r.rtt_p50_ms = percentile(&rtts, 0.5);
+        r.rtt_p99_ms = percentile(&rtts, 0.99);
+        r.received_per_sec = r.received as f64 / self.duration;
+        r
+    }
+
+    async fn run_baseline(&self) -> anyhow::Result<RunReport> {
+        let dir = std::env::temp_dir().join(format!("outpost-echo-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir)?;
+        let ready_path = dir.join("ready.json");
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["echo-server", "--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready_path)
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting the echo baseline")?;
+        let result = async {
+            let ready: serde_json::Value = serde_json::from_slice(&wait_file(&ready_path, Duration::from_secs(20))?)?;
+            let addr: SocketAddr = ready["quic"].as_str().unwrap_or_default().parse().context("echo address")?;
+            let pin = ready["cert_sha256"].as_str().unwrap_or_default().to_string();
+            let endpoints = self.endpoints(addr)?;
+            let t0 = Instant::now();
+            let pb = self.progress("raw echo");
+            let start_at = Instant::now() + Duration::from_millis(200 + self.bots as u64 * 2);
+            let connects = Arc::new(Semaphore::new(64));
+            let mut tasks = Vec::new();
+            for i in 0..self.bots {
+                let (endpoint, pin, me, connects) =
+                    (endpoints[i % endpoints.len()].clone(), pin.clone(), self.clone(), connects.clone());
+                tasks.push(tokio::spawn(async move { me.echo_bot(endpoint, addr, pin, connects, t0, start_at).await }));
+            }
+            let cpu0 = process_cpu_s(child.id());
+            let stats = self.collect(tasks, &pb, start_at).await;
+            let cpu = process_cpu_s(child.id()) - cpu0;
+            pb.finish_and_clear();
+            let mut r = self.summarize("raw-quinn-echo", stats);
+            r.server_cpu_s = cpu;
+            // Each echoed datagram is one in and one out, as a relayed message is for the node.
+            let handled = (r.received * 2) as f64;
+            r.cpu_us_per_message = (handled > 0.0).then(|| cpu * 1e6 / handled);
+            Ok::<_, anyhow::Error>(r)
+        }
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    async fn echo_bot(
+        self,
+        endpoint: quinn::Endpoint,
+        addr: SocketAddr,
+        pin: String,
+        connects: Arc<Semaphore>,
+        t0: Instant,
+        start_at: Instant,
+    ) -> BotStats {
+        let mut s = BotStats::default();
+        let conn = {
+            let _permit = connects.acquire().await;
+            let cfg = match tls::pinned_client_config(&pin, ALPN_ECHO, tls::transport(Duration::from_secs(30))) {
+                Ok(c) => c,
+                Err(e) => {
+                    s.join_failure = Some(e.to_string());
+                    return s;
+                }
+            };
+            match endpoint.connect_with(cfg, addr, "outpost.invalid") {
+                Ok(c) => c.await,
+                Err(e) => {
+                    s.join_failure = Some(e.to_string());
+                    return s;
+                }
+            }
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                s.join_failure = Some(e.to_string());
+                return s;
+            }
+        };
+        s.joined = true;
+        tokio::time::sleep_until(start_at.into()).await;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let end = start_at + Duration::from_secs_f64(self.duration);
+        let drain_end = end + Duration::from_millis(300);
+        let mut seq = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick(), if Instant::now() < end => {
+                    seq += 1;
+                    let ping = seq.is_multiple_of(self.ping_every);
+                    s.pings += ping as u64;
+                    let data = ping_payload(t0, if ping { b'P' } else { b'D' }, self.payload + 8);
+                    if conn.datagram_send_buffer_space() < data.len() || conn.send_datagram(data.into()).is_err() {
+                        s.send_failures += 1;
+                    } else {
+                        s.sent += 1;
+                    }
+                }
+                d = conn.read_datagram() => match d {
+                    Ok(d) => {
+                        s.received += 1;
+                        if d.first() == Some(&b'P') {
+                            s.pongs += 1;
+                            if let Some(rtt) = rtt_of(t0, &d) { s.rtts_us.push(rtt); }
+                        }
+                    }
+                    Err(e) => { s.disconnect = Some(e.to_string()); break; }
+                },
+                _ = tokio::time::sleep_until(drain_end.into()) => break,
+            }
+        }
+        conn.close(0u32.into(), b"done");
+        s
+    }
+}
+
+fn reason_name(r: &outpost_client::CloseReason) -> String {
+    match r.code {
+        Some(c) => c.to_string(),
+        None => r.reason.chars().take(60).collect(),
+    }
+}
+
+fn print_report(r: &Report) {
+    let line = |name: &str, x: &RunReport| {
+        println!(
+            "{name:>16}: joined {:>5}  sent {:>9}  received {:>9} ({:>9.0}/s)  dropped {:>6}  rtt p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>6.2} s{}{}",
+            x.bots_joined,
+            x.sent,
+            x.received,
+            x.received_per_sec,
+            x.dropped,
+            x.rtt_p50_ms,
+            x.rtt_p99_ms,
+            x.server_cpu_s,
+            x.cpu_us_per_message.map_or(String::new(), |v| format!("  {v:.2} µs/msg")),
+            x.cpu_us_per_player_tick.map_or(String::new(), |v| format!("  {v:.2} µs/player-tick")),
+        );
+        for (reason, n) in &x.join_failures {
+            println!("{:>16}  join failed: {reason} × {n}", "");
+        }
+        for (reason, n) in &x.disconnects {
+            println!("{:>16}  disconnected: {reason} × {n}", "");
+        }
+    };
+    println!("bench: {} bots in `{}` rooms, {} Hz each, {} s", r.bots, r.module, r.rate_hz, r.duration_s);
+    line(&r.module, &r.node);
+    if let Some(b) = &r.baseline {
+        line("raw quinn echo", b);
+    }
+    if let Some(x) = r.throughput_ratio {
+        println!("throughput ratio (node / raw echo, received per second): {x:.2}");
+    }
+    if let Some(x) = r.cpu_per_message_ratio {
+        println!("CPU per message ratio (node / raw echo datagram): {x:.2}");
+    }
+    if let Some(x) = r.cpu_per_player_tick_ratio {
+        println!("CPU per player-tick / raw echo CPU per datagram: {x:.2}");
+    }
+}

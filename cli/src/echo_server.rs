@@ -1,0 +1,59 @@
+//! `outpost echo-server`: a raw quinn datagram echo server with the same TLS and transport settings
+//! as the edge's player endpoint, and nothing else. `bench --baseline` runs it as its own process
+//! so its CPU can be compared with the edge's under the same load.
+
+use anyhow::Context as _;
+use clap::Args;
+use outpost_client::tls;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// ALPN of the echo baseline.
+pub const ALPN_ECHO: &[u8] = b"outpost-echo/1";
+
+/// `outpost echo-server`.
+#[derive(Args, Debug)]
+pub struct EchoServer {
+    /// UDP address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Writes `{"quic","cert_sha256","pid"}` here once serving.
+    #[arg(long)]
+    ready_file: PathBuf,
+    /// Where the self-signed certificate is kept.
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+impl EchoServer {
+    /// Serves until killed.
+    pub fn run(self) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(async move {
+            std::fs::create_dir_all(&self.data_dir)?;
+            let cert = tls::NodeCert::load_or_generate(&self.data_dir, "echo")?;
+            let cfg = tls::server_config(&cert, ALPN_ECHO, tls::transport(Duration::from_secs(30)))?;
+            let endpoint = quinn::Endpoint::server(cfg, self.listen).context("binding the echo server")?;
+            let ready = serde_json::json!({
+                "quic": endpoint.local_addr()?.to_string(),
+                "cert_sha256": cert.sha256(),
+                "pid": std::process::id(),
+            });
+            let tmp = self.ready_file.with_extension("tmp");
+            std::fs::write(&tmp, ready.to_string())?;
+            std::fs::rename(&tmp, &self.ready_file)?;
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    while let Ok(d) = conn.read_datagram().await {
+                        if conn.datagram_send_buffer_space() >= d.len() {
+                            let _ = conn.send_datagram(d);
+                        }
+                    }
+                });
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,55 @@
+//! `outpost`: the operator and player-side CLI. This file only dispatches; each subcommand lives
+//! in its own module as a struct with `run()`.
+
+mod bench;
+mod echo_server;
+mod ticket;
+
+use clap::{Parser, Subcommand};
+
+/// Outpost: run multiplayer game servers at the edge.
+#[derive(Parser, Debug)]
+#[command(name = "outpost", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make signing keys and join tickets (development and test helper).
+    #[command(subcommand)]
+    Ticket(ticket::TicketCmd),
+    /// Drive bots against a node and report throughput, RTT, drops and edge CPU.
+    Bench(bench::Bench),
+    /// A raw quinn datagram echo server: the transport baseline for `bench --baseline`.
+    #[command(hide = true)]
+    EchoServer(echo_server::EchoServer),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let result = match cli.command {
+        Command::Ticket(t) => t.run(),
+        Command::Bench(b) => b.run(),
+        Command::EchoServer(e) => e.run(),
+    };
+    if let Err(e) = result {
+        eprintln!("outpost: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

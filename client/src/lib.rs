@@ -1,0 +1,294 @@
+//! The one Rust client for Outpost, used by the CLI, the bots and the tests.
+//!
+//! # Layout
+//! - [`tls`]: pinned-certificate QUIC/TLS configs and node certificates (shared with the servers).
+//! - this file: [`Client`]: connect to an edge node with a ticket, send reliable frames and
+//!   unreliable datagrams, receive [`Event`]s, and see typed close reasons.
+//!
+//! The client does no routing: callers get a ticket, address and pin (from the router, or minted
+//! for tests) and hand them in.
+
+pub mod tls;
+
+use outpost_proto::CloseCode;
+use outpost_proto::frame::{self, Frame, FrameDecoder, SavedState};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the node said when the player joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The player's id.
+    pub player_id: u64,
+    /// The room joined.
+    pub room: String,
+    /// The room's tick rate.
+    pub tick_hz: u32,
+    /// The player's saved state.
+    pub saved: SavedState,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// Our close code, when the node closed with one.
+    pub code: Option<CloseCode>,
+    /// The reason text, or the transport error.
+    pub reason: String,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(c) => write!(f, "{c}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl CloseReason {
+    /// Reads the reason out of a quinn connection error.
+    pub fn from_error(e: &quinn::ConnectionError) -> Self {
+        match e {
+            quinn::ConnectionError::ApplicationClosed(c) => CloseReason {
+                code: u32::try_from(c.error_code.into_inner()).ok().and_then(CloseCode::from_u32),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            other => CloseReason { code: None, reason: other.to_string() },
+        }
+    }
+}
+
+/// Something that arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message from `from` (0 = the room's guest).
+    Message {
+        /// Sender.
+        from: u64,
+        /// Payload.
+        data: Vec<u8>,
+        /// Whether it came as a reliable frame (else a datagram).
+        reliable: bool,
+    },
+    /// The connection ended.
+    Closed(CloseReason),
+}
+
+/// Why connecting or sending failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Bad pin or TLS set-up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Could not reach or handshake with the node.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The node refused the join.
+    #[error("refused: {code}: {reason}")]
+    Refused {
+        /// Why.
+        code: CloseCode,
+        /// Detail.
+        reason: String,
+    },
+    /// The connection is closed.
+    #[error("closed: {0}")]
+    Closed(CloseReason),
+    /// The node broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The datagram is larger than the path allows, or datagrams are off.
+    #[error("datagram: {0}")]
+    Datagram(String),
+}
+
+/// Options for [`Client::connect`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Largest reliable frame accepted from the node.
+    pub max_frame: usize,
+    /// Events buffered before the client stops reading (back-pressure to the node).
+    pub event_buffer: usize,
+    /// Handshake + join timeout.
+    pub timeout: Duration,
+    /// QUIC idle timeout.
+    pub idle: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_frame: 1 << 20,
+            event_buffer: 4096,
+            timeout: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A client-side QUIC endpoint on an ephemeral port; many clients may share one.
+pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
+    quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect(format!("binding {bind}: {e}")))
+}
+
+/// A joined player connection.
+pub struct Client {
+    conn: quinn::Connection,
+    send: tokio::sync::Mutex<quinn::SendStream>,
+    events: mpsc::Receiver<Event>,
+    /// What the node answered to the join.
+    pub joined: Joined,
+    /// Keeps the UDP socket open for as long as this connection lives, even when the caller
+    /// drops its own endpoint handle (a closed socket's port can be reused by another endpoint,
+    /// which would then answer this connection's packets with a stateless reset).
+    _endpoint: quinn::Endpoint,
+}
+
+impl Client {
+    /// Connects to `addr`, pinning `cert_sha256`, and joins with `ticket`.
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        cert_sha256: &str,
+        ticket: &str,
+        opts: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let cfg = tls::pinned_client_config(cert_sha256, tls::ALPN_PLAYER, tls::transport(opts.idle))?;
+        let fut = async {
+            let connecting =
+                endpoint.connect_with(cfg, addr, "outpost.invalid").map_err(|e| ClientError::Connect(e.to_string()))?;
+            let conn = connecting.await.map_err(|e| ClientError::Connect(e.to_string()))?;
+            let (mut send, mut recv) =
+                conn.open_bi().await.map_err(|e| ClientError::Closed(CloseReason::from_error(&e)))?;
+            send.write_all(&Frame::Join { ticket: ticket.to_string() }.encode())
+                .await
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
+            let mut dec = FrameDecoder::new(opts.max_frame);
+            let mut buf = vec![0u8; 16 * 1024];
+            let first = loop {
+                if let Some(f) = dec.next_frame().map_err(|e| ClientError::Protocol(e.to_string()))? {
+                    break f;
+                }
+                match recv.read(&mut buf).await {
+                    Ok(Some(n)) => dec.push(&buf[..n]),
+                    Ok(None) => return Err(ClientError::Protocol("stream ended before Joined".into())),
+                    Err(_) => {
+                        let reason = conn.closed().await;
+                        let reason = CloseReason::from_error(&reason);
+                        return Err(match reason.code {
+                            Some(code) => ClientError::Refused { code, reason: reason.reason },
+                            None => ClientError::Closed(reason),
+                        });
+                    }
+                }
+            };
+            let joined = match first {
+                Frame::Joined { player_id, room, tick_hz, saved } => Joined { player_id, room, tick_hz, saved },
+                Frame::Refused { code, reason } => return Err(ClientError::Refused { code, reason }),
+                other => return Err(ClientError::Protocol(format!("expected Joined, got {other:?}"))),
+            };
+            Ok((conn, send, recv, dec, joined))
+        };
+        let (conn, send, recv, dec, joined) = tokio::time::timeout(opts.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Connect(format!("no answer within {:?}", opts.timeout)))??;
+        let (tx, events) = mpsc::channel(opts.event_buffer.max(1));
+        tokio::spawn(read_stream(conn.clone(), recv, dec, tx.clone()));
+        tokio::spawn(read_datagrams(conn.clone(), tx));
+        Ok(Client { conn, send: tokio::sync::Mutex::new(send), events, joined, _endpoint: endpoint.clone() })
+    }
+
+    /// Sends a reliable message to `to` (0 = the room).
+    pub async fn send(&self, to: u64, data: &[u8]) -> Result<(), ClientError> {
+        self.send_raw(&Frame::Message { peer: to, data: data.to_vec() }.encode()).await
+    }
+
+    /// Writes raw bytes on the reliable stream (tests use it to send malformed frames).
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
+        let mut s = self.send.lock().await;
+        s.write_all(bytes).await.map_err(|_| self.closed_error())
+    }
+
+    /// Sends an unreliable message to `to` (0 = the room) as one datagram.
+    pub fn send_datagram(&self, to: u64, data: &[u8]) -> Result<(), ClientError> {
+        self.conn.send_datagram(frame::encode_peer(to, data).into()).map_err(|e| match e {
+            quinn::SendDatagramError::ConnectionLost(e) => ClientError::Closed(CloseReason::from_error(&e)),
+            other => ClientError::Datagram(other.to_string()),
+        })
+    }
+
+    fn closed_error(&self) -> ClientError {
+        match self.conn.close_reason() {
+            Some(e) => ClientError::Closed(CloseReason::from_error(&e)),
+            None => ClientError::Closed(CloseReason { code: None, reason: "stream closed".into() }),
+        }
+    }
+
+    /// The next event; `None` once the connection is closed and everything was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event within `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        tokio::time::timeout(timeout, self.events.recv()).await.ok().flatten()
+    }
+
+    /// Waits for the connection to close and says why.
+    pub async fn closed(&self) -> CloseReason {
+        CloseReason::from_error(&self.conn.closed().await)
+    }
+
+    /// Closes the connection (the player leaves).
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"bye");
+    }
+
+    /// The underlying connection (for stats).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+}
+
+async fn read_stream(
+    conn: quinn::Connection,
+    mut recv: quinn::RecvStream,
+    mut dec: FrameDecoder,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        loop {
+            match dec.next_frame() {
+                Ok(Some(Frame::Message { peer, data })) => {
+                    if tx.send(Event::Message { from: peer, data, reliable: true }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(other)) => tracing::debug!(?other, "ignoring an unexpected frame"),
+                Ok(None) => break,
+                Err(e) => {
+                    conn.close(e.code().to_u32().into(), e.to_string().as_bytes());
+                    break;
+                }
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => dec.push(&buf[..n]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let reason = CloseReason::from_error(&conn.closed().await);
+    let _ = tx.send(Event::Closed(reason)).await;
+}
+
+async fn read_datagrams(conn: quinn::Connection, tx: mpsc::Sender<Event>) {
+    while let Ok(d) = conn.read_datagram().await {
+        if let Ok((from, data)) = frame::decode_peer(&d) {
+            // Unreliable by nature: when the application is behind, drop rather than queue.
+            let _ = tx.try_send(Event::Message { from, data: data.to_vec(), reliable: false });
+        }
+    }
+}

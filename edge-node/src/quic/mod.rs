@@ -1,0 +1,288 @@
+//! The player endpoint: QUIC (ALPN `outpost/1`), join by signed ticket, then frames and datagrams
+//! between the player and their room.
+//!
+//! Each connection is one task: it reads the `Join`, verifies the ticket offline (signature,
+//! expiry, node, single use), places the player, then forwards what the player sends to the room's
+//! worker. Every limit is checked here, before a byte reaches a room: frame size, message rate,
+//! datagram size. A misbehaving player is closed with a precise code; nothing they send can take
+//! down the node.
+
+use crate::beacon::TokenBucket;
+use crate::modules::ModuleStore;
+use crate::room::Rooms;
+use crate::room::player::{PlayerLimits, PlayerLink};
+use crate::room::worker::{Command, RoomSpec};
+use crate::telemetry::Metrics;
+use outpost_proto::CloseCode;
+use outpost_proto::frame::{self, Frame, FrameDecoder, SavedState};
+use outpost_proto::keys::Ed25519PublicKey;
+use outpost_proto::ticket::{self, ReplayGuard, TicketPayload};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Name of the built-in relay room kind.
+pub const RELAY: &str = "relay";
+
+/// What every player session shares.
+pub struct PlayerCtx {
+    /// This node's id (tickets must name it).
+    pub node_id: String,
+    /// The router's ticket key; `None` refuses every join.
+    pub ticket_key: Option<Ed25519PublicKey>,
+    /// Nonces of used tickets.
+    pub replay: Mutex<ReplayGuard>,
+    /// Rooms.
+    pub rooms: Arc<Rooms>,
+    /// Modules.
+    pub modules: Arc<ModuleStore>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Per-player limits.
+    pub limits: Arc<PlayerLimits>,
+    /// False while draining: joins are refused with `node-not-accepting`.
+    pub accepting: Arc<AtomicBool>,
+    /// How long a client has to send its `Join`.
+    pub join_timeout: Duration,
+    /// Player cap for relay rooms.
+    pub relay_max_players: u32,
+    /// Default tick rate (relay rooms report it).
+    pub default_tick_hz: u32,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<PlayerCtx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => session(conn, ctx).await,
+                Err(e) => tracing::debug!(error = %e, "player handshake failed"),
+            }
+        });
+    }
+}
+
+fn refuse(ctx: &PlayerCtx, conn: &quinn::Connection, code: CloseCode, reason: &str) {
+    ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(code = %code, reason, remote = %conn.remote_address(), "join refused");
+    conn.close(code.to_u32().into(), reason.as_bytes());
+}
+
+async fn read_join(recv: &mut quinn::RecvStream) -> Result<String, (CloseCode, String)> {
+    let mut dec = FrameDecoder::new(ticket::MAX_TICKET_LEN + 16);
+    let mut buf = [0u8; 1024];
+    loop {
+        match dec.next_frame() {
+            Ok(Some(Frame::Join { ticket })) => return Ok(ticket),
+            Ok(Some(other)) => return Err((CloseCode::FrameMalformed, format!("expected Join, got {other:?}"))),
+            Ok(None) => {}
+            Err(e) => return Err((e.code(), e.to_string())),
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => dec.push(&buf[..n]),
+            _ => return Err((CloseCode::FrameMalformed, "stream ended before Join".into())),
+        }
+    }
+}
+
+/// Verifies the ticket and places the player; returns the room, its worker and the tick rate.
+async fn admit(
+    ctx: &PlayerCtx,
+    ticket_text: &str,
+    link_for: impl FnOnce(&TicketPayload) -> Arc<PlayerLink>,
+) -> Result<(TicketPayload, Arc<PlayerLink>, String, usize, u32), (CloseCode, String)> {
+    let key = ctx.ticket_key.as_ref().ok_or((CloseCode::BadTicket, "this node has no --ticket-pubkey".to_string()))?;
+    let now = now_unix();
+    let t = ticket::verify(ticket_text, key, &ctx.node_id, now).map_err(|e| (e.code(), e.to_string()))?;
+    if !ctx.accepting.load(Ordering::Relaxed) {
+        return Err((CloseCode::NodeNotAccepting, "the node is not accepting players".into()));
+    }
+    if t.module != RELAY && ctx.modules.get(&t.module).is_none() {
+        return Err((CloseCode::UnknownModule, format!("no module {:?} on this node", t.module)));
+    }
+    if let Some(r) = &t.room {
+        outpost_proto::ids::check_name("room", r).map_err(|e| (CloseCode::JoinRefused, e.to_string()))?;
+    }
+    // Single use is checked last, so a ticket refused for another reason is not burnt.
+    {
+        let mut guard = ctx.replay.lock().unwrap_or_else(|e| e.into_inner());
+        guard.check_and_insert(&t, now).map_err(|e| (e.code(), e.to_string()))?;
+    }
+    let link = link_for(&t);
+    // Reserve a slot, creating the room when there is none to join; bounded retries cover the
+    // race where another player takes the last slot of a room we just created.
+    for _ in 0..4 {
+        if let Some((room, worker)) = ctx.rooms.reserve_player(&t.module, t.room.as_deref())? {
+            let joined = ctx.rooms.join(&room, worker, link.clone(), SavedState::None).await?;
+            return Ok((t, link, joined.room, worker, joined.tick_hz));
+        }
+        create_room(ctx, &t).await?;
+    }
+    Err((CloseCode::RoomFull, "could not find a room with space".into()))
+}
+
+async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), (CloseCode, String)> {
+    let id = t.room.clone().unwrap_or_else(|| format!("{}-{}", t.module, hex::encode(rand::random::<[u8; 4]>())));
+    let result = if t.module == RELAY {
+        let spec = RoomSpec {
+            id,
+            module: RELAY.into(),
+            config: Vec::new(),
+            tick_hz: ctx.default_tick_hz,
+            max_players: ctx.relay_max_players,
+            seed: 0,
+            ephemeral: true,
+        };
+        ctx.rooms.create_relay(spec).await
+    } else {
+        let modules = ctx.modules.clone();
+        let module = t.module.clone();
+        let (rec, compiled) = tokio::task::spawn_blocking(move || modules.live(&module))
+            .await
+            .map_err(|e| (CloseCode::JoinRefused, e.to_string()))?
+            .map_err(|e| (CloseCode::UnknownModule, e.to_string()))?;
+        let spec = RoomSpec {
+            id,
+            module: rec.name.clone(),
+            config: Vec::new(),
+            tick_hz: rec.tick_hz,
+            max_players: rec.max_players,
+            seed: rand::random(),
+            ephemeral: true,
+        };
+        ctx.rooms.create(spec, compiled).await
+    };
+    match result {
+        Ok(_) | Err(crate::room::RoomError::Exists(_)) => Ok(()),
+        Err(crate::room::RoomError::Full(n)) => {
+            Err((CloseCode::RoomFull, format!("the node is at its limit of {n} rooms")))
+        }
+        Err(e) => Err((CloseCode::JoinRefused, e.to_string())),
+    }
+}
+
+async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
+    let opened = tokio::time::timeout(ctx.join_timeout, async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(|e| (CloseCode::FrameMalformed, e.to_string()))?;
+        let ticket = read_join(&mut recv).await?;
+        Ok::<_, (CloseCode, String)>((send, recv, ticket))
+    })
+    .await;
+    let (mut send, mut recv, ticket_text) = match opened {
+        Ok(Ok(v)) => v,
+        Ok(Err((code, reason))) => return refuse(&ctx, &conn, code, &reason),
+        Err(_) => return refuse(&ctx, &conn, CloseCode::FrameMalformed, "no Join within the join timeout"),
+    };
+    let make_link = |t: &TicketPayload| {
+        PlayerLink::new(t.player, t.name.clone(), conn.clone(), ctx.limits.clone(), ctx.metrics.clone())
+    };
+    let (t, link, room, worker, tick_hz) = match admit(&ctx, &ticket_text, make_link).await {
+        Ok(v) => v,
+        Err((code, reason)) => {
+            let _ = send.write_all(&Frame::Refused { code, reason: reason.clone() }.encode()).await;
+            return refuse(&ctx, &conn, code, &reason);
+        }
+    };
+    let joined = Frame::Joined { player_id: t.player, room: room.clone(), tick_hz, saved: SavedState::None };
+    if send.write_all(&joined.encode()).await.is_err() {
+        ctx.rooms.tell(worker, Command::Leave { room, player: t.player }).await;
+        return;
+    }
+    tracing::debug!(player = t.player, room = %room, "player joined");
+    tokio::spawn(link.clone().write_loop(send));
+    let bucket = Arc::new(Mutex::new(TokenBucket::new(ctx.limits.burst, Instant::now())));
+    let datagrams =
+        tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), room.clone(), worker, t.player, bucket.clone()));
+    if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await {
+        ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
+        link.close(code, &reason);
+    }
+    conn.closed().await;
+    datagrams.abort();
+    ctx.rooms.tell(worker, Command::Leave { room, player: t.player }).await;
+}
+
+fn allow(bucket: &Mutex<TokenBucket>, limits: &PlayerLimits) -> bool {
+    bucket.lock().map(|mut b| b.take(Instant::now(), limits.rate, limits.burst)).unwrap_or(false)
+}
+
+/// Reads reliable frames until the stream ends; an `Err` is why the player must be closed.
+async fn read_frames(
+    recv: &mut quinn::RecvStream,
+    ctx: &PlayerCtx,
+    room: &str,
+    worker: usize,
+    player: u64,
+    bucket: &Mutex<TokenBucket>,
+) -> Result<(), (CloseCode, String)> {
+    // A frame body is the type byte, the 8-byte peer and the message.
+    let mut dec = FrameDecoder::new(ctx.limits.max_message + 9);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        loop {
+            match dec.next_frame() {
+                Ok(Some(Frame::Message { peer, data })) => {
+                    if !allow(bucket, &ctx.limits) {
+                        return Err((CloseCode::RateLimited, format!("over {} messages per second", ctx.limits.rate)));
+                    }
+                    let cmd = Command::Message { room: room.to_string(), player, to: peer, data, reliable: true };
+                    ctx.rooms.tell(worker, cmd).await;
+                }
+                Ok(Some(other)) => {
+                    return Err((
+                        CloseCode::FrameMalformed,
+                        format!("unexpected {} frame after join", frame_name(&other)),
+                    ));
+                }
+                Ok(None) => break,
+                Err(e) => return Err((e.code(), e.to_string())),
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => dec.push(&buf[..n]),
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Join { .. } => "Join",
+        Frame::Joined { .. } => "Joined",
+        Frame::Refused { .. } => "Refused",
+        Frame::Message { .. } => "Message",
+    }
+}
+
+async fn read_datagrams(
+    conn: quinn::Connection,
+    ctx: Arc<PlayerCtx>,
+    room: String,
+    worker: usize,
+    player: u64,
+    bucket: Arc<Mutex<TokenBucket>>,
+) {
+    while let Ok(d) = conn.read_datagram().await {
+        let Ok((to, data)) = frame::decode_peer(&d) else {
+            ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if data.len() > ctx.limits.datagram_cap {
+            ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if !allow(&bucket, &ctx.limits) {
+            ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
+            let reason = format!("over {} messages per second", ctx.limits.rate);
+            conn.close(CloseCode::RateLimited.to_u32().into(), reason.as_bytes());
+            return;
+        }
+        let cmd = Command::Message { room: room.clone(), player, to, data: data.to_vec(), reliable: false };
+        ctx.rooms.tell(worker, cmd).await;
+    }
+}

@@ -1,0 +1,99 @@
+//! The `outpost` binary against a real node: tickets and bench.
+
+use outpost_tests::{Edge, TicketKey, bin, guest};
+use std::process::Command;
+
+#[test]
+fn ticket_keygen_and_mint_make_tickets_the_node_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ticket.key");
+    let out = Command::new(bin("outpost")).args(["ticket", "keygen", "--key"]).arg(&key).output().unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let again = Command::new(bin("outpost")).args(["ticket", "keygen", "--key"]).arg(&key).output().unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), public, "keygen keeps an existing key");
+    let edge = Edge::start(&[&format!("--ticket-pubkey={public}")]).unwrap();
+    let out = Command::new(bin("outpost"))
+        .args(["ticket", "mint", "--key"])
+        .arg(&key)
+        .args(["--node", &edge.ready.id, "--module", "relay", "--player", "9", "--name", "ada"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ticket = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(edge.connect(&ticket, &Default::default())).unwrap();
+    assert_eq!(client.joined.player_id, 9);
+    // A bad key file is a clear error and a non-zero exit.
+    std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
+    let out = Command::new(bin("outpost"))
+        .args(["ticket", "mint", "--key"])
+        .arg(dir.path().join("bad.key"))
+        .args(["--node", "n", "--module", "relay"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.key"));
+}
+
+fn bench(edge_ready: &std::path::Path, key: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin("outpost"))
+        .args(["bench", "--json", "--edge-ready"])
+        .arg(edge_ready)
+        .arg("--key")
+        .arg(key)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_reports_relay_and_arena_runs_with_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let tk = TicketKey::new();
+    let key = dir.path().join("ticket.key");
+    std::fs::write(&key, outpost_proto::keys::signing_key_to_text(&tk.key)).unwrap();
+    let edge = Edge::start(&[&format!("--ticket-pubkey={}", tk.public)]).unwrap();
+    let ready = dir.path().join("edge.json");
+    std::fs::write(&ready, serde_json::to_vec(&edge.ready).unwrap()).unwrap();
+
+    let r = bench(
+        &ready,
+        &key,
+        &["--module", "relay", "--bots", "6", "--rate", "20", "--duration", "2", "--room-size", "3", "--baseline"],
+    );
+    for field in ["sent", "received", "dropped", "rtt_p50_ms", "rtt_p99_ms", "disconnects", "cpu_us_per_player_tick"] {
+        assert!(r.get(field).is_some(), "missing {field}: {r}");
+    }
+    assert!(r["sent"].as_u64().unwrap() >= 6 * 20, "{r}");
+    assert!(r["received"].as_u64().unwrap() > 0);
+    assert!(r["rtt_p50_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["node"]["bots_joined"], 6);
+    assert_eq!(r["disconnects"].as_object().unwrap().len(), 0, "{r}");
+    assert!(r["baseline"]["received"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["throughput_ratio"].as_f64().unwrap() > 0.0);
+
+    edge.upload("arena", &guest("arena"));
+    let r = bench(
+        &ready,
+        &key,
+        &["--module", "arena", "--bots", "8", "--rate", "20", "--duration", "2", "--room-size", "4"],
+    );
+    assert_eq!(r["node"]["bots_joined"], 8, "{r}");
+    assert!(r["cpu_us_per_player_tick"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["node"]["pongs"].as_u64().unwrap() > 0, "{r}");
+
+    // Bad flags are refused with a clear message.
+    let out = Command::new(bin("outpost"))
+        .args(["bench", "--edge-ready"])
+        .arg(&ready)
+        .arg("--key")
+        .arg(&key)
+        .args(["--bots", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bots"));
+}

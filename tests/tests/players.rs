@@ -1,0 +1,352 @@
+//! Players on a real edge-node over real QUIC on loopback: joins, relay, arena, refusals, limits,
+//! faults, upgrade and shutdown.
+
+use outpost_client::{Client, ClientError, ConnectOptions, Event};
+use outpost_proto::CloseCode;
+use outpost_proto::ticket::TicketPayload;
+use outpost_tests::{Edge, TicketKey, guest, now_unix};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn edge(key: &TicketKey, extra: &[&str]) -> Edge {
+    // `=` form: a base64url key may start with '-'.
+    let pubkey = format!("--ticket-pubkey={}", key.public);
+    let mut args = vec![pubkey.as_str()];
+    args.extend_from_slice(extra);
+    Edge::start(&args).unwrap()
+}
+
+/// The next message event, skipping nothing.
+async fn next_message(c: &mut Client) -> (u64, Vec<u8>, bool) {
+    match c.recv_timeout(WAIT).await {
+        Some(Event::Message { from, data, reliable }) => (from, data, reliable),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// Waits for a message matching `f`, skipping others (datagram frames, announcements).
+async fn wait_message(c: &mut Client, mut f: impl FnMut(u64, &[u8], bool) -> bool) -> (u64, Vec<u8>, bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await {
+            Some(Event::Message { from, data, reliable }) if f(from, &data, reliable) => return (from, data, reliable),
+            Some(Event::Message { .. }) => continue,
+            other => panic!("expected a matching message, got {other:?}"),
+        }
+    }
+}
+
+async fn closed_with(c: &mut Client) -> Option<CloseCode> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await {
+            Some(Event::Closed(r)) => return r.code,
+            Some(Event::Message { .. }) => continue,
+            None => return tokio::time::timeout(WAIT, c.closed()).await.ok().and_then(|r| r.code),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_room_carries_reliable_unreliable_and_addressed_messages() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    let mut a = edge.player(&key, "relay", Some("r1"), 1, "ada").await.unwrap();
+    let mut b = edge.player(&key, "relay", Some("r1"), 2, "bob").await.unwrap();
+    let mut c = edge.player(&key, "relay", Some("r1"), 3, "cyd").await.unwrap();
+    assert_eq!(a.joined.room, "r1");
+    assert_eq!(b.joined.player_id, 2);
+
+    a.send(0, b"hello all").await.unwrap();
+    for p in [&mut b, &mut c] {
+        assert_eq!(next_message(p).await, (1, b"hello all".to_vec(), true));
+    }
+    // Unreliable: datagrams on loopback arrive; retry a few times in case one is lost.
+    for p in [2u64, 3] {
+        let target = if p == 2 { &mut b } else { &mut c };
+        let mut got = None;
+        for _ in 0..20 {
+            a.send_datagram(0, b"fast").unwrap();
+            if let Some(Event::Message { from, data, reliable }) = target.recv_timeout(Duration::from_millis(200)).await
+            {
+                got = Some((from, data, reliable));
+                break;
+            }
+        }
+        assert_eq!(got, Some((1, b"fast".to_vec(), false)), "player {p}");
+    }
+    // Drain extra datagram copies before the ordering check.
+    while c.recv_timeout(Duration::from_millis(200)).await.is_some() {}
+    while b.recv_timeout(Duration::from_millis(200)).await.is_some() {}
+    // Addressed: only bob gets it. cyd's next reliable message is the marker sent after it.
+    a.send(2, b"just for bob").await.unwrap();
+    a.send(0, b"marker").await.unwrap();
+    assert_eq!(next_message(&mut b).await, (1, b"just for bob".to_vec(), true));
+    assert_eq!(next_message(&mut b).await, (1, b"marker".to_vec(), true));
+    assert_eq!(next_message(&mut c).await, (1, b"marker".to_vec(), true));
+    // The sender does not get its own broadcast.
+    assert!(a.recv_timeout(Duration::from_millis(200)).await.is_none());
+    let info = edge.admin("GET", "/v1/rooms/r1", b"").json();
+    assert_eq!(info["players"], 3);
+    assert_eq!(info["module"], "relay");
+}
+
+/// One player in an arena frame: (id, x, y).
+type Pos = (u64, u16, u16);
+
+/// Parses an arena frame into its version and (id, x, y) per player.
+fn positions(frame: &[u8]) -> Option<(u8, Vec<Pos>)> {
+    if frame.len() < 7 || frame[0] != b'S' {
+        return None;
+    }
+    let n = frame[6] as usize;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let o = 7 + i * 15;
+        let p = frame.get(o..o + 15)?;
+        let id = u64::from_le_bytes(p[..8].try_into().ok()?);
+        let x = u16::from_le_bytes([p[8], p[9]]);
+        let y = u16::from_le_bytes([p[10], p[11]]);
+        out.push((id, x, y));
+    }
+    Some((frame[1], out))
+}
+
+async fn frame_with_both(c: &mut Client, ids: [u64; 2]) -> (u8, Vec<Pos>) {
+    let (_, data, _) = wait_message(c, |from, d, _| {
+        from == 0 && positions(d).is_some_and(|(_, p)| ids.iter().all(|id| p.iter().any(|q| q.0 == *id)))
+    })
+    .await;
+    positions(&data).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_arena_bots_see_each_other_move() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    assert_eq!(edge.upload("arena", &guest("arena")).status, 201);
+    let mut a = edge.player(&key, "arena", Some("match"), 10, "ada").await.unwrap();
+    let mut b = edge.player(&key, "arena", Some("match"), 11, "bob").await.unwrap();
+    assert_eq!(a.joined.tick_hz, 20);
+    let (_, start_a) = frame_with_both(&mut a, [10, 11]).await;
+    let (_, start_b) = frame_with_both(&mut b, [10, 11]).await;
+    // Each moves: ada right, bob down. Resend inputs in case a datagram is lost.
+    let moved = |start: &[Pos], now: &[Pos], id: u64| {
+        let s = start.iter().find(|p| p.0 == id).unwrap();
+        let n = now.iter().find(|p| p.0 == id).unwrap();
+        (s.1, s.2) != (n.1, n.2)
+    };
+    let mut seen_a = false;
+    let mut seen_b = false;
+    for _ in 0..100 {
+        a.send(0, &[b'M', 100, 0]).await.unwrap();
+        b.send(0, &[b'M', 0, 100]).await.unwrap();
+        let (_, fa) = frame_with_both(&mut a, [10, 11]).await;
+        let (_, fb) = frame_with_both(&mut b, [10, 11]).await;
+        seen_a = moved(&start_a, &fa, 11) && moved(&start_a, &fa, 10);
+        seen_b = moved(&start_b, &fb, 10) && moved(&start_b, &fb, 11);
+        if seen_a && seen_b {
+            break;
+        }
+    }
+    assert!(seen_a && seen_b, "both players saw both positions change");
+    // The arena answers pings with pongs to the sender only.
+    a.send_datagram(0, b"P12345678").unwrap();
+    a.send(0, b"P12345678").await.unwrap();
+    let (_, pong, _) = wait_message(&mut a, |_, d, _| d.first() == Some(&b'p')).await;
+    assert_eq!(&pong[1..], b"12345678");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tickets_are_refused_each_with_its_own_code() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    let exp = now_unix() + 60;
+    let forged = TicketPayload::new(1, "eve", &edge.ready.id, "relay", None, exp).sign(&TicketKey::new().key);
+    let expired = TicketPayload::new(1, "eve", &edge.ready.id, "relay", None, now_unix() - 5).sign(&key.key);
+    let wrong_node = TicketPayload::new(1, "eve", "some-other-node", "relay", None, exp).sign(&key.key);
+    let unknown = key.ticket(&edge, "no-such-module", None, 1, "eve");
+    let cases = [
+        ("forged", forged, CloseCode::BadTicket),
+        ("garbage", "not.a-ticket".to_string(), CloseCode::BadTicket),
+        ("expired", expired, CloseCode::TicketExpired),
+        ("wrong node", wrong_node, CloseCode::WrongNode),
+        ("unknown module", unknown, CloseCode::UnknownModule),
+    ];
+    for (name, ticket, code) in cases {
+        match edge.connect(&ticket, &ConnectOptions::default()).await {
+            Err(ClientError::Refused { code: got, reason }) => assert_eq!(got, code, "{name}: {reason}"),
+            other => panic!("{name}: expected refusal, got {:?}", other.map(|c| c.joined)),
+        }
+    }
+    let once = key.ticket(&edge, "relay", None, 7, "ada");
+    let first = edge.connect(&once, &ConnectOptions::default()).await.unwrap();
+    match edge.connect(&once, &ConnectOptions::default()).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, CloseCode::TicketReplayed),
+        other => panic!("replay: expected refusal, got {:?}", other.map(|c| c.joined)),
+    }
+    drop(first);
+    assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
+    assert!(edge.metric("outpost_players_refused_total") >= 6.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_flooding_players_are_closed_alone() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--max-message-bytes", "1024", "--player-rate", "50", "--player-burst", "50"]);
+    let mut watcher = edge.player(&key, "relay", Some("r"), 100, "watcher").await.unwrap();
+
+    // An unknown frame type.
+    let bad = edge.player(&key, "relay", Some("r"), 1, "bad").await.unwrap();
+    bad.send_raw(&[0, 0, 0, 2, 0x7f, 0]).await.unwrap();
+    assert_eq!(bad.closed().await.code, Some(CloseCode::FrameMalformed));
+
+    // A message over the size limit: refused from its length prefix.
+    let big = edge.player(&key, "relay", Some("r"), 2, "big").await.unwrap();
+    let _ = big.send(0, &vec![0u8; 4096]).await;
+    assert_eq!(big.closed().await.code, Some(CloseCode::MessageTooLarge));
+
+    // A flood over the rate limit.
+    let flood = edge.player(&key, "relay", Some("r"), 3, "flood").await.unwrap();
+    for i in 0..500u32 {
+        if flood.send(100, &i.to_be_bytes()).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(flood.closed().await.code, Some(CloseCode::RateLimited));
+
+    // The watcher is still connected and served.
+    let ok = edge.player(&key, "relay", Some("r"), 4, "ok").await.unwrap();
+    ok.send(100, b"still fine").await.unwrap();
+    let (from, data, _) = wait_message(&mut watcher, |_, d, _| d == b"still fine").await;
+    assert_eq!((from, data.as_slice()), (4, &b"still fine"[..]));
+    assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
+    assert!(edge.metric("outpost_players_closed_protocol_total") >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_closed_while_others_keep_receiving() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--slow-consumer-grace", "500ms", "--player-rate", "100000", "--player-burst", "100000"]);
+    let sender = edge.player(&key, "relay", Some("s"), 1, "sender").await.unwrap();
+    let mut fast = edge.player(&key, "relay", Some("s"), 2, "fast").await.unwrap();
+    // The slow player buffers one event and then never reads: QUIC flow control backs up to the node.
+    let slow_ticket = key.ticket(&edge, "relay", Some("s"), 3, "slow");
+    let slow =
+        edge.connect(&slow_ticket, &ConnectOptions { event_buffer: 1, ..ConnectOptions::default() }).await.unwrap();
+    let payload = vec![7u8; 8 * 1024];
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 400 {
+            match fast.recv_timeout(WAIT).await {
+                Some(Event::Message { .. }) => n += 1,
+                other => panic!("fast player stopped receiving after {n}: {other:?}"),
+            }
+        }
+        n
+    });
+    for _ in 0..400 {
+        sender.send(0, &payload).await.unwrap();
+    }
+    let got = reader.await;
+    if got.is_err() {
+        eprintln!("{}", edge.log_text());
+    }
+    assert_eq!(got.unwrap(), 400, "the fast player got every message");
+    let code = tokio::time::timeout(WAIT, slow.closed()).await.expect("slow player closed").code;
+    assert_eq!(code, Some(CloseCode::SlowConsumer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_player_is_seen_by_the_guest() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    edge.upload("relay-chat", &guest("relay-chat"));
+    let mut ada = edge.player(&key, "relay-chat", Some("chat"), 1, "ada").await.unwrap();
+    let bob = edge.player(&key, "relay-chat", Some("chat"), 2, "bob").await.unwrap();
+    wait_message(&mut ada, |_, d, _| d == b"* bob joined").await;
+    bob.send(0, b"hi ada").await.unwrap();
+    wait_message(&mut ada, |_, d, _| d == b"bob: hi ada").await;
+    bob.close();
+    wait_message(&mut ada, |_, d, _| d == b"* bob left").await;
+    assert_eq!(edge.signal("chat", "who").text(), "ada");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_room_closes_its_players_with_module_fault() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    edge.upload("spin", &guest("spin"));
+    let mut p = edge.player(&key, "spin", Some("loop"), 1, "ada").await.unwrap();
+    p.send(0, b"go").await.unwrap();
+    assert_eq!(closed_with(&mut p).await, Some(CloseCode::ModuleFault));
+    let info = edge.admin("GET", "/v1/rooms/loop", b"").json();
+    assert_eq!(info["fault"]["kind"], "cpu-budget");
+    // New joins to the faulted room are refused with the same code.
+    match edge.player(&key, "spin", Some("loop"), 2, "bob").await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, CloseCode::ModuleFault),
+        other => panic!("expected refusal, got {:?}", other.map(|c| c.joined)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_players_with_node_shutdown_and_exits() {
+    let key = TicketKey::new();
+    let mut edge = edge(&key, &["--shutdown-grace", "2s"]);
+    let mut p = edge.player(&key, "relay", Some("r"), 1, "ada").await.unwrap();
+    let took = edge.terminate(Duration::from_secs(15)).unwrap();
+    assert_eq!(closed_with(&mut p).await, Some(CloseCode::NodeShutdown));
+    assert!(took < Duration::from_secs(10), "exited in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_upgrade_keeps_connected_players_moving_on_the_new_version() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    edge.upload("arena", &guest("arena"));
+    let mut a = edge.player(&key, "arena", Some("m"), 1, "ada").await.unwrap();
+    let mut b = edge.player(&key, "arena", Some("m"), 2, "bob").await.unwrap();
+    let (v, _) = frame_with_both(&mut a, [1, 2]).await;
+    assert_eq!(v, 1);
+    edge.upload("arena", &guest("arena-v2"));
+    let r = edge.admin("POST", "/v1/rooms/m/upgrade", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Both still connected, now seeing frames from version 2 with their positions.
+    for p in [&mut a, &mut b] {
+        let (_, data, _) = wait_message(p, |from, d, _| from == 0 && d.len() > 1 && d[0] == b'S' && d[1] == 2).await;
+        let (_, pos) = positions(&data).unwrap();
+        assert!(pos.iter().any(|q| q.0 == 1) && pos.iter().any(|q| q.0 == 2));
+    }
+    // And they can still move.
+    let (_, before) = frame_with_both(&mut a, [1, 2]).await;
+    let mut moved = false;
+    for _ in 0..100 {
+        a.send(0, &[b'M', 100, 100]).await.unwrap();
+        let (_, now) = frame_with_both(&mut a, [1, 2]).await;
+        if now.iter().find(|p| p.0 == 1) != before.iter().find(|p| p.0 == 1) {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved);
+    assert_eq!(edge.admin("GET", "/v1/rooms/m", b"").json()["players"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreliable_send_over_the_datagram_cap_is_counted_logged_and_delivered() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    edge.upload("flood", &guest("flood"));
+    // An admin-made room, so a player can join it by name.
+    edge.create_room("flood", "f");
+    let mut p = edge.player(&key, "flood", Some("f"), 1, "ada").await.unwrap();
+    assert_eq!(edge.signal("f", "big").text(), "sent big");
+    let (from, data, reliable) = wait_message(&mut p, |_, d, _| d.len() == 64 * 1024).await;
+    assert_eq!((from, reliable), (0, true), "over the cap: sent reliably, not cut");
+    assert!(data.iter().all(|&b| b == 0xAB));
+    assert_eq!(edge.metric("outpost_guest_oversized_datagrams_total"), 1.0);
+    assert!(edge.admin("GET", "/v1/rooms/f", b"").text().contains("over the datagram cap"));
+}
