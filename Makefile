@@ -45,6 +45,7 @@ test: build guests test-guests
 	$(CARGO) test --release --workspace
 
 bench: build guests
+	bash scripts/bench-players.sh
 	$(CARGO) bench -p edge-node --bench host
 
 demo: build guests

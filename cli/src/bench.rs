@@ -57,6 +57,9 @@ pub struct Bench {
     /// Also run a raw quinn datagram echo baseline with the same bots and rate.
     #[arg(long)]
     baseline: bool,
+    /// Bots join and stay connected for the duration without sending (memory per idle player).
+    #[arg(long)]
+    idle: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -93,8 +96,13 @@ pub struct RunReport {
     pub server_cpu_s: f64,
     /// Server CPU per player-tick, µs (guest rooms).
     pub cpu_us_per_player_tick: Option<f64>,
-    /// Server CPU per message handled (in + out), µs.
+    /// Server CPU per message through it, µs: per player message received (node) or per
+    /// datagram echoed (baseline).
     pub cpu_us_per_message: Option<f64>,
+    /// Growth of the server's resident memory per joined bot, KiB (measured once all joined).
+    pub memory_kib_per_player: Option<f64>,
+    /// UDP datagrams the bots sent and received (QUIC packets, including ACK-only ones).
+    pub udp_datagrams: u64,
 }
 
 /// The whole report.
@@ -145,6 +153,12 @@ struct BotStats {
     pongs: u64,
     rtts_us: Vec<u32>,
     disconnect: Option<String>,
+    udp_datagrams: u64,
+}
+
+fn udp_datagrams(c: &quinn::Connection) -> u64 {
+    let st = c.stats();
+    st.udp_tx.datagrams + st.udp_rx.datagrams
 }
 
 fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -271,7 +285,7 @@ impl Bench {
         let d = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
         r.server_cpu_s = d("outpost_process_cpu_seconds");
         let player_ticks = d("outpost_player_ticks_total");
-        let messages = d("outpost_messages_in_total") + d("outpost_messages_out_total");
+        let messages = d("outpost_messages_in_total");
         r.dropped += d("outpost_player_datagrams_dropped_total").max(0.0) as u64;
         r.cpu_us_per_player_tick = (player_ticks > 0.0).then(|| r.server_cpu_s * 1e6 / player_ticks);
         r.cpu_us_per_message = (messages > 0.0).then(|| r.server_cpu_s * 1e6 / messages);
@@ -299,13 +313,15 @@ impl Bench {
     }
 
     async fn run_node(&self, ready: &EdgeReady, key: &keys::Ed25519SigningKey) -> anyhow::Result<RunReport> {
+        let rss_baseline = scrape(&ready.admin).ok().and_then(|m| m.get("outpost_process_resident_bytes").copied());
         let addr: SocketAddr = ready.quic.parse().context("edge quic address")?;
         let endpoints = self.endpoints(addr)?;
         let connects = Arc::new(Semaphore::new(64));
         let t0 = Instant::now();
         let run_id = hex::encode(rand::random::<[u8; 3]>());
         let pb = self.progress(&self.module);
-        let start_at = Instant::now() + Duration::from_millis(200 + self.bots as u64 * 2);
+        let (go_tx, go) = tokio::sync::watch::channel(None::<Instant>);
+        let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for i in 0..self.bots {
             let room = format!("bench-{run_id}-{}", i / self.room_size);
@@ -320,13 +336,27 @@ impl Bench {
             );
             let endpoint = endpoints[i % endpoints.len()].clone();
             let (pin, me, connects) = (ready.cert_sha256.clone(), self.clone(), connects.clone());
-            tasks.push(tokio::spawn(
-                async move { me.node_bot(endpoint, addr, pin, ticket, connects, t0, start_at).await },
-            ));
+            let gate = Gate { go: go.clone(), settled: settled.clone() };
+            tasks.push(tokio::spawn(async move { me.node_bot(endpoint, addr, pin, ticket, connects, t0, gate).await }));
         }
+        // Every bot has joined (or failed) before anyone sends, so the node's memory per player
+        // is read with all of them connected and idle.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while settled.load(std::sync::atomic::Ordering::Relaxed) < self.bots && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rss_joined = scrape(&ready.admin).ok().and_then(|m| m.get("outpost_process_resident_bytes").copied());
+        let start_at = Instant::now() + Duration::from_millis(50);
+        let _ = go_tx.send(Some(start_at));
         let stats = self.collect(tasks, &pb, start_at).await;
         pb.finish_and_clear();
-        Ok(self.summarize(&self.module, stats))
+        let mut r = self.summarize(&self.module, stats);
+        if let (Some(a), Some(b)) = (rss_baseline, rss_joined)
+            && r.bots_joined > 0
+        {
+            r.memory_kib_per_player = Some((b - a) / 1024.0 / r.bots_joined as f64);
+        }
+        Ok(r)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -338,7 +368,7 @@ impl Bench {
         ticket: String,
         connects: Arc<Semaphore>,
         t0: Instant,
-        start_at: Instant,
+        gate: Gate,
     ) -> BotStats {
         let mut s = BotStats::default();
         let opts = ConnectOptions { timeout: Duration::from_secs(30), ..ConnectOptions::default() };
@@ -346,6 +376,7 @@ impl Bench {
             let _permit = connects.acquire().await;
             Client::connect(&endpoint, addr, &pin, &ticket, &opts).await
         };
+        let start_at = gate.wait().await;
         let mut client = match client {
             Ok(c) => c,
             Err(e) => {
@@ -360,6 +391,22 @@ impl Bench {
         let me = client.joined.player_id;
         let relay = self.module == "relay";
         tokio::time::sleep_until(start_at.into()).await;
+        if self.idle {
+            let end = start_at + Duration::from_secs_f64(self.duration);
+            loop {
+                match tokio::time::timeout_at(end.into(), client.recv()).await {
+                    Ok(Some(Event::Message { .. })) => s.received += 1,
+                    Ok(Some(Event::Closed(r))) => {
+                        s.disconnect = Some(reason_name(&r));
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            s.udp_datagrams = udp_datagrams(client.connection());
+            client.close();
+            return s;
+        }
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let end = start_at + Duration::from_secs_f64(self.duration);
@@ -416,6 +463,7 @@ impl Bench {
                 _ => break,
             }
         }
+        s.udp_datagrams = udp_datagrams(client.connection());
         client.close();
         s
     }
@@ -462,6 +510,7 @@ impl Bench {
                 *r.disconnects.entry(d).or_default() += 1;
             }
             rtts.extend(s.rtts_us);
+            r.udp_datagrams += s.udp_datagrams;
         }
         r.dropped += r.pings.saturating_sub(r.pongs);
         rtts.sort_unstable();
@@ -504,8 +553,8 @@ impl Bench {
             pb.finish_and_clear();
             let mut r = self.summarize("raw-quinn-echo", stats);
             r.server_cpu_s = cpu;
-            // Each echoed datagram is one in and one out, as a relayed message is for the node.
-            let handled = (r.received * 2) as f64;
+            // Per echoed datagram (one in, one out), as a relayed message is one in and one out.
+            let handled = r.received as f64;
             r.cpu_us_per_message = (handled > 0.0).then(|| cpu * 1e6 / handled);
             Ok::<_, anyhow::Error>(r)
         }
@@ -528,7 +577,7 @@ impl Bench {
         let mut s = BotStats::default();
         let conn = {
             let _permit = connects.acquire().await;
-            let cfg = match tls::pinned_client_config(&pin, ALPN_ECHO, tls::transport(Duration::from_secs(30))) {
+            let cfg = match tls::pinned_client_config(&pin, ALPN_ECHO, quinn::TransportConfig::default()) {
                 Ok(c) => c,
                 Err(e) => {
                     s.join_failure = Some(e.to_string());
@@ -583,8 +632,29 @@ impl Bench {
                 _ = tokio::time::sleep_until(drain_end.into()) => break,
             }
         }
+        s.udp_datagrams = udp_datagrams(&conn);
         conn.close(0u32.into(), b"done");
         s
+    }
+}
+
+/// Holds bots until all have joined, then releases them with a common start time.
+struct Gate {
+    go: tokio::sync::watch::Receiver<Option<Instant>>,
+    settled: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Gate {
+    async fn wait(mut self) -> Instant {
+        self.settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            if let Some(t) = *self.go.borrow() {
+                return t;
+            }
+            if self.go.changed().await.is_err() {
+                return Instant::now();
+            }
+        }
     }
 }
 
@@ -610,6 +680,12 @@ fn print_report(r: &Report) {
             x.cpu_us_per_message.map_or(String::new(), |v| format!("  {v:.2} µs/msg")),
             x.cpu_us_per_player_tick.map_or(String::new(), |v| format!("  {v:.2} µs/player-tick")),
         );
+        if x.sent > 0 {
+            println!("{:>16}  UDP datagrams per bot message: {:.2}", "", x.udp_datagrams as f64 / x.sent as f64);
+        }
+        if let Some(m) = x.memory_kib_per_player {
+            println!("{:>16}  server memory per connected player: {m:.1} KiB", "");
+        }
         for (reason, n) in &x.join_failures {
             println!("{:>16}  join failed: {reason} × {n}", "");
         }

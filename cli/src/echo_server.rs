@@ -7,7 +7,6 @@ use clap::Args;
 use outpost_client::tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// ALPN of the echo baseline.
 pub const ALPN_ECHO: &[u8] = b"outpost-echo/1";
@@ -33,7 +32,8 @@ impl EchoServer {
         rt.block_on(async move {
             std::fs::create_dir_all(&self.data_dir)?;
             let cert = tls::NodeCert::load_or_generate(&self.data_dir, "echo")?;
-            let cfg = tls::server_config(&cert, ALPN_ECHO, tls::transport(Duration::from_secs(30)))?;
+            // quinn's default transport: the baseline is raw quinn as it comes.
+            let cfg = tls::server_config(&cert, ALPN_ECHO, quinn::TransportConfig::default())?;
             let endpoint = quinn::Endpoint::server(cfg, self.listen).context("binding the echo server")?;
             let ready = serde_json::json!({
                 "quic": endpoint.local_addr()?.to_string(),

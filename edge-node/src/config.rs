@@ -73,6 +73,10 @@ pub struct Args {
     /// Room worker threads (default: one per core).
     #[arg(long, env = "OUTPOST_WORKERS")]
     pub workers: Option<usize>,
+    /// Under load, how long a room worker lets player messages gather before waking for them
+    /// (`0s` wakes for every message). Adds at most this much latency to a message.
+    #[arg(long, env = "OUTPOST_WORKER_COALESCE", default_value = "500us")]
+    pub worker_coalesce: String,
     /// Most rooms on this node; sizes the pooling allocator.
     #[arg(long, env = "OUTPOST_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: u32,
@@ -126,6 +130,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// Worker wake-up coalescing window.
+    pub worker_coalesce: Duration,
 }
 
 /// A bad setting: names the field.
@@ -242,6 +248,10 @@ impl Args {
             return Err(bad("idle_timeout", "must be at least 1s"));
         }
         let shutdown_grace = parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let worker_coalesce = parse_duration("worker_coalesce", &self.worker_coalesce)?;
+        if worker_coalesce > Duration::from_millis(20) {
+            return Err(bad("worker_coalesce", "must be at most 20ms"));
+        }
         let player_limits = PlayerLimits {
             max_message: self.max_message_bytes,
             rate: self.player_rate,
@@ -267,6 +277,7 @@ impl Args {
             join_timeout,
             idle_timeout,
             shutdown_grace,
+            worker_coalesce,
         })
     }
 }

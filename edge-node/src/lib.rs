@@ -93,7 +93,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let host = host::WasmHost::new(config.limits.clone(), &data.join("cache"), config.allocator)?;
     let modules = Arc::new(modules::ModuleStore::open(host.clone(), &data.join("modules"))?);
-    let rooms = Arc::new(room::Rooms::start(host.clone(), metrics.clone(), config.workers, 1024)?);
+    let rooms =
+        Arc::new(room::Rooms::start(host.clone(), metrics.clone(), config.workers, 4096, config.worker_coalesce)?);
 
     let cert = outpost_client::tls::NodeCert::load_or_generate(data, "node")?;
     let cert_sha256 = cert.sha256();

@@ -61,6 +61,9 @@ pub enum RoomError {
     WorkerGone,
 }
 
+/// How long a request waits for space in a worker's queue before it is refused as busy.
+const ASK_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where a room lives and how full it is: what placement decisions read.
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -88,13 +91,19 @@ pub struct Rooms {
 
 impl Rooms {
     /// Starts `workers` threads (at least one), with command queues of `queue` entries each.
-    pub fn start(host: Arc<WasmHost>, metrics: Arc<Metrics>, workers: usize, queue: usize) -> anyhow::Result<Self> {
+    pub fn start(
+        host: Arc<WasmHost>,
+        metrics: Arc<Metrics>,
+        workers: usize,
+        queue: usize,
+        coalesce: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         let epoch = std::time::Instant::now();
         let directory: Directory = Arc::default();
         let mut senders = Vec::new();
         for i in 0..workers.max(1) {
             let (tx, rx) = flume::bounded(queue.max(1));
-            let w = worker::Worker::new(host.clone(), metrics.clone(), rx, epoch, directory.clone());
+            let w = worker::Worker::new(host.clone(), metrics.clone(), rx, epoch, directory.clone(), coalesce);
             std::thread::Builder::new().name(format!("room-worker-{i}")).spawn(move || w.run())?;
             senders.push(tx);
         }
@@ -108,10 +117,11 @@ impl Rooms {
     async fn ask<T>(&self, worker: usize, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, RoomError> {
         let (tx, rx) = oneshot::channel();
         let sender = self.workers.get(worker).ok_or(RoomError::WorkerGone)?;
-        match sender.try_send(make(tx)) {
-            Ok(()) => {}
-            Err(flume::TrySendError::Full(_)) => return Err(RoomError::Busy),
-            Err(flume::TrySendError::Disconnected(_)) => return Err(RoomError::WorkerGone),
+        // A full queue gets a short wait (a burst of joins, say), then a clear 503.
+        match tokio::time::timeout(ASK_QUEUE_WAIT, sender.send_async(make(tx))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(RoomError::WorkerGone),
+            Err(_) => return Err(RoomError::Busy),
         }
         rx.await.map_err(|_| RoomError::WorkerGone)
     }

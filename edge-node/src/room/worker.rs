@@ -168,6 +168,7 @@ pub struct Worker {
     epoch: Instant,
     rooms: HashMap<String, RoomSlot>,
     directory: Directory,
+    coalesce: Duration,
 }
 
 impl Worker {
@@ -178,12 +179,14 @@ impl Worker {
         rx: Receiver<Command>,
         epoch: Instant,
         directory: Directory,
+        coalesce: Duration,
     ) -> Self {
-        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory }
+        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory, coalesce }
     }
 
     /// Runs until every sender is gone or a shutdown command arrives.
     pub fn run(mut self) {
+        let mut last_wake = Instant::now();
         loop {
             crate::host::guest::refresh_cpu_mark(CPU_MARK_MAX_AGE);
             let next = self.rooms.values().filter(|r| r.guest.is_some()).map(|r| r.next_tick).min();
@@ -202,8 +205,18 @@ impl Worker {
                 if self.handle(c) {
                     return;
                 }
+                // Under load, let messages gather for a moment instead of paying a thread wake-up
+                // for each one: at most one wake per `coalesce` while commands keep coming.
+                if !self.coalesce.is_zero() && !self.rx.is_empty() {
+                    let until = last_wake + self.coalesce;
+                    let now = Instant::now();
+                    if until > now {
+                        std::thread::sleep(until - now);
+                    }
+                }
+                last_wake = Instant::now();
                 // Drain what else is queued before ticking, bounded so ticks are not starved.
-                for _ in 0..256 {
+                for _ in 0..1024 {
                     match self.rx.try_recv() {
                         Ok(c) => {
                             if self.handle(c) {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The players issue's performance scenarios, each with its baseline in the same run. Starts one edge
+# node on loopback (release build), runs `outpost bench` scenarios against it, prints JSON summaries.
+# Usage: scripts/bench-players.sh [quick]   (quick: smaller and shorter, for a smoke check)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+pub=$($bin/outpost ticket keygen --key "$work/ticket.key")
+OUTPOST_ADMIN_TOKEN=bench $bin/edge-node --data-dir "$work/edge" --listen-quic 127.0.0.1:0 \
+  --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 --ready-file "$work/edge.json" \
+  --ticket-pubkey="$pub" --max-rooms 2000 --player-rate 1000 --player-burst 2000 2> "$work/edge.log" &
+pid=$!
+for _ in $(seq 1 500); do [ -s "$work/edge.json" ] && break; sleep 0.02; done
+admin=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$work/edge.json")
+curl -sS -X PUT -H "Authorization: Bearer bench" --data-binary @target/guests/arena.wasm \
+  "http://$admin/v1/modules/arena?max_players=8" > /dev/null
+
+scale=1; dur=60; [ "${1:-}" = quick ] && { scale=10; dur=5; }
+run() { # name, args...
+  local name=$1; shift
+  echo "== $name: outpost bench $*" >&2
+  $bin/outpost bench --json --edge-ready "$work/edge.json" --key "$work/ticket.key" "$@" > "$work/$name.json"
+  python3 - "$work/$name.json" "$name" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); n = r["node"]; b = r.get("baseline") or {}
+keys = ["sent", "received", "dropped", "rtt_p50_ms", "rtt_p99_ms", "disconnects", "cpu_us_per_player_tick",
+        "throughput_ratio", "cpu_per_message_ratio", "cpu_per_player_tick_ratio"]
+out = {k: r.get(k) for k in keys}
+out.update(bots_joined=n["bots_joined"], join_failures=n["join_failures"], received_per_sec=round(n["received_per_sec"]),
+           node_cpu_us_per_message=n.get("cpu_us_per_message"), memory_kib_per_player=n.get("memory_kib_per_player"))
+if b:
+    out["baseline"] = {k: b.get(k) for k in ["received", "received_per_sec", "rtt_p50_ms", "rtt_p99_ms", "cpu_us_per_message"]}
+print(sys.argv[2], json.dumps(out))
+PY
+}
+run relay-throughput --module relay --bots $((200 / scale)) --rate 500 --duration 10 --room-size 2 --baseline
+run arena-cpu --module arena --bots $((1000 / scale)) --rate 20 --duration 20 --room-size 8 --baseline
+run idle-memory --module relay --bots $((1000 / scale)) --rate 1 --duration 5 --room-size 8 --idle
+run arena-2000 --module arena --bots $((2000 / scale)) --rate 20 --duration $dur --room-size 8
