@@ -23,10 +23,13 @@ wait_file() {
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+step "Making a ticket signing key (the router's role until it lands)"
+pubkey=$(target/release/outpost ticket keygen --key "$work/ticket.key")
+echo "public key: $pubkey"
 step "Starting an edge node (data in $work/edge, admin token from env)"
 OUTPOST_ADMIN_TOKEN=$token target/release/edge-node \
-  --data-dir "$work/edge" --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 \
-  --ready-file "$work/edge.ready" 2> "$work/edge.log" &
+  --data-dir "$work/edge" --listen-quic 127.0.0.1:0 --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 \
+  --ticket-pubkey="$pubkey" --ready-file "$work/edge.ready" 2> "$work/edge.log" &
 node_pid=$!
 wait_file "$work/edge.ready"
 admin="http://$(json_field admin < "$work/edge.ready")"
@@ -56,8 +59,12 @@ echo "state -> $(signal state)"
 step "Room details"
 curl -sS "${auth[@]}" "$admin/v1/rooms/demo-match" | python3 -m json.tool | head -20
 
+step "50 bots play arena over QUIC for 5 seconds (8 per room, 20 inputs/s each)"
+target/release/outpost bench --edge-ready "$work/edge.ready" --key "$work/ticket.key" \
+  --module arena --bots 50 --rate 20 --duration 5 --room-size 8
+
 step "A few metrics"
-curl -sS "$admin/metrics" | grep -E '^outpost_(rooms|module_compiles_total|guest_commits_total|room_upgrades_total) '
+curl -sS "$admin/metrics" | grep -E '^outpost_(rooms|players_joined_total|messages_in_total|messages_out_total|module_compiles_total|guest_commits_total|room_upgrades_total) '
 
 step "Stopping the node (SIGTERM)"
 kill -TERM "$node_pid"; wait "$node_pid" || true; node_pid=""
