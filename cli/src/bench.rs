@@ -103,6 +103,8 @@ pub struct RunReport {
     pub memory_kib_per_player: Option<f64>,
     /// UDP datagrams the bots sent and received (QUIC packets, including ACK-only ones).
     pub udp_datagrams: u64,
+    /// Datagrams the echo server sent back (baseline only).
+    pub echoed: Option<u64>,
 }
 
 /// The whole report.
@@ -547,14 +549,26 @@ impl Bench {
                     (endpoints[i % endpoints.len()].clone(), pin.clone(), self.clone(), connects.clone());
                 tasks.push(tokio::spawn(async move { me.echo_bot(endpoint, addr, pin, connects, t0, start_at).await }));
             }
-            let cpu0 = process_cpu_s(child.id());
+            let stats_path = ready_path.with_extension("stats");
+            let echoed = || -> f64 {
+                std::fs::read(&stats_path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v["echoed"].as_f64())
+                    .unwrap_or(0.0)
+            };
+            let (cpu0, echoed0) = (process_cpu_s(child.id()), echoed());
             let stats = self.collect(tasks, &pb, start_at).await;
+            // Let the server's stats file catch up with its last echoes.
+            tokio::time::sleep(Duration::from_millis(250)).await;
             let cpu = process_cpu_s(child.id()) - cpu0;
+            let handled = echoed() - echoed0;
             pb.finish_and_clear();
             let mut r = self.summarize("raw-quinn-echo", stats);
             r.server_cpu_s = cpu;
-            // Per echoed datagram (one in, one out), as a relayed message is one in and one out.
-            let handled = r.received as f64;
+            r.echoed = Some(handled as u64);
+            // Per datagram the server echoed (one in, one out), whether or not the bots, busy on
+            // the same cores, managed to read it.
             r.cpu_us_per_message = (handled > 0.0).then(|| cpu * 1e6 / handled);
             Ok::<_, anyhow::Error>(r)
         }

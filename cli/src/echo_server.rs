@@ -7,6 +7,8 @@ use clap::Args;
 use outpost_client::tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// ALPN of the echo baseline.
 pub const ALPN_ECHO: &[u8] = b"outpost-echo/1";
@@ -17,7 +19,8 @@ pub struct EchoServer {
     /// UDP address.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Writes `{"quic","cert_sha256","pid"}` here once serving.
+    /// Writes `{"quic","cert_sha256","pid"}` here once serving, and `{"echoed"}` beside it
+    /// (extension `.stats`) every 100 ms.
     #[arg(long)]
     ready_file: PathBuf,
     /// Where the self-signed certificate is kept.
@@ -43,12 +46,27 @@ impl EchoServer {
             let tmp = self.ready_file.with_extension("tmp");
             std::fs::write(&tmp, ready.to_string())?;
             std::fs::rename(&tmp, &self.ready_file)?;
+            // The count of echoes sent, so the bench divides CPU by what this server really did.
+            let echoed = Arc::new(AtomicU64::new(0));
+            let stats_path = self.ready_file.with_extension("stats");
+            let counter = echoed.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    let tmp = stats_path.with_extension("stats.tmp");
+                    let text = format!("{{\"echoed\":{}}}", counter.load(Ordering::Relaxed));
+                    if std::fs::write(&tmp, text).is_ok() {
+                        let _ = std::fs::rename(&tmp, &stats_path);
+                    }
+                }
+            });
             while let Some(incoming) = endpoint.accept().await {
+                let echoed = echoed.clone();
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
                     while let Ok(d) = conn.read_datagram().await {
-                        if conn.datagram_send_buffer_space() >= d.len() {
-                            let _ = conn.send_datagram(d);
+                        if conn.datagram_send_buffer_space() >= d.len() && conn.send_datagram(d).is_ok() {
+                            echoed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 });
