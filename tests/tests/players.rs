@@ -350,3 +350,27 @@ async fn unreliable_send_over_the_datagram_cap_is_counted_logged_and_delivered()
     assert_eq!(edge.metric("outpost_guest_oversized_datagrams_total"), 1.0);
     assert!(edge.admin("GET", "/v1/rooms/f", b"").text().contains("over the datagram cap"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_a_node_whose_certificate_does_not_match_its_pin() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    let ticket = key.ticket(&edge, "relay", None, 1, "ada");
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = edge.ready.quic.parse().unwrap();
+    let opts = ConnectOptions::default();
+    let wrong_pin = "00".repeat(32);
+    match Client::connect(&endpoint, addr, &wrong_pin, &ticket, &opts).await {
+        Err(ClientError::Connect(msg)) => {
+            assert!(msg.to_lowercase().contains("certificate") || msg.contains("pinned"), "{msg}")
+        }
+        other => panic!("expected a certificate failure, got {:?}", other.map(|c| c.joined)),
+    }
+    match Client::connect(&endpoint, addr, "not-hex", &ticket, &opts).await {
+        Err(ClientError::Tls(e)) => assert!(e.to_string().contains("64"), "{e}"),
+        other => panic!("expected a bad-pin error, got {:?}", other.map(|c| c.joined)),
+    }
+    // The right pin still works with the same (unused) ticket.
+    let c = Client::connect(&endpoint, addr, &edge.ready.cert_sha256, &ticket, &opts).await.unwrap();
+    assert_eq!(c.joined.player_id, 1);
+}
