@@ -325,17 +325,16 @@ impl Bench {
         let (go_tx, go) = tokio::sync::watch::channel(None::<Instant>);
         let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
+        let key = Arc::new(key.clone());
         for i in 0..self.bots {
             let room = format!("bench-{run_id}-{}", i / self.room_size);
-            let ticket = crate::ticket::mint(
-                key,
-                &ready.id,
-                &self.module,
-                Some(&room),
-                1_000_000 + i as u64,
-                &format!("bot{i}"),
-                Duration::from_secs(120),
-            );
+            // Minted when the bot connects, not now: joining thousands of bots can outlast a TTL.
+            let (key, node, module) = (key.clone(), ready.id.clone(), self.module.clone());
+            let ticket = move || {
+                let name = format!("bot{i}");
+                let ttl = Duration::from_secs(60);
+                crate::ticket::mint(&key, &node, &module, Some(&room), 1_000_000 + i as u64, &name, ttl)
+            };
             let endpoint = endpoints[i % endpoints.len()].clone();
             let (pin, me, connects) = (ready.cert_sha256.clone(), self.clone(), connects.clone());
             let gate = Gate { go: go.clone(), settled: settled.clone() };
@@ -367,7 +366,7 @@ impl Bench {
         endpoint: quinn::Endpoint,
         addr: SocketAddr,
         pin: String,
-        ticket: String,
+        ticket: impl FnOnce() -> String,
         connects: Arc<Semaphore>,
         t0: Instant,
         gate: Gate,
@@ -376,7 +375,7 @@ impl Bench {
         let opts = ConnectOptions { timeout: Duration::from_secs(30), ..ConnectOptions::default() };
         let client = {
             let _permit = connects.acquire().await;
-            Client::connect(&endpoint, addr, &pin, &ticket, &opts).await
+            Client::connect(&endpoint, addr, &pin, &ticket(), &opts).await
         };
         let start_at = gate.wait().await;
         let mut client = match client {
