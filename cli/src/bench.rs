@@ -158,6 +158,21 @@ struct BotStats {
     udp_datagrams: u64,
 }
 
+impl BotStats {
+    /// Counts a received message; a pong (relay: our own ping back; arena: the guest's `p`) adds
+    /// an RTT sample.
+    fn on_message(&mut self, relay: bool, me: u64, from: u64, data: &[u8], t0: Instant) {
+        self.received += 1;
+        let pong = if relay { from == me && data.first() == Some(&b'P') } else { data.first() == Some(&b'p') };
+        if pong {
+            self.pongs += 1;
+            if let Some(rtt) = rtt_of(t0, data) {
+                self.rtts_us.push(rtt);
+            }
+        }
+    }
+}
+
 fn udp_datagrams(c: &quinn::Connection) -> u64 {
     let st = c.stats();
     st.udp_tx.datagrams + st.udp_rx.datagrams
@@ -432,14 +447,7 @@ impl Bench {
                     }
                 }
                 ev = client.recv() => match ev {
-                    Some(Event::Message { from, data, .. }) => {
-                        s.received += 1;
-                        let pong = if relay { from == me && data.first() == Some(&b'P') } else { data.first() == Some(&b'p') };
-                        if pong {
-                            s.pongs += 1;
-                            if let Some(rtt) = rtt_of(t0, &data) { s.rtts_us.push(rtt); }
-                        }
-                    }
+                    Some(Event::Message { from, data, .. }) => s.on_message(relay, me, from, &data, t0),
                     Some(Event::Closed(r)) => { s.disconnect = Some(reason_name(&r)); break; }
                     None => break,
                 }
@@ -449,17 +457,7 @@ impl Bench {
         let drain_until = Instant::now() + Duration::from_millis(300);
         while s.disconnect.is_none() {
             match tokio::time::timeout_at(drain_until.into(), client.recv()).await {
-                Ok(Some(Event::Message { from, data, .. })) => {
-                    s.received += 1;
-                    let pong =
-                        if relay { from == me && data.first() == Some(&b'P') } else { data.first() == Some(&b'p') };
-                    if pong {
-                        s.pongs += 1;
-                        if let Some(rtt) = rtt_of(t0, &data) {
-                            s.rtts_us.push(rtt);
-                        }
-                    }
-                }
+                Ok(Some(Event::Message { from, data, .. })) => s.on_message(relay, me, from, &data, t0),
                 Ok(Some(Event::Closed(r))) => s.disconnect = Some(reason_name(&r)),
                 _ => break,
             }
