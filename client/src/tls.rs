@@ -70,7 +70,7 @@ impl NodeCert {
         let cert = generated.cert.der().to_vec();
         let key = generated.signing_key.serialize_der();
         std::fs::write(&cert_path, &cert).map_err(io(&cert_path))?;
-        outpost_proto::keys::write_secret_file(&key_path, &key).map_err(io(&key_path))?;
+        outpost_proto::files::write_secret(&key_path, &key).map_err(io(&key_path))?;
         Ok(NodeCert { cert: CertificateDer::from(cert), key: PrivatePkcs8KeyDer::from(key) })
     }
 }

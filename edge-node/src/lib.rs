@@ -69,18 +69,15 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
         return Ok(t.trim().to_string());
     }
     let t = hex::encode(rand::random::<[u8; 24]>());
-    outpost_proto::keys::write_secret_file(&path, t.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    outpost_proto::files::write_secret(&path, t.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated an admin token");
     Ok(t)
 }
 
-/// Writes the ready file atomically (temp name, then rename).
+/// Writes the ready file atomically, so a reader never sees half of it.
 pub fn write_ready_file(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(value)?).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    outpost_proto::files::write_atomic(path, &serde_json::to_vec(value)?)
+        .with_context(|| format!("ready_file: writing {}", path.display()))
 }
 
 /// Runs the node until `shutdown` resolves.

@@ -6,6 +6,7 @@
 
 use crate::host::{Compiled, ModuleError, WasmHost};
 use outpost_proto::api::ModuleInfo;
+use outpost_proto::files::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,12 +65,6 @@ pub struct ModuleStore {
     dir: PathBuf,
     records: Mutex<BTreeMap<String, ModuleRecord>>,
     compiled: moka::sync::Cache<String, Arc<Compiled>>,
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
 }
 
 impl ModuleStore {

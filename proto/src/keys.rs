@@ -2,8 +2,8 @@
 //!
 //! A public key in that form is what the router publishes (ready file, `GET /v1/pubkey`) and what
 //! edges take with `--ticket-pubkey`. A signing key file holds the 32-byte seed in the same form.
-//! The only file I/O here is the key file itself, so that every binary writes it the same way
-//! (mode 0600, atomic rename).
+//! Key files are written through [`crate::files::write_secret`] (mode 0600, atomic rename), so
+//! every binary writes them the same way.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -72,28 +72,11 @@ pub fn load_or_generate_signing_key(path: &Path) -> Result<SigningKey, KeyError>
         Ok(text) => signing_key_from_text(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = generate_signing_key();
-            write_secret_file(path, signing_key_to_text(&key).as_bytes()).map_err(io)?;
+            crate::files::write_secret(path, signing_key_to_text(&key).as_bytes()).map_err(io)?;
             Ok(key)
         }
         Err(e) => Err(io(e)),
     }
-}
-
-/// Writes a secret atomically with mode 0600: a temp file, fsync, then rename.
-pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`frame`]: player frames on QUIC streams and datagrams.
 //! - [`api`]: JSON types of the HTTP APIs and ready files.
 //! - [`ids`]: node ids and certificate fingerprints.
+//! - [`files`]: atomic file writes (the only file I/O here).
 //!
 //! This crate is sans-I/O: no sockets, no files beyond what a caller hands it as bytes, no async
 //! runtime, and the clock is always an argument, so every decision here is a pure, testable function.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod beacon;
 pub mod codes;
+pub mod files;
 pub mod frame;
 pub mod ids;
 pub mod keys;

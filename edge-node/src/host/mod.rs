@@ -211,9 +211,7 @@ impl WasmHost {
 
     fn store_cached(&self, path: &Path, c: &Component) -> anyhow::Result<()> {
         let bytes = c.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)?;
+        outpost_proto::files::write_atomic(path, &bytes)?;
         Ok(())
     }
 }
