@@ -134,24 +134,8 @@ pub struct Config {
     pub worker_coalesce: Duration,
 }
 
-/// A bad setting: names the field.
-#[derive(Debug, thiserror::Error)]
-#[error("config: {field}: {message}")]
-pub struct ConfigError {
-    /// The flag / TOML key.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn bad(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.to_string(), message: message.into() }
-}
-
-/// Parses a duration like `10ms` or `2s`.
-pub fn parse_duration(field: &str, s: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(s).map_err(|e| bad(field, format!("{s:?} is not a duration like 200ms or 2s ({e})")))
-}
+use outpost_proto::config::bad;
+pub use outpost_proto::config::{ConfigError, parse_duration};
 
 impl Args {
     /// Parses the process arguments (flags, env), then fills unset fields from `--config`.
@@ -166,19 +150,14 @@ impl Args {
             return Ok(args);
         };
         let text = std::fs::read_to_string(&path).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
-        let file: toml::Table = toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
-        let mut merged = serde_json::to_value(&args)?;
-        let obj = merged.as_object_mut().ok_or_else(|| bad("config", "internal: args are not an object"))?;
-        for (key, value) in file {
-            if !obj.contains_key(&key) {
-                return Err(bad(&key, format!("unknown setting in {}", path.display())).into());
-            }
-            let from_user =
-                matches!(matches.value_source(&key), Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable));
-            if !from_user {
-                obj.insert(key.clone(), serde_json::to_value(value).map_err(|e| bad(&key, e.to_string()))?);
-            }
-        }
+        let set_by_user =
+            |key: &str| matches!(matches.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        let merged = outpost_proto::config::overlay_toml(
+            serde_json::to_value(&args)?,
+            &text,
+            &path.display().to_string(),
+            set_by_user,
+        )?;
         let mut out: Args = serde_json::from_value(merged).map_err(|e| bad("config", e.to_string()))?;
         out.config = Some(path);
         Ok(out)

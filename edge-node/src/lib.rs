@@ -52,26 +52,17 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
 /// The admin token: from `--admin-token-file`, env `OUTPOST_ADMIN_TOKEN`, or generated once into
 /// the data dir. Never logged.
 fn admin_token(config: &Config) -> anyhow::Result<String> {
-    if let Some(path) = &config.args.admin_token_file {
-        let t =
-            std::fs::read_to_string(path).with_context(|| format!("admin_token_file: reading {}", path.display()))?;
-        let t = t.trim().to_string();
-        anyhow::ensure!(!t.is_empty(), "admin_token_file: {} is empty", path.display());
-        return Ok(t);
-    }
-    if let Ok(t) = std::env::var("OUTPOST_ADMIN_TOKEN")
-        && !t.trim().is_empty()
-    {
-        return Ok(t.trim().to_string());
-    }
     let path = config.args.data_dir.join("admin-token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok(t.trim().to_string());
+    let (token, generated) = outpost_proto::config::load_token(
+        "admin_token_file",
+        config.args.admin_token_file.as_deref(),
+        std::env::var("OUTPOST_ADMIN_TOKEN").ok(),
+        &path,
+    )?;
+    if generated {
+        tracing::info!(path = %path.display(), "generated an admin token");
     }
-    let t = hex::encode(rand::random::<[u8; 24]>());
-    outpost_proto::files::write_secret(&path, t.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated an admin token");
-    Ok(t)
+    Ok(token)
 }
 
 /// Writes the ready file atomically, so a reader never sees half of it.

@@ -152,3 +152,174 @@ mod tests {
         assert!(serde_json::from_str::<CreateRoom>(r#"{"module":"m","bogus":1}"#).is_err());
     }
 }
+
+/// The router's ready file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterReady {
+    /// HTTP address.
+    pub http: String,
+    /// Ticket public key, text form.
+    pub pubkey: String,
+}
+
+/// A module a node has, as the heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeModule {
+    /// Module name.
+    pub name: String,
+    /// SHA-256 of the live version.
+    pub version: String,
+}
+
+/// `POST /v1/nodes/heartbeat`: an edge node's self-report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Node id.
+    pub id: String,
+    /// Region label (free text, for operators).
+    pub region: String,
+    /// Where the node is, degrees.
+    pub lat: f64,
+    /// Where the node is, degrees.
+    pub lon: f64,
+    /// Player QUIC address others can reach.
+    pub quic_addr: String,
+    /// Probe beacon address others can reach.
+    pub probe_addr: String,
+    /// Admin API URL.
+    pub admin_url: String,
+    /// The QUIC certificate's hash, which players pin.
+    pub cert_sha256: String,
+    /// Most players the node takes.
+    pub capacity: u32,
+    /// Players now.
+    pub players: u32,
+    /// Rooms now.
+    pub rooms: u32,
+    /// Live modules.
+    pub modules: Vec<NodeModule>,
+    /// CPU use of the node process, in cores (1.0 = one core busy).
+    pub cpu: f64,
+    /// The node's heartbeat interval; three missed intervals make it `down`.
+    pub interval_ms: u64,
+    /// False while the node refuses joins.
+    pub accepting: bool,
+}
+
+/// The router's reply to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The router's ticket public key, so an edge can check it was configured with the right one.
+    pub pubkey: String,
+}
+
+/// A node in `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// `healthy`, `not-accepting` or `down`.
+    pub health: String,
+    /// Seconds since the last heartbeat.
+    pub age_s: f64,
+    /// The last heartbeat.
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+}
+
+/// `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// Every known node.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A node as a route names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteNode {
+    /// Node id.
+    pub id: String,
+    /// Player QUIC address.
+    pub quic_addr: String,
+    /// Certificate hash to pin.
+    pub cert_sha256: String,
+    /// Region label.
+    pub region: String,
+    /// The node's probe beacon, so a client can measure it and report back.
+    pub probe_addr: String,
+}
+
+/// How the router estimated the chosen node's RTT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteEstimate {
+    /// Estimated RTT, ms; absent when nothing is known (`method` = `none`).
+    pub rtt_ms: Option<f64>,
+    /// `measured-prefix`, `measured-cell`, `geo` or `none`.
+    pub method: String,
+}
+
+/// Where the router thinks the client is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteClient {
+    /// The client address the route was made for.
+    pub ip: String,
+    /// ISO country code, when GeoIP knows it.
+    pub country: Option<String>,
+    /// City name, when GeoIP knows it.
+    pub city: Option<String>,
+    /// Latitude, when GeoIP knows it.
+    pub lat: Option<f64>,
+    /// Longitude, when GeoIP knows it.
+    pub lon: Option<f64>,
+}
+
+/// `GET /v1/route`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// The chosen node.
+    pub node: RouteNode,
+    /// The next best nodes, best first (no tickets: ask again to fail over).
+    pub alternates: Vec<RouteNode>,
+    /// Join ticket for `node`.
+    pub ticket: String,
+    /// When the ticket expires, RFC 3339 UTC.
+    pub expires_at: String,
+    /// The player id the ticket is for.
+    pub player: u64,
+    /// The estimate behind the choice.
+    pub estimate: RouteEstimate,
+    /// The client as the router saw it.
+    pub client: RouteClient,
+}
+
+/// One client-measured path in `POST /v1/probes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeResult {
+    /// Node id.
+    pub node: String,
+    /// Measured round trip, ms.
+    pub rtt_ms: f64,
+    /// Fraction of probes lost, 0..=1.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+/// `POST /v1/probes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeBatch {
+    /// The measurements.
+    pub results: Vec<ProbeResult>,
+    /// The client that measured them; only honoured with the admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// The router's reply to a probe batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeAck {
+    /// Results learned from.
+    pub accepted: u32,
+    /// Results for nodes the router does not know, skipped.
+    pub unknown_nodes: u32,
+}

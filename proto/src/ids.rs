@@ -32,6 +32,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The player-auth value the router checks when it has `--player-auth-secret`:
+/// lowercase hex of HMAC-SHA256(secret, the player id as written in the query). The game's login
+/// service computes the same with its copy of the secret.
+pub fn player_auth(secret: &[u8], player_id: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(player_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Checks a player-auth value in constant time.
+pub fn check_player_auth(secret: &[u8], player_id: &str, auth: &str) -> bool {
+    use hmac::Mac as _;
+    let Ok(given) = hex::decode(auth) else { return false };
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(player_id.as_bytes());
+    mac.verify_slice(&given).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +66,16 @@ mod tests {
         let id = generate_node_id();
         assert!(check_name("id", &id).is_ok());
         assert_eq!(sha256_hex(b"").len(), 64);
+    }
+
+    #[test]
+    fn player_auth_round_trips_and_rejects_others() {
+        let a = player_auth(b"secret", "42");
+        assert_eq!(a.len(), 64);
+        assert!(check_player_auth(b"secret", "42", &a));
+        assert!(!check_player_auth(b"secret", "43", &a));
+        assert!(!check_player_auth(b"other", "42", &a));
+        assert!(!check_player_auth(b"secret", "42", "zz"));
+        assert!(!check_player_auth(b"secret", "42", &a[..62]));
     }
 }

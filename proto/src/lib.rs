@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`codes`]: the close/refuse code enum (QUIC application codes and JSON strings).
+//! - [`config`]: config errors, durations and the TOML overlay every binary uses.
 //! - [`keys`]: Ed25519 key text forms and key files.
 //! - [`ticket`]: signed join tickets (mint and verify).
 //! - [`beacon`]: the latency-probe datagram format.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod beacon;
 pub mod codes;
+pub mod config;
 pub mod files;
 pub mod frame;
 pub mod ids;

@@ -1,13 +1,125 @@
-//! `region-router`: sends each player to the healthy node with the lowest latency.
+//! `region-router`: sends each player to the healthy edge node with the lowest latency.
 //!
-//! # Layout (so far)
-//! - [`estimate`]: the pure RTT model: great-circle distance at fibre speed, path inflation and a
-//!   fixed overhead, for when no measurement is known.
-//! - [`select`]: the pure placement decision over candidate nodes and their estimates.
+//! # Layout
+//! - [`config`]: flags, env and TOML, validated before anything binds.
+//! - [`addr`]: who the client is (socket, trusted proxies) and its network prefix.
+//! - [`geo`]: GeoIP over MaxMind DB files, both city layouts, cached.
+//! - [`estimate`]: the pure great-circle RTT model.
+//! - [`learn`]: robust RTT estimates learned from client probe reports, bounded.
+//! - [`registry`]: nodes, their heartbeats and the health rule.
+//! - [`select`]: pure placement over candidates.
+//! - [`ticket`]: the signing key and minting.
+//! - [`routing`]: the decisions over live state (heartbeat, probes, route), clock passed in.
+//! - [`http`]: the HTTP API over [`routing`].
+//! - [`telemetry`]: logging and metrics.
 //!
-//! Still to come (issue 4): the registry and heartbeats, GeoIP lookups, learning from client probe
-//! reports, ticket signing and the HTTP API. The decisions above are plain functions over data, so
-//! those drivers stay thin.
+//! [`run`] takes validated config and a shutdown future, so tests and `main` start it the same way.
 
+pub mod addr;
+pub mod config;
 pub mod estimate;
+pub mod geo;
+pub mod http;
+pub mod learn;
+pub mod registry;
+pub mod routing;
 pub mod select;
+pub mod telemetry;
+pub mod ticket;
+
+use anyhow::Context as _;
+use config::Config;
+use outpost_proto::api::RouterReady;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Builds the router's state from config (opens GeoIP files, loads or makes the signing key).
+pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
+    let data = &config.args.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
+    let issuer = ticket::Issuer::load_or_generate(&data.join("ticket-key"), config.ticket_ttl)
+        .with_context(|| format!("ticket key in {}", data.display()))?;
+    let geo: Box<dyn geo::GeoLookup> = if config.args.geoip.is_empty() {
+        tracing::warn!("no --geoip database: routes use measurements, then load");
+        Box::new(geo::NoGeo)
+    } else {
+        Box::new(geo::MmdbGeo::open(&config.args.geoip, config.args.geoip_cache)?)
+    };
+    let settings = routing::RouterSettings {
+        alternates: config.args.alternates,
+        prefix_v4: config.args.prefix_v4,
+        prefix_v6: config.args.prefix_v6,
+        cell_deg: config.args.cell_deg,
+        learn: config.learn.clone(),
+        geo_model: config.geo,
+        probe_max_results: config.args.probe_max_results,
+    };
+    Ok(routing::Router::new(geo, issuer, settings, config.args.max_nodes))
+}
+
+/// Runs the router until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let router = Arc::new(build(&config)?);
+    let data = &config.args.data_dir;
+    let token = |field, file: &Option<std::path::PathBuf>, env, name| -> anyhow::Result<[u8; 32]> {
+        let path = data.join(name);
+        let (t, generated) = outpost_proto::config::load_token(field, file.as_deref(), std::env::var(env).ok(), &path)?;
+        if generated {
+            tracing::info!(path = %path.display(), "generated {field}");
+        }
+        Ok(Sha256::digest(t.as_bytes()).into())
+    };
+    let admin_hash = token("admin_token_file", &config.args.admin_token_file, "OUTPOST_ADMIN_TOKEN", "admin-token")?;
+    let cluster_hash =
+        token("cluster_token_file", &config.args.cluster_token_file, "OUTPOST_CLUSTER_TOKEN", "cluster-token")?;
+    anyhow::ensure!(
+        admin_hash != cluster_hash,
+        "cluster_token_file: the cluster token must differ from the admin token"
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.args.listen_http)
+        .await
+        .with_context(|| format!("listen_http: binding {}", config.args.listen_http))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "router HTTP bound to a non-loopback address without TLS: tokens cross the network in clear");
+    }
+    tracing::info!(http = %addr, pubkey = %router.issuer().pubkey(), "region router serving");
+
+    // Forget nodes that have been down for long; a cheap sweep, once a minute at most.
+    let sweeper = {
+        let router = router.clone();
+        let forget_after = config.forget_after;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(forget_after.min(std::time::Duration::from_secs(60)));
+            loop {
+                tick.tick().await;
+                let gone = router.registry.write().map(|mut r| r.sweep(std::time::Instant::now(), forget_after));
+                if let Ok(n) = gone
+                    && n > 0
+                {
+                    tracing::info!(nodes = n, "forgot nodes that stayed down");
+                }
+            }
+        })
+    };
+
+    let state = Arc::new(http::HttpState {
+        router: router.clone(),
+        admin_hash,
+        cluster_hash,
+        trusted: config.trusted.clone(),
+        player_auth_secret: config.player_auth_secret.clone(),
+        max_body_bytes: config.args.max_body_bytes,
+    });
+    if let Some(path) = &config.args.ready_file {
+        let ready = RouterReady { http: addr.to_string(), pubkey: router.issuer().pubkey().to_string() };
+        outpost_proto::files::write_atomic(path, &serde_json::to_vec(&ready)?)
+            .with_context(|| format!("ready_file: writing {}", path.display()))?;
+    }
+    http::serve(listener, state, shutdown).await;
+    sweeper.abort();
+    tracing::info!("region router stopped");
+    Ok(())
+}

@@ -28,10 +28,12 @@ impl Method {
 }
 
 /// A node as placement sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    /// Node id.
-    pub id: String,
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate<'a> {
+    /// Where the caller keeps the node (registry slot); carried through to the answer.
+    pub index: usize,
+    /// Node id, the last tie-breaker so the choice is deterministic.
+    pub id: &'a str,
     /// Heartbeats current.
     pub healthy: bool,
     /// Taking joins.
@@ -46,13 +48,19 @@ pub struct Candidate {
     pub estimate: Option<(f64, Method)>,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     fn eligible(&self) -> bool {
         self.healthy && self.accepting && self.has_module && self.players < self.capacity
     }
 
     fn load(&self) -> f64 {
         self.players as f64 / self.capacity.max(1) as f64
+    }
+
+    /// Nodes with an estimate come before nodes without; then lower RTT; then lower load; then id.
+    fn better_than(&self, other: &Candidate<'_>) -> bool {
+        let key = |c: &Candidate<'_>| c.estimate.map_or(f64::INFINITY, |e| e.0);
+        key(self).total_cmp(&key(other)).then(self.load().total_cmp(&other.load())).then(self.id.cmp(other.id)).is_lt()
     }
 }
 
@@ -65,33 +73,58 @@ pub enum NoNode {
     NoneAvailable,
 }
 
-/// The chosen node and up to `alternates` next best, by index into `candidates`.
-pub fn place(candidates: &[Candidate], alternates: usize) -> Result<(usize, Vec<usize>), NoNode> {
-    if !candidates.iter().any(|c| c.has_module) {
+impl NoNode {
+    /// The reason in the 503 body.
+    pub fn reason(&self, module: &str) -> String {
+        match self {
+            NoNode::NoModule => format!("no registered node has module {module:?}"),
+            NoNode::NoneAvailable => {
+                format!("every node with module {module:?} is down, not accepting or full")
+            }
+        }
+    }
+}
+
+/// The chosen node, then up to `alternates` next best, best first.
+///
+/// One pass that keeps only the best `1 + alternates`, so the cost is linear in the candidates
+/// with no allocation beyond the answer: the router calls this on every route.
+pub fn place<'a>(
+    candidates: impl IntoIterator<Item = Candidate<'a>>,
+    alternates: usize,
+) -> Result<Vec<Candidate<'a>>, NoNode> {
+    let keep = alternates + 1;
+    let mut top: Vec<Candidate<'a>> = Vec::with_capacity(keep + 1);
+    let mut any_module = false;
+    for c in candidates {
+        any_module |= c.has_module;
+        if !c.eligible() {
+            continue;
+        }
+        if top.len() == keep && !c.better_than(&top[keep - 1]) {
+            continue;
+        }
+        let at = top.iter().position(|t| c.better_than(t)).unwrap_or(top.len());
+        top.insert(at, c);
+        top.truncate(keep);
+    }
+    if !any_module {
         return Err(NoNode::NoModule);
     }
-    let mut ok: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].eligible()).collect();
-    if ok.is_empty() {
+    if top.is_empty() {
         return Err(NoNode::NoneAvailable);
     }
-    // Nodes with an estimate come before nodes without; then lower RTT; then lower load; then id,
-    // so the choice is deterministic.
-    ok.sort_by(|&a, &b| {
-        let (ca, cb) = (&candidates[a], &candidates[b]);
-        let key = |c: &Candidate| c.estimate.map_or(f64::INFINITY, |e| e.0);
-        key(ca).total_cmp(&key(cb)).then(ca.load().total_cmp(&cb.load())).then(ca.id.cmp(&cb.id))
-    });
-    let best = ok[0];
-    Ok((best, ok.into_iter().skip(1).take(alternates).collect()))
+    Ok(top)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn node(id: &str, rtt: Option<f64>, players: u32) -> Candidate {
+    fn node(id: &'static str, rtt: Option<f64>, players: u32) -> Candidate<'static> {
         Candidate {
-            id: id.into(),
+            index: 0,
+            id,
             healthy: true,
             accepting: true,
             has_module: true,
@@ -137,19 +170,19 @@ mod tests {
             ("empty fleet", vec![], Err(NoNode::NoModule)),
         ];
         for (name, nodes, want) in cases {
-            let got = place(&nodes, 2).map(|(b, alts)| {
-                (nodes[b].id.as_str(), alts.into_iter().map(|i| nodes[i].id.as_str()).collect::<Vec<_>>())
-            });
+            let got = place(nodes.iter().copied(), 2)
+                .map(|top| (top[0].id, top[1..].iter().map(|c| c.id).collect::<Vec<_>>()));
             assert_eq!(got, want, "{name}");
         }
     }
 
     #[test]
     fn alternates_are_bounded_and_ordered() {
-        let nodes: Vec<Candidate> = (0..10).map(|i| node(&format!("n{i}"), Some(100.0 - i as f64), 0)).collect();
-        let (best, alts) = place(&nodes, 3).unwrap();
-        assert_eq!(nodes[best].id, "n9");
-        assert_eq!(alts.iter().map(|&i| nodes[i].id.as_str()).collect::<Vec<_>>(), vec!["n8", "n7", "n6"]);
+        let ids: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+        let nodes: Vec<Candidate> =
+            ids.iter().enumerate().map(|(i, id)| Candidate { id, ..node("", Some(100.0 - i as f64), 0) }).collect();
+        let top = place(nodes.iter().copied(), 3).unwrap();
+        assert_eq!(top.iter().map(|c| c.id).collect::<Vec<_>>(), vec!["n9", "n8", "n7", "n6"]);
         assert_eq!(Method::MeasuredCell.as_str(), "measured-cell");
         assert!(Method::MeasuredPrefix < Method::Geo);
     }

@@ -1,0 +1,247 @@
+//! Configuration: flags, `OUTPOST_*` env, and an optional TOML file (`--config`), in that order of
+//! precedence. Everything is validated before anything is bound; a bad value is one line naming
+//! the field.
+
+use crate::estimate::GeoModel;
+use crate::learn::LearnLimits;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use ipnet::IpNet;
+use outpost_proto::config::{ConfigError, bad, parse_duration};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `region-router`: sends each player to the healthy edge node with the lowest latency.
+#[derive(Parser, Debug, Clone, Serialize, Deserialize)]
+#[command(name = "region-router", version, about)]
+pub struct Args {
+    /// TOML file with any of these settings (snake_case keys); flags and env win over it.
+    #[arg(long, env = "OUTPOST_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where state lives: the ticket signing key and generated tokens.
+    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = "data/router")]
+    pub data_dir: PathBuf,
+    /// HTTP address (port 0 picks a free port).
+    #[arg(long, env = "OUTPOST_LISTEN_HTTP", default_value = "0.0.0.0:7700")]
+    pub listen_http: SocketAddr,
+    /// Write the bound address and the ticket public key here as JSON once serving.
+    #[arg(long, env = "OUTPOST_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// File holding the admin token (reads the registry, names clients in probes and routes).
+    /// Else env OUTPOST_ADMIN_TOKEN; else generated into the data dir.
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the cluster token edges heartbeat with. Else env OUTPOST_CLUSTER_TOKEN; else
+    /// generated into the data dir.
+    #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// Secret shared with the game's login service: routes then need
+    /// `auth=hex(HMAC-SHA256(secret, player))`.
+    #[arg(long, env = "OUTPOST_PLAYER_AUTH_SECRET", hide_env_values = true)]
+    pub player_auth_secret: Option<String>,
+    /// File holding the player-auth secret (kept out of the process list).
+    #[arg(long, env = "OUTPOST_PLAYER_AUTH_SECRET_FILE")]
+    pub player_auth_secret_file: Option<PathBuf>,
+    /// MaxMind DB city file (repeatable; e.g. an IPv4 and an IPv6 file). MaxMind City and the
+    /// flat DB-IP / ip-location-db layouts are both read.
+    #[arg(long, env = "OUTPOST_GEOIP", value_delimiter = ',')]
+    #[serde(default)]
+    pub geoip: Vec<PathBuf>,
+    /// GeoIP answers cached, addresses.
+    #[arg(long, env = "OUTPOST_GEOIP_CACHE", default_value_t = 100_000)]
+    pub geoip_cache: u64,
+    /// Proxies (CIDR or address, repeatable) whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "OUTPOST_TRUSTED_PROXY", value_delimiter = ',')]
+    #[serde(default)]
+    pub trusted_proxy: Vec<String>,
+    /// How long a ticket is valid.
+    #[arg(long, env = "OUTPOST_TICKET_TTL", default_value = "60s")]
+    pub ticket_ttl: String,
+    /// Alternates listed after the chosen node.
+    #[arg(long, env = "OUTPOST_ALTERNATES", default_value_t = 2)]
+    pub alternates: usize,
+    /// Most nodes registered at once.
+    #[arg(long, env = "OUTPOST_MAX_NODES", default_value_t = 10_000)]
+    pub max_nodes: usize,
+    /// Forget a node that has been down this long.
+    #[arg(long, env = "OUTPOST_FORGET_AFTER", default_value = "1h")]
+    pub forget_after: String,
+    /// IPv4 prefix length measurements are learned under.
+    #[arg(long, env = "OUTPOST_PREFIX_V4", default_value_t = 24)]
+    pub prefix_v4: u8,
+    /// IPv6 prefix length measurements are learned under.
+    #[arg(long, env = "OUTPOST_PREFIX_V6", default_value_t = 48)]
+    pub prefix_v6: u8,
+    /// Size of a geo cell, degrees (1° of latitude is about 111 km).
+    #[arg(long, env = "OUTPOST_CELL_DEG", default_value_t = 1.0)]
+    pub cell_deg: f64,
+    /// Measurements older than this no longer count; routes fall back to geography.
+    #[arg(long, env = "OUTPOST_PROBE_MAX_AGE", default_value = "30m")]
+    pub probe_max_age: String,
+    /// Network prefixes with measurements kept.
+    #[arg(long, env = "OUTPOST_PROBE_PREFIXES", default_value_t = 100_000)]
+    pub probe_prefixes: u64,
+    /// Geo cells with measurements kept.
+    #[arg(long, env = "OUTPOST_PROBE_CELLS", default_value_t = 20_000)]
+    pub probe_cells: u64,
+    /// Results in one probe batch.
+    #[arg(long, env = "OUTPOST_PROBE_MAX_RESULTS", default_value_t = 64)]
+    pub probe_max_results: usize,
+    /// Milliseconds added to a measured RTT per unit of loss.
+    #[arg(long, env = "OUTPOST_LOSS_PENALTY_MS", default_value_t = 200.0)]
+    pub loss_penalty_ms: f64,
+    /// How much longer real routes are than the great circle.
+    #[arg(long, env = "OUTPOST_PATH_INFLATION", default_value_t = 1.5)]
+    pub path_inflation: f64,
+    /// Fixed RTT every path pays in the geo model, ms.
+    #[arg(long, env = "OUTPOST_GEO_OVERHEAD_MS", default_value_t = 5.0)]
+    pub geo_overhead_ms: f64,
+    /// Largest request body (heartbeats, probe batches), bytes.
+    #[arg(long, env = "OUTPOST_MAX_BODY_BYTES", default_value_t = 64 << 10)]
+    pub max_body_bytes: usize,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The raw arguments.
+    pub args: Args,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted: Vec<IpNet>,
+    /// Ticket lifetime.
+    pub ticket_ttl: Duration,
+    /// When a down node is forgotten.
+    pub forget_after: Duration,
+    /// Learning bounds.
+    pub learn: LearnLimits,
+    /// The geo RTT model.
+    pub geo: GeoModel,
+    /// The player-auth secret, if any.
+    pub player_auth_secret: Option<Vec<u8>>,
+}
+
+impl Args {
+    /// Parses the process arguments (flags, env), then fills unset fields from `--config`.
+    pub fn load_from<I, T>(argv: I) -> Result<Args, anyhow::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command().try_get_matches_from(argv)?;
+        let args = Args::from_arg_matches(&matches)?;
+        let Some(path) = args.config.clone() else { return Ok(args) };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+        let from_user =
+            |key: &str| matches!(matches.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        let merged = outpost_proto::config::overlay_toml(
+            serde_json::to_value(&args)?,
+            &text,
+            &path.display().to_string(),
+            from_user,
+        )?;
+        let mut out: Args = serde_json::from_value(merged).map_err(|e| bad("config", e.to_string()))?;
+        out.config = Some(path);
+        Ok(out)
+    }
+
+    /// Checks every field and derives the runtime settings.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let trusted = crate::addr::parse_cidrs(&self.trusted_proxy).map_err(|e| bad("trusted_proxy", e))?;
+        let ticket_ttl = parse_duration("ticket_ttl", &self.ticket_ttl)?;
+        if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&ticket_ttl) {
+            return Err(bad("ticket_ttl", "must be between 5s and 1h"));
+        }
+        let forget_after = parse_duration("forget_after", &self.forget_after)?;
+        let max_age = parse_duration("probe_max_age", &self.probe_max_age)?;
+        if max_age < Duration::from_secs(1) {
+            return Err(bad("probe_max_age", "must be at least 1s"));
+        }
+        if self.alternates > 16 {
+            return Err(bad("alternates", "must be at most 16"));
+        }
+        if !(1..=1_000_000).contains(&self.max_nodes) {
+            return Err(bad("max_nodes", "must be between 1 and 1000000"));
+        }
+        if !(8..=32).contains(&self.prefix_v4) {
+            return Err(bad("prefix_v4", "must be between 8 and 32"));
+        }
+        if !(16..=128).contains(&self.prefix_v6) {
+            return Err(bad("prefix_v6", "must be between 16 and 128"));
+        }
+        if !(self.cell_deg.is_finite() && (0.01..=90.0).contains(&self.cell_deg)) {
+            return Err(bad("cell_deg", "must be between 0.01 and 90"));
+        }
+        if self.probe_prefixes == 0 || self.probe_cells == 0 || self.geoip_cache == 0 {
+            return Err(bad("probe_prefixes", "probe_prefixes, probe_cells and geoip_cache must be at least 1"));
+        }
+        if !(1..=1024).contains(&self.probe_max_results) {
+            return Err(bad("probe_max_results", "must be between 1 and 1024"));
+        }
+        if !(self.loss_penalty_ms.is_finite() && self.loss_penalty_ms >= 0.0) {
+            return Err(bad("loss_penalty_ms", "must be 0 or more"));
+        }
+        if !(self.path_inflation.is_finite() && (1.0..=10.0).contains(&self.path_inflation)) {
+            return Err(bad("path_inflation", "must be between 1 and 10"));
+        }
+        if !(self.geo_overhead_ms.is_finite() && (0.0..=1000.0).contains(&self.geo_overhead_ms)) {
+            return Err(bad("geo_overhead_ms", "must be between 0 and 1000"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad("max_body_bytes", "must be at least 1024"));
+        }
+        let player_auth_secret = match (&self.player_auth_secret_file, &self.player_auth_secret) {
+            (Some(path), _) => {
+                let s = std::fs::read_to_string(path)
+                    .map_err(|e| bad("player_auth_secret_file", format!("reading {}: {e}", path.display())))?;
+                Some(s.trim().as_bytes().to_vec())
+            }
+            (None, Some(s)) => Some(s.trim().as_bytes().to_vec()),
+            (None, None) => None,
+        };
+        if player_auth_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(bad("player_auth_secret", "must be at least 16 bytes"));
+        }
+        let learn = LearnLimits {
+            max_prefixes: self.probe_prefixes,
+            max_cells: self.probe_cells,
+            max_age,
+            loss_penalty_ms: self.loss_penalty_ms,
+            ..LearnLimits::default()
+        };
+        let geo = GeoModel { path_inflation: self.path_inflation, overhead_ms: self.geo_overhead_ms };
+        Ok(Config { args: self, trusted, ticket_ttl, forget_after, learn, geo, player_auth_secret })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(argv: &[&str]) -> Result<Config, String> {
+        let mut full = vec!["region-router"];
+        full.extend_from_slice(argv);
+        Args::load_from(full).map_err(|e| e.to_string())?.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_field() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.ticket_ttl, Duration::from_secs(60));
+        assert!(c.player_auth_secret.is_none());
+        for (argv, field) in [
+            (vec!["--trusted-proxy", "10.0.0.0/99"], "trusted_proxy"),
+            (vec!["--ticket-ttl", "1s"], "ticket_ttl"),
+            (vec!["--prefix-v4", "40"], "prefix_v4"),
+            (vec!["--cell-deg", "0"], "cell_deg"),
+            (vec!["--probe-max-age", "later"], "probe_max_age"),
+            (vec!["--player-auth-secret", "short"], "player_auth_secret"),
+            (vec!["--path-inflation", "0.5"], "path_inflation"),
+        ] {
+            let e = load(&argv).unwrap_err();
+            assert!(e.contains(field), "{argv:?}: {e}");
+        }
+    }
+}

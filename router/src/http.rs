@@ -1,0 +1,317 @@
+//! The router's HTTP API (hyper, HTTP/1.1): parse, authorize, call [`Router`], map errors.
+//!
+//! Every error is JSON `{"error","code"}`, and the mapping from errors to statuses is here only.
+//! Bodies are bounded: a declared length over the limit is refused unread.
+
+use crate::routing::{HeartbeatError, ProbeError, RouteRequest, Router};
+use crate::select::NoNode;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use ipnet::IpNet;
+use outpost_proto::api::{ErrorBody, Heartbeat, HeartbeatAck, NodeList, ProbeBatch};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+/// Longest display name a route accepts, bytes.
+pub const MAX_NAME_BYTES: usize = 32;
+
+/// What the handlers share.
+pub struct HttpState {
+    /// The router.
+    pub router: Arc<Router>,
+    /// SHA-256 of the admin token.
+    pub admin_hash: [u8; 32],
+    /// SHA-256 of the cluster token.
+    pub cluster_hash: [u8; 32],
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted: Vec<IpNet>,
+    /// The player-auth secret.
+    pub player_auth_secret: Option<Vec<u8>>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// An error reply.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError { status, code, message: message.into() }
+    }
+    fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", m)
+    }
+    fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    }
+}
+
+impl From<HeartbeatError> for HttpError {
+    fn from(e: HeartbeatError) -> Self {
+        match e {
+            HeartbeatError::Field(..) => Self::bad_request(e.to_string()),
+            HeartbeatError::Registry(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "registry-full", e.to_string()),
+        }
+    }
+}
+
+impl From<ProbeError> for HttpError {
+    fn from(e: ProbeError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!(error = %e, "http accept failed"); continue; }
+            },
+            _ = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+        });
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    match route(state, req, peer).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
+                crate::telemetry::Metrics::inc(&state.router.metrics.unauthorized);
+            }
+            json(e.status, &ErrorBody { error: e.message, code: e.code.to_string() })
+        }
+    }
+}
+
+/// Which token a request carries, compared in constant time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    Cluster,
+    Anonymous,
+}
+
+fn caller(state: &HttpState, req: &Request<Incoming>) -> Caller {
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = token else { return Caller::Anonymous };
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if bool::from(hash.ct_eq(&state.admin_hash)) {
+        Caller::Admin
+    } else if bool::from(hash.ct_eq(&state.cluster_hash)) {
+        Caller::Cluster
+    } else {
+        Caller::Anonymous
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, HttpError> {
+    if let Some(len) = req.headers().get(hyper::header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| HttpError::bad_request("Content-Length is not a number"))?;
+        if len > limit as u64 {
+            return Err(HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("body of {len} bytes is over the limit of {limit} bytes"),
+            ));
+        }
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => return Err(HttpError::bad_request(format!("could not read the body: {e}"))),
+    };
+    serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// The client a request speaks for: the socket, or a trusted proxy's `X-Forwarded-For`, or,
+/// with the admin token only, an address the caller names.
+fn client_of(
+    state: &HttpState,
+    admin: bool,
+    forwarded_for: Option<&str>,
+    peer: SocketAddr,
+    named: Option<&str>,
+) -> Result<IpAddr, HttpError> {
+    let Some(ip) = named else {
+        return Ok(crate::addr::client_ip(peer.ip(), forwarded_for, &state.trusted));
+    };
+    if !admin {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "naming the client address (ip) needs the admin token",
+        ));
+    }
+    ip.parse::<IpAddr>()
+        .map(crate::addr::canonical)
+        .map_err(|_| HttpError::bad_request(format!("ip {ip:?} is not an address")))
+}
+
+fn forwarded_for(req: &Request<Incoming>) -> Option<String> {
+    req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, HttpError> {
+    let router = &state.router;
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/healthz") => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (Method::GET, "/metrics") => {
+            let counts = router.read_registry().health_counts(Instant::now());
+            Ok(Response::builder()
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(router.metrics.render(counts))))
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+        }
+        (Method::GET, "/v1/pubkey") => {
+            Ok(json(StatusCode::OK, &serde_json::json!({"pubkey": router.issuer().pubkey()})))
+        }
+        (Method::POST, "/v1/nodes/heartbeat") => {
+            if caller(state, &req) != Caller::Cluster {
+                crate::telemetry::Metrics::inc(&router.metrics.heartbeats_rejected);
+                return Err(HttpError::unauthorized("heartbeats need the cluster token (Authorization: Bearer ...)"));
+            }
+            let hb: Heartbeat = read_json(req, state.max_body_bytes).await.inspect_err(|_| {
+                crate::telemetry::Metrics::inc(&router.metrics.heartbeats_rejected);
+            })?;
+            let id = hb.id.clone();
+            router.heartbeat(hb, Instant::now()).map_err(|e| {
+                crate::telemetry::Metrics::inc(&router.metrics.heartbeats_rejected);
+                tracing::warn!(node = %id, error = %e, "heartbeat refused");
+                HttpError::from(e)
+            })?;
+            crate::telemetry::Metrics::inc(&router.metrics.heartbeats);
+            Ok(json(StatusCode::OK, &HeartbeatAck { pubkey: router.issuer().pubkey().to_string() }))
+        }
+        (Method::GET, "/v1/nodes") => {
+            if caller(state, &req) == Caller::Anonymous {
+                return Err(HttpError::unauthorized("the registry needs the admin or cluster token"));
+            }
+            let nodes = router.read_registry().status(Instant::now());
+            Ok(json(StatusCode::OK, &NodeList { nodes }))
+        }
+        (Method::POST, "/v1/probes") => {
+            let admin = caller(state, &req) == Caller::Admin;
+            let xff = forwarded_for(&req);
+            let batch: ProbeBatch = read_json(req, state.max_body_bytes).await.inspect_err(|_| {
+                crate::telemetry::Metrics::inc(&router.metrics.probe_rejected);
+            })?;
+            let client = client_of(state, admin, xff.as_deref(), peer, batch.ip.as_deref())?;
+            let ack = router.probes(&batch.results, client, Instant::now()).map_err(|e| {
+                crate::telemetry::Metrics::inc(&router.metrics.probe_rejected);
+                HttpError::from(e)
+            })?;
+            Ok(json(StatusCode::OK, &ack))
+        }
+        (Method::GET, "/v1/route") => {
+            let q: Vec<(String, String)> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let module = get("module").ok_or_else(|| HttpError::bad_request("module is required"))?;
+            outpost_proto::ids::check_name("module", module).map_err(|e| HttpError::bad_request(e.to_string()))?;
+            let admin = caller(state, &req) == Caller::Admin;
+            let client = client_of(state, admin, forwarded_for(&req).as_deref(), peer, get("ip"))?;
+            let player = match (get("player"), &state.player_auth_secret) {
+                (Some(p), secret) => {
+                    let id: u64 =
+                        p.parse().map_err(|_| HttpError::bad_request(format!("player {p:?} is not a whole number")))?;
+                    if let Some(secret) = secret {
+                        let auth = get("auth").ok_or_else(|| HttpError::unauthorized("auth is required"))?;
+                        if !outpost_proto::ids::check_player_auth(secret, p, auth) {
+                            return Err(HttpError::unauthorized("auth does not match the player id"));
+                        }
+                    }
+                    id
+                }
+                (None, Some(_)) => return Err(HttpError::unauthorized("player and auth are required")),
+                (None, None) => rand::random(),
+            };
+            let default_name;
+            let name = match get("name") {
+                Some(n) => {
+                    if n.is_empty() || n.len() > MAX_NAME_BYTES || n.chars().any(char::is_control) {
+                        return Err(HttpError::bad_request(format!(
+                            "name must be 1 to {MAX_NAME_BYTES} bytes of printable text"
+                        )));
+                    }
+                    n
+                }
+                None => {
+                    default_name = format!("player-{}", player % 100_000);
+                    &default_name
+                }
+            };
+            let request = RouteRequest { module, player, name, client };
+            match router.route(&request, Instant::now(), SystemTime::now()) {
+                Ok(r) => Ok(json(StatusCode::OK, &r)),
+                Err(e) => {
+                    let code = match e {
+                        NoNode::NoModule => "no-module",
+                        NoNode::NoneAvailable => "no-node-available",
+                    };
+                    Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.reason(module)))
+                }
+            }
+        }
+        (
+            _,
+            "/healthz" | "/metrics" | "/v1/pubkey" | "/v1/nodes/heartbeat" | "/v1/nodes" | "/v1/probes" | "/v1/route",
+        ) => Err(HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{} {path}", req.method()),
+        )),
+        _ => Err(HttpError::new(StatusCode::NOT_FOUND, "not-found", format!("no route {path}"))),
+    }
+}

@@ -1,0 +1,349 @@
+//! The node registry: what each edge last said about itself and when.
+//!
+//! Pure state with the clock as an argument, so the health rule is tested on an injected clock.
+//! Nodes live in stable slots; each module keeps a bitset of the slots that have it, so a route
+//! walks only the nodes with the module, and the per-position geo estimates can be cached by
+//! slot (see [`Registry::layout_generation`]).
+
+use crate::estimate::LatLon;
+use outpost_proto::api::{Heartbeat, NodeStatus};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How many missed intervals make a node `down`.
+pub const MISSED_INTERVALS: u32 = 3;
+
+/// A node's health as placement and `GET /v1/nodes` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Heartbeats current and taking joins.
+    Healthy,
+    /// Heartbeats current but refusing joins (draining, outbox full).
+    NotAccepting,
+    /// No heartbeat for more than [`MISSED_INTERVALS`] of its interval.
+    Down,
+}
+
+impl Health {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::NotAccepting => "not-accepting",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// One registered node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its last heartbeat.
+    pub hb: Heartbeat,
+    /// When that arrived.
+    pub last_seen: Instant,
+    /// Its position, checked.
+    pub pos: Option<LatLon>,
+}
+
+impl Node {
+    /// The health rule: down after [`MISSED_INTERVALS`] intervals without a heartbeat.
+    pub fn health(&self, now: Instant) -> Health {
+        let limit = Duration::from_millis(self.hb.interval_ms) * MISSED_INTERVALS;
+        if now.saturating_duration_since(self.last_seen) > limit {
+            Health::Down
+        } else if !self.hb.accepting {
+            Health::NotAccepting
+        } else {
+            Health::Healthy
+        }
+    }
+}
+
+/// Why a heartbeat was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry holds `--max-nodes` already and this is a new id.
+    #[error("the registry is full ({0} nodes); raise --max-nodes")]
+    Full(usize),
+}
+
+/// All nodes.
+#[derive(Debug)]
+pub struct Registry {
+    slots: Vec<Option<Node>>,
+    /// Players routed to each slot since its last heartbeat: counted against capacity and load
+    /// until the node's own count includes them, so a burst of routes cannot overfill a node.
+    pending: Vec<AtomicU32>,
+    by_id: HashMap<String, usize>,
+    /// Module name → bitset over slots.
+    modules: HashMap<String, Vec<u64>>,
+    layout: u64,
+    max_nodes: usize,
+}
+
+impl Registry {
+    /// An empty registry of at most `max_nodes` nodes.
+    pub fn new(max_nodes: usize) -> Registry {
+        Registry {
+            slots: Vec::new(),
+            pending: Vec::new(),
+            by_id: HashMap::new(),
+            modules: HashMap::new(),
+            layout: 0,
+            max_nodes,
+        }
+    }
+
+    /// Takes a (validated) heartbeat.
+    pub fn upsert(&mut self, hb: Heartbeat, now: Instant) -> Result<(), RegistryError> {
+        let pos = LatLon::new(hb.lat, hb.lon);
+        let slot = match self.by_id.get(&hb.id) {
+            Some(&i) => i,
+            None => {
+                if self.by_id.len() >= self.max_nodes {
+                    return Err(RegistryError::Full(self.max_nodes));
+                }
+                let i = match self.slots.iter().position(Option::is_none) {
+                    Some(i) => i,
+                    None => {
+                        self.slots.push(None);
+                        self.pending.push(AtomicU32::new(0));
+                        self.slots.len() - 1
+                    }
+                };
+                self.by_id.insert(hb.id.clone(), i);
+                self.layout += 1;
+                i
+            }
+        };
+        let old = self.slots[slot].take();
+        if let Some(old) = &old {
+            if old.pos != pos {
+                self.layout += 1;
+            }
+            for m in &old.hb.modules {
+                if !hb.modules.iter().any(|n| n.name == m.name) {
+                    self.clear_module_bit(&m.name, slot);
+                }
+            }
+        }
+        for m in &hb.modules {
+            let words = self.modules.entry(m.name.clone()).or_default();
+            if words.len() <= slot / 64 {
+                words.resize(slot / 64 + 1, 0);
+            }
+            words[slot / 64] |= 1 << (slot % 64);
+        }
+        self.slots[slot] = Some(Node { hb, last_seen: now, pos });
+        self.pending[slot].store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts a player sent to `slot`.
+    pub fn note_routed(&self, slot: usize) {
+        if let Some(p) = self.pending.get(slot) {
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Players on `slot` as placement counts them: the node's last report plus those routed since.
+    pub fn players(&self, slot: usize) -> u32 {
+        let pending = self.pending.get(slot).map_or(0, |p| p.load(Ordering::Relaxed));
+        self.get(slot).map_or(0, |n| n.hb.players.saturating_add(pending))
+    }
+
+    fn clear_module_bit(&mut self, module: &str, slot: usize) {
+        if let Some(words) = self.modules.get_mut(module) {
+            if let Some(w) = words.get_mut(slot / 64) {
+                *w &= !(1 << (slot % 64));
+            }
+            if words.iter().all(|&w| w == 0) {
+                self.modules.remove(module);
+            }
+        }
+    }
+
+    /// Forgets nodes that have been down for longer than `forget_after`; returns how many.
+    pub fn sweep(&mut self, now: Instant, forget_after: Duration) -> usize {
+        let mut gone = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(n) = slot
+                && now.saturating_duration_since(n.last_seen) > forget_after
+                && n.health(now) == Health::Down
+            {
+                gone.push(i);
+            }
+        }
+        for &i in &gone {
+            if let Some(n) = self.slots[i].take() {
+                self.by_id.remove(&n.hb.id);
+                for m in &n.hb.modules {
+                    self.clear_module_bit(&m.name, i);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.layout += 1;
+        }
+        gone.len()
+    }
+
+    /// Changes whenever a slot gains, loses or moves a node: cached per-slot data (geo estimates)
+    /// made under another value is stale.
+    pub fn layout_generation(&self) -> u64 {
+        self.layout
+    }
+
+    /// The node in `slot`.
+    pub fn get(&self, slot: usize) -> Option<&Node> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    /// The slot of a node id.
+    pub fn slot_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// How many slots exist (some may be empty).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Registered nodes.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// No node registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Every node, in slot order.
+    pub fn nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|n| (i, n)))
+    }
+
+    /// The slots of the nodes that have `module`.
+    pub fn with_module(&self, module: &str) -> impl Iterator<Item = usize> + '_ {
+        let words = self.modules.get(module).map_or(&[][..], Vec::as_slice);
+        words.iter().enumerate().flat_map(|(wi, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let bit = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(wi * 64 + bit)
+            })
+        })
+    }
+
+    /// Counts by health: (healthy, not accepting, down).
+    pub fn health_counts(&self, now: Instant) -> (u64, u64, u64) {
+        let mut c = (0, 0, 0);
+        for (_, n) in self.nodes() {
+            match n.health(now) {
+                Health::Healthy => c.0 += 1,
+                Health::NotAccepting => c.1 += 1,
+                Health::Down => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    /// `GET /v1/nodes`.
+    pub fn status(&self, now: Instant) -> Vec<NodeStatus> {
+        self.nodes()
+            .map(|(_, n)| NodeStatus {
+                health: n.health(now).as_str().to_string(),
+                age_s: now.saturating_duration_since(n.last_seen).as_secs_f64(),
+                heartbeat: n.hb.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use outpost_proto::api::NodeModule;
+
+    pub(crate) fn hb(id: &str, modules: &[&str]) -> Heartbeat {
+        Heartbeat {
+            id: id.into(),
+            region: "test".into(),
+            lat: 51.5,
+            lon: -0.1,
+            quic_addr: "127.0.0.1:7701".into(),
+            probe_addr: "127.0.0.1:7702".into(),
+            admin_url: "http://127.0.0.1:7703".into(),
+            cert_sha256: "00".repeat(32),
+            capacity: 100,
+            players: 0,
+            rooms: 0,
+            modules: modules.iter().map(|m| NodeModule { name: m.to_string(), version: "v".into() }).collect(),
+            cpu: 0.0,
+            interval_ms: 2000,
+            accepting: true,
+        }
+    }
+
+    #[test]
+    fn down_after_exactly_three_missed_intervals_and_back_with_the_next_heartbeat() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(10);
+        r.upsert(hb("a", &["arena"]), t0).unwrap();
+        let node = |r: &Registry| r.get(r.slot_of("a").unwrap()).unwrap().clone();
+        let ms = Duration::from_millis;
+        assert_eq!(node(&r).health(t0 + ms(5999)), Health::Healthy);
+        assert_eq!(node(&r).health(t0 + ms(6000)), Health::Healthy);
+        assert_eq!(node(&r).health(t0 + ms(6001)), Health::Down);
+        r.upsert(hb("a", &["arena"]), t0 + ms(9000)).unwrap();
+        assert_eq!(node(&r).health(t0 + ms(9001)), Health::Healthy);
+        r.upsert(Heartbeat { accepting: false, ..hb("a", &["arena"]) }, t0 + ms(9500)).unwrap();
+        assert_eq!(node(&r).health(t0 + ms(9501)), Health::NotAccepting);
+        assert_eq!(r.health_counts(t0 + ms(9501)), (0, 1, 0));
+    }
+
+    #[test]
+    fn module_bitsets_follow_heartbeats() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(200);
+        for i in 0..130 {
+            let m: &[&str] = if i % 2 == 0 { &["arena"] } else { &["chat"] };
+            r.upsert(hb(&format!("n{i}"), m), t0).unwrap();
+        }
+        assert_eq!(r.with_module("arena").count(), 65);
+        assert!(r.with_module("arena").all(|s| r.get(s).unwrap().hb.modules[0].name == "arena"));
+        r.upsert(hb("n0", &["chat"]), t0).unwrap();
+        assert_eq!(r.with_module("arena").count(), 64);
+        assert_eq!(r.with_module("chat").count(), 66);
+        assert_eq!(r.with_module("nothing").count(), 0);
+        let before = r.layout_generation();
+        r.upsert(hb("n1", &["chat"]), t0).unwrap();
+        assert_eq!(r.layout_generation(), before, "a heartbeat from the same place keeps the layout");
+        r.upsert(Heartbeat { lat: 10.0, ..hb("n1", &["chat"]) }, t0).unwrap();
+        assert_ne!(r.layout_generation(), before, "a node that moved changes it");
+    }
+
+    #[test]
+    fn full_registry_refuses_new_ids_and_sweep_frees_slots() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(2);
+        r.upsert(hb("a", &["m"]), t0).unwrap();
+        r.upsert(hb("b", &["m"]), t0).unwrap();
+        assert_eq!(r.upsert(hb("c", &["m"]), t0), Err(RegistryError::Full(2)));
+        r.upsert(hb("a", &["m"]), t0).unwrap();
+        let later = t0 + Duration::from_secs(3600);
+        r.upsert(hb("b", &["m"]), later).unwrap();
+        assert_eq!(r.sweep(later, Duration::from_secs(600)), 1);
+        assert!(r.slot_of("a").is_none());
+        assert_eq!(r.with_module("m").count(), 1);
+        r.upsert(hb("c", &["m"]), later).unwrap();
+        assert_eq!(r.slot_of("c"), Some(0), "the freed slot is reused");
+    }
+}

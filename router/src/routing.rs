@@ -1,0 +1,320 @@
+//! The router's decisions over its live state: take heartbeats, learn from probe reports, and
+//! route a client. The HTTP layer only parses, authorizes and maps errors; everything a route
+//! depends on is here, with the clock passed in, so it is tested without sockets.
+
+use crate::addr::PrefixKey;
+use crate::estimate::{GeoModel, LatLon};
+use crate::geo::{CellKey, GeoInfo, GeoLookup};
+use crate::learn::{LearnLimits, Measurement, SampleError, Table, check_sample};
+use crate::registry::{Health, Registry, RegistryError};
+use crate::select::{Candidate, Method, NoNode, place};
+use crate::telemetry::Metrics;
+use crate::ticket::Issuer;
+use outpost_proto::api::{Heartbeat, ProbeAck, ProbeResult, Route, RouteClient, RouteEstimate, RouteNode};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+/// What placement needs besides the registry.
+pub struct RouterSettings {
+    /// Alternates listed.
+    pub alternates: usize,
+    /// Prefix lengths for learning.
+    pub prefix_v4: u8,
+    /// See `prefix_v4`.
+    pub prefix_v6: u8,
+    /// Geo cell size, degrees.
+    pub cell_deg: f64,
+    /// Learning bounds.
+    pub learn: LearnLimits,
+    /// The geo model.
+    pub geo_model: GeoModel,
+    /// Results in one probe batch.
+    pub probe_max_results: usize,
+}
+
+/// Geo RTTs from one client position to every registry slot (NaN where a node has no position),
+/// cached per position and registry layout: computing 1,000 great circles per route would cost
+/// more than the rest of the route together.
+type GeoRow = Arc<Vec<f32>>;
+
+/// The router.
+pub struct Router {
+    /// Registered nodes.
+    pub registry: RwLock<Registry>,
+    geo: Box<dyn GeoLookup>,
+    prefixes: Table<PrefixKey>,
+    cells: Table<CellKey>,
+    rows: moka::sync::Cache<(u64, u64, u64), GeoRow>,
+    issuer: Issuer,
+    settings: RouterSettings,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// A heartbeat that cannot be taken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HeartbeatError {
+    /// A field is malformed.
+    #[error("heartbeat field {0}: {1}")]
+    Field(&'static str, String),
+    /// No room for another node.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// A probe batch that cannot be taken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProbeError {
+    /// Empty or over the limit.
+    #[error("a batch holds 1 to {0} results, got {1}")]
+    Count(usize, usize),
+    /// A bad node id.
+    #[error("results[{0}].node: {1}")]
+    Node(usize, String),
+    /// An absurd value.
+    #[error("results[{0}]: {1}")]
+    Sample(usize, SampleError),
+}
+
+/// Who a route is for.
+#[derive(Debug, Clone)]
+pub struct RouteRequest<'a> {
+    /// Module name (checked).
+    pub module: &'a str,
+    /// Player id.
+    pub player: u64,
+    /// Display name (checked).
+    pub name: &'a str,
+    /// The client address.
+    pub client: IpAddr,
+}
+
+/// Checks a heartbeat's fields; the registry only ever holds checked ones.
+pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
+    use HeartbeatError::Field;
+    let text = |field: &'static str, s: &str, max: usize| {
+        if s.len() > max || s.chars().any(char::is_control) {
+            return Err(Field(field, format!("at most {max} bytes of printable text")));
+        }
+        Ok(())
+    };
+    outpost_proto::ids::check_name("id", &hb.id).map_err(|e| Field("id", e.to_string()))?;
+    text("region", &hb.region, 64)?;
+    LatLon::new(hb.lat, hb.lon)
+        .ok_or_else(|| Field("lat", format!("({}, {}) is not a point on Earth", hb.lat, hb.lon)))?;
+    for (field, addr) in [("quic_addr", &hb.quic_addr), ("probe_addr", &hb.probe_addr)] {
+        addr.parse::<SocketAddr>().map_err(|_| Field(field, format!("{addr:?} is not ip:port")))?;
+    }
+    text("admin_url", &hb.admin_url, 256)?;
+    if !(hb.admin_url.starts_with("http://") || hb.admin_url.starts_with("https://")) {
+        return Err(Field("admin_url", "must be an http:// or https:// URL".into()));
+    }
+    if hb.cert_sha256.len() != 64 || !hb.cert_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(Field("cert_sha256", "must be 64 lowercase hex digits".into()));
+    }
+    if hb.modules.len() > 1024 {
+        return Err(Field("modules", "at most 1024".into()));
+    }
+    for m in &hb.modules {
+        outpost_proto::ids::check_name("module", &m.name).map_err(|e| Field("modules", e.to_string()))?;
+        text("modules", &m.version, 128)?;
+    }
+    if !(hb.cpu.is_finite() && (0.0..=4096.0).contains(&hb.cpu)) {
+        return Err(Field("cpu", format!("{} is not a core count", hb.cpu)));
+    }
+    if !(50..=600_000).contains(&hb.interval_ms) {
+        return Err(Field("interval_ms", "must be between 50 and 600000".into()));
+    }
+    Ok(())
+}
+
+fn route_node(n: &Heartbeat) -> RouteNode {
+    RouteNode {
+        id: n.id.clone(),
+        quic_addr: n.quic_addr.clone(),
+        cert_sha256: n.cert_sha256.clone(),
+        region: n.region.clone(),
+        probe_addr: n.probe_addr.clone(),
+    }
+}
+
+impl Router {
+    /// A router over `geo`, signing with `issuer`.
+    pub fn new(geo: Box<dyn GeoLookup>, issuer: Issuer, settings: RouterSettings, max_nodes: usize) -> Router {
+        Router {
+            registry: RwLock::new(Registry::new(max_nodes)),
+            geo,
+            prefixes: Table::new(settings.learn.max_prefixes),
+            cells: Table::new(settings.learn.max_cells),
+            rows: moka::sync::Cache::new(4096),
+            issuer,
+            settings,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The ticket signer.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
+    /// Where GeoIP puts `ip`.
+    pub fn locate(&self, ip: IpAddr) -> Option<Arc<GeoInfo>> {
+        self.geo.lookup(ip)
+    }
+
+    fn write_registry(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read access to the registry (a poisoned lock still holds consistent data: every write is
+    /// a whole-slot replace).
+    pub fn read_registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a heartbeat.
+    pub fn heartbeat(&self, hb: Heartbeat, now: Instant) -> Result<(), HeartbeatError> {
+        check_heartbeat(&hb)?;
+        self.write_registry().upsert(hb, now)?;
+        Ok(())
+    }
+
+    /// Learns from a client's measurements. The whole batch is checked before any of it counts.
+    pub fn probes(&self, results: &[ProbeResult], client: IpAddr, now: Instant) -> Result<ProbeAck, ProbeError> {
+        let max = self.settings.probe_max_results;
+        if results.is_empty() || results.len() > max {
+            return Err(ProbeError::Count(max, results.len()));
+        }
+        for (i, r) in results.iter().enumerate() {
+            outpost_proto::ids::check_name("node", &r.node).map_err(|e| ProbeError::Node(i, e.to_string()))?;
+            check_sample(r.rtt_ms, r.loss).map_err(|e| ProbeError::Sample(i, e))?;
+        }
+        let client = crate::addr::canonical(client);
+        let prefix = PrefixKey::of(client, self.settings.prefix_v4, self.settings.prefix_v6);
+        let cell = self.locate(client).and_then(|g| g.pos).map(|p| CellKey::of(p, self.settings.cell_deg));
+        let known: Vec<bool> = {
+            let reg = self.read_registry();
+            results.iter().map(|r| reg.slot_of(&r.node).is_some()).collect()
+        };
+        let mut ack = ProbeAck { accepted: 0, unknown_nodes: 0 };
+        let limits = &self.settings.learn;
+        for (r, known) in results.iter().zip(known) {
+            if !known {
+                ack.unknown_nodes += 1;
+                continue;
+            }
+            let m = Measurement { source: client, rtt_ms: r.rtt_ms, loss: r.loss };
+            self.prefixes.record(prefix, &r.node, m, now, limits);
+            if let Some(cell) = cell {
+                self.cells.record(cell, &r.node, m, now, limits);
+            }
+            ack.accepted += 1;
+        }
+        Metrics::inc(&self.metrics.probe_reports);
+        self.metrics.probe_results.fetch_add(ack.accepted as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(ack)
+    }
+
+    fn geo_row(&self, reg: &Registry, pos: LatLon) -> GeoRow {
+        let key = (pos.lat.to_bits(), pos.lon.to_bits(), reg.layout_generation());
+        self.rows.get_with(key, || {
+            let row = (0..reg.slot_count())
+                .map(|s| match reg.get(s).and_then(|n| n.pos) {
+                    Some(p) => self.settings.geo_model.rtt_ms(pos, p) as f32,
+                    None => f32::NAN,
+                })
+                .collect();
+            Arc::new(row)
+        })
+    }
+
+    /// Chooses a node for `req` and mints its ticket.
+    pub fn route(&self, req: &RouteRequest<'_>, now: Instant, wall: SystemTime) -> Result<Route, NoNode> {
+        let client = crate::addr::canonical(req.client);
+        let geo = self.locate(client);
+        let pos = geo.as_ref().and_then(|g| g.pos);
+        let limits = &self.settings.learn;
+        let prefix = PrefixKey::of(client, self.settings.prefix_v4, self.settings.prefix_v6);
+        let by_prefix = self.prefixes.estimates(&prefix, now, limits);
+        let by_cell = match pos {
+            Some(p) => self.cells.estimates(&CellKey::of(p, self.settings.cell_deg), now, limits),
+            None => Vec::new(),
+        };
+        let reg = self.read_registry();
+        // Measured paths win over the model: per slot, the prefix estimate, else the cell's.
+        let mut measured: Vec<(usize, f64, Method)> = Vec::with_capacity(by_prefix.len() + by_cell.len());
+        for (id, rtt) in &by_prefix {
+            if let Some(s) = reg.slot_of(id) {
+                measured.push((s, *rtt, Method::MeasuredPrefix));
+            }
+        }
+        for (id, rtt) in &by_cell {
+            if let Some(s) = reg.slot_of(id)
+                && !measured.iter().any(|m| m.0 == s)
+            {
+                measured.push((s, *rtt, Method::MeasuredCell));
+            }
+        }
+        let row = pos.map(|p| self.geo_row(&reg, p));
+        let estimate = |slot: usize| -> Option<(f64, Method)> {
+            if let Some(m) = measured.iter().find(|m| m.0 == slot) {
+                return Some((m.1, m.2));
+            }
+            let g = *row.as_ref()?.get(slot)?;
+            (!g.is_nan()).then_some((g as f64, Method::Geo))
+        };
+        let candidates = reg.with_module(req.module).filter_map(|slot| {
+            let n = reg.get(slot)?;
+            let health = n.health(now);
+            Some(Candidate {
+                index: slot,
+                id: &n.hb.id,
+                healthy: health != Health::Down,
+                accepting: health == Health::Healthy,
+                has_module: true,
+                capacity: n.hb.capacity,
+                players: reg.players(slot),
+                estimate: estimate(slot),
+            })
+        });
+        let top = match place(candidates, self.settings.alternates) {
+            Ok(top) => top,
+            Err(e) => {
+                Metrics::inc(&self.metrics.routes_unavailable);
+                return Err(e);
+            }
+        };
+        let best = top[0];
+        reg.note_routed(best.index);
+        let node = |c: &Candidate<'_>| reg.get(c.index).map(|n| route_node(&n.hb));
+        let (rtt_ms, method) = best.estimate.map_or((None, Method::None), |(r, m)| (Some(r), m));
+        Metrics::inc(match method {
+            Method::MeasuredPrefix => &self.metrics.routes_measured_prefix,
+            Method::MeasuredCell => &self.metrics.routes_measured_cell,
+            Method::Geo => &self.metrics.routes_geo,
+            Method::None => &self.metrics.routes_none,
+        });
+        let minted = self.issuer.mint(req.player, req.name, best.id, req.module, wall);
+        let chosen = node(&best).ok_or(NoNode::NoneAvailable)?;
+        Ok(Route {
+            node: chosen,
+            alternates: top[1..].iter().filter_map(node).collect(),
+            ticket: minted.ticket,
+            expires_at: minted.expires_at,
+            player: req.player,
+            estimate: RouteEstimate {
+                rtt_ms: rtt_ms.map(|r| (r * 10.0).round() / 10.0),
+                method: method.as_str().into(),
+            },
+            client: RouteClient {
+                ip: client.to_string(),
+                country: geo.as_ref().and_then(|g| g.country.clone()),
+                city: geo.as_ref().and_then(|g| g.city.clone()),
+                lat: pos.map(|p| p.lat),
+                lon: pos.map(|p| p.lon),
+            },
+        })
+    }
+}
