@@ -104,6 +104,36 @@ pub struct Args {
     /// Probe burst per source IP.
     #[arg(long, env = "OUTPOST_PROBE_BURST", default_value_t = 40.0)]
     pub probe_burst: f64,
+    /// The region router's URL (`http://host:port`): heartbeat into it so it sends players here.
+    #[arg(long, env = "OUTPOST_ROUTER")]
+    pub router: Option<String>,
+    /// File holding the cluster token for heartbeats. Else env OUTPOST_CLUSTER_TOKEN.
+    #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// Region label the router shows (e.g. `eu-west`).
+    #[arg(long, env = "OUTPOST_REGION", default_value = "default")]
+    pub region: String,
+    /// Where this node is, degrees latitude (required with --router).
+    #[arg(long, env = "OUTPOST_LAT", allow_hyphen_values = true)]
+    pub lat: Option<f64>,
+    /// Where this node is, degrees longitude (required with --router).
+    #[arg(long, env = "OUTPOST_LON", allow_hyphen_values = true)]
+    pub lon: Option<f64>,
+    /// Most players the router sends here.
+    #[arg(long, env = "OUTPOST_CAPACITY", default_value_t = 1000)]
+    pub capacity: u32,
+    /// How often to heartbeat; three missed intervals and the router calls the node down.
+    #[arg(long, env = "OUTPOST_HEARTBEAT_INTERVAL", default_value = "2s")]
+    pub heartbeat_interval: String,
+    /// Player QUIC address others reach (default: the bound address).
+    #[arg(long, env = "OUTPOST_ADVERTISE_QUIC")]
+    pub advertise_quic: Option<SocketAddr>,
+    /// Probe beacon address others reach (default: the bound address).
+    #[arg(long, env = "OUTPOST_ADVERTISE_PROBE")]
+    pub advertise_probe: Option<SocketAddr>,
+    /// Admin API URL others reach (default: `http://` + the bound address).
+    #[arg(long, env = "OUTPOST_ADVERTISE_ADMIN")]
+    pub advertise_admin: Option<String>,
     /// Instance allocator: `pooling` (default) or `on-demand`.
     #[arg(long, env = "OUTPOST_ALLOCATOR", default_value = "pooling")]
     pub allocator: String,
@@ -132,6 +162,21 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Worker wake-up coalescing window.
     pub worker_coalesce: Duration,
+    /// Heartbeats to the router, when `--router` is given.
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// Where and how to heartbeat.
+#[derive(Debug, Clone)]
+pub struct HeartbeatConfig {
+    /// Router host and port.
+    pub router: String,
+    /// The node's position.
+    pub lat: f64,
+    /// See `lat`.
+    pub lon: f64,
+    /// Interval.
+    pub interval: Duration,
 }
 
 use outpost_proto::config::bad;
@@ -231,6 +276,36 @@ impl Args {
         if worker_coalesce > Duration::from_millis(20) {
             return Err(bad("worker_coalesce", "must be at most 20ms"));
         }
+        let heartbeat = match &self.router {
+            None => None,
+            Some(url) => {
+                let router = url
+                    .strip_prefix("http://")
+                    .map(|r| r.trim_end_matches('/'))
+                    .filter(|r| !r.is_empty() && !r.contains('/'))
+                    .ok_or_else(|| bad("router", format!("{url:?} is not a URL like http://host:7700")))?
+                    .to_string();
+                let (Some(lat), Some(lon)) = (self.lat, self.lon) else {
+                    return Err(bad("lat", "--lat and --lon are required with --router"));
+                };
+                if !(lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0) {
+                    return Err(bad("lat", format!("({lat}, {lon}) is not a point on Earth")));
+                }
+                let interval = parse_duration("heartbeat_interval", &self.heartbeat_interval)?;
+                if !(Duration::from_millis(50)..=Duration::from_secs(600)).contains(&interval) {
+                    return Err(bad("heartbeat_interval", "must be between 50ms and 10m"));
+                }
+                Some(HeartbeatConfig { router, lat, lon, interval })
+            }
+        };
+        if self.region.is_empty() || self.region.len() > 64 || self.region.chars().any(char::is_control) {
+            return Err(bad("region", "must be 1 to 64 bytes of printable text"));
+        }
+        if let Some(url) = &self.advertise_admin
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(bad("advertise_admin", format!("{url:?} is not an http:// or https:// URL")));
+        }
         let player_limits = PlayerLimits {
             max_message: self.max_message_bytes,
             rate: self.player_rate,
@@ -257,6 +332,7 @@ impl Args {
             idle_timeout,
             shutdown_grace,
             worker_coalesce,
+            heartbeat,
         })
     }
 }
@@ -289,6 +365,14 @@ mod tests {
             (vec!["--ticket-pubkey", "nope"], "ticket_pubkey"),
             (vec!["--slow-consumer-grace", "x"], "slow_consumer_grace"),
             (vec!["--player-rate", "0"], "player_rate"),
+            (vec!["--router", "ftp://x"], "router"),
+            (vec!["--router", "http://127.0.0.1:7700"], "lat"),
+            (vec!["--router", "http://r:1", "--lat", "91", "--lon", "0"], "lat"),
+            (
+                vec!["--router", "http://r:1", "--lat", "1", "--lon", "0", "--heartbeat-interval", "1ms"],
+                "heartbeat_interval",
+            ),
+            (vec!["--advertise-admin", "ftp://x"], "advertise_admin"),
         ] {
             let e = load(&argv).unwrap_err();
             assert!(e.contains(field), "{e}");

@@ -8,6 +8,7 @@
 //! - [`quic`]: the player endpoint: tickets, joins, frames and datagrams.
 //! - [`admin`]: the admin HTTP API.
 //! - [`beacon`]: the UDP latency-probe echo.
+//! - [`heartbeat`]: reports to the region router.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //!
 //! [`run`] takes validated config and a shutdown future, so tests and `main` start it the same way.
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod beacon;
 pub mod config;
+pub mod heartbeat;
 pub mod host;
 pub mod modules;
 pub mod quic;
@@ -152,6 +154,47 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         max_sources: 100_000,
     };
     let beacon_task = tokio::spawn(beacon::serve(probe, beacon_limits, metrics.clone()));
+    let heartbeat_task = match &config.heartbeat {
+        None => None,
+        Some(hb) => {
+            let (token, _) = outpost_proto::config::load_token(
+                "cluster_token_file",
+                config.args.cluster_token_file.as_deref(),
+                std::env::var("OUTPOST_CLUSTER_TOKEN").ok(),
+                &data.join("cluster-token"),
+            )?;
+            let args = &config.args;
+            let template = outpost_proto::api::Heartbeat {
+                id: id.clone(),
+                region: args.region.clone(),
+                lat: hb.lat,
+                lon: hb.lon,
+                quic_addr: args.advertise_quic.unwrap_or(quic_addr).to_string(),
+                probe_addr: args.advertise_probe.unwrap_or(probe_addr).to_string(),
+                admin_url: args.advertise_admin.clone().unwrap_or_else(|| format!("http://{admin_addr}")),
+                cert_sha256: cert_sha256.clone(),
+                capacity: args.capacity,
+                players: 0,
+                rooms: 0,
+                modules: Vec::new(),
+                cpu: 0.0,
+                interval_ms: hb.interval.as_millis() as u64,
+                accepting: true,
+            };
+            let ctx = heartbeat::HeartbeatCtx {
+                router: hb.router.clone(),
+                token,
+                template,
+                rooms: rooms.clone(),
+                modules: state.modules.clone(),
+                accepting: accepting.clone(),
+                metrics: metrics.clone(),
+                ticket_pubkey: args.ticket_pubkey.clone(),
+            };
+            tracing::info!(router = %hb.router, interval = ?hb.interval, "heartbeating into the router");
+            Some(tokio::spawn(heartbeat::run(ctx, hb.interval)))
+        }
+    };
 
     if let Some(path) = &config.args.ready_file {
         let ready = EdgeReady {
@@ -174,6 +217,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     quic_task.abort();
     beacon_task.abort();
+    if let Some(t) = heartbeat_task {
+        t.abort();
+    }
     tracing::info!("edge node stopped");
     Ok(())
 }

@@ -127,6 +127,10 @@ counters! {
     admin_unauthorized_total: "counter",
     /// Players that joined a room.
     players_joined_total: "counter",
+    /// Heartbeats the router took.
+    heartbeats_sent_total: "counter",
+    /// Heartbeats that failed (router unreachable or refusing).
+    heartbeat_failures_total: "counter",
     /// Joins refused, any reason.
     players_refused_total: "counter",
     /// Player connections closed by the node for misbehaving (malformed, too large, rate).

@@ -58,9 +58,38 @@ struct AnyCityRecord {
     #[serde(default)]
     location: Option<Location>,
     #[serde(default)]
-    latitude: Option<f64>,
+    latitude: Option<Coord>,
     #[serde(default)]
-    longitude: Option<f64>,
+    longitude: Option<Coord>,
+}
+
+/// A coordinate stored as a double (MaxMind) or a float (some DB-IP builds): the reader is
+/// strict about the stored type, so this takes whichever number is there.
+struct Coord(f64);
+
+impl<'de> Deserialize<'de> for Coord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Coord, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Coord;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Coord, E> {
+                Ok(Coord(v))
+            }
+            fn visit_f32<E>(self, v: f32) -> Result<Coord, E> {
+                Ok(Coord(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Coord, E> {
+                Ok(Coord(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Coord, E> {
+                Ok(Coord(v as f64))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -82,9 +111,9 @@ struct CountryRecord {
 #[derive(Deserialize)]
 struct Location {
     #[serde(default)]
-    latitude: Option<f64>,
+    latitude: Option<Coord>,
     #[serde(default)]
-    longitude: Option<f64>,
+    longitude: Option<Coord>,
 }
 
 impl AnyCityRecord {
@@ -100,7 +129,7 @@ impl AnyCityRecord {
             None => (self.latitude, self.longitude),
         };
         let pos = match (lat, lon) {
-            (Some(lat), Some(lon)) => LatLon::new(lat, lon),
+            (Some(lat), Some(lon)) => LatLon::new(lat.0, lon.0),
             _ => None,
         };
         GeoInfo { country, city, pos }

@@ -129,6 +129,28 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
     Ok(())
 }
 
+/// How far off the geo model is for this client, from the nodes it has measured: the median of
+/// measured ÷ modelled RTT, clamped to 0.5..=5. Unmeasured nodes' geo estimates are scaled by it,
+/// so that measurements win where they exist (a client whose paths run three times the model
+/// does not get sent to an unmeasured node because the model is optimistic about it), while a
+/// new node that is really nearer still gets its chance.
+pub fn geo_calibration(measured: &[(usize, f64, Method)], row: &[f32]) -> f64 {
+    let mut ratios: Vec<f64> = measured
+        .iter()
+        .filter_map(|&(slot, rtt, _)| {
+            let g = *row.get(slot)? as f64;
+            (g.is_finite() && g > 0.0).then_some(rtt / g)
+        })
+        .collect();
+    if ratios.is_empty() {
+        return 1.0;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let m = ratios.len() / 2;
+    let median = if ratios.len() % 2 == 1 { ratios[m] } else { (ratios[m - 1] + ratios[m]) / 2.0 };
+    median.clamp(0.5, 5.0)
+}
+
 fn route_node(n: &Heartbeat) -> RouteNode {
     RouteNode {
         id: n.id.clone(),
@@ -258,12 +280,13 @@ impl Router {
             }
         }
         let row = pos.map(|p| self.geo_row(&reg, p));
+        let scale = row.as_ref().map_or(1.0, |row| geo_calibration(&measured, row));
         let estimate = |slot: usize| -> Option<(f64, Method)> {
             if let Some(m) = measured.iter().find(|m| m.0 == slot) {
                 return Some((m.1, m.2));
             }
             let g = *row.as_ref()?.get(slot)?;
-            (!g.is_nan()).then_some((g as f64, Method::Geo))
+            (!g.is_nan()).then_some((g as f64 * scale, Method::Geo))
         };
         let candidates = reg.with_module(req.module).filter_map(|slot| {
             let n = reg.get(slot)?;
@@ -316,5 +339,43 @@ impl Router {
                 lon: pos.map(|p| p.lon),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_is_the_clamped_median_ratio() {
+        let row = [10.0f32, 20.0, f32::NAN, 40.0];
+        let m = |v: &[(usize, f64)]| v.iter().map(|&(s, r)| (s, r, Method::MeasuredPrefix)).collect::<Vec<_>>();
+        assert_eq!(geo_calibration(&[], &row), 1.0);
+        assert_eq!(geo_calibration(&m(&[(0, 20.0)]), &row), 2.0);
+        assert_eq!(geo_calibration(&m(&[(0, 20.0), (1, 80.0), (3, 120.0)]), &row), 3.0);
+        assert_eq!(geo_calibration(&m(&[(0, 20.0), (1, 80.0)]), &row), 3.0);
+        assert_eq!(geo_calibration(&m(&[(2, 20.0)]), &row), 1.0, "no model for that node");
+        assert_eq!(geo_calibration(&m(&[(0, 1000.0)]), &row), 5.0);
+        assert_eq!(geo_calibration(&m(&[(0, 1.0)]), &row), 0.5);
+    }
+
+    #[test]
+    fn heartbeats_are_checked_field_by_field() {
+        let good = crate::registry::tests::hb("a", &["m"]);
+        assert!(check_heartbeat(&good).is_ok());
+        let cases: Vec<(&str, Heartbeat)> = vec![
+            ("id", Heartbeat { id: "../x".into(), ..good.clone() }),
+            ("region", Heartbeat { region: "r\n".into(), ..good.clone() }),
+            ("lat", Heartbeat { lat: f64::NAN, ..good.clone() }),
+            ("probe_addr", Heartbeat { probe_addr: "1.2.3.4".into(), ..good.clone() }),
+            ("admin_url", Heartbeat { admin_url: "ftp://x".into(), ..good.clone() }),
+            ("cert_sha256", Heartbeat { cert_sha256: "AB".repeat(32), ..good.clone() }),
+            ("cpu", Heartbeat { cpu: f64::INFINITY, ..good.clone() }),
+            ("interval_ms", Heartbeat { interval_ms: 10, ..good.clone() }),
+        ];
+        for (field, hb) in cases {
+            let e = check_heartbeat(&hb).unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
     }
 }

@@ -5,13 +5,17 @@
 //! (built by `make guests`); `make test` builds both first.
 
 use anyhow::{Context, Result, bail};
-use outpost_proto::api::EdgeReady;
+pub mod mmdb;
+
+use outpost_proto::api::{EdgeReady, RouterReady};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The token every test node is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The cluster token test edges heartbeat with and test routers take.
+pub const CLUSTER_TOKEN: &str = "test-cluster-token-9876543210";
 
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
@@ -105,48 +109,13 @@ impl Edge {
     }
 
     fn spawn(data: &Path, extra: Vec<String>) -> Result<Edge> {
-        std::fs::create_dir_all(data)?;
-        let ready_path = data.join("../ready.json");
-        let _ = std::fs::remove_file(&ready_path);
-        let log = data.join("../edge.log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let child = Command::new(bin("edge-node"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--listen-probe", "127.0.0.1:0", "--listen-admin", "127.0.0.1:0", "--listen-quic", "127.0.0.1:0"])
-            .arg("--ready-file")
-            .arg(&ready_path)
-            .args(&extra)
-            .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .context("spawning edge-node")?;
-        let mut edge = Edge {
-            child,
-            ready: EdgeReady {
-                id: String::new(),
-                quic: String::new(),
-                probe: String::new(),
-                admin: String::new(),
-                cert_sha256: String::new(),
-            },
-            data_dir: data.to_path_buf(),
-            extra,
-            log,
-            _tmp: None,
-        };
-        let ready = wait_for("the edge ready file", Duration::from_secs(60), || {
-            if let Ok(Some(status)) = edge.child.try_wait() {
-                return Some(Err(anyhow::anyhow!("edge-node exited early with {status}: {}", edge.log_text())));
-            }
-            let text = std::fs::read(&ready_path).ok()?;
-            Some(serde_json::from_slice::<EdgeReady>(&text).context("parsing the ready file"))
-        })??;
-        edge.ready = ready;
-        Ok(edge)
+        let mut args: Vec<String> =
+            ["--listen-probe", "127.0.0.1:0", "--listen-admin", "127.0.0.1:0", "--listen-quic", "127.0.0.1:0"]
+                .map(String::from)
+                .to_vec();
+        args.extend(extra.iter().cloned());
+        let (child, ready, log) = spawn_ready::<EdgeReady>("edge-node", data, &args)?;
+        Ok(Edge { child, ready, data_dir: data.to_path_buf(), extra, log, _tmp: None })
     }
 
     /// Kills the process (SIGKILL) and starts it again on the same data dir.
@@ -181,10 +150,7 @@ impl Edge {
 
     /// The value of one metric line in `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
-        let text = self.admin_with(None, "GET", "/metrics", b"").text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+        metric_in(&self.admin_with(None, "GET", "/metrics", b"").text(), name)
     }
 
     /// Uploads a module; returns the reply.
@@ -244,6 +210,114 @@ impl Edge {
     }
 }
 
+/// Starts `binary` with `--data-dir data --ready-file ...` and the test tokens, logging to a file
+/// beside the data dir, and waits for its ready file (or its early exit, with the log).
+fn spawn_ready<T: serde::de::DeserializeOwned>(
+    binary: &str,
+    data: &Path,
+    args: &[String],
+) -> Result<(Child, T, PathBuf)> {
+    std::fs::create_dir_all(data)?;
+    let ready_path = data.join("../ready.json");
+    let _ = std::fs::remove_file(&ready_path);
+    let log = data.join(format!("../{binary}.log"));
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let mut child = Command::new(bin(binary))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--ready-file")
+        .arg(&ready_path)
+        .args(args)
+        .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("OUTPOST_CLUSTER_TOKEN", CLUSTER_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("spawning {binary}"))?;
+    let ready = wait_for(&format!("the {binary} ready file"), Duration::from_secs(60), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Some(Err(anyhow::anyhow!("{binary} exited early with {status}: {text}")));
+        }
+        let text = std::fs::read(&ready_path).ok()?;
+        Some(serde_json::from_slice::<T>(&text).context("parsing the ready file"))
+    })??;
+    Ok((child, ready, log))
+}
+
+/// A running `region-router` in a temp data dir.
+pub struct Router {
+    child: Child,
+    /// Its ready file.
+    pub ready: RouterReady,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Router {
+    /// Starts a router on 127.0.0.1:0 with extra flags.
+    pub fn start(extra: &[&str]) -> Result<Router> {
+        let tmp = tempfile::tempdir()?;
+        let mut args: Vec<String> = vec!["--listen-http".into(), "127.0.0.1:0".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (child, ready, log) = spawn_ready::<RouterReady>("region-router", &tmp.path().join("data"), &args)?;
+        Ok(Router { child, ready, log, _tmp: tmp })
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.ready.http)
+    }
+
+    /// A request with a token (or none) and extra headers.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        http_with(method, &format!("{}{path}", self.url()), token, headers, body)
+    }
+
+    /// A GET of `path` with the admin token.
+    pub fn admin_get(&self, path: &str) -> Reply {
+        self.request("GET", path, Some(ADMIN_TOKEN), &[], b"")
+    }
+
+    /// Sends one heartbeat with the cluster token.
+    pub fn heartbeat(&self, hb: &outpost_proto::api::Heartbeat) -> Reply {
+        self.request("POST", "/v1/nodes/heartbeat", Some(CLUSTER_TOKEN), &[], &serde_json::to_vec(hb).expect("json"))
+    }
+
+    /// The value of one metric line in `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_in(&self.request("GET", "/metrics", None, &[], b"").text(), name)
+    }
+
+    /// What the router logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `name value` in Prometheus text.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+}
+
 impl Drop for Edge {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -273,10 +347,18 @@ impl Reply {
 
 /// One HTTP request over a fresh connection.
 pub fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> Reply {
+    http_with(method, url, token, &[], body)
+}
+
+/// One HTTP request with extra headers.
+pub fn http_with(method: &str, url: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
     let mut req = agent.request(method, url);
     if let Some(t) = token {
         req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.set(k, v);
     }
     let resp = match req.send_bytes(body) {
         Ok(r) => r,

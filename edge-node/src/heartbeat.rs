@@ -1,0 +1,135 @@
+//! Heartbeats into the region router (`--router`): who this node is, where, how loaded, which
+//! modules it runs and whether it takes joins. The router calls a node `down` after three missed
+//! intervals, so a heartbeat that cannot be delivered is retried at the next tick, never queued.
+
+use crate::modules::ModuleStore;
+use crate::room::Rooms;
+use crate::telemetry::Metrics;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use outpost_proto::api::{Heartbeat, HeartbeatAck, NodeModule};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the heartbeat reports and where it goes.
+pub struct HeartbeatCtx {
+    /// Router `host:port`.
+    pub router: String,
+    /// The cluster token.
+    pub token: String,
+    /// The fixed part of the report (id, place, addresses, capacity, interval).
+    pub template: Heartbeat,
+    /// The node's state.
+    pub rooms: Arc<Rooms>,
+    /// Modules.
+    pub modules: Arc<ModuleStore>,
+    /// False while the node refuses joins.
+    pub accepting: Arc<AtomicBool>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The ticket key the node was given, text form, to check against the router's.
+    pub ticket_pubkey: Option<String>,
+}
+
+/// Why one heartbeat failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    /// Could not reach the router.
+    #[error("router unreachable: {0}")]
+    Connect(String),
+    /// The router answered with an error status.
+    #[error("router answered {status}: {body}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Its error body.
+        body: String,
+    },
+}
+
+/// Sends one heartbeat; returns the router's ticket key.
+async fn send(ctx: &HeartbeatCtx, hb: &Heartbeat, timeout: Duration) -> Result<HeartbeatAck, HeartbeatError> {
+    let connect = |e: &dyn std::fmt::Display| HeartbeatError::Connect(e.to_string());
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(&ctx.router).await.map_err(|e| connect(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| connect(&e))?;
+        let driver = tokio::spawn(conn);
+        let body = serde_json::to_vec(hb).map_err(|e| connect(&e))?;
+        let req = hyper::Request::post("/v1/nodes/heartbeat")
+            .header(hyper::header::HOST, &ctx.router)
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", ctx.token))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| connect(&e))?;
+        let resp = sender.send_request(req).await.map_err(|e| connect(&e))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), 64 << 10).collect().await.map_err(|e| connect(&e))?.to_bytes();
+        driver.abort();
+        if !status.is_success() {
+            return Err(HeartbeatError::Refused {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            });
+        }
+        serde_json::from_slice::<HeartbeatAck>(&body).map_err(|e| connect(&format!("malformed reply: {e}")))
+    };
+    tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err(connect(&"timed out")))
+}
+
+/// Heartbeats every `interval` until the task is dropped. Logs a failure when it starts and
+/// when it ends, not at every tick.
+pub async fn run(ctx: HeartbeatCtx, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    let mut key_checked = false;
+    let mut last_cpu = (Instant::now(), crate::admin::process_cpu_seconds());
+    loop {
+        tick.tick().await;
+        let now = (Instant::now(), crate::admin::process_cpu_seconds());
+        let wall = now.0.duration_since(last_cpu.0).as_secs_f64();
+        let cpu = if wall > 0.0 { ((now.1 - last_cpu.1) / wall).max(0.0) } else { 0.0 };
+        last_cpu = now;
+        let hb = Heartbeat {
+            players: u32::try_from(ctx.rooms.players()).unwrap_or(u32::MAX),
+            rooms: u32::try_from(ctx.rooms.len()).unwrap_or(u32::MAX),
+            modules: ctx.modules.list().into_iter().map(|m| NodeModule { name: m.name, version: m.version }).collect(),
+            cpu,
+            accepting: ctx.accepting.load(Ordering::Relaxed),
+            ..ctx.template.clone()
+        };
+        match send(&ctx, &hb, interval.max(Duration::from_secs(1))).await {
+            Ok(ack) => {
+                ctx.metrics.heartbeats_sent_total.fetch_add(1, Ordering::Relaxed);
+                if failing {
+                    tracing::info!(router = %ctx.router, "heartbeats delivered again");
+                    failing = false;
+                }
+                if !key_checked {
+                    key_checked = true;
+                    match &ctx.ticket_pubkey {
+                        Some(k) if *k != ack.pubkey => tracing::error!(
+                            router_pubkey = %ack.pubkey,
+                            "--ticket-pubkey differs from the router's ticket key: every routed player will be refused"
+                        ),
+                        None => tracing::warn!(
+                            router_pubkey = %ack.pubkey,
+                            "no --ticket-pubkey: set it to the router's key to accept its players"
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                ctx.metrics.heartbeat_failures_total.fetch_add(1, Ordering::Relaxed);
+                if !failing {
+                    tracing::warn!(router = %ctx.router, error = %e, "heartbeat failed; retrying every interval");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
