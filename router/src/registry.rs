@@ -226,6 +226,11 @@ impl Registry {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|n| (i, n)))
     }
 
+    /// The bitset (over slots) of the nodes that have `module`; empty when none do.
+    pub fn module_bits(&self, module: &str) -> &[u64] {
+        self.modules.get(module).map_or(&[][..], Vec::as_slice)
+    }
+
     /// The slots of the nodes that have `module`.
     pub fn with_module(&self, module: &str) -> impl Iterator<Item = usize> + '_ {
         let words = self.modules.get(module).map_or(&[][..], Vec::as_slice);

@@ -36,7 +36,13 @@ pub struct RouterSettings {
 /// Geo RTTs from one client position to every registry slot (NaN where a node has no position),
 /// cached per position and registry layout: computing 1,000 great circles per route would cost
 /// more than the rest of the route together.
-type GeoRow = Arc<Vec<f32>>;
+/// The slots in ascending order of that RTT let a route stop walking once it has enough
+/// eligible nodes, instead of looking at all of them.
+struct GeoRow {
+    rtt: Vec<f32>,
+    order: Vec<u32>,
+    unplaced: Vec<u32>,
+}
 
 /// The router.
 pub struct Router {
@@ -45,7 +51,7 @@ pub struct Router {
     geo: Box<dyn GeoLookup>,
     prefixes: Table<PrefixKey>,
     cells: Table<CellKey>,
-    rows: moka::sync::Cache<(u64, u64, u64), GeoRow>,
+    rows: moka::sync::Cache<(u64, u64, u64), Arc<GeoRow>>,
     issuer: Issuer,
     settings: RouterSettings,
     /// Counters.
@@ -169,7 +175,7 @@ impl Router {
             geo,
             prefixes: Table::new(settings.learn.max_prefixes),
             cells: Table::new(settings.learn.max_cells),
-            rows: moka::sync::Cache::new(4096),
+            rows: moka::sync::Cache::new(2048),
             issuer,
             settings,
             metrics: Metrics::default(),
@@ -239,22 +245,65 @@ impl Router {
         Ok(ack)
     }
 
-    fn geo_row(&self, reg: &Registry, pos: LatLon) -> GeoRow {
+    fn geo_row(&self, reg: &Registry, pos: LatLon) -> Arc<GeoRow> {
         let key = (pos.lat.to_bits(), pos.lon.to_bits(), reg.layout_generation());
         self.rows.get_with(key, || {
-            let row = (0..reg.slot_count())
-                .map(|s| match reg.get(s).and_then(|n| n.pos) {
-                    Some(p) => self.settings.geo_model.rtt_ms(pos, p) as f32,
-                    None => f32::NAN,
-                })
-                .collect();
+            let mut row = GeoRow { rtt: vec![f32::NAN; reg.slot_count()], order: Vec::new(), unplaced: Vec::new() };
+            for (slot, n) in reg.nodes() {
+                match n.pos {
+                    Some(p) => {
+                        row.rtt[slot] = self.settings.geo_model.rtt_ms(pos, p) as f32;
+                        row.order.push(slot as u32);
+                    }
+                    None => row.unplaced.push(slot as u32),
+                }
+            }
+            row.order.sort_by(|&a, &b| row.rtt[a as usize].total_cmp(&row.rtt[b as usize]));
             Arc::new(row)
         })
     }
 
     /// Chooses a node for `req` and mints its ticket.
     pub fn route(&self, req: &RouteRequest<'_>, now: Instant, wall: SystemTime) -> Result<Route, NoNode> {
-        let client = crate::addr::canonical(req.client);
+        let d = match self.decide(req.module, req.client, now) {
+            Ok(d) => d,
+            Err(e) => {
+                Metrics::inc(&self.metrics.routes_unavailable);
+                return Err(e);
+            }
+        };
+        Metrics::inc(match d.method {
+            Method::MeasuredPrefix => &self.metrics.routes_measured_prefix,
+            Method::MeasuredCell => &self.metrics.routes_measured_cell,
+            Method::Geo => &self.metrics.routes_geo,
+            Method::None => &self.metrics.routes_none,
+        });
+        let minted = self.issuer.mint(req.player, req.name, &d.node.id, req.module, wall);
+        let pos = d.geo.as_ref().and_then(|g| g.pos);
+        Ok(Route {
+            node: d.node,
+            alternates: d.alternates,
+            ticket: minted.ticket,
+            expires_at: minted.expires_at,
+            player: req.player,
+            estimate: RouteEstimate {
+                rtt_ms: d.rtt_ms.map(|r| (r * 10.0).round() / 10.0),
+                method: d.method.as_str().into(),
+            },
+            client: RouteClient {
+                ip: d.client.to_string(),
+                country: d.geo.as_ref().and_then(|g| g.country.clone()),
+                city: d.geo.as_ref().and_then(|g| g.city.clone()),
+                lat: pos.map(|p| p.lat),
+                lon: pos.map(|p| p.lon),
+            },
+        })
+    }
+
+    /// The placement decision alone (no ticket): the chosen node, the alternates and the
+    /// estimate. Counts the player against the chosen node until its next heartbeat.
+    pub fn decide(&self, module: &str, client: IpAddr, now: Instant) -> Result<Decision, NoNode> {
+        let client = crate::addr::canonical(client);
         let geo = self.locate(client);
         let pos = geo.as_ref().and_then(|g| g.pos);
         let limits = &self.settings.learn;
@@ -279,16 +328,15 @@ impl Router {
                 measured.push((s, *rtt, Method::MeasuredCell));
             }
         }
+        let bits = reg.module_bits(module);
+        if bits.iter().all(|&w| w == 0) {
+            return Err(NoNode::NoModule);
+        }
+        let has_module = |slot: usize| bits.get(slot / 64).is_some_and(|w| (w >> (slot % 64)) & 1 == 1);
+        let is_measured = |slot: usize| measured.iter().any(|m| m.0 == slot);
         let row = pos.map(|p| self.geo_row(&reg, p));
-        let scale = row.as_ref().map_or(1.0, |row| geo_calibration(&measured, row));
-        let estimate = |slot: usize| -> Option<(f64, Method)> {
-            if let Some(m) = measured.iter().find(|m| m.0 == slot) {
-                return Some((m.1, m.2));
-            }
-            let g = *row.as_ref()?.get(slot)?;
-            (!g.is_nan()).then_some((g as f64 * scale, Method::Geo))
-        };
-        let candidates = reg.with_module(req.module).filter_map(|slot| {
+        let scale = row.as_ref().map_or(1.0, |row| geo_calibration(&measured, &row.rtt));
+        let candidate = |slot: usize, estimate: Option<(f64, Method)>| {
             let n = reg.get(slot)?;
             let health = n.health(now);
             Some(Candidate {
@@ -299,47 +347,74 @@ impl Router {
                 has_module: true,
                 capacity: n.hb.capacity,
                 players: reg.players(slot),
-                estimate: estimate(slot),
+                estimate,
             })
-        });
-        let top = match place(candidates, self.settings.alternates) {
-            Ok(top) => top,
-            Err(e) => {
-                Metrics::inc(&self.metrics.routes_unavailable);
-                return Err(e);
-            }
         };
+        // Measured nodes always compete; of the rest, walk by geo RTT and stop once enough
+        // eligible nodes are in hand and the next one is strictly farther (it cannot place).
+        let keep = self.settings.alternates + 1;
+        let mut pool: Vec<Candidate<'_>> =
+            measured.iter().filter(|m| has_module(m.0)).filter_map(|m| candidate(m.0, Some((m.1, m.2)))).collect();
+        match &row {
+            Some(row) => {
+                let (mut eligible, mut last) = (0, f32::NEG_INFINITY);
+                for &slot in &row.order {
+                    let slot = slot as usize;
+                    let g = row.rtt[slot];
+                    if eligible >= keep && g > last {
+                        break;
+                    }
+                    if !has_module(slot) || is_measured(slot) {
+                        continue;
+                    }
+                    let Some(c) = candidate(slot, Some((g as f64 * scale, Method::Geo))) else { continue };
+                    if c.eligible() {
+                        eligible += 1;
+                        last = g;
+                    }
+                    pool.push(c);
+                }
+                if eligible < keep {
+                    let rest = row.unplaced.iter().map(|&s| s as usize);
+                    pool.extend(rest.filter(|&s| has_module(s) && !is_measured(s)).filter_map(|s| candidate(s, None)));
+                }
+            }
+            None => {
+                let rest = reg.with_module(module).filter(|&s| !is_measured(s));
+                pool.extend(rest.filter_map(|s| candidate(s, None)).collect::<Vec<_>>());
+            }
+        }
+        let top = place(pool, self.settings.alternates)?;
         let best = top[0];
         reg.note_routed(best.index);
         let node = |c: &Candidate<'_>| reg.get(c.index).map(|n| route_node(&n.hb));
         let (rtt_ms, method) = best.estimate.map_or((None, Method::None), |(r, m)| (Some(r), m));
-        Metrics::inc(match method {
-            Method::MeasuredPrefix => &self.metrics.routes_measured_prefix,
-            Method::MeasuredCell => &self.metrics.routes_measured_cell,
-            Method::Geo => &self.metrics.routes_geo,
-            Method::None => &self.metrics.routes_none,
-        });
-        let minted = self.issuer.mint(req.player, req.name, best.id, req.module, wall);
-        let chosen = node(&best).ok_or(NoNode::NoneAvailable)?;
-        Ok(Route {
-            node: chosen,
+        Ok(Decision {
+            node: node(&best).ok_or(NoNode::NoneAvailable)?,
             alternates: top[1..].iter().filter_map(node).collect(),
-            ticket: minted.ticket,
-            expires_at: minted.expires_at,
-            player: req.player,
-            estimate: RouteEstimate {
-                rtt_ms: rtt_ms.map(|r| (r * 10.0).round() / 10.0),
-                method: method.as_str().into(),
-            },
-            client: RouteClient {
-                ip: client.to_string(),
-                country: geo.as_ref().and_then(|g| g.country.clone()),
-                city: geo.as_ref().and_then(|g| g.city.clone()),
-                lat: pos.map(|p| p.lat),
-                lon: pos.map(|p| p.lon),
-            },
+            rtt_ms,
+            method,
+            client,
+            geo,
         })
     }
+}
+
+/// A placement decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The chosen node.
+    pub node: RouteNode,
+    /// The next best.
+    pub alternates: Vec<RouteNode>,
+    /// The chosen node's estimate, ms.
+    pub rtt_ms: Option<f64>,
+    /// How it was made.
+    pub method: Method,
+    /// The client, canonical.
+    pub client: IpAddr,
+    /// What GeoIP said of it.
+    pub geo: Option<Arc<GeoInfo>>,
 }
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ pub struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    fn eligible(&self) -> bool {
+    /// Healthy, accepting, has the module and below capacity.
+    pub fn eligible(&self) -> bool {
         self.healthy && self.accepting && self.has_module && self.players < self.capacity
     }
 
