@@ -7,7 +7,6 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use outpost_proto::api::{Heartbeat, NodeModule};
 use outpost_router::estimate::{GeoModel, LatLon};
-use outpost_router::geo::GeoLookup;
 use outpost_router::learn::LearnLimits;
 use outpost_router::registry::Health;
 use outpost_router::routing::{Router, RouterSettings};
