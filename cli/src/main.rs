@@ -2,7 +2,9 @@
 //! in its own module as a struct with `run()`.
 
 mod bench;
+mod bench_http;
 mod echo_server;
+mod hello_server;
 mod ticket;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +24,11 @@ enum Command {
     Ticket(ticket::TicketCmd),
     /// Drive bots against a node and report throughput, RTT, drops and edge CPU.
     Bench(bench::Bench),
+    /// Load an HTTP endpoint (closed loop, keep-alive) and report requests/s and latency.
+    BenchHttp(bench_http::BenchHttp),
+    /// The minimal hyper server `bench-http` compares the router against.
+    #[command(hide = true)]
+    HelloServer(hello_server::HelloServer),
     /// A raw quinn datagram echo server: the transport baseline for `bench --baseline`.
     #[command(hide = true)]
     EchoServer(echo_server::EchoServer),
@@ -36,6 +43,8 @@ fn main() {
         Command::Ticket(t) => t.run(),
         Command::Bench(b) => b.run(),
         Command::EchoServer(e) => e.run(),
+        Command::BenchHttp(b) => b.run(),
+        Command::HelloServer(h) => h.run(),
     };
     if let Err(e) = result {
         eprintln!("outpost: {e:#}");

