@@ -79,9 +79,30 @@ async fn send(ctx: &HeartbeatCtx, hb: &Heartbeat, timeout: Duration) -> Result<H
     tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err(connect(&"timed out")))
 }
 
+/// The node's report as of now.
+fn report(ctx: &HeartbeatCtx, cpu: f64) -> Heartbeat {
+    Heartbeat {
+        players: u32::try_from(ctx.rooms.players()).unwrap_or(u32::MAX),
+        rooms: u32::try_from(ctx.rooms.len()).unwrap_or(u32::MAX),
+        modules: ctx.modules.list().into_iter().map(|m| NodeModule { name: m.name, version: m.version }).collect(),
+        cpu,
+        accepting: ctx.accepting.load(Ordering::Relaxed),
+        ..ctx.template.clone()
+    }
+}
+
+/// One last heartbeat when the node drains (`accepting` is false by then), so the router stops
+/// sending players at once instead of after three missed intervals.
+pub async fn farewell(ctx: &HeartbeatCtx) {
+    match send(ctx, &report(ctx, 0.0), Duration::from_secs(1)).await {
+        Ok(_) => tracing::info!(router = %ctx.router, "told the router this node is draining"),
+        Err(e) => tracing::warn!(router = %ctx.router, error = %e, "could not tell the router this node is draining"),
+    }
+}
+
 /// Heartbeats every `interval` until the task is dropped. Logs a failure when it starts and
 /// when it ends, not at every tick.
-pub async fn run(ctx: HeartbeatCtx, interval: Duration) {
+pub async fn run(ctx: Arc<HeartbeatCtx>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -93,14 +114,7 @@ pub async fn run(ctx: HeartbeatCtx, interval: Duration) {
         let wall = now.0.duration_since(last_cpu.0).as_secs_f64();
         let cpu = if wall > 0.0 { ((now.1 - last_cpu.1) / wall).max(0.0) } else { 0.0 };
         last_cpu = now;
-        let hb = Heartbeat {
-            players: u32::try_from(ctx.rooms.players()).unwrap_or(u32::MAX),
-            rooms: u32::try_from(ctx.rooms.len()).unwrap_or(u32::MAX),
-            modules: ctx.modules.list().into_iter().map(|m| NodeModule { name: m.name, version: m.version }).collect(),
-            cpu,
-            accepting: ctx.accepting.load(Ordering::Relaxed),
-            ..ctx.template.clone()
-        };
+        let hb = report(&ctx, cpu);
         match send(&ctx, &hb, interval.max(Duration::from_secs(1))).await {
             Ok(ack) => {
                 ctx.metrics.heartbeats_sent_total.fetch_add(1, Ordering::Relaxed);

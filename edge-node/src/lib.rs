@@ -181,7 +181,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 interval_ms: hb.interval.as_millis() as u64,
                 accepting: true,
             };
-            let ctx = heartbeat::HeartbeatCtx {
+            let ctx = Arc::new(heartbeat::HeartbeatCtx {
                 router: hb.router.clone(),
                 token,
                 template,
@@ -190,9 +190,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 accepting: accepting.clone(),
                 metrics: metrics.clone(),
                 ticket_pubkey: args.ticket_pubkey.clone(),
-            };
+            });
             tracing::info!(router = %hb.router, interval = ?hb.interval, "heartbeating into the router");
-            Some(tokio::spawn(heartbeat::run(ctx, hb.interval)))
+            Some((tokio::spawn(heartbeat::run(ctx.clone(), hb.interval)), ctx))
         }
     };
 
@@ -211,15 +211,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // Drain: refuse joins, tell every player, then give the close frames time to go out.
     tracing::info!("shutting down: closing players");
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some((task, ctx)) = &heartbeat_task {
+        task.abort();
+        heartbeat::farewell(ctx).await;
+    }
     let grace = config.shutdown_grace;
     let _ = tokio::time::timeout(grace, rooms.shutdown()).await;
     endpoint.close(outpost_proto::CloseCode::NodeShutdown.to_u32().into(), b"the node is shutting down");
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     quic_task.abort();
     beacon_task.abort();
-    if let Some(t) = heartbeat_task {
-        t.abort();
-    }
+
     tracing::info!("edge node stopped");
     Ok(())
 }

@@ -121,3 +121,23 @@ fn a_wrong_cluster_token_is_refused_and_counted_on_the_edge() {
     assert!(nodes(&router).nodes.is_empty());
     assert!(router.metric("outpost_router_heartbeats_rejected_total") >= 1.0);
 }
+
+#[test]
+fn a_draining_edge_tells_the_router_at_once() {
+    let router = Router::start(&[]).unwrap();
+    let url = router.url();
+    // A 5 s interval: "down" would take 15 s, so seeing not-accepting first proves the farewell.
+    let mut e =
+        Edge::start(&["--id", "drainer", "--router", &url, "--lat", "1", "--lon", "1", "--heartbeat-interval", "5s"])
+            .unwrap();
+    wait_for("the first heartbeat", Duration::from_secs(10), || {
+        nodes(&router).nodes.iter().find(|n| n.heartbeat.id == "drainer" && n.health == "healthy").map(|_| ())
+    })
+    .unwrap();
+    e.terminate(Duration::from_secs(10)).unwrap();
+    let list = nodes(&router);
+    let n = list.nodes.iter().find(|n| n.heartbeat.id == "drainer").unwrap();
+    assert_eq!(n.health, "not-accepting", "{n:?}");
+    assert!(!n.heartbeat.accepting);
+    assert!(e.log_text().contains("told the router this node is draining"));
+}
