@@ -4,7 +4,11 @@
 mod bench;
 mod bench_http;
 mod echo_server;
+mod fleet;
 mod hello_server;
+mod nodes;
+mod probe;
+mod route;
 mod ticket;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +23,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Probe every node's latency beacon; `--report` teaches the router.
+    Probe(probe::ProbeCmd),
+    /// What the router would choose for a client, and why.
+    Route(route::RouteCmd),
+    /// The fleet as the router sees it.
+    Nodes(nodes::Nodes),
     /// Make signing keys and join tickets (development and test helper).
     #[command(subcommand)]
     Ticket(ticket::TicketCmd),
@@ -41,6 +51,9 @@ fn main() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let result = match cli.command {
         Command::Ticket(t) => t.run(),
+        Command::Probe(p) => p.run(),
+        Command::Route(r) => r.run(),
+        Command::Nodes(n) => n.run(),
         Command::Bench(b) => b.run(),
         Command::EchoServer(e) => e.run(),
         Command::BenchHttp(b) => b.run(),
