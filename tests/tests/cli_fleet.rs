@@ -63,7 +63,7 @@ fn probe_reports_teach_the_router_and_route_explains_the_choice() {
     for r in rows {
         for k in ["min_ms", "median_ms", "p95_ms", "jitter_ms"] {
             let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
-            assert!(v >= 0.0 && v < 1000.0, "{k} = {v}");
+            assert!((0.0..1000.0).contains(&v), "{k} = {v}");
         }
         assert_eq!(r["loss"], 0.0);
     }
