@@ -48,6 +48,7 @@ pub struct ModuleInfo {
 
 /// `POST /v1/rooms` body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRoom {
     /// Module name.
     pub module: String,
@@ -134,22 +135,6 @@ pub struct RoomInfo {
     /// The newest lines the guest logged or printed.
     #[serde(default)]
     pub log: Vec<String>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn create_room_config_is_opaque_bytes() {
-        let c: CreateRoom = serde_json::from_str(r#"{"module":"m","config":"hi"}"#).unwrap();
-        assert_eq!(c.config_bytes(), b"hi");
-        let c: CreateRoom = serde_json::from_str(r#"{"module":"m","config":{"a":1}}"#).unwrap();
-        assert_eq!(c.config_bytes(), br#"{"a":1}"#);
-        let c: CreateRoom = serde_json::from_str(r#"{"module":"m"}"#).unwrap();
-        assert!(c.config_bytes().is_empty());
-        assert!(serde_json::from_str::<CreateRoom>(r#"{"module":"m","bogus":1}"#).is_err());
-    }
 }
 
 /// The router's ready file.
@@ -318,4 +303,28 @@ pub struct ProbeAck {
     pub accepted: u32,
     /// Results for nodes the router does not know, skipped.
     pub unknown_nodes: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_room_config_is_opaque_bytes() {
+        let c: CreateRoom = serde_json::from_str(r#"{"module":"m","config":"hi"}"#).unwrap();
+        assert_eq!(c.config_bytes(), b"hi");
+        let c: CreateRoom = serde_json::from_str(r#"{"module":"m","config":{"a":1}}"#).unwrap();
+        assert_eq!(c.config_bytes(), br#"{"a":1}"#);
+        let c: CreateRoom = serde_json::from_str(r#"{"module":"m"}"#).unwrap();
+        assert!(c.config_bytes().is_empty());
+        assert!(serde_json::from_str::<CreateRoom>(r#"{"module":"m","bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn heartbeats_from_newer_edges_still_parse() {
+        let hb = r#"{"id":"a","region":"r","lat":1.0,"lon":2.0,"quic_addr":"127.0.0.1:1","probe_addr":"127.0.0.1:2",
+            "admin_url":"http://x","cert_sha256":"00","capacity":1,"players":0,"rooms":0,"modules":[],"cpu":0.0,
+            "interval_ms":2000,"accepting":true,"gpu":"a field a later edge may send"}"#;
+        assert_eq!(serde_json::from_str::<Heartbeat>(hb).unwrap().id, "a");
+    }
 }

@@ -77,6 +77,20 @@ pub fn load_token(
     Ok((t, true))
 }
 
+/// Loads `args` (parsed from flags and env) under the TOML file at `path`: the file fills only what
+/// the user did not set. Every binary's `Args::load_from` is this plus clap's own parsing.
+pub fn layered<A: serde::Serialize + serde::de::DeserializeOwned>(
+    args: &A,
+    path: &std::path::Path,
+    set_by_user: impl Fn(&str) -> bool,
+) -> Result<A, ConfigError> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| bad("config", format!("{source}: {e}")))?;
+    let value = serde_json::to_value(args).map_err(|e| bad("config", e.to_string()))?;
+    let merged = overlay_toml(value, &text, &source, set_by_user)?;
+    serde_json::from_value(merged).map_err(|e| bad("config", format!("{source}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! `cargo bench -p outpost-router --bench placement`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use outpost_proto::api::{Heartbeat, NodeModule};
+use outpost_proto::api::Heartbeat;
 use outpost_router::estimate::{GeoModel, LatLon};
 use outpost_router::learn::LearnLimits;
 use outpost_router::registry::Health;
@@ -56,23 +56,13 @@ fn setup() -> (Router, tempfile::TempDir) {
     let now = Instant::now();
     for i in 0..NODES as u32 {
         let (lat, lon) = point(i);
-        let modules = if i % 10 == 0 { vec![] } else { vec![NodeModule { name: "arena".into(), version: "v".into() }] };
+        let modules: &[&str] = if i % 10 == 0 { &[] } else { &["arena"] };
         let hb = Heartbeat {
-            id: format!("node-{i}"),
-            region: "r".into(),
-            lat,
-            lon,
-            quic_addr: "127.0.0.1:7701".into(),
-            probe_addr: "127.0.0.1:7702".into(),
-            admin_url: "http://127.0.0.1:7703".into(),
-            cert_sha256: "ab".repeat(32),
             capacity: u32::MAX,
             players: i % 50,
-            rooms: 1,
-            modules,
-            cpu: 0.5,
             interval_ms: 600_000,
             accepting: i % 37 != 0,
+            ..outpost_tests::heartbeat(&format!("node-{i}"), lat, lon, modules)
         };
         router.heartbeat(hb, now).unwrap();
     }

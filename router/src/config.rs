@@ -133,16 +133,9 @@ impl Args {
         let matches = Args::command().try_get_matches_from(argv)?;
         let args = Args::from_arg_matches(&matches)?;
         let Some(path) = args.config.clone() else { return Ok(args) };
-        let text = std::fs::read_to_string(&path).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
-        let from_user =
+        let set_by_user =
             |key: &str| matches!(matches.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
-        let merged = outpost_proto::config::overlay_toml(
-            serde_json::to_value(&args)?,
-            &text,
-            &path.display().to_string(),
-            from_user,
-        )?;
-        let mut out: Args = serde_json::from_value(merged).map_err(|e| bad("config", e.to_string()))?;
+        let mut out = outpost_proto::config::layered(&args, &path, set_by_user)?;
         out.config = Some(path);
         Ok(out)
     }

@@ -2,7 +2,7 @@
 //! of every node picks, over random fleets with down, full, draining and module-less nodes, and
 //! with measurements for some of them.
 
-use outpost_proto::api::{Heartbeat, NodeModule, ProbeResult};
+use outpost_proto::api::{Heartbeat, ProbeResult};
 use outpost_router::estimate::GeoModel;
 use outpost_router::learn::LearnLimits;
 use outpost_router::registry::Health;
@@ -76,22 +76,13 @@ proptest! {
         let r = router(dir.path(), client);
         let now = Instant::now() + Duration::from_secs(10);
         for (i, n) in nodes.iter().enumerate() {
+            let modules: &[&str] = if n.module { &["m"] } else { &[] };
             let hb = Heartbeat {
-                id: format!("n{i:03}"),
-                region: "r".into(),
-                lat: n.lat,
-                lon: n.lon,
-                quic_addr: "127.0.0.1:1".into(),
-                probe_addr: "127.0.0.1:2".into(),
-                admin_url: "http://127.0.0.1:3".into(),
-                cert_sha256: "ab".repeat(32),
                 capacity: n.capacity,
                 players: n.players,
-                rooms: 0,
-                modules: if n.module { vec![NodeModule { name: "m".into(), version: "v".into() }] } else { vec![] },
-                cpu: 0.0,
                 interval_ms: 1000,
                 accepting: n.accepting,
+                ..outpost_tests::heartbeat(&format!("n{i:03}"), n.lat, n.lon, modules)
             };
             let seen = if n.down { now - Duration::from_secs(5) } else { now };
             r.heartbeat(hb, seen).unwrap();

@@ -311,6 +311,31 @@ impl Drop for Router {
     }
 }
 
+/// A heartbeat for a made-up node at (`lat`, `lon`) with `modules`, loopback addresses, 100
+/// players of capacity, and a one-minute interval (so it stays healthy through a test).
+pub fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> outpost_proto::api::Heartbeat {
+    outpost_proto::api::Heartbeat {
+        id: id.into(),
+        region: format!("region-{id}"),
+        lat,
+        lon,
+        quic_addr: "127.0.0.1:7701".into(),
+        probe_addr: "127.0.0.1:7702".into(),
+        admin_url: "http://127.0.0.1:7703".into(),
+        cert_sha256: "ab".repeat(32),
+        capacity: 100,
+        players: 0,
+        rooms: 0,
+        modules: modules
+            .iter()
+            .map(|m| outpost_proto::api::NodeModule { name: m.to_string(), version: "v1".into() })
+            .collect(),
+        cpu: 0.1,
+        interval_ms: 60_000,
+        accepting: true,
+    }
+}
+
 /// Finds `name value` in Prometheus text.
 pub fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()

@@ -1,9 +1,9 @@
 //! The region router as a real process: GeoIP from test-made `.mmdb` files in both layouts,
 //! learning from probe reports, health, client addresses, auth and bad input.
 
-use outpost_proto::api::{Heartbeat, NodeModule, Route};
+use outpost_proto::api::{Heartbeat, Route};
 use outpost_tests::mmdb::{self, Value};
-use outpost_tests::{ADMIN_TOKEN, CLUSTER_TOKEN, Router, now_unix, wait_for};
+use outpost_tests::{ADMIN_TOKEN, CLUSTER_TOKEN, Router, heartbeat, now_unix, wait_for};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,26 +25,6 @@ const NODES: &[(&str, f64, f64)] = &[
     ("newyork", 40.71, -74.00),
     ("singapore", 1.35, 103.82),
 ];
-
-fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> Heartbeat {
-    Heartbeat {
-        id: id.into(),
-        region: format!("region-{id}"),
-        lat,
-        lon,
-        quic_addr: "127.0.0.1:7701".into(),
-        probe_addr: "127.0.0.1:7702".into(),
-        admin_url: "http://127.0.0.1:7703".into(),
-        cert_sha256: "ab".repeat(32),
-        capacity: 100,
-        players: 0,
-        rooms: 0,
-        modules: modules.iter().map(|m| NodeModule { name: m.to_string(), version: "v1".into() }).collect(),
-        cpu: 0.1,
-        interval_ms: 60_000,
-        accepting: true,
-    }
-}
 
 /// Writes the city databases: one MaxMind-layout file holding both families, and a flat
 /// DB-IP-layout pair (IPv4 file, IPv6 file).
