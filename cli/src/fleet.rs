@@ -17,9 +17,13 @@ pub struct RouterOpts {
     /// Admin token for the router (registry, naming client addresses).
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Config file (default `~/.config/outpost/config.toml`, keys `router` and `admin_token`).
+    /// Config file (default `~/.config/outpost/config.toml`, keys `router`, `admin_token`,
+    /// `node_token`).
     #[arg(long, env = "OUTPOST_CLI_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Token for the nodes' admin APIs (default: the router's admin token).
+    #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -27,20 +31,31 @@ pub struct RouterOpts {
 struct FileConfig {
     router: Option<String>,
     admin_token: Option<String>,
+    node_token: Option<String>,
 }
 
-/// A resolved router endpoint.
+/// What each node answered (or the error text), in fleet order, and the nodes that failed.
+pub struct PerNode<T> {
+    /// `(node id, answer)`.
+    pub answers: Vec<(String, Result<T, String>)>,
+    /// Ids of the nodes that could not be read.
+    pub failed: Vec<String>,
+}
+
+/// An HTTP API (the router's, or a node's admin API) and the token to send it.
 #[derive(Debug, Clone)]
-pub struct RouterApi {
+pub struct Api {
     /// Base URL without a trailing slash.
     pub base: String,
-    /// Admin token, if any.
+    /// Bearer token, if any.
     pub token: Option<String>,
+    /// The token for nodes' admin APIs (only set on the router's).
+    pub node_token: Option<String>,
 }
 
 impl RouterOpts {
     /// Flags and env win; the config file fills what they leave unset.
-    pub fn resolve(&self) -> anyhow::Result<RouterApi> {
+    pub fn resolve(&self) -> anyhow::Result<Api> {
         let path = self
             .config
             .clone()
@@ -60,11 +75,109 @@ impl RouterOpts {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("router {base:?} is not an http:// or https:// URL");
         }
-        Ok(RouterApi { base: base.trim_end_matches('/').to_string(), token: self.token.clone().or(file.admin_token) })
+        let token = self.token.clone().or(file.admin_token);
+        let node_token = self.node_token.clone().or(file.node_token).or_else(|| token.clone());
+        Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token })
     }
 }
 
-impl RouterApi {
+impl Api {
+    /// A node's admin API, reached with the fleet's node token.
+    pub fn node(&self, admin_url: &str) -> Api {
+        Api { base: admin_url.trim_end_matches('/').to_string(), token: self.node_token.clone(), node_token: None }
+    }
+
+    /// The router's nodes, all or those named (an unknown name is an error).
+    pub fn fleet(&self, only: &[String]) -> anyhow::Result<Vec<outpost_proto::api::NodeStatus>> {
+        let list: outpost_proto::api::NodeList = self.get("/v1/nodes")?;
+        let mut nodes = list.nodes;
+        nodes.sort_by(|a, b| a.heartbeat.id.cmp(&b.heartbeat.id));
+        if only.is_empty() || only.iter().any(|o| o == "all") {
+            return Ok(nodes);
+        }
+        for want in only {
+            if !nodes.iter().any(|n| &n.heartbeat.id == want) {
+                bail!("node {want:?} is not registered with the router");
+            }
+        }
+        Ok(nodes.into_iter().filter(|n| only.contains(&n.heartbeat.id)).collect())
+    }
+
+    /// GETs `path` from each selected node's admin API, in order. Returns each node's answer or
+    /// error text, and the ids of the nodes that failed.
+    pub fn per_node<T: serde::de::DeserializeOwned>(
+        &self,
+        only: &[String],
+        path: &str,
+    ) -> anyhow::Result<PerNode<T>> {
+        let mut out = Vec::new();
+        let mut failed = Vec::new();
+        for n in self.fleet(only)? {
+            let r = self.node(&n.heartbeat.admin_url).get::<T>(path).map_err(|e| format!("{e:#}"));
+            if r.is_err() {
+                failed.push(n.heartbeat.id.clone());
+            }
+            out.push((n.heartbeat.id, r));
+        }
+        Ok(PerNode { answers: out, failed })
+    }
+
+    /// A PUT of raw bytes returning JSON.
+    pub fn put_bytes<T: serde::de::DeserializeOwned>(&self, path: &str, body: &[u8]) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build();
+        let mut req = agent.request("PUT", &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        Self::reply("PUT", &url, req.send_bytes(body))
+    }
+
+    /// A POST of raw bytes returning the reply body.
+    pub fn post_bytes(&self, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut req = agent.request("POST", &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = Self::check("POST", &url, req.send_bytes(body))?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(resp.into_reader(), 16 << 20), &mut out)?;
+        Ok(out)
+    }
+
+    /// A DELETE; the reply body is ignored.
+    pub fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut req = agent.request("DELETE", &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        Self::check("DELETE", &url, req.call()).map(|_| ())
+    }
+
+    fn check(method: &str, url: &str, result: Result<ureq::Response, ureq::Error>) -> anyhow::Result<ureq::Response> {
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(code, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                let msg = serde_json::from_str::<outpost_proto::api::ErrorBody>(&text).map_or(text, |e| e.error);
+                bail!("{method} {url}: {code}: {msg}")
+            }
+            Err(e) => bail!("{method} {url}: {e}"),
+        }
+    }
+
+    fn reply<T: serde::de::DeserializeOwned>(
+        method: &str,
+        url: &str,
+        result: Result<ureq::Response, ureq::Error>,
+    ) -> anyhow::Result<T> {
+        Self::check(method, url, result)?.into_json::<T>().with_context(|| format!("{method} {url}: malformed reply"))
+    }
+
     /// A GET returning JSON; an error status becomes an error with the server's message.
     pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call("GET", path, None)
@@ -91,15 +204,7 @@ impl RouterApi {
             Some(b) => req.send_json(b.clone()),
             None => req.call(),
         };
-        match result {
-            Ok(resp) => resp.into_json::<T>().with_context(|| format!("{method} {url}: malformed reply")),
-            Err(ureq::Error::Status(code, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
-                let msg = serde_json::from_str::<outpost_proto::api::ErrorBody>(&text).map_or(text, |e| e.error);
-                bail!("{method} {url}: {code}: {msg}")
-            }
-            Err(e) => bail!("{method} {url}: {e}"),
-        }
+        Self::reply(method, &url, result)
     }
 }
 
@@ -113,6 +218,52 @@ pub fn spinner(expected: Duration, what: &str) -> indicatif::ProgressBar {
     pb.set_message(what.to_string());
     pb.enable_steady_tick(Duration::from_millis(100));
     pb
+}
+
+/// Prints what [`Api::per_node`] gathered: JSON (`[{"node", key: ...} | {"node", "error"}]`) or a
+/// table with one row per item (a node with none gets a `-` row, a failed node its error), and
+/// fails naming the nodes that could not be read.
+pub fn print_per_node<T: serde::Serialize>(
+    gathered: PerNode<Vec<T>>,
+    json: bool,
+    key: &str,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let PerNode { answers: out, failed } = gathered;
+    if json {
+        let v: Vec<serde_json::Value> = out
+            .iter()
+            .map(|(node, r)| match r {
+                Ok(items) => serde_json::json!({"node": node, key: items}),
+                Err(e) => serde_json::json!({"node": node, "error": e}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let blank = |first: String| {
+            let mut r = vec![String::new(); header.len()];
+            r[1] = first;
+            r
+        };
+        let mut rows = Vec::new();
+        for (node, r) in &out {
+            let start = rows.len();
+            match r {
+                Ok(items) if items.is_empty() => rows.push(blank("-".into())),
+                Ok(items) => rows.extend(items.iter().map(|i| std::iter::once(String::new()).chain(row(i)).collect())),
+                Err(e) => rows.push(blank(format!("error: {e}"))),
+            }
+            for r in &mut rows[start..] {
+                r[0] = node.clone();
+            }
+        }
+        println!("{}", table(header, &rows));
+    }
+    if !failed.is_empty() {
+        bail!("could not read {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 /// Formats rows as an aligned text table.
@@ -160,16 +311,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
         std::fs::write(&path, "router = \"http://file:7700/\"\nadmin_token = \"t\"\n").unwrap();
-        let opts = RouterOpts { router: None, token: None, config: Some(path.clone()) };
+        let opts = RouterOpts { router: None, token: None, config: Some(path.clone()), node_token: None };
         let api = opts.resolve().unwrap();
         assert_eq!((api.base.as_str(), api.token.as_deref()), ("http://file:7700", Some("t")));
+        assert_eq!(api.node("http://n:1/").base, "http://n:1");
+        assert_eq!(api.node("http://n:1").token.as_deref(), Some("t"), "the node token defaults to the admin token");
         let opts = RouterOpts { router: Some("http://flag:1".into()), ..opts };
         assert_eq!(opts.resolve().unwrap().base, "http://flag:1");
         std::fs::write(&path, "").unwrap();
-        let e = RouterOpts { router: None, token: None, config: Some(path.clone()) }.resolve().unwrap_err();
+        let e = RouterOpts { router: None, token: None, config: Some(path.clone()), node_token: None }
+            .resolve()
+            .unwrap_err();
         assert!(e.to_string().contains("--router"), "{e}");
         std::fs::write(&path, "routr = 1").unwrap();
-        assert!(RouterOpts { router: None, token: None, config: Some(path) }.resolve().is_err());
+        assert!(RouterOpts { router: None, token: None, config: Some(path), node_token: None }.resolve().is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,11 +3,15 @@
 
 mod bench;
 mod bench_http;
+mod connect;
+mod deploy;
 mod echo_server;
 mod fleet;
 mod hello_server;
+mod modules;
 mod nodes;
 mod probe;
+mod rooms;
 mod route;
 mod ticket;
 
@@ -29,6 +33,14 @@ enum Command {
     Route(route::RouteCmd),
     /// The fleet as the router sees it.
     Nodes(nodes::Nodes),
+    /// Every node's live modules.
+    Modules(modules::Modules),
+    /// Every node's rooms.
+    Rooms(rooms::Rooms),
+    /// Upload a module to the fleet in parallel (optionally proving it on a canary first).
+    Deploy(deploy::Deploy),
+    /// Join a room through the router as a real player: stdin lines out, messages in.
+    Connect(connect::Connect),
     /// Make signing keys and join tickets (development and test helper).
     #[command(subcommand)]
     Ticket(ticket::TicketCmd),
@@ -54,6 +66,10 @@ fn main() {
         Command::Probe(p) => p.run(),
         Command::Route(r) => r.run(),
         Command::Nodes(n) => n.run(),
+        Command::Modules(m) => m.run(),
+        Command::Rooms(r) => r.run(),
+        Command::Deploy(d) => d.run(),
+        Command::Connect(c) => c.run(),
         Command::Bench(b) => b.run(),
         Command::EchoServer(e) => e.run(),
         Command::BenchHttp(b) => b.run(),

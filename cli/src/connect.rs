@@ -1,0 +1,98 @@
+//! `outpost connect`: a real player through the router. Gets a route and ticket, joins the node
+//! over QUIC, prints what arrives (one line per message), and sends each stdin line as a reliable
+//! message to the room. Ends at stdin EOF (closing politely) or when the node closes.
+
+use crate::fleet::RouterOpts;
+use anyhow::Context as _;
+use clap::Args;
+use outpost_client::{Client, ConnectOptions, Event};
+use outpost_proto::api::Route;
+use tokio::io::AsyncBufReadExt as _;
+
+/// `outpost connect`.
+#[derive(Args, Debug)]
+pub struct Connect {
+    #[command(flatten)]
+    router: RouterOpts,
+    /// Module to join.
+    #[arg(long)]
+    module: String,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Player id (from the game's login service, with --auth when the router requires it).
+    #[arg(long)]
+    player: Option<u64>,
+    /// hex(HMAC-SHA256(secret, player)).
+    #[arg(long)]
+    auth: Option<String>,
+    /// Largest stdin line sent, bytes.
+    #[arg(long, default_value_t = 16 << 10)]
+    max_line: usize,
+}
+
+impl Connect {
+    /// Runs the session.
+    pub fn run(self) -> anyhow::Result<()> {
+        let api = self.router.resolve()?;
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("module", &self.module);
+        if let Some(n) = &self.name {
+            q.append_pair("name", n);
+        }
+        if let Some(p) = self.player {
+            q.append_pair("player", &p.to_string());
+        }
+        if let Some(a) = &self.auth {
+            q.append_pair("auth", a);
+        }
+        let route: Route = api.get(&format!("/v1/route?{}", q.finish()))?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        rt.block_on(self.session(route))
+    }
+
+    async fn session(&self, route: Route) -> anyhow::Result<()> {
+        let addr: std::net::SocketAddr = route.node.quic_addr.parse().context("the route's quic_addr")?;
+        let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let endpoint = outpost_client::client_endpoint(bind.parse()?)?;
+        let mut client =
+            Client::connect(&endpoint, addr, &route.node.cert_sha256, &route.ticket, &ConnectOptions::default())
+                .await
+                .with_context(|| format!("joining {} at {addr}", route.node.id))?;
+        eprintln!(
+            "joined room {} on {} ({}) as player {}; type lines to send, Ctrl-D to leave",
+            client.joined.room, route.node.id, route.node.region, client.joined.player_id
+        );
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        if line.len() > self.max_line {
+                            eprintln!("line of {} bytes not sent (over --max-line {})", line.len(), self.max_line);
+                            continue;
+                        }
+                        client.send(0, line.as_bytes()).await.context("sending")?;
+                    }
+                    Ok(None) | Err(_) => {
+                        client.close();
+                        break;
+                    }
+                },
+                event = client.recv() => match event {
+                    Some(Event::Message { from, data, .. }) => {
+                        let text = String::from_utf8_lossy(&data);
+                        if from == 0 { println!("{text}") } else { println!("[{from}] {text}") }
+                    }
+                    Some(Event::Closed(reason)) => {
+                        eprintln!("the node closed the connection: {reason}");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await.ok();
+        Ok(())
+    }
+}
