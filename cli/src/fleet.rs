@@ -105,11 +105,7 @@ impl Api {
 
     /// GETs `path` from each selected node's admin API, in order. Returns each node's answer or
     /// error text, and the ids of the nodes that failed.
-    pub fn per_node<T: serde::de::DeserializeOwned>(
-        &self,
-        only: &[String],
-        path: &str,
-    ) -> anyhow::Result<PerNode<T>> {
+    pub fn per_node<T: serde::de::DeserializeOwned>(&self, only: &[String], path: &str) -> anyhow::Result<PerNode<T>> {
         let mut out = Vec::new();
         let mut failed = Vec::new();
         for n in self.fleet(only)? {

@@ -2,6 +2,8 @@
 //! per-position geo rows, single-pass top-k) against a naive scan that computes every node's
 //! great-circle estimate, filters and sorts, in the same run.
 //!
+//! Also times minting one ticket (the Ed25519 signature every route pays).
+//!
 //! `cargo bench -p outpost-router --bench placement`
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -114,6 +116,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // What every route pays besides placement: one Ed25519 ticket signature.
+    let issuer = Issuer::new(outpost_proto::keys::generate_signing_key(), Duration::from_secs(60));
+    let wall = std::time::SystemTime::now();
+    c.bench_function("ticket_mint_ed25519", |b| {
+        b.iter(|| black_box(issuer.mint(42, "bench", "node-1", "arena", wall)));
+    });
 }
 
 criterion_group! {
