@@ -148,6 +148,9 @@ impl Args {
             return Err(bad("ticket_ttl", "must be between 5s and 1h"));
         }
         let forget_after = parse_duration("forget_after", &self.forget_after)?;
+        if forget_after < Duration::from_secs(1) {
+            return Err(bad("forget_after", "must be at least 1s"));
+        }
         let max_age = parse_duration("probe_max_age", &self.probe_max_age)?;
         if max_age < Duration::from_secs(1) {
             return Err(bad("probe_max_age", "must be at least 1s"));
@@ -232,6 +235,8 @@ mod tests {
             (vec!["--probe-max-age", "later"], "probe_max_age"),
             (vec!["--player-auth-secret", "short"], "player_auth_secret"),
             (vec!["--path-inflation", "0.5"], "path_inflation"),
+            (vec!["--forget-after", "0s"], "forget_after"),
+            (vec!["--alternates", "99"], "alternates"),
         ] {
             let e = load(&argv).unwrap_err();
             assert!(e.contains(field), "{argv:?}: {e}");
