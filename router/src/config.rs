@@ -99,6 +99,10 @@ pub struct Args {
     /// Fixed RTT every path pays in the geo model, ms.
     #[arg(long, env = "OUTPOST_GEO_OVERHEAD_MS", default_value_t = 5.0)]
     pub geo_overhead_ms: f64,
+    /// A client must send a request's headers within this time, or the connection is closed
+    /// (so slow or idle half-requests cannot pile up).
+    #[arg(long, env = "OUTPOST_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
     /// Largest request body (heartbeats, probe batches), bytes.
     #[arg(long, env = "OUTPOST_MAX_BODY_BYTES", default_value_t = 64 << 10)]
     pub max_body_bytes: usize,
@@ -121,6 +125,8 @@ pub struct Config {
     pub geo: GeoModel,
     /// The player-auth secret, if any.
     pub player_auth_secret: Option<Vec<u8>>,
+    /// Header read timeout.
+    pub header_read_timeout: Duration,
 }
 
 impl Args {
@@ -200,6 +206,10 @@ impl Args {
         if player_auth_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(bad("player_auth_secret", "must be at least 16 bytes"));
         }
+        let header_read_timeout = parse_duration("header_read_timeout", &self.header_read_timeout)?;
+        if !(Duration::from_millis(50)..=Duration::from_secs(300)).contains(&header_read_timeout) {
+            return Err(bad("header_read_timeout", "must be between 50ms and 5m"));
+        }
         let learn = LearnLimits {
             max_prefixes: self.probe_prefixes,
             max_cells: self.probe_cells,
@@ -208,7 +218,16 @@ impl Args {
             ..LearnLimits::default()
         };
         let geo = GeoModel { path_inflation: self.path_inflation, overhead_ms: self.geo_overhead_ms };
-        Ok(Config { args: self, trusted, ticket_ttl, forget_after, learn, geo, player_auth_secret })
+        Ok(Config {
+            args: self,
+            trusted,
+            ticket_ttl,
+            forget_after,
+            learn,
+            geo,
+            player_auth_secret,
+            header_read_timeout,
+        })
     }
 }
 

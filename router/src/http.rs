@@ -38,6 +38,8 @@ pub struct HttpState {
     pub player_auth_secret: Option<Vec<u8>>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// How long a client has to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -90,12 +92,15 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl 
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let header_timeout = state.header_read_timeout;
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             if let Err(e) = conn.await {

@@ -359,3 +359,18 @@ fn the_real_dbip_city_lite_database_places_well_known_addresses() {
     assert!(us6.client.lat.is_some(), "IPv6 comes from the second file: {:?}", us6.client);
     assert_eq!(us6.estimate.method, "geo");
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use std::io::{Read as _, Write as _};
+    let r = Router::start(&["--header-read-timeout", "200ms"]).unwrap();
+    let mut s = std::net::TcpStream::connect(&r.ready.http).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    // The router closes the connection (EOF, possibly after a 408); a read timeout would fail here.
+    let n = s.read_to_end(&mut buf).expect("the router closes the connection");
+    assert!(n == 0 || String::from_utf8_lossy(&buf).contains("408"), "{}", String::from_utf8_lossy(&buf));
+    // The router itself is fine.
+    assert_eq!(r.request("GET", "/healthz", None, &[], b"").status, 200);
+}

@@ -85,6 +85,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl
                 async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .max_buf_size(64 * 1024)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
