@@ -10,6 +10,7 @@
 //! - [`api`]: JSON types of the HTTP APIs and ready files.
 //! - [`ids`]: node ids and certificate fingerprints.
 //! - [`files`]: atomic file writes (the only file I/O here).
+//! - [`rate`]: the token bucket every rate limit uses.
 //!
 //! This crate is sans-I/O: no sockets, no files beyond what a caller hands it as bytes, no async
 //! runtime, and the clock is always an argument, so every decision here is a pure, testable function.
@@ -22,6 +23,7 @@ pub mod files;
 pub mod frame;
 pub mod ids;
 pub mod keys;
+pub mod rate;
 pub mod ticket;
 
 pub use codes::CloseCode;

@@ -99,6 +99,16 @@ pub struct Args {
     /// Fixed RTT every path pays in the geo model, ms.
     #[arg(long, env = "OUTPOST_GEO_OVERHEAD_MS", default_value_t = 5.0)]
     pub geo_overhead_ms: f64,
+    /// Routes and probe reports per second from one client address (admin-token requests are
+    /// not limited: tools and aggregators speak for many clients).
+    #[arg(long, env = "OUTPOST_CLIENT_RATE", default_value_t = 5.0)]
+    pub client_rate: f64,
+    /// Burst of routes and probe reports from one client address.
+    #[arg(long, env = "OUTPOST_CLIENT_BURST", default_value_t = 20.0)]
+    pub client_burst: f64,
+    /// Client addresses whose rate is tracked (the least recently seen are forgotten).
+    #[arg(long, env = "OUTPOST_CLIENT_TABLE", default_value_t = 200_000)]
+    pub client_table: u64,
     /// A client must send a request's headers within this time, or the connection is closed
     /// (so slow or idle half-requests cannot pile up).
     #[arg(long, env = "OUTPOST_HEADER_READ_TIMEOUT", default_value = "10s")]
@@ -206,6 +216,9 @@ impl Args {
         if player_auth_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(bad("player_auth_secret", "must be at least 16 bytes"));
         }
+        if !(self.client_rate > 0.0 && self.client_burst >= 1.0 && self.client_table >= 1) {
+            return Err(bad("client_rate", "client_rate must be > 0, client_burst >= 1 and client_table >= 1"));
+        }
         let header_read_timeout = parse_duration("header_read_timeout", &self.header_read_timeout)?;
         if !(Duration::from_millis(50)..=Duration::from_secs(300)).contains(&header_read_timeout) {
             return Err(bad("header_read_timeout", "must be between 50ms and 5m"));
@@ -255,6 +268,7 @@ mod tests {
             (vec!["--player-auth-secret", "short"], "player_auth_secret"),
             (vec!["--path-inflation", "0.5"], "path_inflation"),
             (vec!["--forget-after", "0s"], "forget_after"),
+            (vec!["--client-rate", "0"], "client_rate"),
             (vec!["--alternates", "99"], "alternates"),
         ] {
             let e = load(&argv).unwrap_err();

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 use outpost_proto::api::{ErrorBody, Heartbeat, HeartbeatAck, NodeList, ProbeBatch};
+use outpost_proto::rate::TokenBucket;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
@@ -40,6 +41,44 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// How long a client has to send a request's headers.
     pub header_read_timeout: std::time::Duration,
+    /// Per-client-address limit on routes and probe reports.
+    pub clients: ClientLimiter,
+}
+
+/// A token bucket per client address, in a bounded table that forgets idle clients.
+pub struct ClientLimiter {
+    buckets: moka::sync::Cache<IpAddr, Arc<std::sync::Mutex<TokenBucket>>>,
+    per_second: f64,
+    burst: f64,
+}
+
+impl ClientLimiter {
+    /// `per_second` sustained, `burst` at once, for at most `clients` addresses.
+    pub fn new(per_second: f64, burst: f64, clients: u64) -> ClientLimiter {
+        let buckets = moka::sync::Cache::builder()
+            .max_capacity(clients)
+            .time_to_idle(std::time::Duration::from_secs(600))
+            .build();
+        ClientLimiter { buckets, per_second, burst }
+    }
+
+    fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let bucket = self.buckets.get_with(ip, || Arc::new(std::sync::Mutex::new(TokenBucket::new(self.burst, now))));
+        bucket.lock().map(|mut b| b.take(now, self.per_second, self.burst)).unwrap_or(false)
+    }
+}
+
+fn limited(state: &HttpState, admin: bool, client: IpAddr) -> Result<(), HttpError> {
+    if admin || state.clients.allow(client) {
+        return Ok(());
+    }
+    crate::telemetry::Metrics::inc(&state.router.metrics.rate_limited);
+    Err(HttpError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!("too many requests from {client}; slow down"),
+    ))
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -253,6 +292,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
                 crate::telemetry::Metrics::inc(&router.metrics.probe_rejected);
             })?;
             let client = client_of(state, admin, xff.as_deref(), peer, batch.ip.as_deref())?;
+            limited(state, admin, client)?;
             let ack = router.probes(&batch.results, client, Instant::now()).map_err(|e| {
                 crate::telemetry::Metrics::inc(&router.metrics.probe_rejected);
                 HttpError::from(e)
@@ -267,6 +307,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             outpost_proto::ids::check_name("module", module).map_err(|e| HttpError::bad_request(e.to_string()))?;
             let admin = caller(state, &req) == Caller::Admin;
             let client = client_of(state, admin, forwarded_for(&req).as_deref(), peer, get("ip"))?;
+            limited(state, admin, client)?;
             let player = match (get("player"), &state.player_auth_secret) {
                 (Some(p), secret) => {
                     let id: u64 =

@@ -113,6 +113,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         player_auth_secret: config.player_auth_secret.clone(),
         max_body_bytes: config.args.max_body_bytes,
         header_read_timeout: config.header_read_timeout,
+        clients: http::ClientLimiter::new(config.args.client_rate, config.args.client_burst, config.args.client_table),
     });
     if let Some(path) = &config.args.ready_file {
         let ready = RouterReady { http: addr.to_string(), pubkey: router.issuer().pubkey().to_string() };

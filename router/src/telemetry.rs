@@ -35,6 +35,8 @@ pub struct Metrics {
     pub heartbeats_rejected: AtomicU64,
     /// Requests refused for a missing or wrong token or auth.
     pub unauthorized: AtomicU64,
+    /// Routes and probe reports refused by the per-client rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -70,6 +72,11 @@ impl Metrics {
             ("heartbeats_total", "Heartbeats taken.", &self.heartbeats),
             ("heartbeats_rejected_total", "Heartbeats refused.", &self.heartbeats_rejected),
             ("unauthorized_total", "Requests refused for a missing or wrong token or auth.", &self.unauthorized),
+            (
+                "rate_limited_total",
+                "Routes and probe reports refused by the per-client rate limit.",
+                &self.rate_limited,
+            ),
         ] {
             let _ = writeln!(
                 out,

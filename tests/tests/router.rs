@@ -374,3 +374,22 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     // The router itself is fine.
     assert_eq!(r.request("GET", "/healthz", None, &[], b"").status, 200);
 }
+
+#[test]
+fn one_client_address_is_rate_limited_but_admin_tools_are_not() {
+    let r = Router::start(&["--client-rate", "0.5", "--client-burst", "3"]).unwrap();
+    register_world(&r, &["arena"]);
+    let route = || r.request("GET", "/v1/route?module=arena", None, &[], b"");
+    for _ in 0..3 {
+        assert_eq!(route().status, 200);
+    }
+    let refused = route();
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.json()["code"], "rate-limited");
+    let probe = r#"{"results":[{"node":"london","rtt_ms":9.0}]}"#;
+    assert_eq!(r.request("POST", "/v1/probes", None, &[], probe.as_bytes()).status, 429, "one budget for both");
+    for _ in 0..10 {
+        assert_eq!(r.admin_get("/v1/route?module=arena&ip=81.2.69.1").status, 200);
+    }
+    assert_eq!(r.metric("outpost_router_rate_limited_total"), 2.0);
+}

@@ -7,7 +7,6 @@
 //! datagram size. A misbehaving player is closed with a precise code; nothing they send can take
 //! down the node.
 
-use crate::beacon::TokenBucket;
 use crate::modules::ModuleStore;
 use crate::room::Rooms;
 use crate::room::player::{PlayerLimits, PlayerLink};
@@ -16,6 +15,7 @@ use crate::telemetry::Metrics;
 use outpost_proto::CloseCode;
 use outpost_proto::frame::{self, Frame, FrameDecoder, SavedState};
 use outpost_proto::keys::Ed25519PublicKey;
+use outpost_proto::rate::TokenBucket;
 use outpost_proto::ticket::{self, ReplayGuard, TicketPayload};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
