@@ -8,7 +8,7 @@ GUEST_BUILD := $(CURDIR)/target/guest-build
 GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: all build guests guest-target test test-guests demo bench bench-router geoip fmt lint clean
+.PHONY: all build guests guest-target test test-guests demo bench bench-router geoip postgres-server fmt lint clean
 
 all: build guests
 
@@ -41,7 +41,13 @@ guests: guest-target
 test-guests:
 	cd guest-modules && $(CARGO) test --target-dir $(GUEST_BUILD) --target $(HOST_TRIPLE) -p arena
 
-test: build guests test-guests geoip
+# The core region's PostgreSQL store is tested against a real server (a throw-away cluster per
+# test, started by the tests themselves as the postgres user).
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+test: build guests test-guests geoip postgres-server
 	$(CARGO) test --release --workspace
 
 bench: build guests

@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 pub mod mmdb;
+pub mod pg;
 
 use outpost_proto::api::{EdgeReady, RouterReady};
 use std::path::{Path, PathBuf};

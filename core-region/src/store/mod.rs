@@ -11,6 +11,7 @@
 //! - **Durable before return.** When `apply` returns, the batch survives a crash (fsync).
 
 pub mod embedded;
+pub mod postgres;
 
 use std::fmt;
 
