@@ -201,6 +201,15 @@ impl FrameDecoder {
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        match self.next_body()? {
+            Some(body) => Frame::decode_body(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next complete frame body (type byte and what follows), undecoded: other protocols
+    /// with the same `len | type | body` framing (the edge → core link) decode it themselves.
+    pub fn next_body(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
@@ -211,9 +220,9 @@ impl FrameDecoder {
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
-        let frame = Frame::decode_body(&self.buf[4..4 + len]);
+        let body = self.buf[4..4 + len].to_vec();
         self.buf.drain(..4 + len);
-        frame.map(Some)
+        Ok(Some(body))
     }
 
     /// Bytes buffered and not yet decoded (bounded by the frame limit plus one read).

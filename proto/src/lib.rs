@@ -7,6 +7,7 @@
 //! - [`ticket`]: signed join tickets (mint and verify).
 //! - [`beacon`]: the latency-probe datagram format.
 //! - [`frame`]: player frames on QUIC streams and datagrams.
+//! - [`link`]: the edge → core link's frames.
 //! - [`api`]: JSON types of the HTTP APIs and ready files.
 //! - [`ids`]: node ids and certificate fingerprints.
 //! - [`files`]: atomic file writes (the only file I/O here).
@@ -23,6 +24,7 @@ pub mod files;
 pub mod frame;
 pub mod ids;
 pub mod keys;
+pub mod link;
 pub mod rate;
 pub mod ticket;
 
