@@ -2,12 +2,14 @@
 //!
 //! # Layout
 //! - [`tls`]: pinned-certificate QUIC/TLS configs and node certificates (shared with the servers).
+//! - [`http_server`]: the HTTP/1.1 accept loop and reply helpers the servers share.
 //! - this file: [`Client`]: connect to an edge node with a ticket, send reliable frames and
 //!   unreliable datagrams, receive [`Event`]s, and see typed close reasons.
 //!
 //! The client does no routing: callers get a ticket, address and pin (from the router, or minted
 //! for tests) and hand them in.
 
+pub mod http_server;
 pub mod tls;
 
 use outpost_proto::CloseCode;

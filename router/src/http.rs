@@ -10,11 +10,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
+use outpost_client::http_server::json;
 use outpost_proto::api::{ErrorBody, Heartbeat, HeartbeatAck, NodeList, ProbeBatch};
 use outpost_proto::rate::TokenBucket;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -81,7 +80,7 @@ fn limited(state: &HttpState, admin: bool, client: IpAddr) -> Result<(), HttpErr
     ))
 }
 
-type Resp = Response<Full<Bytes>>;
+type Resp = outpost_client::http_server::Reply;
 
 /// An error reply.
 #[derive(Debug)]
@@ -120,42 +119,12 @@ impl From<ProbeError> for HttpError {
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "http accept failed"); continue; }
-            },
-            _ = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
+    let timeout = state.header_read_timeout;
+    let handle = move |req, peer| {
         let state = state.clone();
-        let header_timeout = state.header_read_timeout;
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "http connection ended");
-            }
-        });
-    }
-}
-
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
-    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        async move { handle(&state, req, peer).await }
+    };
+    outpost_client::http_server::serve(listener, timeout, handle, shutdown).await;
 }
 
 async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Resp {

@@ -16,12 +16,11 @@ use error::ApiError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use outpost_client::http_server::json;
 use outpost_proto::api::CreateRoom;
 use outpost_proto::ids::check_name;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -69,39 +68,11 @@ type Resp = Response<Full<Bytes>>;
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!(error = %e, "admin accept failed"); continue; }
-            },
-            _ = &mut shutdown => return,
-        };
+    let handle = move |req, _peer| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .max_buf_size(64 * 1024)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended");
-            }
-        });
-    }
-}
-
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
-    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        async move { handle(state, req).await }
+    };
+    outpost_client::http_server::serve(listener, std::time::Duration::from_secs(30), handle, shutdown).await;
 }
 
 fn bytes_reply(body: Vec<u8>) -> Resp {
