@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`tls`]: pinned-certificate QUIC/TLS configs and node certificates (shared with the servers).
 //! - [`http_server`]: the HTTP/1.1 accept loop and reply helpers the servers share.
+//! - [`link`]: the edge → core link (updates with acks, player-state loads).
 //! - this file: [`Client`]: connect to an edge node with a ticket, send reliable frames and
 //!   unreliable datagrams, receive [`Event`]s, and see typed close reasons.
 //!
@@ -10,6 +11,7 @@
 //! for tests) and hand them in.
 
 pub mod http_server;
+pub mod link;
 pub mod tls;
 
 use outpost_proto::CloseCode;

@@ -1,10 +1,97 @@
 //! `core-region`: durable authoritative state from the edges.
 //!
 //! # Layout
-//! - [`store`]: the one storage trait, its embedded implementation (redb, one file under the data
-//!   dir) and the conformance suite every implementation must pass.
+//! - [`config`]: flags, env and TOML, validated before anything binds.
+//! - [`store`]: the one storage trait, the embedded (redb) and PostgreSQL stores, and the
+//!   conformance suite both pass.
+//! - [`ingest`]: the edge link over QUIC: hello, batches applied then acked, player-state loads.
+//! - [`http`]: reads, health and metrics.
+//! - [`telemetry`]: logging and metrics.
 //!
-//! The QUIC ingest, the HTTP reads and the PostgreSQL store come next (issue 5); the store's
-//! contract (idempotent, ordered, durable before it returns) is what they build on.
+//! [`run`] takes validated config and a shutdown future, so tests and `main` start it the same way.
 
+pub mod config;
+pub mod http;
+pub mod ingest;
 pub mod store;
+pub mod telemetry;
+
+use anyhow::Context as _;
+use config::Config;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Opens the configured store.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
+    Ok(if config.args.store == "embedded" {
+        let path = config.args.data_dir.join("state.redb");
+        Arc::new(store::embedded::EmbeddedStore::open(&path)?)
+    } else {
+        Arc::new(store::postgres::PostgresStore::connect(&config.args.store)?)
+    })
+}
+
+/// Runs the core until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let data = &config.args.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
+    let token = |field, file: &Option<std::path::PathBuf>, env, name| -> anyhow::Result<[u8; 32]> {
+        let path = data.join(name);
+        let (t, generated) = outpost_proto::config::load_token(field, file.as_deref(), std::env::var(env).ok(), &path)?;
+        if generated {
+            tracing::info!(path = %path.display(), "generated {field}");
+        }
+        Ok(Sha256::digest(t.as_bytes()).into())
+    };
+    let admin_hash = token("admin_token_file", &config.args.admin_token_file, "OUTPOST_ADMIN_TOKEN", "admin-token")?;
+    let cluster_hash =
+        token("cluster_token_file", &config.args.cluster_token_file, "OUTPOST_CLUSTER_TOKEN", "cluster-token")?;
+    let store = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || open_store(&config)
+    })
+    .await??;
+    let metrics = Arc::new(telemetry::Metrics::default());
+
+    let cert = outpost_client::tls::NodeCert::load_or_generate(data, "core")?;
+    let server = outpost_client::tls::server_config(
+        &cert,
+        outpost_proto::link::ALPN_CORE,
+        outpost_client::tls::transport(config.idle_timeout),
+    )?;
+    let endpoint = quinn::Endpoint::server(server, config.args.listen_quic)
+        .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
+    let http = tokio::net::TcpListener::bind(config.args.listen_http)
+        .await
+        .with_context(|| format!("listen_http: binding {}", config.args.listen_http))?;
+    let (quic_addr, http_addr) = (endpoint.local_addr()?, http.local_addr()?);
+    if !http_addr.ip().is_loopback() {
+        tracing::warn!(addr = %http_addr, "core HTTP bound to a non-loopback address without TLS: tokens cross the network in clear");
+    }
+    let ingest = Arc::new(ingest::IngestCtx {
+        store: store.clone(),
+        cluster_hash,
+        metrics: metrics.clone(),
+        max_frame: config.args.max_frame_bytes,
+        hello_timeout: config.hello_timeout,
+    });
+    let ingest_task = tokio::spawn(ingest::serve(endpoint.clone(), ingest));
+    let http_ctx = Arc::new(http::HttpCtx { store, metrics, admin_hash, cluster_hash, max_scan: config.args.max_scan });
+    tracing::info!(quic = %quic_addr, http = %http_addr, cert_sha256 = %cert.sha256(), store = if config.args.store == "embedded" { "embedded" } else { "postgres" }, "core region serving");
+    if let Some(path) = &config.args.ready_file {
+        let ready = outpost_proto::api::CoreReady {
+            quic: quic_addr.to_string(),
+            http: http_addr.to_string(),
+            cert_sha256: cert.sha256(),
+        };
+        outpost_proto::files::write_atomic(path, &serde_json::to_vec(&ready)?)
+            .with_context(|| format!("ready_file: writing {}", path.display()))?;
+    }
+    let handle = move |req, _peer| http::handle(http_ctx.clone(), req);
+    outpost_client::http_server::serve(http, std::time::Duration::from_secs(10), handle, shutdown).await;
+    endpoint.close(0u32.into(), b"core shutting down");
+    ingest_task.abort();
+    tracing::info!("core region stopped");
+    Ok(())
+}

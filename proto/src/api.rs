@@ -137,6 +137,17 @@ pub struct RoomInfo {
     pub log: Vec<String>,
 }
 
+/// The core region's ready file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreReady {
+    /// Edge link QUIC address.
+    pub quic: String,
+    /// HTTP address.
+    pub http: String,
+    /// Lowercase hex SHA-256 of the core's certificate (DER), which edges pin.
+    pub cert_sha256: String,
+}
+
 /// The router's ready file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouterReady {

@@ -337,6 +337,88 @@ pub fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> outpost_prot
     }
 }
 
+/// A running `core-region` whose data dir outlives restarts.
+pub struct Core {
+    child: Child,
+    /// Its ready file.
+    pub ready: outpost_proto::api::CoreReady,
+    data: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Core {
+    /// Starts a core on loopback port 0 in a fresh data dir with extra flags.
+    pub fn start(extra: &[&str]) -> Result<Core> {
+        let tmp = tempfile::tempdir()?;
+        let mut args: Vec<String> =
+            ["--listen-quic", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"].map(String::from).to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let data = tmp.path().join("data");
+        let (child, ready, log) = spawn_ready("core-region", &data, &args)?;
+        Ok(Core { child, ready, data, args, log, _tmp: Some(tmp) })
+    }
+
+    /// SIGKILLs the process and starts it again on the same data dir (new ports).
+    pub fn kill9_and_restart(mut self) -> Result<Core> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, ready, log) = spawn_ready("core-region", &self.data, &self.args)?;
+        Ok(Core { child, ready, data: self.data.clone(), args: self.args.clone(), log, _tmp: self._tmp.take() })
+    }
+
+    /// A GET on the core's HTTP API with a token (or none).
+    pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        http("GET", &format!("http://{}{path}", self.ready.http), token, b"")
+    }
+
+    /// The value of one metric line.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_in(&self.get("/metrics", None).text(), name)
+    }
+
+    /// What the core logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Opens an edge link with the test cluster token.
+    pub async fn link(
+        &self,
+        edge: &str,
+        stream: &str,
+    ) -> Result<outpost_client::link::CoreLink, outpost_client::link::LinkError> {
+        self.link_with(CLUSTER_TOKEN, edge, stream).await
+    }
+
+    /// Opens an edge link with a given token.
+    pub async fn link_with(
+        &self,
+        token: &str,
+        edge: &str,
+        stream: &str,
+    ) -> Result<outpost_client::link::CoreLink, outpost_client::link::LinkError> {
+        let addr = self.ready.quic.parse().expect("quic addr");
+        outpost_client::link::CoreLink::connect(
+            addr,
+            &self.ready.cert_sha256,
+            token,
+            edge,
+            stream,
+            Duration::from_secs(10),
+        )
+        .await
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Finds `name value` in Prometheus text.
 pub fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()

@@ -1,0 +1,142 @@
+//! The edge → core link, client side: one QUIC connection to a core region (pinned certificate),
+//! one bi stream carrying the update stream, short bi streams for player-state loads. The edge's
+//! forwarder and the tests both drive a core through this.
+
+use crate::tls;
+use outpost_proto::frame::FrameDecoder;
+use outpost_proto::link::{ALPN_CORE, CoreFrame, WireUpdate};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Largest frame the link accepts from a core.
+const MAX_FRAME: usize = 16 << 20;
+
+/// Why the link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Connecting or the TLS handshake failed (wrong pin included).
+    #[error("connecting to the core: {0}")]
+    Connect(String),
+    /// The core refused the link or a batch, with its reason.
+    #[error("the core refused: {0}")]
+    Refused(String),
+    /// The stream broke or the core sent something unexpected.
+    #[error("link: {0}")]
+    Protocol(String),
+}
+
+fn proto(e: impl std::fmt::Display) -> LinkError {
+    LinkError::Protocol(e.to_string())
+}
+
+/// One side of a bi stream speaking link frames.
+struct Framed {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl Framed {
+    async fn write(&mut self, f: &CoreFrame) -> Result<(), LinkError> {
+        self.send.write_all(&f.encode()).await.map_err(proto)
+    }
+
+    async fn read(&mut self) -> Result<CoreFrame, LinkError> {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if let Some(body) = self.decoder.next_body().map_err(proto)? {
+                let frame = CoreFrame::decode_body(&body).map_err(proto)?;
+                if let CoreFrame::Refused { reason } = frame {
+                    return Err(LinkError::Refused(reason));
+                }
+                return Ok(frame);
+            }
+            match self.recv.read(&mut buf).await.map_err(proto)? {
+                Some(n) => self.decoder.push(&buf[..n]),
+                None => return Err(LinkError::Protocol("the core closed the stream".into())),
+            }
+        }
+    }
+}
+
+/// A connected, authenticated link.
+pub struct CoreLink {
+    conn: quinn::Connection,
+    updates: Framed,
+    /// The stream's high-water mark at the core when the link opened: resend from here + 1.
+    pub high_water: u64,
+    _endpoint: quinn::Endpoint,
+}
+
+impl CoreLink {
+    /// Connects, pins `cert_sha256`, says hello, and returns with the core's high-water mark for
+    /// `stream`.
+    pub async fn connect(
+        addr: SocketAddr,
+        cert_sha256: &str,
+        token: &str,
+        edge: &str,
+        stream: &str,
+        timeout: Duration,
+    ) -> Result<CoreLink, LinkError> {
+        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(proto)?;
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| LinkError::Connect(e.to_string()))?;
+        let cfg = tls::pinned_client_config(cert_sha256, ALPN_CORE, tls::transport(Duration::from_secs(30)))
+            .map_err(|e| LinkError::Connect(e.to_string()))?;
+        let open = async {
+            let conn = endpoint
+                .connect_with(cfg, addr, "outpost-core")
+                .map_err(|e| LinkError::Connect(e.to_string()))?
+                .await
+                .map_err(|e| LinkError::Connect(e.to_string()))?;
+            let (send, recv) = conn.open_bi().await.map_err(proto)?;
+            let mut updates = Framed { send, recv, decoder: FrameDecoder::new(MAX_FRAME) };
+            let hello = CoreFrame::Hello { token: token.into(), edge: edge.into(), stream: stream.into() };
+            updates.write(&hello).await?;
+            match updates.read().await? {
+                CoreFrame::Welcome { high_water } => Ok((conn, updates, high_water)),
+                other => Err(LinkError::Protocol(format!("expected Welcome, got {other:?}"))),
+            }
+        };
+        let (conn, updates, high_water) =
+            tokio::time::timeout(timeout, open).await.map_err(|_| LinkError::Connect("timed out".into()))??;
+        Ok(CoreLink { conn, updates, high_water, _endpoint: endpoint })
+    }
+
+    /// Sends one batch (sequence numbers `first_seq..`) and waits for its ack; returns the
+    /// sequence number now durable at the core.
+    pub async fn send_batch(&mut self, first_seq: u64, updates: Vec<WireUpdate>) -> Result<u64, LinkError> {
+        self.updates.write(&CoreFrame::Batch { first_seq, updates }).await?;
+        match self.updates.read().await? {
+            CoreFrame::Ack { up_to } => Ok(up_to),
+            other => Err(LinkError::Protocol(format!("expected Ack, got {other:?}"))),
+        }
+    }
+
+    /// Sends raw bytes on the update stream (tests use it to send malformed frames).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        self.updates.send.write_all(bytes).await.map_err(proto)
+    }
+
+    /// Reads the next frame on the update stream.
+    pub async fn next_frame(&mut self) -> Result<CoreFrame, LinkError> {
+        self.updates.read().await
+    }
+
+    /// Reads one key (a player's saved state) on its own stream.
+    pub async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, LinkError> {
+        let (send, recv) = self.conn.open_bi().await.map_err(proto)?;
+        let mut s = Framed { send, recv, decoder: FrameDecoder::new(MAX_FRAME) };
+        s.write(&CoreFrame::Load { key: key.into() }).await?;
+        let _ = s.send.finish();
+        match s.read().await? {
+            CoreFrame::Value { value } => Ok(value),
+            other => Err(LinkError::Protocol(format!("expected Value, got {other:?}"))),
+        }
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"bye");
+    }
+}

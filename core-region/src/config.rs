@@ -1,0 +1,128 @@
+//! Configuration: flags, `OUTPOST_*` env, and an optional TOML file (`--config`), validated before
+//! anything binds; a bad value is one line naming the field.
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use outpost_proto::config::{ConfigError, bad, parse_duration};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `core-region`: keeps the authoritative state the edges commit.
+#[derive(Parser, Debug, Clone, Serialize, Deserialize)]
+#[command(name = "core-region", version, about)]
+pub struct Args {
+    /// TOML file with any of these settings (snake_case keys); flags and env win over it.
+    #[arg(long, env = "OUTPOST_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where state lives (the embedded store, the certificate, generated tokens).
+    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = "data/core")]
+    pub data_dir: PathBuf,
+    /// Edge link QUIC address (port 0 picks a free port).
+    #[arg(long, env = "OUTPOST_LISTEN_QUIC", default_value = "0.0.0.0:7710")]
+    pub listen_quic: SocketAddr,
+    /// HTTP reads and admin (loopback by default: plain HTTP carries the token).
+    #[arg(long, env = "OUTPOST_LISTEN_HTTP", default_value = "127.0.0.1:7711")]
+    pub listen_http: SocketAddr,
+    /// Write `{"quic","http","cert_sha256"}` here once serving.
+    #[arg(long, env = "OUTPOST_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// `embedded` (a single-file store in the data dir) or a PostgreSQL URL
+    /// (`postgres://user@host/db`, or a libpq `key=value` string).
+    #[arg(long, env = "OUTPOST_STORE", default_value = "embedded", hide_env_values = true)]
+    pub store: String,
+    /// File holding the cluster token edges authenticate with. Else env OUTPOST_CLUSTER_TOKEN;
+    /// else generated into the data dir.
+    #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// File holding the admin token for reads. Else env OUTPOST_ADMIN_TOKEN; else generated.
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest link frame (a batch), bytes.
+    #[arg(long, env = "OUTPOST_MAX_FRAME_BYTES", default_value_t = 8 << 20)]
+    pub max_frame_bytes: usize,
+    /// Most keys one prefix read returns.
+    #[arg(long, env = "OUTPOST_MAX_SCAN", default_value_t = 1000)]
+    pub max_scan: usize,
+    /// How long a new link has to say hello.
+    #[arg(long, env = "OUTPOST_HELLO_TIMEOUT", default_value = "5s")]
+    pub hello_timeout: String,
+    /// QUIC idle timeout of edge links.
+    #[arg(long, env = "OUTPOST_IDLE_TIMEOUT", default_value = "30s")]
+    pub idle_timeout: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The raw arguments.
+    pub args: Args,
+    /// Hello timeout.
+    pub hello_timeout: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+}
+
+impl Args {
+    /// Parses the process arguments (flags, env), then fills unset fields from `--config`.
+    pub fn load_from<I, T>(argv: I) -> Result<Args, anyhow::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command().try_get_matches_from(argv)?;
+        let args = Args::from_arg_matches(&matches)?;
+        let Some(path) = args.config.clone() else { return Ok(args) };
+        let set_by_user =
+            |key: &str| matches!(matches.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        let mut out = outpost_proto::config::layered(&args, &path, set_by_user)?;
+        out.config = Some(path);
+        Ok(out)
+    }
+
+    /// Checks every field.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.store != "embedded" && !self.store.starts_with("postgres") && !self.store.contains('=') {
+            return Err(bad("store", "must be `embedded` or a PostgreSQL URL (postgres://...)"));
+        }
+        if !(64 << 10..=256 << 20).contains(&self.max_frame_bytes) {
+            return Err(bad("max_frame_bytes", "must be between 65536 and 268435456"));
+        }
+        if !(1..=100_000).contains(&self.max_scan) {
+            return Err(bad("max_scan", "must be between 1 and 100000"));
+        }
+        let hello_timeout = parse_duration("hello_timeout", &self.hello_timeout)?;
+        let idle_timeout = parse_duration("idle_timeout", &self.idle_timeout)?;
+        if idle_timeout < Duration::from_secs(1) {
+            return Err(bad("idle_timeout", "must be at least 1s"));
+        }
+        Ok(Config { args: self, hello_timeout, idle_timeout })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_field() {
+        let load = |argv: &[&str]| {
+            let mut full = vec!["core-region"];
+            full.extend_from_slice(argv);
+            Args::load_from(full).map_err(|e| e.to_string())?.validate().map_err(|e| e.to_string())
+        };
+        assert!(load(&[]).is_ok());
+        assert!(load(&["--store", "postgres://u@h/db"]).is_ok());
+        for (argv, field) in [
+            (vec!["--store", "mysql://x"], "store"),
+            (vec!["--max-frame-bytes", "1"], "max_frame_bytes"),
+            (vec!["--hello-timeout", "soon"], "hello_timeout"),
+            (vec!["--max-scan", "0"], "max_scan"),
+        ] {
+            let e = load(&argv).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+}

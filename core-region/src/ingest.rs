@@ -1,0 +1,198 @@
+//! The edge link, server side: authenticate, then apply each batch to the store and ack it once
+//! it is durable; answer player-state loads on their own streams.
+//!
+//! A link that sends a wrong token, a malformed frame, or a batch with a gap is told why
+//! (`Refused`) and closed; nothing it sent after the last ack was applied. Store calls run on
+//! blocking threads so the async runtime keeps serving other links.
+
+use crate::store::{Store, StoreError, Update};
+use crate::telemetry::Metrics;
+use outpost_proto::frame::FrameDecoder;
+use outpost_proto::link::{CoreFrame, WireUpdate};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// What every link handler shares.
+pub struct IngestCtx {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// SHA-256 of the cluster token.
+    pub cluster_hash: [u8; 32],
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Largest frame.
+    pub max_frame: usize,
+    /// How long a link has to say hello.
+    pub hello_timeout: Duration,
+}
+
+/// QUIC application code the core closes a refused link with.
+const CLOSE_REFUSED: u32 = 1;
+
+/// Accepts links until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<IngestCtx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            Metrics::add(&ctx.metrics.links_active, 1);
+            let remote = conn.remote_address();
+            if let Err(reason) = link(&conn, &ctx).await {
+                Metrics::add(&ctx.metrics.links_refused, 1);
+                tracing::warn!(%remote, %reason, "edge link refused");
+                // Closing at once would discard the unsent `Refused`: give the edge a moment to
+                // read it and hang up itself.
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+                conn.close(CLOSE_REFUSED.into(), reason.as_bytes());
+            }
+            ctx.metrics.links_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+struct Stream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl Stream {
+    /// The next frame; `Ok(None)` when the peer finished the stream.
+    async fn read(&mut self) -> Result<Option<CoreFrame>, String> {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if let Some(body) = self.decoder.next_body().map_err(|e| e.to_string())? {
+                return CoreFrame::decode_body(&body).map(Some).map_err(|e| e.to_string());
+            }
+            match self.recv.read(&mut buf).await {
+                Ok(Some(n)) => self.decoder.push(&buf[..n]),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("stream: {e}")),
+            }
+        }
+    }
+
+    async fn write(&mut self, f: &CoreFrame) -> Result<(), String> {
+        self.send.write_all(&f.encode()).await.map_err(|e| format!("stream: {e}"))
+    }
+
+    async fn refuse(&mut self, reason: String) -> String {
+        let _ = self.write(&CoreFrame::Refused { reason: reason.clone() }).await;
+        let _ = self.send.finish();
+        reason
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(StoreError::Backend(format!("store task: {e}"))))
+}
+
+/// One link: hello, then batches until the edge goes away. `Err` is the refusal reason.
+async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), String> {
+    let (send, recv) = tokio::time::timeout(ctx.hello_timeout, conn.accept_bi())
+        .await
+        .map_err(|_| "no update stream before the hello timeout".to_string())?
+        .map_err(|e| format!("connection: {e}"))?;
+    let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame) };
+    let hello = tokio::time::timeout(ctx.hello_timeout, s.read()).await.map_err(|_| "no hello in time".to_string());
+    let (token, edge, stream) = match hello? {
+        Ok(Some(CoreFrame::Hello { token, edge, stream })) => (token, edge, stream),
+        Ok(other) => return Err(s.refuse(format!("expected Hello, got {other:?}")).await),
+        Err(e) => return Err(s.refuse(e).await),
+    };
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if !bool::from(hash.ct_eq(&ctx.cluster_hash)) {
+        return Err(s.refuse("wrong cluster token".into()).await);
+    }
+    if outpost_proto::ids::check_name("edge", &edge).is_err() || stream.is_empty() {
+        return Err(s.refuse(format!("bad edge id {edge:?} or empty stream name")).await);
+    }
+    let store = ctx.store.clone();
+    let name = stream.clone();
+    let high_water = match blocking(move || store.high_water(&name)).await {
+        Ok(h) => h,
+        Err(e) => return Err(s.refuse(e.to_string()).await),
+    };
+    s.write(&CoreFrame::Welcome { high_water }).await?;
+    tracing::info!(%edge, %stream, high_water, remote = %conn.remote_address(), "edge link open");
+
+    // Player-state loads arrive on streams of their own.
+    let loads = tokio::spawn(serve_loads(conn.clone(), ctx.clone()));
+    let result = updates(&mut s, ctx, &stream).await;
+    loads.abort();
+    result
+}
+
+async fn updates(s: &mut Stream, ctx: &Arc<IngestCtx>, stream: &str) -> Result<(), String> {
+    loop {
+        let frame = match s.read().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) if e.starts_with("stream:") => return Ok(()),
+            Err(e) => return Err(s.refuse(e).await),
+        };
+        let CoreFrame::Batch { first_seq, updates } = frame else {
+            return Err(s.refuse(format!("expected Batch, got {frame:?}")).await);
+        };
+        let store = ctx.store.clone();
+        let name = stream.to_string();
+        let applied = blocking(move || {
+            let batch: Vec<Update<'_>> = updates
+                .iter()
+                .enumerate()
+                .map(|(i, WireUpdate { room, key, value })| Update { seq: first_seq + i as u64, room, key, value })
+                .collect();
+            store.apply(&name, &batch)
+        })
+        .await;
+        match applied {
+            Ok(a) => {
+                Metrics::add(&ctx.metrics.updates_applied, a.applied);
+                Metrics::add(&ctx.metrics.updates_replayed, a.replayed);
+                Metrics::add(&ctx.metrics.batches, 1);
+                s.write(&CoreFrame::Ack { up_to: a.high_water }).await?;
+            }
+            Err(e) => {
+                if matches!(e, StoreError::Backend(_)) {
+                    Metrics::add(&ctx.metrics.store_errors, 1);
+                }
+                return Err(s.refuse(e.to_string()).await);
+            }
+        }
+    }
+}
+
+async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame) };
+            let key = match s.read().await {
+                Ok(Some(CoreFrame::Load { key })) => key,
+                Ok(other) => {
+                    s.refuse(format!("expected Load, got {other:?}")).await;
+                    return;
+                }
+                Err(e) => {
+                    s.refuse(e).await;
+                    return;
+                }
+            };
+            let store = ctx.store.clone();
+            match blocking(move || store.get(&key)).await {
+                Ok(value) => {
+                    Metrics::add(&ctx.metrics.loads, 1);
+                    let _ = s.write(&CoreFrame::Value { value }).await;
+                    let _ = s.send.finish();
+                }
+                Err(e) => {
+                    s.refuse(e.to_string()).await;
+                }
+            }
+        });
+    }
+}

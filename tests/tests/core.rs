@@ -1,0 +1,149 @@
+//! The core region as a real process: the edge link (hello, batches, acks, loads), idempotent
+//! replay, kill -9 in the middle of a stream, bad links, HTTP reads, and the PostgreSQL store
+//! with two cores sharing it.
+
+use outpost_client::link::LinkError;
+use outpost_proto::link::{CoreFrame, WireUpdate};
+use outpost_tests::pg::PgCluster;
+use outpost_tests::{ADMIN_TOKEN, CLUSTER_TOKEN, Core};
+
+fn upd(key: &str, value: &str) -> WireUpdate {
+    WireUpdate { room: "room-1".into(), key: key.into(), value: value.as_bytes().to_vec() }
+}
+
+/// N updates: each writes its own key `k/{i}` = `{i}`, and every tenth also appears as the hot
+/// key `hot` = `v{i}`, so the hot key is written N/10 times and must end at its last value.
+fn stream_of(n: u64) -> Vec<WireUpdate> {
+    (1..=n)
+        .map(|i| if i % 10 == 0 { upd("hot", &format!("v{i}")) } else { upd(&format!("k/{i}"), &i.to_string()) })
+        .collect()
+}
+
+fn check_all_present(core: &Core, n: u64) {
+    for i in (1..=n).filter(|i| i % 10 != 0) {
+        let r = core.get(&format!("/v1/state/k/{i}"), Some(ADMIN_TOKEN));
+        assert_eq!((r.status, r.text()), (200, i.to_string()), "k/{i}");
+    }
+    let last_hot = (1..=n).rev().find(|i| i % 10 == 0).unwrap();
+    assert_eq!(core.get("/v1/state/hot", Some(ADMIN_TOKEN)).text(), format!("v{last_hot}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_acked_when_durable_and_replays_change_nothing() {
+    let core = Core::start(&[]).unwrap();
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    assert_eq!(link.high_water, 0);
+    let all = stream_of(100);
+    for (i, chunk) in all.chunks(25).enumerate() {
+        let first = 1 + 25 * i as u64;
+        assert_eq!(link.send_batch(first, chunk.to_vec()).await.unwrap(), first + 24);
+    }
+    check_all_present(&core, 100);
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 100.0);
+    // Reconnect: the core says where the stream is; a replayed batch is acked and ignored.
+    drop(link);
+    let mut again = core.link("edge-1", "edge-1/a").await.unwrap();
+    assert_eq!(again.high_water, 100);
+    assert_eq!(again.send_batch(51, all[50..75].to_vec()).await.unwrap(), 100);
+    assert_eq!(again.send_batch(96, [all[95..].to_vec(), vec![upd("k/new", "x")]].concat()).await.unwrap(), 101);
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 101.0);
+    assert_eq!(core.metric("outpost_core_updates_replayed_total"), 30.0);
+    // Loads ride their own streams.
+    assert_eq!(again.load("k/new").await.unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(again.load("player/404").await.unwrap(), None);
+    // Prefix reads.
+    let items = core.get("/v1/state?prefix=k/9&limit=5", Some(CLUSTER_TOKEN)).json();
+    let keys: Vec<&str> = items["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["k/9", "k/91", "k/92", "k/93", "k/94"]);
+    assert_eq!(items["items"][0]["value"], "9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_killed_mid_stream_loses_nothing_and_applies_each_update_once() {
+    const N: u64 = 2000;
+    let core = Core::start(&[]).unwrap();
+    let all = stream_of(N);
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    let mut acked = 0;
+    // Send the first half, then kill -9 while a batch may be in flight.
+    while acked < N / 2 {
+        let chunk = all[acked as usize..(acked + 50) as usize].to_vec();
+        acked = link.send_batch(acked + 1, chunk).await.unwrap();
+    }
+    let in_flight =
+        CoreFrame::Batch { first_seq: acked + 1, updates: all[acked as usize..acked as usize + 50].to_vec() };
+    link.send_raw(&in_flight.encode()).await.unwrap();
+    let core = core.kill9_and_restart().unwrap();
+    // The edge reconnects and resends from what the core says it has.
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    let durable_before = link.high_water;
+    assert!(durable_before >= acked, "the core lost acked updates: {durable_before} < {acked}");
+    let mut next = durable_before;
+    while next < N {
+        let end = (next + 50).min(N);
+        next = link.send_batch(next + 1, all[next as usize..end as usize].to_vec()).await.unwrap();
+    }
+    check_all_present(&core, N);
+    // Before the kill the core had applied exactly `durable_before`; since, exactly the rest.
+    assert_eq!(durable_before + core.metric("outpost_core_updates_applied_total") as u64, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_links_are_refused_and_the_core_stays_up() {
+    let core = Core::start(&[]).unwrap();
+    match core.link_with("not-the-token", "edge-1", "edge-1/a").await {
+        Err(LinkError::Refused(r)) => assert!(r.contains("wrong cluster token"), "{r}"),
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("a wrong token was accepted"),
+    }
+    // Malformed bytes after a good hello.
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    link.send_raw(&[0, 0, 0, 3, 0x7f, 1, 2]).await.unwrap();
+    match link.next_frame().await {
+        Err(LinkError::Refused(r)) => assert!(r.contains("unknown frame type"), "{r}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A frame over the limit is refused before it is buffered.
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    link.send_raw(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert!(matches!(link.next_frame().await, Err(LinkError::Refused(r)) if r.contains("over the limit")));
+    // A gap: the stream is at 0 and the batch starts at 5.
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    match link.send_batch(5, vec![upd("k", "v")]).await {
+        Err(LinkError::Refused(r)) => assert!(r.contains("gap"), "{r}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(core.metric("outpost_core_links_refused_total"), 4.0);
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 0.0);
+    assert_eq!(core.get("/healthz", None).status, 200);
+    let mut good = core.link("edge-2", "edge-2/a").await.unwrap();
+    assert_eq!(good.send_batch(1, vec![upd("k", "v")]).await.unwrap(), 1);
+    // Reads need a token; a prefix read needs a prefix and a sane limit.
+    assert_eq!(core.get("/v1/state/k", None).status, 401);
+    assert_eq!(core.get("/v1/state/k", Some("wrong")).status, 401);
+    assert_eq!(core.get("/v1/state/nope", Some(ADMIN_TOKEN)).status, 404);
+    assert_eq!(core.get("/v1/state", Some(ADMIN_TOKEN)).status, 400);
+    assert_eq!(core.get("/v1/state?prefix=k&limit=0", Some(ADMIN_TOKEN)).status, 400);
+    assert_eq!(core.get("/v1/state?prefix=k&limit=lots", Some(ADMIN_TOKEN)).status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cores_on_one_postgresql_store_fail_over_without_duplicates() {
+    let pg = PgCluster::start().unwrap();
+    let url = pg.url();
+    let a = Core::start(&["--store", &url]).unwrap();
+    let b = Core::start(&["--store", &url]).unwrap();
+    let all = stream_of(300);
+    let mut link = a.link("edge-1", "edge-1/a").await.unwrap();
+    assert_eq!(link.send_batch(1, all[..200].to_vec()).await.unwrap(), 200);
+    drop(link);
+    drop(a);
+    // The edge fails over to the second core, which knows the stream from the shared store.
+    let mut link = b.link("edge-1", "edge-1/a").await.unwrap();
+    assert_eq!(link.high_water, 200);
+    assert_eq!(link.send_batch(151, all[150..].to_vec()).await.unwrap(), 300);
+    assert_eq!(b.metric("outpost_core_updates_applied_total"), 100.0);
+    assert_eq!(b.metric("outpost_core_updates_replayed_total"), 50.0);
+    check_all_present(&b, 300);
+    assert_eq!(link.load("k/1").await.unwrap().as_deref(), Some(&b"1"[..]));
+}
