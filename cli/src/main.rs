@@ -2,6 +2,7 @@
 //! in its own module as a struct with `run()`.
 
 mod bench;
+mod bench_core;
 mod bench_http;
 mod connect;
 mod deploy;
@@ -46,6 +47,9 @@ enum Command {
     Ticket(ticket::TicketCmd),
     /// Drive bots against a node and report throughput, RTT, drops and edge CPU.
     Bench(bench::Bench),
+    /// Stream committed updates into a core region and report the durable rate (and an
+    /// append-and-fsync baseline).
+    BenchCore(bench_core::BenchCore),
     /// Load an HTTP endpoint (closed loop, keep-alive) and report requests/s and latency.
     BenchHttp(bench_http::BenchHttp),
     /// The minimal hyper server `bench-http` compares the router against.
@@ -73,6 +77,7 @@ fn main() {
         Command::Bench(b) => b.run(),
         Command::EchoServer(e) => e.run(),
         Command::BenchHttp(b) => b.run(),
+        Command::BenchCore(b) => b.run(),
         Command::HelloServer(h) => h.run(),
     };
     if let Err(e) = result {

@@ -147,3 +147,25 @@ async fn two_cores_on_one_postgresql_store_fail_over_without_duplicates() {
     check_all_present(&b, 300);
     assert_eq!(link.load("k/1").await.unwrap().as_deref(), Some(&b"1"[..]));
 }
+
+#[test]
+fn bench_core_streams_durable_updates_and_compares_with_fsync() {
+    let core = Core::start(&[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("core.json");
+    std::fs::write(&ready, serde_json::to_vec(&core.ready).unwrap()).unwrap();
+    let out = std::process::Command::new(outpost_tests::bin("outpost"))
+        .args(["bench-core", "--json", "--updates", "1000", "--batch", "100", "--core-ready"])
+        .arg(&ready)
+        .arg("--baseline-dir")
+        .arg(dir.path())
+        .env("OUTPOST_CLUSTER_TOKEN", CLUSTER_TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["updates_per_s"].as_f64().unwrap() > 0.0 && r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    // Ten thousand distinct players' keys were written, the last value of each survives.
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 1000.0);
+    assert_eq!(core.get("/v1/state/player/999/score", Some(ADMIN_TOKEN)).text(), "x".repeat(64));
+}
