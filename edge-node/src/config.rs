@@ -134,6 +134,21 @@ pub struct Args {
     /// Admin API URL others reach (default: `http://` + the bound address).
     #[arg(long, env = "OUTPOST_ADVERTISE_ADMIN")]
     pub advertise_admin: Option<String>,
+    /// Core region QUIC addresses (comma-separated), tried in order. Without one, guests' commits
+    /// are counted but not kept.
+    #[arg(long, env = "OUTPOST_CORE", value_delimiter = ',')]
+    #[serde(default)]
+    pub core: Vec<SocketAddr>,
+    /// The cores' certificate SHA-256s (from their ready files), paired with `--core` by position.
+    #[arg(long, env = "OUTPOST_CORE_CERT_SHA256", value_delimiter = ',')]
+    #[serde(default)]
+    pub core_cert_sha256: Vec<String>,
+    /// Outbox size at which committing rooms are faulted (`outbox-full`); nothing is dropped.
+    #[arg(long, env = "OUTPOST_OUTBOX_MAX_BYTES", default_value_t = 1 << 30)]
+    pub outbox_max_bytes: u64,
+    /// Outbox size over which the node refuses joins (default: three quarters of the maximum).
+    #[arg(long, env = "OUTPOST_OUTBOX_SOFT_BYTES")]
+    pub outbox_soft_bytes: Option<u64>,
     /// Instance allocator: `pooling` (default) or `on-demand`.
     #[arg(long, env = "OUTPOST_ALLOCATOR", default_value = "pooling")]
     pub allocator: String,
@@ -164,6 +179,8 @@ pub struct Config {
     pub worker_coalesce: Duration,
     /// Heartbeats to the router, when `--router` is given.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// Where committed state goes, when `--core` is given.
+    pub forward: Option<(Vec<crate::forward::CoreTarget>, crate::forward::outbox::OutboxLimits)>,
 }
 
 /// Where and how to heartbeat.
@@ -289,6 +306,39 @@ impl Args {
                 Some(HeartbeatConfig { router, lat, lon, interval })
             }
         };
+        if self.core.len() != self.core_cert_sha256.len() {
+            return Err(bad(
+                "core_cert_sha256",
+                format!(
+                    "{} --core addresses but {} --core-cert-sha256 values; pair them by position",
+                    self.core.len(),
+                    self.core_cert_sha256.len()
+                ),
+            ));
+        }
+        if let Some(pin) =
+            self.core_cert_sha256.iter().find(|p| p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(bad("core_cert_sha256", format!("{pin:?} is not 64 hex digits")));
+        }
+        let soft = self.outbox_soft_bytes.unwrap_or(self.outbox_max_bytes / 4 * 3);
+        if self.outbox_max_bytes < 1 << 16 || soft > self.outbox_max_bytes {
+            return Err(bad("outbox_max_bytes", "must be at least 65536, and outbox_soft_bytes at most it"));
+        }
+        let forward = (!self.core.is_empty()).then(|| {
+            let targets = self
+                .core
+                .iter()
+                .zip(&self.core_cert_sha256)
+                .map(|(addr, pin)| crate::forward::CoreTarget { addr: *addr, cert_sha256: pin.to_lowercase() })
+                .collect();
+            let limits = crate::forward::outbox::OutboxLimits {
+                soft_bytes: soft,
+                hard_bytes: self.outbox_max_bytes,
+                segment_bytes: (self.outbox_max_bytes / 16).clamp(4096, 8 << 20),
+            };
+            (targets, limits)
+        });
         if self.region.is_empty() || self.region.len() > 64 || self.region.chars().any(char::is_control) {
             return Err(bad("region", "must be 1 to 64 bytes of printable text"));
         }
@@ -324,6 +374,7 @@ impl Args {
             shutdown_grace,
             worker_coalesce,
             heartbeat,
+            forward,
         })
     }
 }
@@ -364,6 +415,9 @@ mod tests {
                 "heartbeat_interval",
             ),
             (vec!["--advertise-admin", "ftp://x"], "advertise_admin"),
+            (vec!["--core", "127.0.0.1:7710"], "core_cert_sha256"),
+            (vec!["--core", "127.0.0.1:7710", "--core-cert-sha256", "zz"], "core_cert_sha256"),
+            (vec!["--outbox-max-bytes", "10"], "outbox_max_bytes"),
         ] {
             let e = load(&argv).unwrap_err();
             assert!(e.contains(field), "{e}");

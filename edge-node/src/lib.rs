@@ -9,6 +9,7 @@
 //! - [`admin`]: the admin HTTP API.
 //! - [`beacon`]: the UDP latency-probe echo.
 //! - [`heartbeat`]: reports to the region router.
+//! - [`forward`]: the durable outbox of guests' commits and the link that drains it to the core.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //!
 //! [`run`] takes validated config and a shutdown future, so tests and `main` start it the same way.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod beacon;
 pub mod config;
+pub mod forward;
 pub mod heartbeat;
 pub mod host;
 pub mod modules;
@@ -83,8 +85,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let host = host::WasmHost::new(config.limits.clone(), &data.join("cache"), config.allocator)?;
     let modules = Arc::new(modules::ModuleStore::open(host.clone(), &data.join("modules"))?);
-    let rooms =
-        Arc::new(room::Rooms::start(host.clone(), metrics.clone(), config.workers, 4096, config.worker_coalesce)?);
+    let outbox = match &config.forward {
+        Some((_, limits)) => Some(Arc::new(forward::outbox::Outbox::open(&data.join("outbox"), &id, *limits)?)),
+        None => None,
+    };
+    let rooms = Arc::new(room::Rooms::start(
+        host.clone(),
+        metrics.clone(),
+        config.workers,
+        4096,
+        config.worker_coalesce,
+        outbox.clone(),
+    )?);
 
     let cert = outpost_client::tls::NodeCert::load_or_generate(data, "node")?;
     let cert_sha256 = cert.sha256();
@@ -139,6 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         accepting: accepting.clone(),
         quic_addr: quic_addr.to_string(),
         cert_sha256: cert_sha256.clone(),
+        outbox: outbox.clone(),
         token_hash: admin::token_hash(&token),
         limits: admin::ApiLimits {
             max_upload_bytes: config.args.max_upload_bytes,
@@ -154,15 +167,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         max_sources: 100_000,
     };
     let beacon_task = tokio::spawn(beacon::serve(probe, beacon_limits, metrics.clone()));
+    // Joins stop while the outbox is over its soft limit, and resume when it drains.
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admission_task = outbox.clone().map(|o| {
+        let (accepting, draining) = (accepting.clone(), draining.clone());
+        tokio::spawn(async move {
+            let mut was_over = false;
+            loop {
+                let over = o.over_soft_limit();
+                if over != was_over {
+                    tracing::warn!(
+                        over_soft_limit = over,
+                        bytes = o.bytes(),
+                        "outbox soft limit: joins {}",
+                        if over { "refused" } else { "accepted again" }
+                    );
+                    was_over = over;
+                }
+                let draining = draining.load(std::sync::atomic::Ordering::Relaxed);
+                accepting.store(!draining && !over, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let cluster_token = || {
+        outpost_proto::config::load_token(
+            "cluster_token_file",
+            config.args.cluster_token_file.as_deref(),
+            std::env::var("OUTPOST_CLUSTER_TOKEN").ok(),
+            &data.join("cluster-token"),
+        )
+        .map(|t| t.0)
+    };
+    let forward_task = match (&config.forward, &outbox) {
+        (Some((cores, _)), Some(o)) => {
+            tracing::info!(cores = cores.len(), stream = o.stream(), "forwarding commits to the core region");
+            Some(tokio::spawn(forward::run(o.clone(), cores.clone(), id.clone(), cluster_token()?, metrics.clone())))
+        }
+        _ => None,
+    };
     let heartbeat_task = match &config.heartbeat {
         None => None,
         Some(hb) => {
-            let (token, _) = outpost_proto::config::load_token(
-                "cluster_token_file",
-                config.args.cluster_token_file.as_deref(),
-                std::env::var("OUTPOST_CLUSTER_TOKEN").ok(),
-                &data.join("cluster-token"),
-            )?;
+            let token = cluster_token()?;
             let args = &config.args;
             let template = outpost_proto::api::Heartbeat {
                 id: id.clone(),
@@ -210,6 +257,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     // Drain: refuse joins, tell every player, then give the close frames time to go out.
     tracing::info!("shutting down: closing players");
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     if let Some((task, ctx)) = &heartbeat_task {
         task.abort();
@@ -221,6 +269,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     quic_task.abort();
     beacon_task.abort();
+    if let Some(t) = admission_task {
+        t.abort();
+    }
+    // Give the forwarder the grace period to hand the core what is left; the outbox is durable,
+    // so whatever it could not send goes after the restart.
+    if let (Some(o), Some(_)) = (&outbox, &forward_task) {
+        let flushed = async {
+            while o.acked() < o.durable() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(grace, flushed).await.is_err() {
+            tracing::warn!(
+                durable = o.durable(),
+                acked = o.acked(),
+                "stopping with commits the core has not acked; they go after the restart"
+            );
+        }
+    }
+    if let Some(t) = forward_task {
+        t.abort();
+    }
 
     tracing::info!("edge node stopped");
     Ok(())

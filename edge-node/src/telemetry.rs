@@ -127,6 +127,12 @@ counters! {
     admin_unauthorized_total: "counter",
     /// Players that joined a room.
     players_joined_total: "counter",
+    /// Batches the core region acked.
+    outbox_forwarded_batches_total: "counter",
+    /// Failed or lost links to the core region.
+    core_link_failures_total: "counter",
+    /// Commits refused because the outbox was full (the room faulted with `outbox-full`).
+    outbox_full_total: "counter",
     /// Heartbeats the router took.
     heartbeats_sent_total: "counter",
     /// Heartbeats that failed (router unreachable or refusing).

@@ -368,6 +368,35 @@ impl Core {
         Ok(Core { child, ready, data: self.data.clone(), args: self.args.clone(), log, _tmp: self._tmp.take() })
     }
 
+    /// SIGKILLs the process and starts it again on the same data dir and the same QUIC address
+    /// (edges are configured with it).
+    pub fn kill9_and_restart_same_address(mut self) -> Result<Core> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.restart_on(&self.ready.quic.clone())
+    }
+
+    /// Stops the process (SIGKILL) without restarting; [`Core::start_again`] brings it back.
+    pub fn stop(mut self) -> StoppedCore {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        StoppedCore {
+            quic: self.ready.quic.clone(),
+            data: self.data.clone(),
+            args: self.args.clone(),
+            tmp: self._tmp.take(),
+        }
+    }
+
+    fn restart_on(&mut self, quic: &str) -> Result<Core> {
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen-quic") {
+            args[i + 1] = quic.to_string();
+        }
+        let (child, ready, log) = spawn_ready("core-region", &self.data, &args)?;
+        Ok(Core { child, ready, data: self.data.clone(), args: self.args.clone(), log, _tmp: self._tmp.take() })
+    }
+
     /// A GET on the core's HTTP API with a token (or none).
     pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
         http("GET", &format!("http://{}{path}", self.ready.http), token, b"")
@@ -409,6 +438,26 @@ impl Core {
             Duration::from_secs(10),
         )
         .await
+    }
+}
+
+/// A core that was stopped, with what it needs to come back on the same address and data.
+pub struct StoppedCore {
+    quic: String,
+    data: PathBuf,
+    args: Vec<String>,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl StoppedCore {
+    /// Starts the core again on its old QUIC address and data dir.
+    pub fn start_again(self) -> Result<Core> {
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen-quic") {
+            args[i + 1] = self.quic.clone();
+        }
+        let (child, ready, log) = spawn_ready("core-region", &self.data, &args)?;
+        Ok(Core { child, ready, data: self.data, args: self.args, log, _tmp: self.tmp })
     }
 }
 

@@ -62,6 +62,8 @@ pub struct AdminState {
     pub quic_addr: String,
     /// The QUIC certificate's hash, for `/v1/info`.
     pub cert_sha256: String,
+    /// The outbox, when the node forwards to a core (for health and gauges).
+    pub outbox: Option<Arc<crate::forward::outbox::Outbox>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -188,7 +190,13 @@ async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
             return Ok(if state.accepting.load(Ordering::Relaxed) {
                 json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             } else {
-                let body = serde_json::json!({"status": "not-accepting", "reason": "draining"});
+                let reason = match &state.outbox {
+                    Some(o) if o.over_soft_limit() => {
+                        "outbox over its soft limit: the core region is unreachable or slow"
+                    }
+                    _ => "draining",
+                };
+                let body = serde_json::json!({"status": "not-accepting", "reason": reason});
                 json(StatusCode::SERVICE_UNAVAILABLE, &body)
             });
         }
@@ -252,6 +260,17 @@ fn metrics(state: &AdminState) -> Resp {
     m.module_cache_loads_total.store(host_loads, Ordering::Relaxed);
     let text = m.render(&[
         ("rooms", "Rooms on the node.", state.rooms.len() as f64),
+        (
+            "outbox_durable_seq",
+            "Highest commit sequence number fsynced in the outbox.",
+            state.outbox.as_ref().map_or(0.0, |o| o.durable() as f64),
+        ),
+        (
+            "outbox_acked_seq",
+            "Highest commit sequence number the core region acked.",
+            state.outbox.as_ref().map_or(0.0, |o| o.acked() as f64),
+        ),
+        ("outbox_bytes", "Bytes of outbox segments on disk.", state.outbox.as_ref().map_or(0.0, |o| o.bytes() as f64)),
         ("modules", "Modules on the node.", state.modules.list().len() as f64),
         ("players", "Connected players.", state.rooms.players() as f64),
         ("process_cpu_seconds", "CPU time of the node process.", process_cpu_seconds()),

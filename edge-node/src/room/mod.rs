@@ -97,13 +97,22 @@ impl Rooms {
         workers: usize,
         queue: usize,
         coalesce: std::time::Duration,
+        outbox: Option<Arc<crate::forward::outbox::Outbox>>,
     ) -> anyhow::Result<Self> {
         let epoch = std::time::Instant::now();
         let directory: Directory = Arc::default();
         let mut senders = Vec::new();
         for i in 0..workers.max(1) {
             let (tx, rx) = flume::bounded(queue.max(1));
-            let w = worker::Worker::new(host.clone(), metrics.clone(), rx, epoch, directory.clone(), coalesce);
+            let w = worker::Worker::new(
+                host.clone(),
+                metrics.clone(),
+                rx,
+                epoch,
+                directory.clone(),
+                coalesce,
+                outbox.clone(),
+            );
             std::thread::Builder::new().name(format!("room-worker-{i}")).spawn(move || w.run())?;
             senders.push(tx);
         }

@@ -169,6 +169,7 @@ pub struct Worker {
     rooms: HashMap<String, RoomSlot>,
     directory: Directory,
     coalesce: Duration,
+    outbox: Option<Arc<crate::forward::outbox::Outbox>>,
 }
 
 impl Worker {
@@ -180,8 +181,9 @@ impl Worker {
         epoch: Instant,
         directory: Directory,
         coalesce: Duration,
+        outbox: Option<Arc<crate::forward::outbox::Outbox>>,
     ) -> Self {
-        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory, coalesce }
+        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory, coalesce, outbox }
     }
 
     /// Runs until every sender is gone or a shutdown command arrives.
@@ -265,20 +267,29 @@ impl Worker {
         }
     }
 
-    /// Applies a call's effects, or faults the room.
+    /// Applies a call's effects, or faults the room (the guest faulted, or its commits could not
+    /// be kept).
     fn after_call<T>(&mut self, id: &str, r: Result<T, GuestFault>) -> Option<T> {
         let slot = self.rooms.get_mut(id)?;
-        match r {
-            Ok(v) => {
-                if let Some(g) = slot.guest.as_mut() {
+        let r = match r {
+            Ok(v) => match slot.guest.as_mut() {
+                Some(g) => {
                     let oversized = g.take_oversized();
                     if oversized > 0 {
                         self.metrics.guest_oversized_datagrams_total.fetch_add(oversized, Ordering::Relaxed);
                     }
-                    apply_effects(&self.metrics, &slot.players, g.take_effects());
+                    let outbox = self.outbox.as_deref().map(|o| (o, id));
+                    match apply_effects(&self.metrics, &slot.players, g.take_effects(), outbox) {
+                        Ok(()) => Ok(v),
+                        Err(message) => Err(GuestFault { kind: "outbox-full", message }),
+                    }
                 }
-                Some(v)
-            }
+                None => Ok(v),
+            },
+            Err(f) => Err(f),
+        };
+        match r {
+            Ok(v) => Some(v),
             Err(f) => {
                 fault(&self.metrics, slot, f);
                 if let Some(p) = self.dir().get_mut(id) {
@@ -359,7 +370,8 @@ impl Worker {
         let log = RoomLog::new(self.host.limits.log_lines, 512);
         let mut guest = self.instantiate(&spec, compiled.clone(), log.clone())?;
         // No player is in a new room yet: init's sends reach nobody; its commits still count.
-        apply_effects(&self.metrics, &HashMap::new(), guest.take_effects());
+        let outbox = self.outbox.as_deref().map(|o| (o, spec.id.as_str()));
+        apply_effects(&self.metrics, &HashMap::new(), guest.take_effects(), outbox).map_err(RoomError::Refused)?;
         let created =
             RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: compiled.version.clone() };
         let id = spec.id.clone();
@@ -566,9 +578,15 @@ fn fault(metrics: &Metrics, slot: &mut RoomSlot, f: GuestFault) {
     slot.fault = Some(Fault { kind: f.kind.to_string(), message: f.message });
 }
 
-/// Carries out a call's effects on the room's players. Commits are counted here; forwarding them
-/// to the core region is the outbox's job.
-fn apply_effects(metrics: &Metrics, players: &HashMap<u64, Arc<PlayerLink>>, effects: Vec<Effect>) {
+/// Carries out a call's effects on the room's players, and queues its commits in the outbox (when
+/// the node forwards to a core). `Err` means a commit could not be kept: the caller faults the
+/// room rather than let it believe its state is saved.
+fn apply_effects(
+    metrics: &Metrics,
+    players: &HashMap<u64, Arc<PlayerLink>>,
+    effects: Vec<Effect>,
+    outbox: Option<(&crate::forward::outbox::Outbox, &str)>,
+) -> Result<(), String> {
     for e in effects {
         match e {
             Effect::Send { to, data, reliable } => {
@@ -586,9 +604,16 @@ fn apply_effects(metrics: &Metrics, players: &HashMap<u64, Arc<PlayerLink>>, eff
                     p.close(CloseCode::Kicked, &reason);
                 }
             }
-            Effect::Commit { .. } => {
+            Effect::Commit { key, value } => {
                 metrics.guest_commits_total.fetch_add(1, Ordering::Relaxed);
+                if let Some((o, room)) = outbox
+                    && let Err(e) = o.append(room, key, value)
+                {
+                    metrics.outbox_full_total.fetch_add(1, Ordering::Relaxed);
+                    return Err(e.to_string());
+                }
             }
         }
     }
+    Ok(())
 }

@@ -1,0 +1,105 @@
+//! Forwarding committed state to the core region: the durable [`outbox::Outbox`] and the link
+//! task that drains it.
+//!
+//! The forwarder connects to the first reachable core (`--core A,B` fails over in order, each
+//! address with its pinned certificate), learns from `Welcome` where the core's copy of this
+//! outbox's stream ends, and streams everything after it in order, dropping what each `Ack`
+//! covers. When no core answers it retries with backoff; the outbox meanwhile grows, bounded.
+
+pub mod outbox;
+
+use crate::telemetry::Metrics;
+use outbox::Outbox;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Where the core regions are.
+#[derive(Debug, Clone)]
+pub struct CoreTarget {
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Its certificate's SHA-256.
+    pub cert_sha256: String,
+}
+
+/// Updates per batch sent to the core.
+const BATCH: usize = 1000;
+/// How long a batch may wait for its ack before the link is taken for dead (a core killed
+/// without closing its connections would otherwise hold the link until the QUIC idle timeout).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Drains the outbox into the cores until the task is dropped.
+pub async fn run(outbox: Arc<Outbox>, cores: Vec<CoreTarget>, node_id: String, token: String, metrics: Arc<Metrics>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut failing = false;
+    loop {
+        for core in &cores {
+            let link = outpost_client::link::CoreLink::connect(
+                core.addr,
+                &core.cert_sha256,
+                &token,
+                &node_id,
+                outbox.stream(),
+                Duration::from_secs(3),
+            )
+            .await;
+            let mut link = match link {
+                Ok(l) => l,
+                Err(e) => {
+                    metrics.core_link_failures_total.fetch_add(1, Ordering::Relaxed);
+                    if !failing {
+                        tracing::warn!(core = %core.addr, error = %e, "core unreachable; the outbox keeps commits until it is back");
+                        failing = true;
+                    }
+                    continue;
+                }
+            };
+            if failing {
+                tracing::info!(core = %core.addr, "core link up again");
+                failing = false;
+            }
+            backoff = Duration::from_millis(100);
+            outbox.ack(link.high_water);
+            let mut next = link.high_water + 1;
+            let result: Result<(), String> = async {
+                loop {
+                    let notified = outbox.notified();
+                    if outbox.durable() < next {
+                        // Wake on new durable commits, and now and then regardless.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                        continue;
+                    }
+                    let outbox2 = outbox.clone();
+                    let batch = tokio::task::spawn_blocking(move || outbox2.read(next, BATCH))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    let Some(&(first, _)) = batch.first() else {
+                        return Err(format!("outbox has nothing at {next} though {} is durable", outbox.durable()));
+                    };
+                    if first != next {
+                        return Err(format!("outbox resumes at {first}, expected {next}"));
+                    }
+                    let updates = batch.into_iter().map(|(_, u)| u).collect();
+                    let up_to = tokio::time::timeout(ACK_TIMEOUT, link.send_batch(first, updates))
+                        .await
+                        .map_err(|_| format!("no ack within {ACK_TIMEOUT:?}"))?
+                        .map_err(|e| e.to_string())?;
+                    outbox.ack(up_to);
+                    metrics.outbox_forwarded_batches_total.fetch_add(1, Ordering::Relaxed);
+                    next = up_to + 1;
+                }
+            }
+            .await;
+            if let Err(e) = result {
+                metrics.core_link_failures_total.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(core = %core.addr, error = %e, "core link lost; reconnecting");
+                failing = true;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

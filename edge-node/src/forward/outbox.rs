@@ -1,0 +1,466 @@
+//! The durable outbox: every guest commit is appended here, fsynced in groups, and kept until the
+//! core acks it.
+//!
+//! Layout under `data-dir/outbox/`: `incarnation` (random, made once: the stream name is
+//! `node-id/incarnation`, so a wiped outbox never collides with the core's memory of the old one),
+//! `acked` (the highest sequence number the core has made durable), and segment files
+//! `seg-<first seq>.log` of records `len u32 | crc32 u32 | seq u64 | room u16+bytes | key u16+bytes
+//! | value u32+bytes`. On start a torn tail (a crash mid-write) is cut off at the last whole
+//! record; corruption anywhere else stops the node with a message naming the file.
+//!
+//! One writer thread owns the open segment: it takes every commit waiting in its queue, writes
+//! them, fsyncs once, and only then publishes the new durable sequence number (group commit).
+
+use outpost_proto::link::WireUpdate;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Limits of the outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// Over this many bytes on disk the node stops accepting joins.
+    pub soft_bytes: u64,
+    /// At this many bytes a committing room is faulted (`outbox-full`); nothing is dropped.
+    pub hard_bytes: u64,
+    /// Segment size before a new file is started.
+    pub segment_bytes: u64,
+}
+
+/// A commit the outbox cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboxError {
+    /// The hard limit is reached.
+    #[error("the outbox is full ({0} bytes on disk, limit {1}); the core region is unreachable or slow")]
+    Full(u64, u64),
+    /// The writer thread is gone (disk failure); nothing more can be made durable.
+    #[error("the outbox writer stopped: {0}")]
+    Broken(String),
+}
+
+struct Pending {
+    room: String,
+    key: String,
+    value: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    first: u64,
+    last: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// State shared by the writer, the forwarder and the gauges.
+struct Shared {
+    segments: Mutex<Vec<Segment>>,
+    durable: AtomicU64,
+    acked: AtomicU64,
+    bytes: AtomicU64,
+    queued_bytes: AtomicU64,
+    broken: Mutex<Option<String>>,
+    over_soft: AtomicBool,
+}
+
+/// The outbox.
+pub struct Outbox {
+    dir: PathBuf,
+    stream: String,
+    limits: OutboxLimits,
+    shared: Arc<Shared>,
+    tx: flume::Sender<Pending>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+fn encode(out: &mut Vec<u8>, seq: u64, p: &Pending) {
+    let mut body = Vec::with_capacity(8 + 2 + p.room.len() + 2 + p.key.len() + 4 + p.value.len());
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.extend_from_slice(&(p.room.len() as u16).to_be_bytes());
+    body.extend_from_slice(p.room.as_bytes());
+    body.extend_from_slice(&(p.key.len() as u16).to_be_bytes());
+    body.extend_from_slice(p.key.as_bytes());
+    body.extend_from_slice(&(p.value.len() as u32).to_be_bytes());
+    body.extend_from_slice(&p.value);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+}
+
+/// Decodes the record at the start of `buf`: `Some((seq, update, record length))`, or `None` when
+/// the bytes are not a whole valid record.
+fn decode(buf: &[u8]) -> Option<(u64, WireUpdate, usize)> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(buf.get(4..8)?.try_into().ok()?);
+    let body = buf.get(8..8 + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let mut at = 8;
+    let mut field = |width: usize| -> Option<&[u8]> {
+        let n = match width {
+            2 => u16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?) as usize,
+            _ => u32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize,
+        };
+        let v = body.get(at + width..at + width + n)?;
+        at += width + n;
+        Some(v)
+    };
+    let room = String::from_utf8(field(2)?.to_vec()).ok()?;
+    let key = String::from_utf8(field(2)?.to_vec()).ok()?;
+    let value = field(4)?.to_vec();
+    Some((seq, WireUpdate { room, key, value }, 8 + len))
+}
+
+fn io(path: &Path, e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("outbox: {}: {e}", path.display())
+}
+
+/// Reads a segment's records; with `repair`, a torn tail is cut off, else it is an error.
+fn scan_segment(path: &Path, repair: bool) -> anyhow::Result<Vec<(u64, WireUpdate)>> {
+    let mut buf = Vec::new();
+    File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(|e| io(path, e))?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        match decode(&buf[at..]) {
+            Some((seq, u, n)) => {
+                out.push((seq, u));
+                at += n;
+            }
+            None if repair => {
+                tracing::warn!(path = %path.display(), kept = at, dropped = buf.len() - at, "outbox: cutting a torn tail");
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(at as u64))
+                    .map_err(|e| io(path, e))?;
+                break;
+            }
+            None => {
+                anyhow::bail!("outbox: {}: corrupt record at byte {at}; move the file away to start", path.display())
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox of node `node_id` under `dir` and starts its writer thread.
+    pub fn open(dir: &Path, node_id: &str, limits: OutboxLimits) -> anyhow::Result<Outbox> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let inc_path = dir.join("incarnation");
+        let incarnation = match std::fs::read_to_string(&inc_path) {
+            Ok(s) => s.trim().to_string(),
+            Err(_) => {
+                let i = hex::encode(rand::random::<[u8; 8]>());
+                outpost_proto::files::write_atomic(&inc_path, i.as_bytes()).map_err(|e| io(&inc_path, e))?;
+                i
+            }
+        };
+        let acked: u64 =
+            std::fs::read_to_string(dir.join("acked")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("seg-") && n.ends_with(".log"))
+            })
+            .collect();
+        names.sort();
+        let mut segments = Vec::new();
+        let mut last_seq = acked;
+        for (i, path) in names.iter().enumerate() {
+            let records = scan_segment(path, i + 1 == names.len())?;
+            let bytes = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
+            match (records.first(), records.last()) {
+                (Some(f), Some(l)) => {
+                    if f.0 != last_seq + 1 && f.0 > acked + 1 {
+                        anyhow::bail!(
+                            "outbox: {}: starts at {} but the previous record is {last_seq}",
+                            path.display(),
+                            f.0
+                        );
+                    }
+                    last_seq = l.0;
+                    segments.push(Segment { first: f.0, last: l.0, path: path.clone(), bytes });
+                }
+                _ => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let bytes = segments.iter().map(|s| s.bytes).sum();
+        let shared = Arc::new(Shared {
+            segments: Mutex::new(segments),
+            durable: AtomicU64::new(last_seq),
+            acked: AtomicU64::new(acked.min(last_seq)),
+            bytes: AtomicU64::new(bytes),
+            queued_bytes: AtomicU64::new(0),
+            broken: Mutex::new(None),
+            over_soft: AtomicBool::new(bytes > limits.soft_bytes),
+        });
+        let (tx, rx) = flume::bounded::<Pending>(65_536);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let writer =
+            Writer { dir: dir.to_path_buf(), shared: shared.clone(), notify: notify.clone(), limits, file: None };
+        std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| anyhow::anyhow!("outbox: starting the writer: {e}"))?;
+        tracing::info!(dir = %dir.display(), durable = last_seq, acked, bytes, "outbox open");
+        Ok(Outbox { dir: dir.to_path_buf(), stream: format!("{node_id}/{incarnation}"), limits, shared, tx, notify })
+    }
+
+    /// The stream name the core knows this outbox by.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Queues a commit; it becomes durable at the writer's next group fsync.
+    pub fn append(&self, room: &str, key: String, value: Vec<u8>) -> Result<(), OutboxError> {
+        if let Some(e) = self.shared.broken.lock().ok().and_then(|b| b.clone()) {
+            return Err(OutboxError::Broken(e));
+        }
+        let size = (24 + room.len() + key.len() + value.len()) as u64;
+        let on_disk = self.shared.bytes.load(Ordering::Relaxed) + self.shared.queued_bytes.load(Ordering::Relaxed);
+        if on_disk + size > self.limits.hard_bytes {
+            return Err(OutboxError::Full(on_disk, self.limits.hard_bytes));
+        }
+        self.shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        // A full queue blocks the room's worker until the writer catches up: back-pressure, not loss.
+        self.tx
+            .send(Pending { room: room.to_string(), key, value })
+            .map_err(|_| OutboxError::Broken("the writer thread is gone".into()))
+    }
+
+    /// Highest sequence number on disk (fsynced).
+    pub fn durable(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Highest sequence number the core has acked.
+    pub fn acked(&self) -> u64 {
+        self.shared.acked.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of segments on disk.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// True while the outbox holds more than its soft limit (the node refuses joins).
+    pub fn over_soft_limit(&self) -> bool {
+        self.shared.over_soft.load(Ordering::Relaxed)
+    }
+
+    /// Wakes when something new is durable.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// The core has everything up to `seq`: forget it (whole segments are deleted).
+    pub fn ack(&self, seq: u64) {
+        let seq = seq.min(self.durable());
+        if seq <= self.acked() {
+            return;
+        }
+        self.shared.acked.store(seq, Ordering::Relaxed);
+        let _ = outpost_proto::files::write_atomic(&self.dir.join("acked"), seq.to_string().as_bytes());
+        let Ok(mut segs) = self.shared.segments.lock() else { return };
+        // Never delete the newest segment: the writer may be appending to it.
+        let keep_from = segs.len().saturating_sub(1);
+        let mut removed = 0;
+        for s in segs.iter().take(keep_from) {
+            if s.last <= seq {
+                if std::fs::remove_file(&s.path).is_ok() {
+                    self.shared.bytes.fetch_sub(s.bytes, Ordering::Relaxed);
+                }
+                removed += 1;
+            } else {
+                break;
+            }
+        }
+        segs.drain(..removed);
+        let bytes = self.shared.bytes.load(Ordering::Relaxed);
+        self.shared.over_soft.store(bytes > self.limits.soft_bytes, Ordering::Relaxed);
+    }
+
+    /// Up to `max` durable updates from `from` on, in order (for the forwarder).
+    pub fn read(&self, from: u64, max: usize) -> anyhow::Result<Vec<(u64, WireUpdate)>> {
+        let durable = self.durable();
+        if from > durable {
+            return Ok(Vec::new());
+        }
+        let segs: Vec<Segment> = self.shared.segments.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        for s in segs.iter().filter(|s| s.last >= from && s.first <= durable) {
+            for (seq, u) in scan_segment(&s.path, false).unwrap_or_default() {
+                if seq >= from && seq <= durable {
+                    out.push((seq, u));
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    notify: Arc<tokio::sync::Notify>,
+    limits: OutboxLimits,
+    file: Option<(File, Segment)>,
+}
+
+impl Writer {
+    fn run(mut self, rx: flume::Receiver<Pending>) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < 8192 {
+                match rx.try_recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.write_group(&group, &mut buf) {
+                tracing::error!(error = %e, "outbox write failed; commits can no longer be made durable");
+                if let Ok(mut b) = self.shared.broken.lock() {
+                    *b = Some(e.to_string());
+                }
+                return;
+            }
+        }
+    }
+
+    fn write_group(&mut self, group: &[Pending], buf: &mut Vec<u8>) -> anyhow::Result<()> {
+        let mut seq = self.shared.durable.load(Ordering::Acquire);
+        let first = seq + 1;
+        buf.clear();
+        let mut queued = 0u64;
+        for p in group {
+            seq += 1;
+            encode(buf, seq, p);
+            queued += (24 + p.room.len() + p.key.len() + p.value.len()) as u64;
+        }
+        if self.file.as_ref().is_none_or(|(_, s)| s.bytes >= self.limits.segment_bytes) {
+            let path = self.dir.join(format!("seg-{first:020}.log"));
+            let f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io(&path, e))?;
+            let seg = Segment { first, last: first - 1, path, bytes: 0 };
+            self.shared.segments.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(seg.clone());
+            self.file = Some((f, seg));
+            // The new file's directory entry must be durable too.
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io(&self.dir, e))?;
+        }
+        let Some((f, seg)) = self.file.as_mut() else { anyhow::bail!("no segment") };
+        f.write_all(buf).map_err(|e| io(&seg.path, e))?;
+        f.sync_data().map_err(|e| io(&seg.path, e))?;
+        seg.bytes += buf.len() as u64;
+        seg.last = seq;
+        if let Ok(mut segs) = self.shared.segments.lock()
+            && let Some(last) = segs.last_mut()
+        {
+            last.last = seq;
+            last.bytes = seg.bytes;
+        }
+        let bytes = self.shared.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed) + buf.len() as u64;
+        self.shared
+            .queued_bytes
+            .fetch_sub(queued.min(self.shared.queued_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.shared.over_soft.store(bytes > self.limits.soft_bytes, Ordering::Relaxed);
+        self.shared.durable.store(seq, Ordering::Release);
+        self.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> OutboxLimits {
+        OutboxLimits { soft_bytes: 1 << 20, hard_bytes: 4 << 20, segment_bytes: 4096 }
+    }
+
+    fn wait_durable(o: &Outbox, seq: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while o.durable() < seq {
+            assert!(std::time::Instant::now() < deadline, "durable {} < {seq}", o.durable());
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn commits_become_durable_survive_a_reopen_and_go_when_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
+        let stream = o.stream().to_string();
+        // Five groups of 100, each over the 4 KiB segment size: five segments.
+        for round in 0..5 {
+            for i in 0..100 {
+                o.append("r", format!("k{}", round * 100 + i), vec![b'v'; 30]).unwrap();
+            }
+            wait_durable(&o, (round + 1) * 100);
+        }
+        let got = o.read(1, 1000).unwrap();
+        assert_eq!(got.len(), 500);
+        assert_eq!((got[499].0, got[499].1.key.as_str()), (500, "k499"));
+        assert_eq!(o.read(450, 10).unwrap()[0].0, 450);
+        let segments_before = std::fs::read_dir(dir.path()).unwrap().count();
+        o.ack(400);
+        assert_eq!(o.acked(), 400);
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() < segments_before, "acked segments are deleted");
+        drop(o);
+        let again = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
+        assert_eq!(again.stream(), stream, "the incarnation is kept");
+        assert_eq!((again.durable(), again.acked()), (500, 400));
+        assert_eq!(again.read(401, 1000).unwrap().len(), 100);
+        again.append("r", "next".into(), b"x".to_vec()).unwrap();
+        wait_durable(&again, 501);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_hard_limit_refuses_without_dropping() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
+        for i in 0..10 {
+            o.append("r", format!("k{i}"), b"v".to_vec()).unwrap();
+        }
+        wait_durable(&o, 10);
+        drop(o);
+        let seg = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_str().unwrap().ends_with(".log"))
+            .unwrap();
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[0, 0, 0, 50, 1, 2, 3]).unwrap();
+        drop(f);
+        let o = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
+        assert_eq!(o.durable(), 10);
+        assert_eq!(o.read(1, 100).unwrap().len(), 10);
+        drop(o);
+
+        let small = OutboxLimits { soft_bytes: 500, hard_bytes: 2000, segment_bytes: 4096 };
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(dir.path(), "edge-1", small).unwrap();
+        let mut taken = 0;
+        let err = loop {
+            match o.append("r", format!("k{taken}"), vec![b'v'; 100]) {
+                Ok(()) => taken += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, OutboxError::Full(..)), "{err}");
+        wait_durable(&o, taken);
+        assert_eq!(o.read(1, 1000).unwrap().len() as u64, taken, "everything taken is kept");
+        assert!(o.over_soft_limit());
+    }
+}

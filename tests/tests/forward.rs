@@ -1,0 +1,132 @@
+//! Edges forward guests' commits to a real core region through their durable outbox: delivered,
+//! kept while the core is down, kept across an edge kill -9, bounded by the outbox limit.
+
+use outpost_tests::{ADMIN_TOKEN, Core, Edge, guest, wait_for};
+use std::time::Duration;
+
+fn edge_for(core: &Core, extra: &[&str]) -> Edge {
+    let mut args = vec!["--core", &core.ready.quic, "--core-cert-sha256", &core.ready.cert_sha256];
+    args.extend_from_slice(extra);
+    let e = Edge::start(&args).unwrap();
+    assert_eq!(e.upload("echo", &guest("echo")).status, 201);
+    e.create_room("echo", "ledger");
+    e
+}
+
+fn commit(e: &Edge, key: &str, value: &str) -> u16 {
+    e.signal("ledger", &format!("commit {key} {value}")).status
+}
+
+fn wait_value(core: &Core, key: &str, want: &str) {
+    wait_for(&format!("{key} = {want} at the core"), Duration::from_secs(15), || {
+        let r = core.get(&format!("/v1/state/{key}"), Some(ADMIN_TOKEN));
+        (r.status == 200 && r.text() == want).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn commits_reach_the_core_and_the_outbox_empties() {
+    let core = Core::start(&[]).unwrap();
+    let edge = edge_for(&core, &[]);
+    for i in 0..20 {
+        assert_eq!(commit(&edge, &format!("player/{i}"), &format!("score-{i}")), 200);
+    }
+    assert_eq!(commit(&edge, "player/0", "score-final"), 200);
+    wait_value(&core, "player/0", "score-final");
+    wait_value(&core, "player/19", "score-19");
+    wait_for("acked = durable", Duration::from_secs(10), || {
+        (edge.metric("outpost_outbox_acked_seq") == 21.0 && edge.metric("outpost_outbox_durable_seq") == 21.0)
+            .then_some(())
+    })
+    .unwrap();
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 21.0);
+}
+
+#[test]
+fn a_core_that_is_down_for_a_while_gets_everything_once_when_back() {
+    let core = Core::start(&[]).unwrap();
+    let edge = edge_for(&core, &[]);
+    assert_eq!(commit(&edge, "warmup", "1"), 200);
+    wait_value(&core, "warmup", "1");
+    let stopped = core.stop();
+    for i in 0..50 {
+        assert_eq!(commit(&edge, &format!("k/{i}"), &i.to_string()), 200);
+    }
+    wait_for("the outbox to hold 51", Duration::from_secs(10), || {
+        (edge.metric("outpost_outbox_durable_seq") == 51.0).then_some(())
+    })
+    .unwrap();
+    assert_eq!(edge.metric("outpost_outbox_acked_seq"), 1.0);
+    assert!(edge.metric("outpost_outbox_bytes") > 0.0);
+    assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200, "a small outbox keeps the node open");
+    let core = stopped.start_again().unwrap();
+    wait_value(&core, "k/49", "49");
+    for i in 0..50 {
+        assert_eq!(core.get(&format!("/v1/state/k/{i}"), Some(ADMIN_TOKEN)).text(), i.to_string());
+    }
+    wait_for("acked = 51", Duration::from_secs(10), || (edge.metric("outpost_outbox_acked_seq") == 51.0).then_some(()))
+        .unwrap();
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 50.0, "exactly the 50 the core missed");
+}
+
+#[test]
+fn an_edge_killed_with_an_unsent_outbox_delivers_it_after_restart() {
+    const N: u64 = 40;
+    let core = Core::start(&[]).unwrap();
+    let edge = edge_for(&core, &[]);
+    let stopped = core.stop();
+    for i in 1..=N {
+        assert_eq!(commit(&edge, "hot", &format!("v{i}")), 200);
+    }
+    wait_for("N durable", Duration::from_secs(10), || {
+        (edge.metric("outpost_outbox_durable_seq") >= N as f64).then_some(())
+    })
+    .unwrap();
+    let edge = edge.restart().unwrap();
+    let core = stopped.start_again().unwrap();
+    wait_value(&core, "hot", &format!("v{N}"));
+    wait_for("acked = N", Duration::from_secs(10), || {
+        (edge.metric("outpost_outbox_acked_seq") == N as f64).then_some(())
+    })
+    .unwrap();
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), N as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_refuses_joins_faults_committing_rooms_and_loses_nothing() {
+    let core = Core::start(&[]).unwrap();
+    let key = outpost_tests::TicketKey::new();
+    let pubkey = format!("--ticket-pubkey={}", key.public);
+    let edge = edge_for(&core, &["--outbox-max-bytes", "65536", "--outbox-soft-bytes", "16384", &pubkey]);
+    let stopped = core.stop();
+    let big = "x".repeat(1000);
+    let mut accepted = 0;
+    let status = loop {
+        let s = commit(&edge, &format!("k/{accepted}"), &big);
+        if s != 200 {
+            break s;
+        }
+        accepted += 1;
+        assert!(accepted < 1000, "the outbox never filled");
+    };
+    assert!(status == 500 || status == 409, "a refused commit faults the room: {status}");
+    let room = edge.admin("GET", "/v1/rooms/ledger", b"").json();
+    assert_eq!(room["fault"]["kind"], "outbox-full", "{room}");
+    let health = wait_for("healthz 503", Duration::from_secs(5), || {
+        let h = edge.admin_with(None, "GET", "/healthz", b"");
+        (h.status == 503).then_some(h)
+    })
+    .unwrap();
+    assert!(health.text().contains("outbox"), "{}", health.text());
+    let refused = edge.player(&key, "echo", None, 1, "ana").await;
+    assert!(matches!(refused, Err(ref e) if e.to_string().contains("not accepting")), "{:?}", refused.err());
+    // Back: everything the outbox took arrives, and the node opens again.
+    let core = stopped.start_again().unwrap();
+    wait_value(&core, &format!("k/{}", accepted - 1), &big);
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), accepted as f64);
+    wait_for("healthz 200 again", Duration::from_secs(10), || {
+        (edge.admin_with(None, "GET", "/healthz", b"").status == 200).then_some(())
+    })
+    .unwrap();
+}
