@@ -143,6 +143,10 @@ pub struct Args {
     #[arg(long, env = "OUTPOST_CORE_CERT_SHA256", value_delimiter = ',')]
     #[serde(default)]
     pub core_cert_sha256: Vec<String>,
+    /// How long a join waits for the player's saved state from the core before going ahead with
+    /// `saved = unavailable`.
+    #[arg(long, env = "OUTPOST_CORE_LOAD_TIMEOUT", default_value = "300ms")]
+    pub core_load_timeout: String,
     /// Outbox size at which committing rooms are faulted (`outbox-full`); nothing is dropped.
     #[arg(long, env = "OUTPOST_OUTBOX_MAX_BYTES", default_value_t = 1 << 30)]
     pub outbox_max_bytes: u64,
@@ -179,6 +183,8 @@ pub struct Config {
     pub worker_coalesce: Duration,
     /// Heartbeats to the router, when `--router` is given.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// Join-time saved-state load timeout.
+    pub core_load_timeout: Duration,
     /// Where committed state goes, when `--core` is given.
     pub forward: Option<(Vec<crate::forward::CoreTarget>, crate::forward::outbox::OutboxLimits)>,
 }
@@ -321,6 +327,10 @@ impl Args {
         {
             return Err(bad("core_cert_sha256", format!("{pin:?} is not 64 hex digits")));
         }
+        let core_load_timeout = parse_duration("core_load_timeout", &self.core_load_timeout)?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&core_load_timeout) {
+            return Err(bad("core_load_timeout", "must be between 10ms and 10s"));
+        }
         let soft = self.outbox_soft_bytes.unwrap_or(self.outbox_max_bytes / 4 * 3);
         if self.outbox_max_bytes < 1 << 16 || soft > self.outbox_max_bytes {
             return Err(bad("outbox_max_bytes", "must be at least 65536, and outbox_soft_bytes at most it"));
@@ -375,6 +385,7 @@ impl Args {
             worker_coalesce,
             heartbeat,
             forward,
+            core_load_timeout,
         })
     }
 }

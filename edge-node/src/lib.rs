@@ -112,7 +112,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if config.ticket_key.is_none() {
         tracing::warn!("no --ticket-pubkey: every player join will be refused");
     }
+    let cluster_token = if config.forward.is_some() || config.heartbeat.is_some() {
+        let (t, _) = outpost_proto::config::load_token(
+            "cluster_token_file",
+            config.args.cluster_token_file.as_deref(),
+            std::env::var("OUTPOST_CLUSTER_TOKEN").ok(),
+            &data.join("cluster-token"),
+        )?;
+        Some(t)
+    } else {
+        None
+    };
+    let loader = match (&config.forward, &cluster_token) {
+        (Some((cores, _)), Some(token)) => Some(Arc::new(forward::loader::StateLoader::new(
+            cores.clone(),
+            token.clone(),
+            id.clone(),
+            config.core_load_timeout,
+        ))),
+        _ => None,
+    };
+    if let (Some(o), Some(l)) = (&outbox, &loader) {
+        let l = l.clone();
+        o.on_player_commit(Arc::new(move |id, value| l.committed(id, value)));
+    }
     let players = Arc::new(quic::PlayerCtx {
+        loader,
         node_id: id.clone(),
         ticket_key: config.ticket_key,
         replay: std::sync::Mutex::new(outpost_proto::ticket::ReplayGuard::new(1_000_000)),
@@ -190,26 +215,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             }
         })
     });
-    let cluster_token = || {
-        outpost_proto::config::load_token(
-            "cluster_token_file",
-            config.args.cluster_token_file.as_deref(),
-            std::env::var("OUTPOST_CLUSTER_TOKEN").ok(),
-            &data.join("cluster-token"),
-        )
-        .map(|t| t.0)
-    };
     let forward_task = match (&config.forward, &outbox) {
         (Some((cores, _)), Some(o)) => {
             tracing::info!(cores = cores.len(), stream = o.stream(), "forwarding commits to the core region");
-            Some(tokio::spawn(forward::run(o.clone(), cores.clone(), id.clone(), cluster_token()?, metrics.clone())))
+            let token = cluster_token.clone().unwrap_or_default();
+            Some(tokio::spawn(forward::run(o.clone(), cores.clone(), id.clone(), token, metrics.clone())))
         }
         _ => None,
     };
     let heartbeat_task = match &config.heartbeat {
         None => None,
         Some(hb) => {
-            let token = cluster_token()?;
+            let token = cluster_token.clone().unwrap_or_default();
             let args = &config.args;
             let template = outpost_proto::api::Heartbeat {
                 id: id.clone(),

@@ -130,3 +130,40 @@ async fn a_full_outbox_refuses_joins_faults_committing_rooms_and_loses_nothing()
     })
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_players_saved_state_reaches_the_guest_and_a_silent_core_means_unavailable() {
+    use outpost_proto::frame::SavedState;
+    let core = Core::start(&[]).unwrap();
+    let key = outpost_tests::TicketKey::new();
+    let pubkey = format!("--ticket-pubkey={}", key.public);
+    let edge = edge_for(&core, &[&pubkey]);
+    assert_eq!(edge.upload("arena", &guest("arena")).status, 201);
+    let progress = r#"{"name":"ana","score":42}"#;
+    assert_eq!(commit(&edge, "player/77", progress), 200);
+    wait_value(&core, "player/77", progress);
+
+    let ana = edge.player(&key, "arena", None, 77, "ana").await.unwrap();
+    assert_eq!(ana.joined.saved, SavedState::Found(progress.as_bytes().to_vec()));
+    let state = edge.signal(&ana.joined.room, "state").text();
+    assert!(state.contains(r#""id":77,"name":"ana""#) && state.contains(r#""score":42"#), "{state}");
+    let bob = edge.player(&key, "arena", None, 78, "bob").await.unwrap();
+    assert_eq!(bob.joined.saved, SavedState::None, "a new player has nothing saved");
+
+    // The core goes silent: joins still go ahead, told that the state is unavailable.
+    let _stopped = core.stop();
+    let started = std::time::Instant::now();
+    let cyd = edge.player(&key, "arena", None, 79, "cyd").await.unwrap();
+    assert_eq!(cyd.joined.saved, SavedState::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(5), "the join waited {:?}", started.elapsed());
+    // Ana's own progress, committed here, is served from this node's cache without the core.
+    let room = ana.joined.room.clone();
+    ana.close();
+    drop(ana);
+    wait_for("ana to leave", Duration::from_secs(10), || {
+        (!edge.signal(&room, "state").text().contains(r#""id":77"#)).then_some(())
+    })
+    .unwrap();
+    let ana = edge.player(&key, "arena", None, 77, "ana").await.unwrap();
+    assert_eq!(ana.joined.saved, SavedState::Found(progress.as_bytes().to_vec()));
+}

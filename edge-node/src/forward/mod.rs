@@ -6,6 +6,7 @@
 //! outbox's stream ends, and streams everything after it in order, dropping what each `Ack`
 //! covers. When no core answers it retries with backoff; the outbox meanwhile grows, bounded.
 
+pub mod loader;
 pub mod outbox;
 
 use crate::telemetry::Metrics;

@@ -73,7 +73,11 @@ pub struct Outbox {
     shared: Arc<Shared>,
     tx: flume::Sender<Pending>,
     notify: Arc<tokio::sync::Notify>,
+    on_player_commit: Mutex<Option<PlayerCommitHook>>,
 }
+
+/// Told of every `player/{id}` commit as it is queued, with the new value.
+pub type PlayerCommitHook = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
 
 fn encode(out: &mut Vec<u8>, seq: u64, p: &Pending) {
     let mut body = Vec::with_capacity(8 + 2 + p.room.len() + 2 + p.key.len() + 4 + p.value.len());
@@ -212,12 +216,28 @@ impl Outbox {
             .spawn(move || writer.run(rx))
             .map_err(|e| anyhow::anyhow!("outbox: starting the writer: {e}"))?;
         tracing::info!(dir = %dir.display(), durable = last_seq, acked, bytes, "outbox open");
-        Ok(Outbox { dir: dir.to_path_buf(), stream: format!("{node_id}/{incarnation}"), limits, shared, tx, notify })
+        Ok(Outbox {
+            dir: dir.to_path_buf(),
+            stream: format!("{node_id}/{incarnation}"),
+            limits,
+            shared,
+            tx,
+            notify,
+            on_player_commit: Mutex::new(None),
+        })
     }
 
     /// The stream name the core knows this outbox by.
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// Sets the hook told of `player/{id}` commits (the join-time state cache keeps itself fresh
+    /// with it, so a player who leaves and comes back gets what was just committed).
+    pub fn on_player_commit(&self, hook: PlayerCommitHook) {
+        if let Ok(mut h) = self.on_player_commit.lock() {
+            *h = Some(hook);
+        }
     }
 
     /// Queues a commit; it becomes durable at the writer's next group fsync.
@@ -231,6 +251,11 @@ impl Outbox {
             return Err(OutboxError::Full(on_disk, self.limits.hard_bytes));
         }
         self.shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if let Some(id) = key.strip_prefix("player/").and_then(|id| id.parse::<u64>().ok())
+            && let Some(hook) = self.on_player_commit.lock().ok().and_then(|h| h.clone())
+        {
+            hook(id, &value);
+        }
         // A full queue blocks the room's worker until the writer catches up: back-pressure, not loss.
         self.tx
             .send(Pending { room: room.to_string(), key, value })

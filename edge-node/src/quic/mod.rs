@@ -42,6 +42,8 @@ pub struct PlayerCtx {
     pub limits: Arc<PlayerLimits>,
     /// False while draining: joins are refused with `node-not-accepting`.
     pub accepting: Arc<AtomicBool>,
+    /// Loads joining players' saved state from the core, when the node forwards to one.
+    pub loader: Option<Arc<crate::forward::loader::StateLoader>>,
     /// How long a client has to send its `Join`.
     pub join_timeout: Duration,
     /// Player cap for relay rooms.
@@ -90,12 +92,22 @@ async fn read_join(recv: &mut quinn::RecvStream) -> Result<String, (CloseCode, S
     }
 }
 
+/// A player let in: the ticket, its link, where it joined, and the saved state it was given.
+struct Admitted {
+    ticket: TicketPayload,
+    link: Arc<PlayerLink>,
+    room: String,
+    worker: usize,
+    tick_hz: u32,
+    saved: SavedState,
+}
+
 /// Verifies the ticket and places the player; returns the room, its worker and the tick rate.
 async fn admit(
     ctx: &PlayerCtx,
     ticket_text: &str,
     link_for: impl FnOnce(&TicketPayload) -> Arc<PlayerLink>,
-) -> Result<(TicketPayload, Arc<PlayerLink>, String, usize, u32), (CloseCode, String)> {
+) -> Result<Admitted, (CloseCode, String)> {
     let key = ctx.ticket_key.as_ref().ok_or((CloseCode::BadTicket, "this node has no --ticket-pubkey".to_string()))?;
     let now = now_unix();
     let t = ticket::verify(ticket_text, key, &ctx.node_id, now).map_err(|e| (e.code(), e.to_string()))?;
@@ -114,12 +126,16 @@ async fn admit(
         guard.check_and_insert(&t, now).map_err(|e| (e.code(), e.to_string()))?;
     }
     let link = link_for(&t);
+    let saved = match &ctx.loader {
+        Some(l) => l.load(t.player).await,
+        None => SavedState::None,
+    };
     // Reserve a slot, creating the room when there is none to join; bounded retries cover the
     // race where another player takes the last slot of a room we just created.
     for _ in 0..4 {
         if let Some((room, worker)) = ctx.rooms.reserve_player(&t.module, t.room.as_deref())? {
-            let joined = ctx.rooms.join(&room, worker, link.clone(), SavedState::None).await?;
-            return Ok((t, link, joined.room, worker, joined.tick_hz));
+            let joined = ctx.rooms.join(&room, worker, link.clone(), saved.clone()).await?;
+            return Ok(Admitted { ticket: t, link, room: joined.room, worker, tick_hz: joined.tick_hz, saved });
         }
         create_room(ctx, &t).await?;
     }
@@ -181,14 +197,14 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
     let make_link = |t: &TicketPayload| {
         PlayerLink::new(t.player, t.name.clone(), conn.clone(), ctx.limits.clone(), ctx.metrics.clone())
     };
-    let (t, link, room, worker, tick_hz) = match admit(&ctx, &ticket_text, make_link).await {
+    let Admitted { ticket: t, link, room, worker, tick_hz, saved } = match admit(&ctx, &ticket_text, make_link).await {
         Ok(v) => v,
         Err((code, reason)) => {
             let _ = send.write_all(&Frame::Refused { code, reason: reason.clone() }.encode()).await;
             return refuse(&ctx, &conn, code, &reason);
         }
     };
-    let joined = Frame::Joined { player_id: t.player, room: room.clone(), tick_hz, saved: SavedState::None };
+    let joined = Frame::Joined { player_id: t.player, room: room.clone(), tick_hz, saved };
     if send.write_all(&joined.encode()).await.is_err() {
         ctx.rooms.tell(worker, Command::Leave { room, player: t.player }).await;
         return;
