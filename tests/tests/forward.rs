@@ -167,3 +167,54 @@ async fn a_returning_players_saved_state_reaches_the_guest_and_a_silent_core_mea
     let ana = edge.player(&key, "arena", None, 77, "ana").await.unwrap();
     assert_eq!(ana.joined.saved, SavedState::Found(progress.as_bytes().to_vec()));
 }
+
+/// Two arena players meet; the tag commits the tagger's progress (`player/{id}`), which must
+/// reach the core. Same scenario as `make demo`'s operator-driven match.
+fn arena_tag_reaches(core: &Core, edge: &Edge) {
+    assert_eq!(edge.upload("arena", &guest("arena")).status, 201);
+    edge.create_room("arena", "match");
+    let ada = edge.signal("match", "spawn ada").text();
+    let bob = edge.signal("match", "spawn bob").text();
+    assert_eq!(edge.signal("match", &format!("move {ada} -2000 -2000")).text(), "ok");
+    assert_eq!(edge.signal("match", &format!("move {bob} -2000 -1960")).text(), "ok");
+    let state: serde_json::Value = serde_json::from_str(&edge.signal("match", "state").text()).unwrap();
+    let scorer = state["players"].as_array().unwrap().iter().find(|p| p["score"] == 1).expect("a tag scored").clone();
+    let key = format!("player/{}", scorer["id"]);
+    wait_for("the score at the core", Duration::from_secs(15), || {
+        let r = core.get(&format!("/v1/state/{key}"), Some(ADMIN_TOKEN));
+        (r.status == 200).then(|| r.json())
+    })
+    .map(|v| assert_eq!(v["score"], 1, "{v}"))
+    .unwrap();
+}
+
+#[test]
+fn arena_scores_reach_the_core_with_the_embedded_store() {
+    let core = Core::start(&[]).unwrap();
+    let edge = edge_for(&core, &[]);
+    arena_tag_reaches(&core, &edge);
+}
+
+#[test]
+fn arena_scores_reach_postgresql_and_the_edge_fails_over_to_the_second_core() {
+    let pg = outpost_tests::pg::PgCluster::start().unwrap();
+    let url = pg.url();
+    let first = Core::start(&["--store", &url]).unwrap();
+    let second = Core::start(&["--store", &url]).unwrap();
+    let cores = format!("{},{}", first.ready.quic, second.ready.quic);
+    let pins = format!("{},{}", first.ready.cert_sha256, second.ready.cert_sha256);
+    let edge = Edge::start(&["--core", &cores, "--core-cert-sha256", &pins]).unwrap();
+    assert_eq!(edge.upload("echo", &guest("echo")).status, 201);
+    edge.create_room("echo", "ledger");
+    assert_eq!(commit(&edge, "before", "1"), 200);
+    wait_value(&first, "before", "1");
+    // The first core dies: the edge moves to the second, which shares the store.
+    let _gone = first.stop();
+    for i in 0..20 {
+        assert_eq!(commit(&edge, &format!("after/{i}"), &i.to_string()), 200);
+    }
+    wait_value(&second, "after/19", "19");
+    assert_eq!(second.get("/v1/state/before", Some(ADMIN_TOKEN)).text(), "1", "one store behind both cores");
+    assert_eq!(second.metric("outpost_core_updates_applied_total"), 20.0, "nothing applied twice");
+    arena_tag_reaches(&second, &edge);
+}
