@@ -4,6 +4,7 @@
 //! - [`tls`]: pinned-certificate QUIC/TLS configs and node certificates (shared with the servers).
 //! - [`http_server`]: the HTTP/1.1 accept loop and reply helpers the servers share.
 //! - [`link`]: the edge → core link (updates with acks, player-state loads).
+//! - [`service`]: what every service does the same way at start-up (logging, layered config, tokens).
 //! - this file: [`Client`]: connect to an edge node with a ticket, send reliable frames and
 //!   unreliable datagrams, receive [`Event`]s, and see typed close reasons.
 //!
@@ -12,6 +13,7 @@
 
 pub mod http_server;
 pub mod link;
+pub mod service;
 pub mod tls;
 
 use outpost_proto::CloseCode;

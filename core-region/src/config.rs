@@ -1,8 +1,7 @@
 //! Configuration: flags, `OUTPOST_*` env, and an optional TOML file (`--config`), validated before
 //! anything binds; a bad value is one line naming the field.
 
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use outpost_proto::config::{ConfigError, bad, parse_duration};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -65,6 +64,15 @@ pub struct Config {
     pub idle_timeout: Duration,
 }
 
+impl outpost_client::service::Layered for Args {
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config.clone()
+    }
+    fn set_config_file(&mut self, path: PathBuf) {
+        self.config = Some(path);
+    }
+}
+
 impl Args {
     /// Parses the process arguments (flags, env), then fills unset fields from `--config`.
     pub fn load_from<I, T>(argv: I) -> Result<Args, anyhow::Error>
@@ -72,14 +80,7 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Args::command().try_get_matches_from(argv)?;
-        let args = Args::from_arg_matches(&matches)?;
-        let Some(path) = args.config.clone() else { return Ok(args) };
-        let set_by_user =
-            |key: &str| matches!(matches.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
-        let mut out = outpost_proto::config::layered(&args, &path, set_by_user)?;
-        out.config = Some(path);
-        Ok(out)
+        outpost_client::service::load_args(argv)
     }
 
     /// Checks every field.

@@ -18,7 +18,6 @@ pub mod telemetry;
 
 use anyhow::Context as _;
 use config::Config;
-use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -36,17 +35,22 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let data = &config.args.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
-    let token = |field, file: &Option<std::path::PathBuf>, env, name| -> anyhow::Result<[u8; 32]> {
-        let path = data.join(name);
-        let (t, generated) = outpost_proto::config::load_token(field, file.as_deref(), std::env::var(env).ok(), &path)?;
-        if generated {
-            tracing::info!(path = %path.display(), "generated {field}");
-        }
-        Ok(Sha256::digest(t.as_bytes()).into())
-    };
-    let admin_hash = token("admin_token_file", &config.args.admin_token_file, "OUTPOST_ADMIN_TOKEN", "admin-token")?;
-    let cluster_hash =
-        token("cluster_token_file", &config.args.cluster_token_file, "OUTPOST_CLUSTER_TOKEN", "cluster-token")?;
+    use outpost_client::service::{token, token_hash};
+    let args = &config.args;
+    let admin_hash = token_hash(&token(
+        "admin_token_file",
+        args.admin_token_file.as_deref(),
+        "OUTPOST_ADMIN_TOKEN",
+        data,
+        "admin-token",
+    )?);
+    let cluster_hash = token_hash(&token(
+        "cluster_token_file",
+        args.cluster_token_file.as_deref(),
+        "OUTPOST_CLUSTER_TOKEN",
+        data,
+        "cluster-token",
+    )?);
     let store = tokio::task::spawn_blocking({
         let config = config.clone();
         move || open_store(&config)

@@ -56,17 +56,14 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
 /// The admin token: from `--admin-token-file`, env `OUTPOST_ADMIN_TOKEN`, or generated once into
 /// the data dir. Never logged.
 fn admin_token(config: &Config) -> anyhow::Result<String> {
-    let path = config.args.data_dir.join("admin-token");
-    let (token, generated) = outpost_proto::config::load_token(
+    let args = &config.args;
+    outpost_client::service::token(
         "admin_token_file",
-        config.args.admin_token_file.as_deref(),
-        std::env::var("OUTPOST_ADMIN_TOKEN").ok(),
-        &path,
-    )?;
-    if generated {
-        tracing::info!(path = %path.display(), "generated an admin token");
-    }
-    Ok(token)
+        args.admin_token_file.as_deref(),
+        "OUTPOST_ADMIN_TOKEN",
+        &args.data_dir,
+        "admin-token",
+    )
 }
 
 /// Writes the ready file atomically, so a reader never sees half of it.
@@ -113,13 +110,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tracing::warn!("no --ticket-pubkey: every player join will be refused");
     }
     let cluster_token = if config.forward.is_some() || config.heartbeat.is_some() {
-        let (t, _) = outpost_proto::config::load_token(
+        Some(outpost_client::service::token(
             "cluster_token_file",
             config.args.cluster_token_file.as_deref(),
-            std::env::var("OUTPOST_CLUSTER_TOKEN").ok(),
-            &data.join("cluster-token"),
-        )?;
-        Some(t)
+            "OUTPOST_CLUSTER_TOKEN",
+            data,
+            "cluster-token",
+        )?)
     } else {
         None
     };

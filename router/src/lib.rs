@@ -30,7 +30,6 @@ pub mod ticket;
 use anyhow::Context as _;
 use config::Config;
 use outpost_proto::api::RouterReady;
-use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -62,17 +61,22 @@ pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let router = Arc::new(build(&config)?);
     let data = &config.args.data_dir;
-    let token = |field, file: &Option<std::path::PathBuf>, env, name| -> anyhow::Result<[u8; 32]> {
-        let path = data.join(name);
-        let (t, generated) = outpost_proto::config::load_token(field, file.as_deref(), std::env::var(env).ok(), &path)?;
-        if generated {
-            tracing::info!(path = %path.display(), "generated {field}");
-        }
-        Ok(Sha256::digest(t.as_bytes()).into())
-    };
-    let admin_hash = token("admin_token_file", &config.args.admin_token_file, "OUTPOST_ADMIN_TOKEN", "admin-token")?;
-    let cluster_hash =
-        token("cluster_token_file", &config.args.cluster_token_file, "OUTPOST_CLUSTER_TOKEN", "cluster-token")?;
+    use outpost_client::service::{token, token_hash};
+    let args = &config.args;
+    let admin_hash = token_hash(&token(
+        "admin_token_file",
+        args.admin_token_file.as_deref(),
+        "OUTPOST_ADMIN_TOKEN",
+        data,
+        "admin-token",
+    )?);
+    let cluster_hash = token_hash(&token(
+        "cluster_token_file",
+        args.cluster_token_file.as_deref(),
+        "OUTPOST_CLUSTER_TOKEN",
+        data,
+        "cluster-token",
+    )?);
     anyhow::ensure!(
         admin_hash != cluster_hash,
         "cluster_token_file: the cluster token must differ from the admin token"
