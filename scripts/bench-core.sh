@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The core region's ingest rate: a real core (embedded store, then PostgreSQL when a server is
 # installed) on loopback, `outpost bench-core` streaming updates over a real edge link, against an
-# append-and-fsync loop of the same bytes and batch size on the same disk, in the same run.
+# append-and-fsync loop of the same bytes and batch size on the same disk, in the same run. Then the
+# whole path: an edge whose `echo` room commits in bulk, its outbox, the link, the core's store
+# (`outpost bench-forward`), for each store.
 # Usage: scripts/bench-core.sh [updates] [batch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,25 @@ echo "== embedded store" >&2
 $bin/outpost bench-core --json --core-ready "$work/core.json" --updates "$updates" --batch "$batch" \
   --baseline-dir "$work/core"
 
+# An edge forwarding to the core whose ready file is $1; runs `outpost bench-forward` through it.
+forward() {
+  local ready=$1 name=$2; shift 2
+  local quic cert http
+  read -r quic cert http < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['quic'], r['cert_sha256'], r['http'])" "$ready")
+  RUST_LOG=warn $bin/edge-node --data-dir "$work/edge-$name" --listen-quic 127.0.0.1:0 --listen-probe 127.0.0.1:0 \
+    --listen-admin 127.0.0.1:0 --ready-file "$work/edge-$name.json" --id "bench-$name" \
+    --core "$quic" --core-cert-sha256 "$cert" 2> "$work/edge-$name.log" &
+  pids+=($!)
+  wait_file "$work/edge-$name.json"
+  local admin
+  admin=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$work/edge-$name.json")
+  curl -sS -f -X PUT -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" --data-binary @target/guests/echo.wasm \
+    "http://$admin/v1/modules/echo" > /dev/null
+  echo "== edge → core, $name store" >&2
+  $bin/outpost bench-forward --json --edge "http://$admin" --core "http://$http" --updates "$updates" "$@"
+}
+forward "$work/core.json" embedded --baseline-dir "$work/edge-embedded"
+
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -n "$pgbin" ] && [ "$(id -u)" = 0 ]; then
   echo "== PostgreSQL store (throw-away cluster on a unix socket)" >&2
@@ -37,4 +58,5 @@ if [ -n "$pgbin" ] && [ "$(id -u)" = 0 ]; then
   pids+=($!)
   wait_file "$work/core-pg.json"
   $bin/outpost bench-core --json --core-ready "$work/core-pg.json" --updates "$updates" --batch "$batch"
+  forward "$work/core-pg.json" postgres
 fi

@@ -203,8 +203,9 @@ fn rtt_of(t0: Instant, data: &[u8]) -> Option<u32> {
 }
 
 /// Reads Prometheus text into name → value.
-fn scrape(admin: &str) -> anyhow::Result<BTreeMap<String, f64>> {
-    let text = ureq::get(&format!("http://{admin}/metrics")).call()?.into_string()?;
+/// A Prometheus text page as `series → value` (labels kept in the series name).
+pub fn scrape_url(base: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = ureq::get(&format!("{}/metrics", base.trim_end_matches('/'))).call()?.into_string()?;
     Ok(text
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -213,6 +214,10 @@ fn scrape(admin: &str) -> anyhow::Result<BTreeMap<String, f64>> {
             Some((k.to_string(), v.parse().ok()?))
         })
         .collect())
+}
+
+fn scrape(admin: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    scrape_url(&format!("http://{admin}"))
 }
 
 /// CPU seconds of a process from /proc.

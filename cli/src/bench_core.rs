@@ -88,7 +88,7 @@ impl BenchCore {
         latencies.sort_by(f64::total_cmp);
         let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
         let baseline = match &self.baseline_dir {
-            Some(dir) => Some(self.fsync_baseline(dir)?),
+            Some(dir) => Some(fsync_baseline(dir, self.updates, self.batch, self.value_bytes)?),
             None => None,
         };
         let ratio = baseline.map(|b| rate / b);
@@ -113,27 +113,26 @@ impl BenchCore {
         }
         Ok(())
     }
+}
 
-    /// The same encoded bytes appended to one file, one fsync per batch.
-    fn fsync_baseline(&self, dir: &std::path::Path) -> anyhow::Result<f64> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("outpost-fsync-baseline-{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-        let started = Instant::now();
-        let mut next = 1u64;
-        while next <= self.updates {
-            let n = (self.batch as u64).min(self.updates - next + 1);
-            let frame = CoreFrame::Batch {
-                first_seq: next,
-                updates: (next..next + n).map(|i| update(i, self.value_bytes)).collect(),
-            };
-            f.write_all(&frame.encode())?;
-            f.sync_data()?;
-            next += n;
-        }
-        let rate = self.updates as f64 / started.elapsed().as_secs_f64();
-        drop(f);
-        let _ = std::fs::remove_file(&path);
-        Ok(rate)
+/// The practical limit of durable ingest: the same encoded batches appended to one file in
+/// `dir`, one fsync per batch. Returns updates per second.
+pub fn fsync_baseline(dir: &std::path::Path, updates: u64, batch: usize, value_bytes: usize) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("outpost-fsync-baseline-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let started = Instant::now();
+    let mut next = 1u64;
+    while next <= updates {
+        let n = (batch as u64).min(updates - next + 1);
+        let frame =
+            CoreFrame::Batch { first_seq: next, updates: (next..next + n).map(|i| update(i, value_bytes)).collect() };
+        f.write_all(&frame.encode())?;
+        f.sync_data()?;
+        next += n;
     }
+    let rate = updates as f64 / started.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(rate)
 }

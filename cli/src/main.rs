@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_core;
+mod bench_forward;
 mod bench_http;
 mod connect;
 mod deploy;
@@ -50,6 +51,9 @@ enum Command {
     /// Stream committed updates into a core region and report the durable rate (and an
     /// append-and-fsync baseline).
     BenchCore(bench_core::BenchCore),
+    /// Drive commits through an edge into its core and report the durable end-to-end rate and
+    /// commit-to-ack latency (and an append-and-fsync baseline).
+    BenchForward(bench_forward::BenchForward),
     /// Load an HTTP endpoint (closed loop, keep-alive) and report requests/s and latency.
     BenchHttp(bench_http::BenchHttp),
     /// The minimal hyper server `bench-http` compares the router against.
@@ -78,6 +82,7 @@ fn main() {
         Command::EchoServer(e) => e.run(),
         Command::BenchHttp(b) => b.run(),
         Command::BenchCore(b) => b.run(),
+        Command::BenchForward(b) => b.run(),
         Command::HelloServer(h) => h.run(),
     };
     if let Err(e) = result {

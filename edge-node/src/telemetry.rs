@@ -11,19 +11,37 @@ pub use outpost_client::service::init_logging;
 /// Upper bounds (seconds) of the tick-duration histogram buckets.
 pub const TICK_BUCKETS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025];
 
+/// Upper bounds (seconds) of the commit-to-core-ack histogram: fsyncs on two machines and a
+/// network hop, so milliseconds to seconds (a core outage shows as the long tail).
+pub const ACK_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 4.096, 16.384];
+
 /// A fixed-bucket histogram of durations.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; 10],
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_ns: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new(&TICK_BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// A histogram with these bucket bounds (seconds, ascending).
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        let buckets = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        Histogram { bounds, buckets, count: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }
+    }
+
     /// Records one observation.
     pub fn observe(&self, d: std::time::Duration) {
         let secs = d.as_secs_f64();
-        for (i, bound) in TICK_BUCKETS.iter().enumerate() {
+        for (i, bound) in self.bounds.iter().enumerate() {
             if secs <= *bound {
                 self.buckets[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -32,9 +50,10 @@ impl Histogram {
         self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    /// Appends the Prometheus text of this histogram.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (i, bound) in TICK_BUCKETS.iter().enumerate() {
+        for (i, bound) in self.bounds.iter().enumerate() {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
         }
         let count = self.count.load(Ordering::Relaxed);

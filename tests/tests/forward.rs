@@ -44,6 +44,33 @@ fn commits_reach_the_core_and_the_outbox_empties() {
 }
 
 #[test]
+fn bulk_commits_arrive_in_order_and_the_edge_times_them() {
+    let core = Core::start(&[]).unwrap();
+    let edge = edge_for(&core, &[]);
+    // 3 × 3,000 in three guest calls: several outbox groups and several forwarded batches.
+    for round in 0..3 {
+        let r = edge.signal("ledger", &format!("commit-bulk k/ 3000 {}", 8 + round));
+        assert_eq!((r.status, r.text()), (200, "committed 3000".to_string()));
+    }
+    wait_for("acked = 9000", Duration::from_secs(20), || {
+        (edge.metric("outpost_outbox_acked_seq") == 9000.0).then_some(())
+    })
+    .unwrap();
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 9000.0);
+    // The last round wins for every key.
+    wait_value(&core, "k/0", "xxxxxxxxxx");
+    wait_value(&core, "k/2999", "xxxxxxxxxx");
+    assert_eq!(edge.metric("outpost_outbox_commit_to_ack_seconds_count"), 9000.0, "every commit is timed");
+    let bad = edge.signal("ledger", "commit-bulk k/ many 8");
+    assert!(bad.text().starts_with("error: usage"), "{}", bad.text());
+    // Over the per-call output limit (4,096 effects): the room faults, nothing partial is committed.
+    let over = edge.signal("ledger", "commit-bulk big/ 5000 1");
+    assert_ne!(over.status, 200, "{}", over.text());
+    assert_eq!(core.get("/v1/state/big/0", Some(ADMIN_TOKEN)).status, 404);
+    assert_eq!(edge.metric("outpost_outbox_durable_seq"), 9000.0);
+}
+
+#[test]
 fn a_core_that_is_down_for_a_while_gets_everything_once_when_back() {
     let core = Core::start(&[]).unwrap();
     let edge = edge_for(&core, &[]);

@@ -258,7 +258,7 @@ fn metrics(state: &AdminState) -> Resp {
     let host_loads = state.modules.host().disk_loads.load(Ordering::Relaxed);
     m.module_compiles_total.store(host_compiles, Ordering::Relaxed);
     m.module_cache_loads_total.store(host_loads, Ordering::Relaxed);
-    let text = m.render(&[
+    let mut text = m.render(&[
         ("rooms", "Rooms on the node.", state.rooms.len() as f64),
         (
             "outbox_durable_seq",
@@ -276,6 +276,13 @@ fn metrics(state: &AdminState) -> Resp {
         ("process_cpu_seconds", "CPU time of the node process.", process_cpu_seconds()),
         ("process_resident_bytes", "Resident memory of the node process.", process_rss_bytes()),
     ]);
+    if let Some(o) = &state.outbox {
+        o.commit_to_ack().render(
+            &mut text,
+            "outpost_outbox_commit_to_ack_seconds",
+            "Time from a guest's commit to the core region's ack of it (durable on both sides).",
+        );
+    }
     Response::builder()
         .header("content-type", "text/plain; version=0.0.4")
         .body(Full::new(Bytes::from(text)))

@@ -10,13 +10,24 @@
 //!
 //! One writer thread owns the open segment: it takes every commit waiting in its queue, writes
 //! them, fsyncs once, and only then publishes the new durable sequence number (group commit).
+//!
+//! The forwarder reads what it sends from an in-memory tail of recent durable records (bounded by
+//! bytes), so the steady state never reads the disk back; after a restart or a long outage it
+//! reads segments through a cursor that remembers where the last read stopped, so draining a
+//! backlog is linear, not a rescan of the segment per batch.
 
+use crate::telemetry::{ACK_BUCKETS, Histogram};
 use outpost_proto::link::WireUpdate;
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Most bytes of recent records kept in memory for the forwarder; older ones are read from disk.
+const TAIL_MAX_BYTES: usize = 32 << 20;
 
 /// Limits of the outbox.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +55,23 @@ struct Pending {
     room: String,
     key: String,
     value: Vec<u8>,
+    at: Instant,
+}
+
+/// Recent durable records, oldest first, with when each was committed.
+#[derive(Default)]
+struct Tail {
+    records: VecDeque<(u64, WireUpdate, Instant)>,
+    bytes: usize,
+}
+
+/// Where the last disk read stopped: the segment (by first sequence number), the byte offset of
+/// the next record, and that record's sequence number.
+#[derive(Clone, Copy)]
+struct Cursor {
+    segment: u64,
+    offset: u64,
+    next: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +91,7 @@ struct Shared {
     queued_bytes: AtomicU64,
     broken: Mutex<Option<String>>,
     over_soft: AtomicBool,
+    tail: Mutex<Tail>,
 }
 
 /// The outbox.
@@ -74,6 +103,8 @@ pub struct Outbox {
     tx: flume::Sender<Pending>,
     notify: Arc<tokio::sync::Notify>,
     on_player_commit: Mutex<Option<PlayerCommitHook>>,
+    cursor: Mutex<Option<Cursor>>,
+    commit_to_ack: Histogram,
 }
 
 /// Told of every `player/{id}` commit as it is queued, with the new value.
@@ -117,6 +148,34 @@ fn decode(buf: &[u8]) -> Option<(u64, WireUpdate, usize)> {
     let key = String::from_utf8(field(2)?.to_vec()).ok()?;
     let value = field(4)?.to_vec();
     Some((seq, WireUpdate { room, key, value }, 8 + len))
+}
+
+/// Reads the next whole record's bytes into `buf`: its length, or `None` at the end of the data
+/// (including a record the writer has not finished).
+fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    let mut head = [0u8; 8];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > 64 << 20 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("record length {len}")));
+    }
+    buf.clear();
+    buf.extend_from_slice(&head);
+    buf.resize(8 + len, 0);
+    match r.read_exact(&mut buf[8..]) {
+        Ok(()) => Ok(Some(8 + len)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Bytes a record holds in memory, for the tail's bound.
+fn record_size(u: &WireUpdate) -> usize {
+    64 + u.room.len() + u.key.len() + u.value.len()
 }
 
 fn io(path: &Path, e: std::io::Error) -> anyhow::Error {
@@ -206,6 +265,7 @@ impl Outbox {
             queued_bytes: AtomicU64::new(0),
             broken: Mutex::new(None),
             over_soft: AtomicBool::new(bytes > limits.soft_bytes),
+            tail: Mutex::new(Tail::default()),
         });
         let (tx, rx) = flume::bounded::<Pending>(65_536);
         let notify = Arc::new(tokio::sync::Notify::new());
@@ -224,6 +284,8 @@ impl Outbox {
             tx,
             notify,
             on_player_commit: Mutex::new(None),
+            cursor: Mutex::new(None),
+            commit_to_ack: Histogram::new(&ACK_BUCKETS),
         })
     }
 
@@ -258,7 +320,7 @@ impl Outbox {
         }
         // A full queue blocks the room's worker until the writer catches up: back-pressure, not loss.
         self.tx
-            .send(Pending { room: room.to_string(), key, value })
+            .send(Pending { room: room.to_string(), key, value, at: Instant::now() })
             .map_err(|_| OutboxError::Broken("the writer thread is gone".into()))
     }
 
@@ -282,6 +344,12 @@ impl Outbox {
         self.shared.over_soft.load(Ordering::Relaxed)
     }
 
+    /// Time from a guest's commit to the core's ack of it (commits replayed from disk after a
+    /// restart are not timed).
+    pub fn commit_to_ack(&self) -> &Histogram {
+        &self.commit_to_ack
+    }
+
     /// Wakes when something new is durable.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
@@ -294,7 +362,32 @@ impl Outbox {
             return;
         }
         self.shared.acked.store(seq, Ordering::Relaxed);
-        let _ = outpost_proto::files::write_atomic(&self.dir.join("acked"), seq.to_string().as_bytes());
+        let deletes = self
+            .shared
+            .segments
+            .lock()
+            .map(|segs| segs.len() > 1 && segs.first().is_some_and(|s| s.last <= seq))
+            .unwrap_or(false);
+        let acked_path = self.dir.join("acked");
+        if deletes {
+            // Segments go only after `acked` is on disk past them: on restart the outbox must
+            // know where its surviving segments begin.
+            let _ = outpost_proto::files::write_atomic(&acked_path, seq.to_string().as_bytes());
+        } else {
+            // No fsync: a stale `acked` only makes the edge resend what the core already has,
+            // which its high-water mark ignores; an fsync per ack would halve the forwarding rate.
+            let tmp = self.dir.join("acked.tmp");
+            let _ = std::fs::write(&tmp, seq.to_string()).and_then(|_| std::fs::rename(&tmp, &acked_path));
+        }
+        if let Ok(mut tail) = self.shared.tail.lock() {
+            let now = Instant::now();
+            while tail.records.front().is_some_and(|r| r.0 <= seq) {
+                if let Some((_, u, at)) = tail.records.pop_front() {
+                    tail.bytes -= record_size(&u);
+                    self.commit_to_ack.observe(now.saturating_duration_since(at));
+                }
+            }
+        }
         let Ok(mut segs) = self.shared.segments.lock() else { return };
         // Never delete the newest segment: the writer may be appending to it.
         let keep_from = segs.len().saturating_sub(1);
@@ -320,13 +413,50 @@ impl Outbox {
         if from > durable {
             return Ok(Vec::new());
         }
+        if let Ok(tail) = self.shared.tail.lock()
+            && let Some(front) = tail.records.front()
+            && front.0 <= from
+        {
+            // Sequence numbers in the tail are consecutive, so `from` is found by subtraction.
+            let skip = (from - front.0) as usize;
+            return Ok(tail
+                .records
+                .iter()
+                .skip(skip)
+                .take(max)
+                .filter(|r| r.0 <= durable)
+                .map(|(seq, u, _)| (*seq, u.clone()))
+                .collect());
+        }
         let segs: Vec<Segment> = self.shared.segments.lock().map(|s| s.clone()).unwrap_or_default();
         let mut out = Vec::new();
         for s in segs.iter().filter(|s| s.last >= from && s.first <= durable) {
-            for (seq, u) in scan_segment(&s.path, false).unwrap_or_default() {
-                if seq >= from && seq <= durable {
+            let start = match self.cursor.lock().ok().and_then(|c| *c) {
+                Some(c) if c.segment == s.first && c.next <= from => c.offset,
+                _ => 0,
+            };
+            let mut reader = BufReader::with_capacity(
+                256 << 10,
+                File::open(&s.path)
+                    .and_then(|mut f| f.seek(SeekFrom::Start(start)).map(|_| f))
+                    .map_err(|e| io(&s.path, e))?,
+            );
+            let mut offset = start;
+            let mut record = Vec::new();
+            while let Some(len) = read_record(&mut reader, &mut record).map_err(|e| io(&s.path, e))? {
+                let Some((seq, u, _)) = decode(&record) else {
+                    anyhow::bail!("outbox: {}: corrupt record at byte {offset}", s.path.display());
+                };
+                offset += len as u64;
+                if seq > durable {
+                    break;
+                }
+                if seq >= from {
                     out.push((seq, u));
                     if out.len() >= max {
+                        if let Ok(mut c) = self.cursor.lock() {
+                            *c = Some(Cursor { segment: s.first, offset, next: seq + 1 });
+                        }
                         return Ok(out);
                     }
                 }
@@ -355,7 +485,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.write_group(&group, &mut buf) {
+            if let Err(e) = self.write_group(group, &mut buf) {
                 tracing::error!(error = %e, "outbox write failed; commits can no longer be made durable");
                 if let Ok(mut b) = self.shared.broken.lock() {
                     *b = Some(e.to_string());
@@ -365,12 +495,12 @@ impl Writer {
         }
     }
 
-    fn write_group(&mut self, group: &[Pending], buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    fn write_group(&mut self, group: Vec<Pending>, buf: &mut Vec<u8>) -> anyhow::Result<()> {
         let mut seq = self.shared.durable.load(Ordering::Acquire);
         let first = seq + 1;
         buf.clear();
         let mut queued = 0u64;
-        for p in group {
+        for p in &group {
             seq += 1;
             encode(buf, seq, p);
             queued += (24 + p.room.len() + p.key.len() + p.value.len()) as u64;
@@ -400,6 +530,21 @@ impl Writer {
             .queued_bytes
             .fetch_sub(queued.min(self.shared.queued_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
         self.shared.over_soft.store(bytes > self.limits.soft_bytes, Ordering::Relaxed);
+        if let Ok(mut tail) = self.shared.tail.lock() {
+            // The writer alone appends, in sequence order, so the tail stays consecutive; trimming
+            // its front only sends the reader to disk for the oldest records.
+            for (i, p) in group.into_iter().enumerate() {
+                let u = WireUpdate { room: p.room, key: p.key, value: p.value };
+                tail.bytes += record_size(&u);
+                tail.records.push_back((first + i as u64, u, p.at));
+            }
+            while tail.bytes > TAIL_MAX_BYTES {
+                match tail.records.pop_front() {
+                    Some((_, u, _)) => tail.bytes -= record_size(&u),
+                    None => break,
+                }
+            }
+        }
         self.shared.durable.store(seq, Ordering::Release);
         self.notify.notify_waiters();
         Ok(())
@@ -449,6 +594,50 @@ mod tests {
         assert_eq!(again.read(401, 1000).unwrap().len(), 100);
         again.append("r", "next".into(), b"x".to_vec()).unwrap();
         wait_durable(&again, 501);
+    }
+
+    #[test]
+    fn reads_in_small_steps_are_contiguous_from_memory_and_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
+        for i in 0..300 {
+            o.append("r", format!("k{i}"), vec![b'v'; 20]).unwrap();
+        }
+        wait_durable(&o, 300);
+        let walk = |o: &Outbox| {
+            let mut next = 1;
+            while next <= 300 {
+                let got = o.read(next, 7).unwrap();
+                assert!(!got.is_empty(), "nothing at {next}");
+                for (seq, u) in got {
+                    assert_eq!((seq, u.key), (next, format!("k{}", next - 1)));
+                    next += 1;
+                }
+            }
+        };
+        walk(&o);
+        o.ack(100);
+        assert_eq!(o.read(101, 1).unwrap()[0].0, 101, "acked records leave memory, the rest stay");
+        drop(o);
+        // After a restart nothing is in memory: the same walk goes through the disk cursor.
+        let o = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
+        assert_eq!(o.read(101, 1000).unwrap().len(), 200);
+        let mut next = 101;
+        while next <= 300 {
+            let got = o.read(next, 13).unwrap();
+            assert_eq!(got[0].0, next);
+            next = got.last().unwrap().0 + 1;
+        }
+        // Out of order (a reconnect rewinds): the cursor is not trusted past where it stopped.
+        assert_eq!(o.read(150, 3).unwrap()[0].0, 150);
+        walk_from(&o, 120);
+    }
+
+    fn walk_from(o: &Outbox, from: u64) {
+        let got = o.read(from, 1000).unwrap();
+        assert_eq!(got.first().unwrap().0, from);
+        assert_eq!(got.last().unwrap().0, 300);
+        assert_eq!(got.len() as u64, 301 - from);
     }
 
     #[test]
