@@ -8,7 +8,7 @@ GUEST_BUILD := $(CURDIR)/target/guest-build
 GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: all build guests guest-target test test-guests demo bench bench-router geoip postgres-server fmt lint clean
+.PHONY: all build guests guest-target test test-guests demo bench bench-router geoip postgres-server systemd-tools fmt lint clean
 
 all: build guests
 
@@ -47,7 +47,12 @@ postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
-test: build guests test-guests geoip postgres-server
+# `systemd-analyze verify` checks the units in deploy/systemd.
+systemd-tools:
+	@command -v systemd-analyze >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
+
+test: build guests test-guests geoip postgres-server systemd-tools
 	$(CARGO) test --release --workspace
 
 bench: build guests

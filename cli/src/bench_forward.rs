@@ -63,8 +63,7 @@ impl BenchForward {
         if !(1..=64).contains(&self.senders) || self.value_bytes > 65_536 || self.latency_seconds > 600 {
             bail!("--senders must be 1..=64, --value-bytes at most 65536, --latency-seconds at most 600");
         }
-        let edge =
-            Api { base: self.edge.trim_end_matches('/').to_string(), token: self.token.clone(), node_token: None };
+        let edge = Api::plain(&self.edge, self.token.clone())?;
         let room: serde_json::Value = edge.post("/v1/rooms", &serde_json::json!({"module": "echo"}))?;
         let room = room["room"].as_str().context("no room id in the reply")?.to_string();
         let applied_before = self.core.as_deref().map(scrape_url).transpose()?;

@@ -4,8 +4,10 @@
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use outpost_client::tls::HttpsTrust;
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `--router` and `--token`, shared by the fleet commands.
@@ -24,6 +26,13 @@ pub struct RouterOpts {
     /// Token for the nodes' admin APIs (default: the router's admin token).
     #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
+    /// PEM file of the CA that signed the router's and nodes' HTTPS certificates (default: the
+    /// public web's roots).
+    #[arg(long, env = "OUTPOST_CA")]
+    pub ca: Option<PathBuf>,
+    /// Accept only HTTPS certificates with these SHA-256s (comma-separated; self-signed servers).
+    #[arg(long, env = "OUTPOST_PIN_SHA256", value_delimiter = ',')]
+    pub pin_sha256: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -32,6 +41,8 @@ struct FileConfig {
     router: Option<String>,
     admin_token: Option<String>,
     node_token: Option<String>,
+    ca: Option<PathBuf>,
+    pin_sha256: Option<Vec<String>>,
 }
 
 /// What each node answered (or the error text), in fleet order, and the nodes that failed.
@@ -51,6 +62,8 @@ pub struct Api {
     pub token: Option<String>,
     /// The token for nodes' admin APIs (only set on the router's).
     pub node_token: Option<String>,
+    /// Who is trusted for `https://` URLs.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl RouterOpts {
@@ -77,14 +90,38 @@ impl RouterOpts {
         }
         let token = self.token.clone().or(file.admin_token);
         let node_token = self.node_token.clone().or(file.node_token).or_else(|| token.clone());
-        Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token })
+        let pins =
+            if self.pin_sha256.is_empty() { file.pin_sha256.unwrap_or_default() } else { self.pin_sha256.clone() };
+        let trust = match (self.ca.clone().or(file.ca), pins.is_empty()) {
+            (Some(_), false) => bail!("give --ca or --pin-sha256, not both"),
+            (Some(ca), true) => HttpsTrust::CaFile(ca),
+            (None, false) => HttpsTrust::Pins(pins),
+            (None, true) => HttpsTrust::PublicRoots,
+        };
+        let tls = outpost_client::tls::https_client_config(&trust)?;
+        Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token, tls })
     }
 }
 
 impl Api {
+    /// A plain-HTTP API (benchmarks against a local node).
+    pub fn plain(base: &str, token: Option<String>) -> anyhow::Result<Api> {
+        let tls = outpost_client::tls::https_client_config(&HttpsTrust::PublicRoots)?;
+        Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token: None, tls })
+    }
+
+    fn agent(&self, timeout: Duration) -> ureq::Agent {
+        ureq::AgentBuilder::new().timeout(timeout).tls_config(self.tls.clone()).build()
+    }
+
     /// A node's admin API, reached with the fleet's node token.
     pub fn node(&self, admin_url: &str) -> Api {
-        Api { base: admin_url.trim_end_matches('/').to_string(), token: self.node_token.clone(), node_token: None }
+        Api {
+            base: admin_url.trim_end_matches('/').to_string(),
+            token: self.node_token.clone(),
+            node_token: None,
+            tls: self.tls.clone(),
+        }
     }
 
     /// The router's nodes, all or those named (an unknown name is an error).
@@ -121,7 +158,7 @@ impl Api {
     /// A PUT of raw bytes returning JSON.
     pub fn put_bytes<T: serde::de::DeserializeOwned>(&self, path: &str, body: &[u8]) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build();
+        let agent = self.agent(Duration::from_secs(120));
         let mut req = agent.request("PUT", &url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -132,7 +169,7 @@ impl Api {
     /// A POST of raw bytes returning the reply body.
     pub fn post_bytes(&self, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let agent = self.agent(Duration::from_secs(30));
         let mut req = agent.request("POST", &url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -146,7 +183,7 @@ impl Api {
     /// A DELETE; the reply body is ignored.
     pub fn delete(&self, path: &str) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.base);
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let agent = self.agent(Duration::from_secs(30));
         let mut req = agent.request("DELETE", &url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -191,7 +228,7 @@ impl Api {
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+        let agent = self.agent(Duration::from_secs(10));
         let mut req = agent.request(method, &url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -307,7 +344,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
         std::fs::write(&path, "router = \"http://file:7700/\"\nadmin_token = \"t\"\n").unwrap();
-        let opts = RouterOpts { router: None, token: None, config: Some(path.clone()), node_token: None };
+        let opts = RouterOpts {
+            router: None,
+            token: None,
+            config: Some(path.clone()),
+            node_token: None,
+            ca: None,
+            pin_sha256: Vec::new(),
+        };
         let api = opts.resolve().unwrap();
         assert_eq!((api.base.as_str(), api.token.as_deref()), ("http://file:7700", Some("t")));
         assert_eq!(api.node("http://n:1/").base, "http://n:1");
@@ -315,12 +359,30 @@ mod tests {
         let opts = RouterOpts { router: Some("http://flag:1".into()), ..opts };
         assert_eq!(opts.resolve().unwrap().base, "http://flag:1");
         std::fs::write(&path, "").unwrap();
-        let e = RouterOpts { router: None, token: None, config: Some(path.clone()), node_token: None }
-            .resolve()
-            .unwrap_err();
+        let e = RouterOpts {
+            router: None,
+            token: None,
+            config: Some(path.clone()),
+            node_token: None,
+            ca: None,
+            pin_sha256: Vec::new(),
+        }
+        .resolve()
+        .unwrap_err();
         assert!(e.to_string().contains("--router"), "{e}");
         std::fs::write(&path, "routr = 1").unwrap();
-        assert!(RouterOpts { router: None, token: None, config: Some(path), node_token: None }.resolve().is_err());
+        assert!(
+            RouterOpts {
+                router: None,
+                token: None,
+                config: Some(path),
+                node_token: None,
+                ca: None,
+                pin_sha256: Vec::new()
+            }
+            .resolve()
+            .is_err()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

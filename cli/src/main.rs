@@ -5,6 +5,7 @@ mod bench;
 mod bench_core;
 mod bench_forward;
 mod bench_http;
+mod cert;
 mod connect;
 mod deploy;
 mod echo_server;
@@ -43,6 +44,8 @@ enum Command {
     Deploy(deploy::Deploy),
     /// Join a room through the router as a real player: stdin lines out, messages in.
     Connect(connect::Connect),
+    /// Make a fleet CA and the HTTPS certificates it signs for the router and nodes.
+    Cert(cert::Cert),
     /// Make signing keys and join tickets (development and test helper).
     #[command(subcommand)]
     Ticket(ticket::TicketCmd),
@@ -71,6 +74,7 @@ fn main() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let result = match cli.command {
         Command::Ticket(t) => t.run(),
+        Command::Cert(c) => c.run(),
         Command::Probe(p) => p.run(),
         Command::Route(r) => r.run(),
         Command::Nodes(n) => n.run(),

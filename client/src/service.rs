@@ -54,3 +54,20 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(token.as_bytes()).into()
 }
+
+/// The HTTPS server config from `--tls-cert`/`--tls-key` (PEM): both or neither. Without them
+/// the API speaks plain HTTP, which is only fit for loopback or a private network.
+pub fn https_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, outpost_proto::config::ConfigError> {
+    use outpost_proto::config::bad;
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            crate::tls::https_server_config(cert, key).map(Some).map_err(|e| bad("tls_cert", e.to_string()))
+        }
+        (Some(_), None) => Err(bad("tls_key", "--tls-cert needs --tls-key")),
+        (None, Some(_)) => Err(bad("tls_cert", "--tls-key needs --tls-cert")),
+    }
+}

@@ -28,6 +28,12 @@ pub struct Args {
     /// Write `{"quic","http","cert_sha256"}` here once serving.
     #[arg(long, env = "OUTPOST_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// PEM certificate chain for the HTTP reads API: with `--tls-key`, it serves HTTPS (TLS 1.3).
+    #[arg(long, env = "OUTPOST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "OUTPOST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// `embedded` (a single-file store in the data dir) or a PostgreSQL URL
     /// (`postgres://user@host/db`, or a libpq `key=value` string).
     #[arg(long, env = "OUTPOST_STORE", default_value = "embedded", hide_env_values = true)]
@@ -58,6 +64,8 @@ pub struct Args {
 pub struct Config {
     /// The raw arguments.
     pub args: Args,
+    /// HTTPS for the reads API, when `--tls-cert`/`--tls-key` are given.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Hello timeout.
     pub hello_timeout: Duration,
     /// Idle timeout.
@@ -99,7 +107,8 @@ impl Args {
         if idle_timeout < Duration::from_secs(1) {
             return Err(bad("idle_timeout", "must be at least 1s"));
         }
-        Ok(Config { args: self, hello_timeout, idle_timeout })
+        let tls = outpost_client::service::https_config(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        Ok(Config { args: self, tls, hello_timeout, idle_timeout })
     }
 }
 

@@ -93,7 +93,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .with_context(|| format!("ready_file: writing {}", path.display()))?;
     }
     let handle = move |req, _peer| http::handle(http_ctx.clone(), req);
-    outpost_client::http_server::serve(http, std::time::Duration::from_secs(10), handle, shutdown).await;
+    outpost_client::http_server::serve(http, std::time::Duration::from_secs(10), config.tls.clone(), handle, shutdown)
+        .await;
     endpoint.close(0u32.into(), b"core shutting down");
     ingest_task.abort();
     tracing::info!("core region stopped");

@@ -62,6 +62,13 @@ pub struct Args {
     /// Admin HTTP address. Loopback by default: plain HTTP carries the admin token.
     #[arg(long, env = "OUTPOST_LISTEN_ADMIN", default_value = "127.0.0.1:7703")]
     pub listen_admin: SocketAddr,
+    /// PEM certificate chain for the admin API: with `--tls-key`, it serves HTTPS (TLS 1.3) so
+    /// the admin token never crosses a network in clear.
+    #[arg(long, env = "OUTPOST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "OUTPOST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Write the bound addresses here as JSON once serving.
     #[arg(long, env = "OUTPOST_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -103,9 +110,17 @@ pub struct Args {
     /// Probe burst per source IP.
     #[arg(long, env = "OUTPOST_PROBE_BURST", default_value_t = 40.0)]
     pub probe_burst: f64,
-    /// The region router's URL (`http://host:port`): heartbeat into it so it sends players here.
+    /// The region router's URL (`https://host:port`, or `http://` on a private network):
+    /// heartbeat into it so it sends players here.
     #[arg(long, env = "OUTPOST_ROUTER")]
     pub router: Option<String>,
+    /// PEM file of the CA that signed an `https://` router's certificate (default: the public
+    /// web's roots).
+    #[arg(long, env = "OUTPOST_ROUTER_CA")]
+    pub router_ca: Option<PathBuf>,
+    /// SHA-256 of an `https://` router's certificate, for a self-signed one.
+    #[arg(long, env = "OUTPOST_ROUTER_CERT_SHA256")]
+    pub router_cert_sha256: Option<String>,
     /// File holding the cluster token for heartbeats. Else env OUTPOST_CLUSTER_TOKEN.
     #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: Option<PathBuf>,
@@ -182,6 +197,8 @@ pub struct Config {
     pub worker_coalesce: Duration,
     /// Heartbeats to the router, when `--router` is given.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// HTTPS for the admin API, when `--tls-cert`/`--tls-key` are given.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Join-time saved-state load timeout.
     pub core_load_timeout: Duration,
     /// Where committed state goes, when `--core` is given.
@@ -199,6 +216,8 @@ pub struct HeartbeatConfig {
     pub lon: f64,
     /// Interval.
     pub interval: Duration,
+    /// TLS to the router, for an `https://` URL.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 use outpost_proto::config::bad;
@@ -294,12 +313,35 @@ impl Args {
         let heartbeat = match &self.router {
             None => None,
             Some(url) => {
-                let router = url
-                    .strip_prefix("http://")
+                let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+                    (Some(r), _) => (true, Some(r)),
+                    (None, r) => (false, r),
+                };
+                let router = rest
                     .map(|r| r.trim_end_matches('/'))
                     .filter(|r| !r.is_empty() && !r.contains('/'))
-                    .ok_or_else(|| bad("router", format!("{url:?} is not a URL like http://host:7700")))?
+                    .ok_or_else(|| bad("router", format!("{url:?} is not a URL like https://host:7700")))?
                     .to_string();
+                use outpost_client::tls::HttpsTrust;
+                let trust = match (&self.router_ca, &self.router_cert_sha256) {
+                    (Some(_), Some(_)) => {
+                        return Err(bad("router_ca", "give --router-ca or --router-cert-sha256, not both"));
+                    }
+                    (Some(ca), None) => HttpsTrust::CaFile(ca.clone()),
+                    (None, Some(pin)) => HttpsTrust::Pins(vec![pin.clone()]),
+                    (None, None) => HttpsTrust::PublicRoots,
+                };
+                if !https && !matches!(trust, HttpsTrust::PublicRoots) {
+                    return Err(bad("router", "--router-ca and --router-cert-sha256 need an https:// router"));
+                }
+                let tls = if https {
+                    Some(
+                        outpost_client::tls::https_client_config(&trust)
+                            .map_err(|e| bad("router_ca", e.to_string()))?,
+                    )
+                } else {
+                    None
+                };
                 let (Some(lat), Some(lon)) = (self.lat, self.lon) else {
                     return Err(bad("lat", "--lat and --lon are required with --router"));
                 };
@@ -310,7 +352,7 @@ impl Args {
                 if !(Duration::from_millis(50)..=Duration::from_secs(600)).contains(&interval) {
                     return Err(bad("heartbeat_interval", "must be between 50ms and 10m"));
                 }
-                Some(HeartbeatConfig { router, lat, lon, interval })
+                Some(HeartbeatConfig { router, lat, lon, interval, tls })
             }
         };
         if self.core.len() != self.core_cert_sha256.len() {
@@ -373,7 +415,9 @@ impl Args {
             max_rooms: self.max_rooms,
             ..SandboxLimits::default()
         };
+        let tls = outpost_client::service::https_config(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
         Ok(Config {
+            tls,
             args: self,
             limits,
             workers,
@@ -427,6 +471,27 @@ mod tests {
                 "heartbeat_interval",
             ),
             (vec!["--advertise-admin", "ftp://x"], "advertise_admin"),
+            (vec!["--router", "http://r:1", "--lat", "1", "--lon", "0", "--router-ca", "/ca.pem"], "router"),
+            (
+                vec![
+                    "--router",
+                    "https://r:1",
+                    "--lat",
+                    "1",
+                    "--lon",
+                    "0",
+                    "--router-ca",
+                    "/x",
+                    "--router-cert-sha256",
+                    "y",
+                ],
+                "router_ca",
+            ),
+            (vec!["--router", "https://r:1", "--lat", "1", "--lon", "0", "--router-cert-sha256", "y"], "router_ca"),
+            (vec!["--router", "https://r:1", "--lat", "1", "--lon", "0", "--router-ca", "/no/such.pem"], "router_ca"),
+            (vec!["--tls-cert", "/c.pem"], "tls_key"),
+            (vec!["--tls-key", "/k.pem"], "tls_cert"),
+            (vec!["--tls-cert", "/no/c.pem", "--tls-key", "/no/k.pem"], "tls_cert"),
             (vec!["--core", "127.0.0.1:7710"], "core_cert_sha256"),
             (vec!["--core", "127.0.0.1:7710", "--core-cert-sha256", "zz"], "core_cert_sha256"),
             (vec!["--outbox-max-bytes", "10"], "outbox_max_bytes"),

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct HeartbeatCtx {
     /// Router `host:port`.
     pub router: String,
+    /// TLS to the router (an `https://` URL).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The cluster token.
     pub token: String,
     /// The fixed part of the report (id, place, addresses, capacity, interval).
@@ -52,7 +54,7 @@ pub enum HeartbeatError {
 async fn send(ctx: &HeartbeatCtx, hb: &Heartbeat, timeout: Duration) -> Result<HeartbeatAck, HeartbeatError> {
     let connect = |e: &dyn std::fmt::Display| HeartbeatError::Connect(e.to_string());
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect(&ctx.router).await.map_err(|e| connect(&e))?;
+        let stream = outpost_client::tls::connect_http(&ctx.router, ctx.tls.as_ref()).await.map_err(|e| connect(&e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| connect(&e))?;

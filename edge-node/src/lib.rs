@@ -157,6 +157,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .with_context(|| format!("listen_admin: binding {}", config.args.listen_admin))?;
     let probe_addr = probe.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let admin_url = format!("{}://{admin_addr}", if config.tls.is_some() { "https" } else { "http" });
     if !admin_addr.ip().is_loopback() {
         tracing::warn!(addr = %admin_addr, "admin API bound to a non-loopback address without TLS: the token crosses the network in clear");
     }
@@ -232,7 +233,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 lon: hb.lon,
                 quic_addr: args.advertise_quic.unwrap_or(quic_addr).to_string(),
                 probe_addr: args.advertise_probe.unwrap_or(probe_addr).to_string(),
-                admin_url: args.advertise_admin.clone().unwrap_or_else(|| format!("http://{admin_addr}")),
+                admin_url: args.advertise_admin.clone().unwrap_or_else(|| admin_url.clone()),
                 cert_sha256: cert_sha256.clone(),
                 capacity: args.capacity,
                 players: 0,
@@ -244,6 +245,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             };
             let ctx = Arc::new(heartbeat::HeartbeatCtx {
                 router: hb.router.clone(),
+                tls: hb.tls.clone(),
                 token,
                 template,
                 rooms: rooms.clone(),
@@ -264,10 +266,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             probe: probe_addr.to_string(),
             admin: admin_addr.to_string(),
             cert_sha256,
+            admin_url: admin_url.clone(),
+            admin_tls_sha256: match &config.args.tls_cert {
+                Some(cert) => {
+                    Some(outpost_client::tls::pem_cert_sha256(cert).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?)
+                }
+                None => None,
+            },
         };
         write_ready_file(path, &ready)?;
     }
-    admin::serve(admin, state, shutdown).await;
+    admin::serve(admin, state, config.tls.clone(), shutdown).await;
 
     // Drain: refuse joins, tell every player, then give the close frames time to go out.
     tracing::info!("shutting down: closing players");

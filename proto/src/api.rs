@@ -24,6 +24,13 @@ pub struct EdgeReady {
     pub admin: String,
     /// Lowercase hex SHA-256 of the node's QUIC certificate (DER).
     pub cert_sha256: String,
+    /// The admin API's base URL (`https://` when it serves TLS).
+    #[serde(default)]
+    pub admin_url: String,
+    /// SHA-256 of the admin API's TLS certificate, when it serves TLS (what `outpost --pin-sha256`
+    /// takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls_sha256: Option<String>,
 }
 
 /// A module as the admin API reports it.
@@ -153,6 +160,12 @@ pub struct CoreReady {
 pub struct RouterReady {
     /// HTTP address.
     pub http: String,
+    /// The API's base URL (`https://` when it serves TLS).
+    #[serde(default)]
+    pub url: String,
+    /// SHA-256 of the API's TLS certificate, when it serves TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sha256: Option<String>,
     /// Ticket public key, text form.
     pub pubkey: String,
 }

@@ -26,6 +26,13 @@ pub struct Args {
     /// HTTP address (port 0 picks a free port).
     #[arg(long, env = "OUTPOST_LISTEN_HTTP", default_value = "0.0.0.0:7700")]
     pub listen_http: SocketAddr,
+    /// PEM certificate chain for the HTTP API: with `--tls-key`, it serves HTTPS (TLS 1.3) so
+    /// tokens never cross a network in clear.
+    #[arg(long, env = "OUTPOST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "OUTPOST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Write the bound address and the ticket public key here as JSON once serving.
     #[arg(long, env = "OUTPOST_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -136,6 +143,8 @@ pub struct Config {
     pub player_auth_secret: Option<Vec<u8>>,
     /// Header read timeout.
     pub header_read_timeout: Duration,
+    /// HTTPS, when `--tls-cert`/`--tls-key` are given.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl outpost_client::service::Layered for Args {
@@ -159,6 +168,7 @@ impl Args {
 
     /// Checks every field and derives the runtime settings.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let tls = outpost_client::service::https_config(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
         let trusted = crate::addr::parse_cidrs(&self.trusted_proxy).map_err(|e| bad("trusted_proxy", e))?;
         let ticket_ttl = parse_duration("ticket_ttl", &self.ticket_ttl)?;
         if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&ticket_ttl) {
@@ -233,6 +243,7 @@ impl Args {
         };
         let geo = GeoModel { path_inflation: self.path_inflation, overhead_ms: self.geo_overhead_ms };
         Ok(Config {
+            tls,
             args: self,
             trusted,
             ticket_ttl,

@@ -118,13 +118,18 @@ impl From<ProbeError> for HttpError {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let timeout = state.header_read_timeout;
     let handle = move |req, peer| {
         let state = state.clone();
         async move { handle(&state, req, peer).await }
     };
-    outpost_client::http_server::serve(listener, timeout, handle, shutdown).await;
+    outpost_client::http_server::serve(listener, timeout, tls, handle, shutdown).await;
 }
 
 async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Resp {

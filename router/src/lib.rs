@@ -120,11 +120,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         clients: http::ClientLimiter::new(config.args.client_rate, config.args.client_burst, config.args.client_table),
     });
     if let Some(path) = &config.args.ready_file {
-        let ready = RouterReady { http: addr.to_string(), pubkey: router.issuer().pubkey().to_string() };
+        let (url, tls_sha256) = match &config.args.tls_cert {
+            Some(cert) => (
+                format!("https://{addr}"),
+                Some(outpost_client::tls::pem_cert_sha256(cert).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?),
+            ),
+            None => (format!("http://{addr}"), None),
+        };
+        let ready =
+            RouterReady { http: addr.to_string(), url, tls_sha256, pubkey: router.issuer().pubkey().to_string() };
         outpost_proto::files::write_atomic(path, &serde_json::to_vec(&ready)?)
             .with_context(|| format!("ready_file: writing {}", path.display()))?;
     }
-    http::serve(listener, state, shutdown).await;
+    http::serve(listener, state, config.tls.clone(), shutdown).await;
     sweeper.abort();
     tracing::info!("region router stopped");
     Ok(())

@@ -507,9 +507,28 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> Reply 
     http_with(method, url, token, &[], body)
 }
 
+/// One HTTPS request, trusting only the CA in `ca` (a PEM file).
+pub fn https(method: &str, url: &str, token: Option<&str>, body: &[u8], ca: &Path) -> Reply {
+    let trust = outpost_client::tls::HttpsTrust::CaFile(ca.to_path_buf());
+    let tls = outpost_client::tls::https_client_config(&trust).expect("the test CA loads");
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).tls_config(tls).build();
+    send(agent, method, url, token, &[], body)
+}
+
 /// One HTTP request with extra headers.
 pub fn http_with(method: &str, url: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    send(agent, method, url, token, headers, body)
+}
+
+fn send(
+    agent: ureq::Agent,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut req = agent.request(method, url);
     if let Some(t) = token {
         req = req.set("Authorization", &format!("Bearer {t}"));

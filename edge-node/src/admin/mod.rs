@@ -69,12 +69,17 @@ pub struct AdminState {
 type Resp = Response<Full<Bytes>>;
 
 /// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let handle = move |req, _peer| {
         let state = state.clone();
         async move { handle(state, req).await }
     };
-    outpost_client::http_server::serve(listener, std::time::Duration::from_secs(30), handle, shutdown).await;
+    outpost_client::http_server::serve(listener, std::time::Duration::from_secs(30), tls, handle, shutdown).await;
 }
 
 fn bytes_reply(body: Vec<u8>) -> Resp {
