@@ -1,0 +1,56 @@
+//! `make demo` runs `scripts/demo.sh`; this runs the same script, with its defaults (200 bots for
+//! 30 s), and checks what it printed: three nodes up, arena deployed to all three, every bot
+//! joined and none disconnected, and scores stored in the core.
+
+use std::path::Path;
+use std::process::Command;
+
+fn section<'a>(out: &'a str, title: &str) -> &'a str {
+    let start = out.find(title).unwrap_or_else(|| panic!("no section {title:?} in:\n{out}"));
+    let rest = &out[start..];
+    let end = rest[title.len()..].find("\n== ").map_or(rest.len(), |e| e + title.len());
+    &rest[..end]
+}
+
+#[test]
+fn the_demo_runs_to_the_end_and_shows_the_system_working() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    outpost_tests::bin("outpost");
+    let out = Command::new("bash").arg(repo.join("scripts/demo.sh")).output().unwrap();
+    // Colour codes off, so the section titles read plainly.
+    let text = String::from_utf8_lossy(&out.stdout).replace("\u{1b}[1m", "").replace("\u{1b}[0m", "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{text}\n{err}");
+
+    let nodes = section(&text, "== 4.");
+    for id in ["london", "singapore", "newyork"] {
+        assert!(nodes.lines().any(|l| l.starts_with(id) && l.contains("healthy")), "{id} not up:\n{nodes}");
+    }
+    let deploy = section(&text, "== 5.");
+    assert!(deploy.contains("london (canary)"), "{deploy}");
+    let ok_rows =
+        deploy.lines().filter(|l| l.split_whitespace().nth(1) == Some("ok") || l.contains("(canary)  ok")).count();
+    assert_eq!(ok_rows, 3, "arena deployed to all three:\n{deploy}");
+    assert!(deploy.contains("3 node(s) in"), "{deploy}");
+
+    let routes = section(&text, "== 6.");
+    assert!(routes.contains("(London, GB)") && routes.contains("node     london"), "{routes}");
+    let probe = section(&text, "== 7.");
+    assert_eq!(probe.lines().filter(|l| l.contains("127.0.0.1:") && l.ends_with("0%")).count(), 3, "{probe}");
+    assert!(probe.contains("by measured-prefix"), "the report taught the router:\n{probe}");
+
+    let bots = section(&text, "== 10.");
+    assert!(bots.contains("bots joined: 200 of 200; join failures: 0"), "{bots}");
+    assert!(bots.contains("disconnects: none"), "{bots}");
+
+    let scores = section(&text, "== 11.");
+    let stored: u32 = scores
+        .lines()
+        .find(|l| l.contains(" players have scores stored"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no score count:\n{scores}"));
+    assert!(stored >= 2, "ada and bob at least:\n{scores}");
+    assert!(scores.contains("player/") && scores.contains("score "), "{scores}");
+
+    assert!(text.contains("done in"), "{text}");
+}
