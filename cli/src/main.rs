@@ -5,6 +5,7 @@ mod bench;
 mod bench_core;
 mod bench_forward;
 mod bench_http;
+mod bench_probe;
 mod cert;
 mod connect;
 mod deploy;
@@ -57,6 +58,8 @@ enum Command {
     /// Drive commits through an edge into its core and report the durable end-to-end rate and
     /// commit-to-ack latency (and an append-and-fsync baseline).
     BenchForward(bench_forward::BenchForward),
+    /// Compare the round trip `outpost probe` measures to a node's beacon with a bare UDP echo's.
+    BenchProbe(bench_probe::BenchProbe),
     /// Load an HTTP endpoint (closed loop, keep-alive) and report requests/s and latency.
     BenchHttp(bench_http::BenchHttp),
     /// The minimal hyper server `bench-http` compares the router against.
@@ -87,6 +90,7 @@ fn main() {
         Command::BenchHttp(b) => b.run(),
         Command::BenchCore(b) => b.run(),
         Command::BenchForward(b) => b.run(),
+        Command::BenchProbe(b) => b.run(),
         Command::HelloServer(h) => h.run(),
     };
     if let Err(e) = result {

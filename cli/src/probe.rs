@@ -86,7 +86,7 @@ pub fn summarize(node: &str, addr: &str, rtts_ms: &[f64], sent: u32) -> NodeProb
 
 /// Probes one beacon: `count` requests `interval` apart, replies matched by sequence number,
 /// round trips in the order the probes were sent.
-async fn probe_one(addr: SocketAddr, count: u32, interval: Duration, timeout: Duration, size: usize) -> Vec<f64> {
+pub async fn probe_one(addr: SocketAddr, count: u32, interval: Duration, timeout: Duration, size: usize) -> Vec<f64> {
     let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else { return Vec::new() };
     if sock.connect(addr).await.is_err() {
