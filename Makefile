@@ -47,10 +47,12 @@ postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
-# `systemd-analyze verify` checks the units in deploy/systemd.
+# `systemd-analyze verify` checks the units in deploy/systemd; `ip` makes the network namespaces
+# of the probe test.
 systemd-tools:
 	@command -v systemd-analyze >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
+	@command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
 
 test: build guests test-guests geoip postgres-server systemd-tools
 	$(CARGO) test --release --workspace

@@ -258,10 +258,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// Starts a router on 127.0.0.1:0 with extra flags.
+    /// Starts a router on 127.0.0.1:0 (unless `extra` has `--listen-http`) with extra flags.
     pub fn start(extra: &[&str]) -> Result<Router> {
         let tmp = tempfile::tempdir()?;
-        let mut args: Vec<String> = vec!["--listen-http".into(), "127.0.0.1:0".into()];
+        let mut args: Vec<String> = Vec::new();
+        if !extra.contains(&"--listen-http") {
+            args.extend(["--listen-http".to_string(), "127.0.0.1:0".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let (child, ready, log) = spawn_ready::<RouterReady>("region-router", &tmp.path().join("data"), &args)?;
         Ok(Router { child, ready, log, _tmp: tmp })
