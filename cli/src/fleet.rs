@@ -338,20 +338,24 @@ mod tests {
         assert_eq!(t, "a    long\nxyz  1\nq    22");
     }
 
+    fn from_file(path: &std::path::Path) -> RouterOpts {
+        RouterOpts {
+            router: None,
+            token: None,
+            config: Some(path.to_path_buf()),
+            node_token: None,
+            ca: None,
+            pin_sha256: Vec::new(),
+        }
+    }
+
     #[test]
     fn flags_win_over_the_config_file_and_a_missing_router_is_explained() {
         let dir = std::env::temp_dir().join(format!("outpost-cli-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
         std::fs::write(&path, "router = \"http://file:7700/\"\nadmin_token = \"t\"\n").unwrap();
-        let opts = RouterOpts {
-            router: None,
-            token: None,
-            config: Some(path.clone()),
-            node_token: None,
-            ca: None,
-            pin_sha256: Vec::new(),
-        };
+        let opts = from_file(&path);
         let api = opts.resolve().unwrap();
         assert_eq!((api.base.as_str(), api.token.as_deref()), ("http://file:7700", Some("t")));
         assert_eq!(api.node("http://n:1/").base, "http://n:1");
@@ -359,30 +363,19 @@ mod tests {
         let opts = RouterOpts { router: Some("http://flag:1".into()), ..opts };
         assert_eq!(opts.resolve().unwrap().base, "http://flag:1");
         std::fs::write(&path, "").unwrap();
-        let e = RouterOpts {
-            router: None,
-            token: None,
-            config: Some(path.clone()),
-            node_token: None,
-            ca: None,
-            pin_sha256: Vec::new(),
-        }
-        .resolve()
-        .unwrap_err();
+        let e = from_file(&path).resolve().unwrap_err();
         assert!(e.to_string().contains("--router"), "{e}");
         std::fs::write(&path, "routr = 1").unwrap();
-        assert!(
-            RouterOpts {
-                router: None,
-                token: None,
-                config: Some(path),
-                node_token: None,
-                ca: None,
-                pin_sha256: Vec::new()
-            }
-            .resolve()
-            .is_err()
-        );
+        assert!(from_file(&path).resolve().is_err());
+        // HTTPS trust from the file: a bad pin and a missing CA file are errors, not silent defaults.
+        std::fs::write(&path, "router = \"https://r:1\"\npin_sha256 = [\"zz\"]\n").unwrap();
+        let e = from_file(&path).resolve().unwrap_err().to_string();
+        assert!(e.contains("64 lowercase hex"), "{e}");
+        std::fs::write(&path, "router = \"https://r:1\"\nca = \"/no/such/ca.pem\"\n").unwrap();
+        let e = from_file(&path).resolve().unwrap_err().to_string();
+        assert!(e.contains("/no/such/ca.pem"), "{e}");
+        std::fs::write(&path, format!("router = \"https://r:1\"\npin_sha256 = [\"{}\"]\n", "ab".repeat(32))).unwrap();
+        assert!(from_file(&path).resolve().is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -33,6 +33,14 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Gives an `outpost` command the router, the admin token and an empty home (so no user config
+/// file is read).
+pub fn cli_env<'a>(cmd: &'a mut Command, router: &str) -> &'a mut Command {
+    cmd.env("OUTPOST_ROUTER", router)
+        .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("HOME", std::env::temp_dir().join("outpost-no-home"))
+}
+
 /// Bytes of a built guest module.
 pub fn guest(name: &str) -> Vec<u8> {
     let p = target_dir().join("guests").join(format!("{name}.wasm"));

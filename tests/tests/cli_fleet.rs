@@ -1,17 +1,11 @@
 //! `outpost probe`, `outpost route` and `outpost nodes` against a real router and real edges.
 
-use outpost_tests::{ADMIN_TOKEN, Edge, Router, bin, guest, wait_for};
+use outpost_tests::{Edge, Router, bin, cli_env, guest, wait_for};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 fn outpost(router: &Router, args: &[&str]) -> Output {
-    Command::new(bin("outpost"))
-        .args(args)
-        .env("OUTPOST_ROUTER", router.url())
-        .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("HOME", std::env::temp_dir().join("outpost-no-home"))
-        .output()
-        .unwrap()
+    cli_env(Command::new(bin("outpost")).args(args), &router.url()).output().unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {

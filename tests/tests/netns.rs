@@ -9,7 +9,7 @@
 //! Needs root (network namespaces); without it the test says so and passes without checking.
 
 use outpost_tests::mmdb;
-use outpost_tests::{ADMIN_TOKEN, Edge, Router, bin, guest, wait_for};
+use outpost_tests::{Edge, Router, bin, cli_env, guest, wait_for};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -56,15 +56,9 @@ impl Netns {
 
     /// Runs `outpost` inside the namespace.
     fn outpost(&self, router: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .arg(bin("outpost"))
-            .args(args)
-            .env("OUTPOST_ROUTER", router)
-            .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("HOME", std::env::temp_dir().join("outpost-no-home"))
-            .output()
-            .unwrap()
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(bin("outpost")).args(args);
+        cli_env(&mut cmd, router).output().unwrap()
     }
 }
 

@@ -2,19 +2,13 @@
 //! `--router-ca`) or a pinned certificate hash, and refuse a server whose certificate does not
 //! match.
 
-use outpost_tests::{ADMIN_TOKEN, Edge, Router, bin, wait_for};
+use outpost_tests::{Edge, Router, bin, cli_env, wait_for};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 fn outpost(router: &str, args: &[&str]) -> Output {
-    Command::new(bin("outpost"))
-        .args(args)
-        .env("OUTPOST_ROUTER", router)
-        .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("HOME", std::env::temp_dir().join("outpost-no-home"))
-        .output()
-        .unwrap()
+    cli_env(Command::new(bin("outpost")).args(args), router).output().unwrap()
 }
 
 fn stderr(out: &Output) -> String {
