@@ -79,6 +79,9 @@ pub struct Args {
     /// Room worker threads (default: one per core).
     #[arg(long, env = "OUTPOST_WORKERS")]
     pub workers: Option<usize>,
+    /// Async runtime threads for QUIC, HTTP and the links (default: one per core).
+    #[arg(long, env = "OUTPOST_RUNTIME_THREADS")]
+    pub runtime_threads: Option<usize>,
     /// Under load, how long a room worker lets player messages gather before waking for them
     /// (`0s` wakes for every message). Adds at most this much latency to a message.
     #[arg(long, env = "OUTPOST_WORKER_COALESCE", default_value = "500us")]
@@ -279,6 +282,9 @@ impl Args {
                 return Err(bad("allocator", format!("{other:?} is not `pooling` or `on-demand`")));
             }
         };
+        if matches!(self.runtime_threads, Some(0) | Some(257..)) {
+            return Err(bad("runtime_threads", "must be 1..=256"));
+        }
         let workers = match self.workers {
             Some(0) => return Err(bad("workers", "must be at least 1")),
             Some(n) => n.min(256),
@@ -457,6 +463,7 @@ mod tests {
         for (argv, field) in [
             (vec!["--call-budget", "soon"], "call_budget"),
             (vec!["--workers", "0"], "workers"),
+            (vec!["--runtime-threads", "0"], "runtime_threads"),
             (vec!["--allocator", "magic"], "allocator"),
             (vec!["--id", "a/b"], "id"),
             (vec!["--tick-hz", "0"], "tick_hz"),
