@@ -136,7 +136,31 @@ impl Default for ConnectOptions {
 
 /// A client-side QUIC endpoint on an ephemeral port; many clients may share one.
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
-    quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect(format!("binding {bind}: {e}")))
+    quic_endpoint(bind, None).map_err(|e| ClientError::Connect(format!("binding {bind}: {e}")))
+}
+
+/// Socket buffer size asked for on QUIC sockets. Linux's default (208 KiB) overflows when a busy
+/// node or a bot process with many connections on one socket falls a few milliseconds behind: the
+/// kernel drops datagrams (`RcvbufErrors`), QUIC backs off, and under sustained loss a connection
+/// can go silent long enough to hit its idle timeout. The kernel caps the request at
+/// `net.core.rmem_max`/`wmem_max` (raise them on busy hosts; see deploy/INSTALL.md).
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// A QUIC endpoint on `bind` with [`UDP_BUFFER_BYTES`] socket buffers (as much of them as the
+/// kernel grants), serving `server` when given.
+pub fn quic_endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let domain = if bind.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if bind.is_ipv6() {
+        // Dual-stack where the OS allows it, as quinn's own binding does.
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&bind.into())?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime to drive the QUIC endpoint"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
 }
 
 /// A joined player connection.

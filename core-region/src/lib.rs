@@ -64,7 +64,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         outpost_proto::link::ALPN_CORE,
         outpost_client::tls::transport(config.idle_timeout),
     )?;
-    let endpoint = quinn::Endpoint::server(server, config.args.listen_quic)
+    let endpoint = outpost_client::quic_endpoint(config.args.listen_quic, Some(server))
         .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
     let http = tokio::net::TcpListener::bind(config.args.listen_http)
         .await

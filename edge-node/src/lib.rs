@@ -102,7 +102,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         outpost_client::tls::ALPN_PLAYER,
         outpost_client::tls::transport(config.idle_timeout),
     )?;
-    let endpoint = quinn::Endpoint::server(server, config.args.listen_quic)
+    let endpoint = outpost_client::quic_endpoint(config.args.listen_quic, Some(server))
         .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
     let quic_addr = endpoint.local_addr()?;
     let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
