@@ -136,8 +136,13 @@ impl Default for ConnectOptions {
 
 /// A client-side QUIC endpoint on an ephemeral port; many clients may share one.
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
-    quic_endpoint(bind, None).map_err(|e| ClientError::Connect(format!("binding {bind}: {e}")))
+    quic_endpoint_sized(bind, None, CLIENT_UDP_BUFFER_BYTES)
+        .map_err(|e| ClientError::Connect(format!("binding {bind}: {e}")))
 }
+
+/// Clients get less than servers: a client socket carries a few connections (or a few hundred
+/// bots), and a deep queue in a starved process only turns loss into seconds of delay.
+pub const CLIENT_UDP_BUFFER_BYTES: usize = 1 << 20;
 
 /// Socket buffer size asked for on QUIC sockets. Linux's default (208 KiB) overflows when a busy
 /// node or a bot process with many connections on one socket falls a few milliseconds behind: the
@@ -149,14 +154,22 @@ pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// A QUIC endpoint on `bind` with [`UDP_BUFFER_BYTES`] socket buffers (as much of them as the
 /// kernel grants), serving `server` when given.
 pub fn quic_endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    quic_endpoint_sized(bind, server, UDP_BUFFER_BYTES)
+}
+
+fn quic_endpoint_sized(
+    bind: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    buffer: usize,
+) -> std::io::Result<quinn::Endpoint> {
     let domain = if bind.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if bind.is_ipv6() {
         // Dual-stack where the OS allows it, as quinn's own binding does.
         let _ = socket.set_only_v6(false);
     }
-    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
     socket.bind(&bind.into())?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime to drive the QUIC endpoint"))?;
