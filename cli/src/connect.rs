@@ -29,6 +29,10 @@ pub struct Connect {
     /// Largest stdin line sent, bytes.
     #[arg(long, default_value_t = 16 << 10)]
     max_line: usize,
+    /// One JSON object per line on stdout (`joined`, `message` with `from`, `text` and
+    /// `data_b64`, `closed` with `reason`), for programs driving the session.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Connect {
@@ -59,10 +63,18 @@ impl Connect {
             Client::connect(&endpoint, addr, &route.node.cert_sha256, &route.ticket, &ConnectOptions::default())
                 .await
                 .with_context(|| format!("joining {} at {addr}", route.node.id))?;
-        eprintln!(
-            "joined room {} on {} ({}) as player {}; type lines to send, Ctrl-D to leave",
-            client.joined.room, route.node.id, route.node.region, client.joined.player_id
-        );
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "joined", "room": client.joined.room, "node": route.node.id,
+                    "region": route.node.region, "player": client.joined.player_id})
+            );
+        } else {
+            eprintln!(
+                "joined room {} on {} ({}) as player {}; type lines to send, Ctrl-D to leave",
+                client.joined.room, route.node.id, route.node.region, client.joined.player_id
+            );
+        }
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         loop {
             tokio::select! {
@@ -82,10 +94,22 @@ impl Connect {
                 event = client.recv() => match event {
                     Some(Event::Message { from, data, .. }) => {
                         let text = String::from_utf8_lossy(&data);
-                        if from == 0 { println!("{text}") } else { println!("[{from}] {text}") }
+                        if self.json {
+                            use base64::Engine as _;
+                            let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+                            println!("{}", serde_json::json!({"event": "message", "from": from, "text": text, "data_b64": b64}));
+                        } else if from == 0 {
+                            println!("{text}")
+                        } else {
+                            println!("[{from}] {text}")
+                        }
                     }
                     Some(Event::Closed(reason)) => {
-                        eprintln!("the node closed the connection: {reason}");
+                        if self.json {
+                            println!("{}", serde_json::json!({"event": "closed", "reason": reason.to_string()}));
+                        } else {
+                            eprintln!("the node closed the connection: {reason}");
+                        }
                         break;
                     }
                     None => break,

@@ -32,12 +32,20 @@ pub struct Keygen {
     /// Where the key file goes.
     #[arg(long)]
     key: PathBuf,
+    /// Print `{"pubkey"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Keygen {
     fn run(self) -> anyhow::Result<()> {
         let k = keys::load_or_generate_signing_key(&self.key)?;
-        println!("{}", keys::public_key_to_text(&k.verifying_key()));
+        let pubkey = keys::public_key_to_text(&k.verifying_key());
+        if self.json {
+            println!("{}", serde_json::json!({ "pubkey": pubkey }));
+        } else {
+            println!("{pubkey}");
+        }
         Ok(())
     }
 }
@@ -66,6 +74,9 @@ pub struct Mint {
     /// Lifetime, like `60s`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     ttl: Duration,
+    /// Print `{"ticket","node","module","player","ttl_s"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Mints a ticket: the one helper the CLI's bots share.
@@ -86,7 +97,16 @@ impl Mint {
     fn run(self) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&self.key).with_context(|| format!("reading {}", self.key.display()))?;
         let key = keys::signing_key_from_text(&text).with_context(|| format!("{}", self.key.display()))?;
-        println!("{}", mint(&key, &self.node, &self.module, self.room.as_deref(), self.player, &self.name, self.ttl));
+        let ticket = mint(&key, &self.node, &self.module, self.room.as_deref(), self.player, &self.name, self.ttl);
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"ticket": ticket, "node": self.node, "module": self.module,
+                    "player": self.player, "ttl_s": self.ttl.as_secs()})
+            );
+        } else {
+            println!("{ticket}");
+        }
         Ok(())
     }
 }

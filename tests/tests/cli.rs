@@ -10,17 +10,20 @@ fn ticket_keygen_and_mint_make_tickets_the_node_accepts() {
     let out = Command::new(bin("outpost")).args(["ticket", "keygen", "--key"]).arg(&key).output().unwrap();
     assert!(out.status.success());
     let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let again = Command::new(bin("outpost")).args(["ticket", "keygen", "--key"]).arg(&key).output().unwrap();
-    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), public, "keygen keeps an existing key");
+    let again = Command::new(bin("outpost")).args(["ticket", "keygen", "--json", "--key"]).arg(&key).output().unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["pubkey"], public.as_str(), "keygen keeps an existing key");
     let edge = Edge::start(&[&format!("--ticket-pubkey={public}")]).unwrap();
     let out = Command::new(bin("outpost"))
         .args(["ticket", "mint", "--key"])
         .arg(&key)
-        .args(["--node", &edge.ready.id, "--module", "relay", "--player", "9", "--name", "ada"])
+        .args(["--node", &edge.ready.id, "--module", "relay", "--player", "9", "--name", "ada", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let ticket = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let minted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((minted["player"].as_u64(), minted["ttl_s"].as_u64()), (Some(9), Some(60)));
+    let ticket = minted["ticket"].as_str().unwrap().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = rt.block_on(edge.connect(&ticket, &Default::default())).unwrap();
     assert_eq!(client.joined.player_id, 9);
