@@ -57,6 +57,7 @@ impl BenchCore {
         )?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let stream = format!("bench/{}", hex::encode(rand::random::<[u8; 6]>()));
+        let bar = crate::fleet::spinner(Duration::from_secs(2), "streaming updates");
         let (elapsed, mut latencies) = rt.block_on(async {
             let addr = ready.quic.parse().context("core quic address")?;
             let mut link = outpost_client::link::CoreLink::connect(
@@ -84,6 +85,7 @@ impl BenchCore {
             }
             anyhow::Ok((started.elapsed(), latencies))
         })?;
+        bar.finish_and_clear();
         let rate = self.updates as f64 / elapsed.as_secs_f64();
         latencies.sort_by(f64::total_cmp);
         let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];

@@ -69,6 +69,7 @@ impl BenchForward {
         let applied_before = self.core.as_deref().map(scrape_url).transpose()?;
 
         // Peak: as fast as the senders can push, until the core has acked every update.
+        let bar = crate::fleet::spinner(Duration::from_secs(2), "committing at full rate");
         let acked0 = self.edge_metrics()?.get(ACKED).copied().unwrap_or(0.0) as u64;
         let started = Instant::now();
         let next = Arc::new(AtomicU64::new(0));
@@ -94,6 +95,7 @@ impl BenchForward {
         }
         self.wait_acked(acked0 + self.updates, Duration::from_secs(120))?;
         let elapsed = started.elapsed();
+        bar.finish_and_clear();
         let rate = self.updates as f64 / elapsed.as_secs_f64();
         let applied = match (&self.core, applied_before) {
             (Some(core), Some(before)) => {
@@ -105,6 +107,7 @@ impl BenchForward {
 
         // Half of peak, paced, for the commit-to-durable-at-core latency.
         let latency = if self.latency_seconds > 0 {
+            let bar = crate::fleet::spinner(Duration::from_secs(self.latency_seconds), "committing at half rate");
             let before = self.edge_metrics()?;
             let acked_start = before.get(ACKED).copied().unwrap_or(0.0) as u64;
             let interval = Duration::from_secs_f64(self.batch as f64 / (rate / 2.0));
@@ -123,6 +126,7 @@ impl BenchForward {
             }
             self.wait_acked(acked_start + sent, Duration::from_secs(60))?;
             let after = self.edge_metrics()?;
+            bar.finish_and_clear();
             Some((sent as f64 / self.latency_seconds as f64, quantiles(&before, &after)?))
         } else {
             None

@@ -57,6 +57,7 @@ impl BenchHttp {
         let rt =
             tokio::runtime::Builder::new_multi_thread().worker_threads(self.threads.max(1)).enable_all().build()?;
         let started = Instant::now();
+        let bar = crate::fleet::spinner(duration, "loading");
         let results: Vec<ConnResult> = rt.block_on(async {
             let deadline = tokio::time::Instant::now() + duration;
             let tasks: Vec<_> = (0..self.connections)
@@ -71,6 +72,7 @@ impl BenchHttp {
             }
             anyhow::Ok(out)
         })?;
+        bar.finish_and_clear();
         let elapsed = started.elapsed().as_secs_f64();
         let ok: u64 = results.iter().map(|r| r.ok).sum();
         let errors: u64 = results.iter().map(|r| r.errors).sum();

@@ -57,12 +57,14 @@ impl BenchProbe {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let timeout = Duration::from_secs(1);
         let (mut beacon, mut bare) = (Vec::new(), Vec::new());
+        let bar = crate::fleet::spinner(interval * self.count * self.rounds * 2, "probing");
         rt.block_on(async {
             for _ in 0..self.rounds {
                 bare.extend(probe_one(echo, self.count, interval, timeout, 64).await);
                 beacon.extend(probe_one(self.node, self.count, interval, timeout, 64).await);
             }
         });
+        bar.finish_and_clear();
         let sent = self.count * self.rounds;
         let b = summarize("beacon", &self.node.to_string(), &beacon, sent);
         let e = summarize("udp-echo", &echo.to_string(), &bare, sent);
