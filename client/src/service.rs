@@ -49,6 +49,18 @@ pub fn token(field: &str, file: Option<&Path>, env: &str, data_dir: &Path, name:
     Ok(t)
 }
 
+/// The hashes of the admin and cluster tokens a service checks requests against (each from its
+/// file, else its env var, else generated into `data_dir`).
+pub fn token_hashes(
+    admin_file: Option<&Path>,
+    cluster_file: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<([u8; 32], [u8; 32])> {
+    let admin = token("admin_token_file", admin_file, "OUTPOST_ADMIN_TOKEN", data_dir, "admin-token")?;
+    let cluster = token("cluster_token_file", cluster_file, "OUTPOST_CLUSTER_TOKEN", data_dir, "cluster-token")?;
+    Ok((token_hash(&admin), token_hash(&cluster)))
+}
+
 /// The SHA-256 of a token, which the HTTP APIs compare in constant time.
 pub fn token_hash(token: &str) -> [u8; 32] {
     use sha2::Digest as _;

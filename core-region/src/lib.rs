@@ -35,22 +35,12 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let data = &config.args.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
-    use outpost_client::service::{token, token_hash};
     let args = &config.args;
-    let admin_hash = token_hash(&token(
-        "admin_token_file",
+    let (admin_hash, cluster_hash) = outpost_client::service::token_hashes(
         args.admin_token_file.as_deref(),
-        "OUTPOST_ADMIN_TOKEN",
-        data,
-        "admin-token",
-    )?);
-    let cluster_hash = token_hash(&token(
-        "cluster_token_file",
         args.cluster_token_file.as_deref(),
-        "OUTPOST_CLUSTER_TOKEN",
         data,
-        "cluster-token",
-    )?);
+    )?;
     let store = tokio::task::spawn_blocking({
         let config = config.clone();
         move || open_store(&config)

@@ -61,22 +61,12 @@ pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let router = Arc::new(build(&config)?);
     let data = &config.args.data_dir;
-    use outpost_client::service::{token, token_hash};
     let args = &config.args;
-    let admin_hash = token_hash(&token(
-        "admin_token_file",
+    let (admin_hash, cluster_hash) = outpost_client::service::token_hashes(
         args.admin_token_file.as_deref(),
-        "OUTPOST_ADMIN_TOKEN",
-        data,
-        "admin-token",
-    )?);
-    let cluster_hash = token_hash(&token(
-        "cluster_token_file",
         args.cluster_token_file.as_deref(),
-        "OUTPOST_CLUSTER_TOKEN",
         data,
-        "cluster-token",
-    )?);
+    )?;
     anyhow::ensure!(
         admin_hash != cluster_hash,
         "cluster_token_file: the cluster token must differ from the admin token"

@@ -100,3 +100,28 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bots"));
 }
+
+#[test]
+fn new_commands_refuse_bad_values_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("outpost")).args(args).output().unwrap();
+        assert!(!out.status.success(), "outpost {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let ca = dir.path().join("ca");
+    let ca = ca.to_str().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert!(run(&["cert", "--ca-dir", ca, "--out-dir", out, "--name", "../x", "--san", "h"]).contains("--name"));
+    assert!(!dir.path().join("ca").exists(), "nothing is written for a refused name");
+    let e = run(&["bench-forward", "--edge", "http://127.0.0.1:9", "--batch", "5000"]);
+    assert!(e.contains("--batch"), "{e}");
+    let e = run(&["bench-forward", "--edge", "http://127.0.0.1:9", "--senders", "0"]);
+    assert!(e.contains("--senders"), "{e}");
+    let e = run(&["bench-probe", "--node", "127.0.0.1:9", "--rounds", "0"]);
+    assert!(e.contains("--rounds"), "{e}");
+    let e = run(&["bench-probe", "--node", "not-an-address"]);
+    assert!(e.contains("not-an-address"), "{e}");
+    let e = run(&["nodes", "--router", "https://127.0.0.1:9", "--pin-sha256", "xyz"]);
+    assert!(e.contains("64 lowercase hex"), "{e}");
+}
