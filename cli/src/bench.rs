@@ -54,9 +54,24 @@ pub struct Bench {
     /// Bots sharing one UDP socket.
     #[arg(long, default_value_t = 250)]
     bots_per_socket: usize,
+    /// Hold every datagram the bots send for this long (0 to 1000 ms), so the node and the
+    /// baseline both serve players over a path with this round-trip time instead of loopback's.
+    #[arg(long, default_value_t = 0)]
+    path_delay_ms: u64,
     /// Also run a raw quinn datagram echo baseline with the same bots and rate.
     #[arg(long)]
     baseline: bool,
+    /// Spread the bots' sends evenly over each period instead of sending in step. Real players
+    /// are not in step, but with the bots on the node's own cores the spread costs the bots
+    /// (and so the node, which shares the cores) a timer wake-up per send instead of one per
+    /// period.
+    #[arg(long)]
+    stagger: bool,
+    /// Alternate node and baseline runs this many times (1 to 20) and report the median ratios:
+    /// on a shared machine the speed drifts between two back-to-back runs by more than the
+    /// difference being measured.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Bots join and stay connected for the duration without sending (memory per idle player).
     #[arg(long)]
     idle: bool,
@@ -101,7 +116,8 @@ pub struct RunReport {
     pub cpu_us_per_message: Option<f64>,
     /// Growth of the server's resident memory per joined bot, KiB (measured once all joined).
     pub memory_kib_per_player: Option<f64>,
-    /// UDP datagrams the bots sent and received (QUIC packets, including ACK-only ones).
+    /// UDP datagrams the bots sent and received from their first message to the end of the
+    /// drain (QUIC packets, ACK-only ones included; handshakes and joins are not).
     pub udp_datagrams: u64,
     /// Datagrams the echo server sent back (baseline only).
     pub echoed: Option<u64>,
@@ -142,6 +158,89 @@ pub struct Report {
     pub cpu_per_message_ratio: Option<f64>,
     /// node CPU per player-tick ÷ baseline CPU per echoed datagram.
     pub cpu_per_player_tick_ratio: Option<f64>,
+    /// Each round's figures when `--rounds` > 1; the ratios above are then their medians,
+    /// the counts above their sums, `rtt_p50_ms` the median round's and `rtt_p99_ms` the worst.
+    pub rounds: Vec<Round>,
+}
+
+/// One node run and its baseline, as ratios.
+#[derive(Debug, Serialize)]
+pub struct Round {
+    /// Node CPU per player-tick, µs.
+    pub cpu_us_per_player_tick: Option<f64>,
+    /// Baseline CPU per echoed datagram, µs.
+    pub baseline_cpu_us_per_message: Option<f64>,
+    /// The two above divided.
+    pub cpu_per_player_tick_ratio: Option<f64>,
+    /// Node received/s ÷ baseline received/s.
+    pub throughput_ratio: Option<f64>,
+    /// Node CPU per message ÷ baseline CPU per echoed datagram.
+    pub cpu_per_message_ratio: Option<f64>,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// The median of the values present (the upper one of the middle two for an even count).
+fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values.flatten().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+impl Report {
+    /// Folds the rounds (at least one) into one report; the last round's runs are kept whole.
+    fn new(bench: &Bench, mut runs: Vec<(RunReport, Option<RunReport>)>) -> Report {
+        let rounds: Vec<Round> = runs
+            .iter()
+            .map(|(node, base)| {
+                let base_cpu = base.as_ref().and_then(|b| b.cpu_us_per_message);
+                Round {
+                    cpu_us_per_player_tick: node.cpu_us_per_player_tick,
+                    baseline_cpu_us_per_message: base_cpu,
+                    cpu_per_player_tick_ratio: ratio(node.cpu_us_per_player_tick, base_cpu),
+                    throughput_ratio: ratio(Some(node.received_per_sec), base.as_ref().map(|b| b.received_per_sec)),
+                    cpu_per_message_ratio: ratio(node.cpu_us_per_message, base_cpu),
+                }
+            })
+            .collect();
+        let (mut sent, mut received, mut dropped) = (0, 0, 0);
+        let mut disconnects = BTreeMap::new();
+        for (node, _) in &runs {
+            sent += node.sent;
+            received += node.received;
+            dropped += node.dropped;
+            for (reason, n) in &node.disconnects {
+                *disconnects.entry(reason.clone()).or_insert(0) += n;
+            }
+        }
+        let rtt_p50_ms = median(runs.iter().map(|(n, _)| Some(n.rtt_p50_ms))).unwrap_or(0.0);
+        let rtt_p99_ms = runs.iter().map(|(n, _)| n.rtt_p99_ms).fold(0.0, f64::max);
+        let (node, baseline) = runs.pop().unwrap_or_default();
+        Report {
+            module: bench.module.clone(),
+            bots: bench.bots,
+            rate_hz: bench.rate,
+            duration_s: bench.duration,
+            sent,
+            received,
+            dropped,
+            rtt_p50_ms,
+            rtt_p99_ms,
+            disconnects,
+            cpu_us_per_player_tick: median(rounds.iter().map(|r| r.cpu_us_per_player_tick)),
+            throughput_ratio: median(rounds.iter().map(|r| r.throughput_ratio)),
+            cpu_per_message_ratio: median(rounds.iter().map(|r| r.cpu_per_message_ratio)),
+            cpu_per_player_tick_ratio: median(rounds.iter().map(|r| r.cpu_per_player_tick_ratio)),
+            node,
+            baseline,
+            rounds: if rounds.len() > 1 { rounds } else { Vec::new() },
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -255,41 +354,28 @@ impl Bench {
         if self.bots > 20_000 || self.duration > 3600.0 || self.rate > 10_000.0 {
             bail!("bounded runs only: at most 20000 bots, 10000 Hz and 3600 s");
         }
+        if !(1..=20).contains(&self.rounds) {
+            bail!("--rounds must be 1 to 20");
+        }
+        if self.path_delay_ms > 1000 {
+            bail!("--path-delay-ms is at most 1000");
+        }
         let ready: EdgeReady = serde_json::from_slice(&std::fs::read(&self.edge_ready).context("--edge-ready")?)
             .context("parsing the edge ready file")?;
         let key_text = std::fs::read_to_string(&self.key).with_context(|| format!("reading {}", self.key.display()))?;
         let key = keys::signing_key_from_text(&key_text).context("--key")?;
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
-        let before = scrape(&ready.admin)?;
-        let node = rt.block_on(self.run_node(&ready, &key))?;
-        let after = scrape(&ready.admin)?;
-        let node = self.node_report(node, &before, &after);
-
-        let baseline = if self.baseline { Some(rt.block_on(self.run_baseline())?) } else { None };
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        };
-        let base_cpu = baseline.as_ref().and_then(|b| b.cpu_us_per_message);
-        let report = Report {
-            module: self.module.clone(),
-            bots: self.bots,
-            rate_hz: self.rate,
-            duration_s: self.duration,
-            sent: node.sent,
-            received: node.received,
-            dropped: node.dropped,
-            rtt_p50_ms: node.rtt_p50_ms,
-            rtt_p99_ms: node.rtt_p99_ms,
-            disconnects: node.disconnects.clone(),
-            cpu_us_per_player_tick: node.cpu_us_per_player_tick,
-            throughput_ratio: ratio(Some(node.received_per_sec), baseline.as_ref().map(|b| b.received_per_sec)),
-            cpu_per_message_ratio: ratio(node.cpu_us_per_message, base_cpu),
-            cpu_per_player_tick_ratio: ratio(node.cpu_us_per_player_tick, base_cpu),
-            node,
-            baseline,
-        };
+        let mut runs = Vec::new();
+        for _ in 0..self.rounds {
+            let before = scrape(&ready.admin)?;
+            let node = rt.block_on(self.run_node(&ready, &key))?;
+            let after = scrape(&ready.admin)?;
+            let node = self.node_report(node, &before, &after);
+            let baseline = if self.baseline { Some(rt.block_on(self.run_baseline())?) } else { None };
+            runs.push((node, baseline));
+        }
+        let report = Report::new(&self, runs);
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -317,7 +403,24 @@ impl Bench {
     fn endpoints(&self, target: SocketAddr) -> anyhow::Result<Vec<quinn::Endpoint>> {
         let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
         let n = self.bots.div_ceil(self.bots_per_socket.max(1));
-        (0..n).map(|_| outpost_client::client_endpoint(bind).map_err(Into::into)).collect()
+        let delay = Duration::from_millis(self.path_delay_ms);
+        (0..n)
+            .map(|_| {
+                if delay.is_zero() {
+                    outpost_client::client_endpoint(bind).map_err(Into::into)
+                } else {
+                    crate::wan::delayed_client_endpoint(bind, delay).context("binding a delayed bot socket")
+                }
+            })
+            .collect()
+    }
+
+    /// Where bot `i` sends within each period: at the start, or spread with `--stagger`.
+    fn phase(&self, i: usize) -> Duration {
+        if !self.stagger {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(i as f64 / self.bots as f64 / self.rate)
     }
 
     fn progress(&self, what: &str) -> ProgressBar {
@@ -358,7 +461,10 @@ impl Bench {
             let endpoint = endpoints[i % endpoints.len()].clone();
             let (pin, me, connects) = (ready.cert_sha256.clone(), self.clone(), connects.clone());
             let gate = Gate { go: go.clone(), settled: settled.clone() };
-            tasks.push(tokio::spawn(async move { me.node_bot(endpoint, addr, pin, ticket, connects, t0, gate).await }));
+            let phase = self.phase(i);
+            tasks.push(tokio::spawn(async move {
+                me.node_bot(endpoint, addr, pin, ticket, connects, t0, gate, phase).await
+            }));
         }
         // Every bot has joined (or failed) before anyone sends, so the node's memory per player
         // is read with all of them connected and idle.
@@ -390,6 +496,7 @@ impl Bench {
         connects: Arc<Semaphore>,
         t0: Instant,
         gate: Gate,
+        phase: Duration,
     ) -> BotStats {
         let mut s = BotStats::default();
         let opts = ConnectOptions { timeout: Duration::from_secs(30), ..ConnectOptions::default() };
@@ -428,9 +535,10 @@ impl Bench {
             client.close();
             return s;
         }
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
+        let mut tick = tokio::time::interval_at((start_at + phase).into(), Duration::from_secs_f64(1.0 / self.rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let end = start_at + Duration::from_secs_f64(self.duration);
+        let udp0 = udp_datagrams(client.connection());
         let mut seq: u64 = rand::random::<u8>() as u64;
         loop {
             tokio::select! {
@@ -467,7 +575,7 @@ impl Bench {
                 _ => break,
             }
         }
-        s.udp_datagrams = udp_datagrams(client.connection());
+        s.udp_datagrams = udp_datagrams(client.connection()) - udp0;
         client.close();
         s
     }
@@ -549,7 +657,10 @@ impl Bench {
             for i in 0..self.bots {
                 let (endpoint, pin, me, connects) =
                     (endpoints[i % endpoints.len()].clone(), pin.clone(), self.clone(), connects.clone());
-                tasks.push(tokio::spawn(async move { me.echo_bot(endpoint, addr, pin, connects, t0, start_at).await }));
+                let phase = self.phase(i);
+                tasks.push(tokio::spawn(async move {
+                    me.echo_bot(endpoint, addr, pin, connects, t0, start_at, phase).await
+                }));
             }
             let stats_path = ready_path.with_extension("stats");
             let echoed = || -> f64 {
@@ -581,6 +692,7 @@ impl Bench {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn echo_bot(
         self,
         endpoint: quinn::Endpoint,
@@ -589,6 +701,7 @@ impl Bench {
         connects: Arc<Semaphore>,
         t0: Instant,
         start_at: Instant,
+        phase: Duration,
     ) -> BotStats {
         let mut s = BotStats::default();
         let conn = {
@@ -616,11 +729,11 @@ impl Bench {
             }
         };
         s.joined = true;
-        tokio::time::sleep_until(start_at.into()).await;
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
+        let mut tick = tokio::time::interval_at((start_at + phase).into(), Duration::from_secs_f64(1.0 / self.rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let end = start_at + Duration::from_secs_f64(self.duration);
         let drain_end = end + Duration::from_millis(300);
+        let udp0 = udp_datagrams(&conn);
         let mut seq = 0u64;
         loop {
             tokio::select! {
@@ -648,7 +761,7 @@ impl Bench {
                 _ = tokio::time::sleep_until(drain_end.into()) => break,
             }
         }
-        s.udp_datagrams = udp_datagrams(&conn);
+        s.udp_datagrams = udp_datagrams(&conn) - udp0;
         conn.close(0u32.into(), b"done");
         s
     }
@@ -714,13 +827,25 @@ fn print_report(r: &Report) {
     if let Some(b) = &r.baseline {
         line("raw quinn echo", b);
     }
+    for (i, round) in r.rounds.iter().enumerate() {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "round {}: node {} µs/player-tick, raw echo {} µs/datagram, ratio {}, throughput ratio {}",
+            i + 1,
+            f(round.cpu_us_per_player_tick),
+            f(round.baseline_cpu_us_per_message),
+            f(round.cpu_per_player_tick_ratio),
+            f(round.throughput_ratio),
+        );
+    }
+    let median = if r.rounds.is_empty() { "" } else { " (median of rounds)" };
     if let Some(x) = r.throughput_ratio {
-        println!("throughput ratio (node / raw echo, received per second): {x:.2}");
+        println!("throughput ratio (node / raw echo, received per second){median}: {x:.2}");
     }
     if let Some(x) = r.cpu_per_message_ratio {
-        println!("CPU per message ratio (node / raw echo datagram): {x:.2}");
+        println!("CPU per message ratio (node / raw echo datagram){median}: {x:.2}");
     }
     if let Some(x) = r.cpu_per_player_tick_ratio {
-        println!("CPU per player-tick / raw echo CPU per datagram: {x:.2}");
+        println!("CPU per player-tick / raw echo CPU per datagram{median}: {x:.2}");
     }
 }

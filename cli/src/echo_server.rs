@@ -1,5 +1,5 @@
-//! `outpost echo-server`: a raw quinn datagram echo server with the same TLS and transport settings
-//! as the edge's player endpoint, and nothing else. `bench --baseline` runs it as its own process
+//! `outpost echo-server`: a raw quinn datagram echo server with the same TLS and socket buffers as
+//! the edge's player endpoint, quinn's default transport, and nothing else. `bench --baseline` runs it as its own process
 //! so its CPU can be compared with the edge's under the same load.
 
 use anyhow::Context as _;
@@ -37,7 +37,9 @@ impl EchoServer {
             let cert = tls::NodeCert::load_or_generate(&self.data_dir, "echo")?;
             // quinn's default transport: the baseline is raw quinn as it comes.
             let cfg = tls::server_config(&cert, ALPN_ECHO, quinn::TransportConfig::default())?;
-            let endpoint = quinn::Endpoint::server(cfg, self.listen).context("binding the echo server")?;
+            // The node's socket buffers, though: with the kernel's default a burst overflows the
+            // socket, and CPU per echo would then measure loss recovery rather than echoing.
+            let endpoint = outpost_client::quic_endpoint(self.listen, Some(cfg)).context("binding the echo server")?;
             let ready = serde_json::json!({
                 "quic": endpoint.local_addr()?.to_string(),
                 "cert_sha256": cert.sha256(),

@@ -18,6 +18,7 @@ mod probe;
 mod rooms;
 mod route;
 mod ticket;
+mod wan;
 
 use clap::{Parser, Subcommand};
 

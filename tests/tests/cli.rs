@@ -88,6 +88,47 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert!(r["cpu_us_per_player_tick"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["node"]["pongs"].as_u64().unwrap() > 0, "{r}");
 
+    // Over a path with a real round trip (the bots hold their sends for 60 ms), the node's
+    // ACK-frequency request lets acknowledgements ride on game datagrams, where raw quinn's
+    // defaults send an ACK-only packet for most messages. Two alternated rounds are reported.
+    let r = bench(
+        &ready,
+        &key,
+        &[
+            "--module",
+            "arena",
+            "--bots",
+            "8",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--room-size",
+            "8",
+            "--baseline",
+            "--path-delay-ms",
+            "60",
+            "--rounds",
+            "2",
+            "--stagger",
+        ],
+    );
+    assert_eq!(r["rounds"].as_array().map(Vec::len), Some(2), "{r}");
+    assert!(r["rtt_p50_ms"].as_f64().unwrap() >= 60.0, "the path delay is in every round trip: {r}");
+    assert!(r["baseline"]["rtt_p50_ms"].as_f64().unwrap() >= 60.0, "{r}");
+    // Datagrams beyond the messages themselves, per message sent: acknowledgements.
+    let acks = |run: &serde_json::Value| {
+        let n = |k: &str| run[k].as_f64().unwrap();
+        (n("udp_datagrams") - n("sent") - n("received")) / n("sent")
+    };
+    assert!(
+        acks(&r["node"]) < acks(&r["baseline"]),
+        "ACK-only datagrams per message: node {}, raw quinn {}",
+        acks(&r["node"]),
+        acks(&r["baseline"])
+    );
+    assert_eq!(r["disconnects"].as_object().unwrap().len(), 0, "{r}");
+
     // Bad flags are refused with a clear message.
     let out = Command::new(bin("outpost"))
         .args(["bench", "--edge-ready"])
@@ -99,6 +140,18 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bots"));
+    for (flag, value) in [("--path-delay-ms", "1001"), ("--rounds", "0"), ("--rounds", "21")] {
+        let out = Command::new(bin("outpost"))
+            .args(["bench", "--edge-ready"])
+            .arg(&ready)
+            .arg("--key")
+            .arg(&key)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{flag} {value}");
+    }
 }
 
 #[test]

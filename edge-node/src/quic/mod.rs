@@ -212,9 +212,10 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
     tracing::debug!(player = t.player, room = %room, "player joined");
     tokio::spawn(link.clone().write_loop(send));
     let bucket = Arc::new(Mutex::new(TokenBucket::new(ctx.limits.burst, Instant::now())));
+    let room_id: Arc<str> = room.as_str().into();
     let datagrams =
-        tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), room.clone(), worker, t.player, bucket.clone()));
-    if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await {
+        tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), room_id.clone(), worker, t.player, bucket.clone()));
+    if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room_id, worker, t.player, &bucket).await {
         ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
         link.close(code, &reason);
     }
@@ -231,7 +232,7 @@ fn allow(bucket: &Mutex<TokenBucket>, limits: &PlayerLimits) -> bool {
 async fn read_frames(
     recv: &mut quinn::RecvStream,
     ctx: &PlayerCtx,
-    room: &str,
+    room: &Arc<str>,
     worker: usize,
     player: u64,
     bucket: &Mutex<TokenBucket>,
@@ -246,7 +247,8 @@ async fn read_frames(
                     if !allow(bucket, &ctx.limits) {
                         return Err((CloseCode::RateLimited, format!("over {} messages per second", ctx.limits.rate)));
                     }
-                    let cmd = Command::Message { room: room.to_string(), player, to: peer, data, reliable: true };
+                    let cmd =
+                        Command::Message { room: room.clone(), player, to: peer, data: data.into(), reliable: true };
                     ctx.rooms.tell(worker, cmd).await;
                 }
                 Ok(Some(other)) => {
@@ -278,7 +280,7 @@ fn frame_name(f: &Frame) -> &'static str {
 async fn read_datagrams(
     conn: quinn::Connection,
     ctx: Arc<PlayerCtx>,
-    room: String,
+    room: Arc<str>,
     worker: usize,
     player: u64,
     bucket: Arc<Mutex<TokenBucket>>,
@@ -298,7 +300,10 @@ async fn read_datagrams(
             conn.close(CloseCode::RateLimited.to_u32().into(), reason.as_bytes());
             return;
         }
-        let cmd = Command::Message { room: room.clone(), player, to, data: data.to_vec(), reliable: false };
+        // A copy, not a view: a view would keep quinn's whole receive buffer alive and share
+        // its reference count across threads, which costs more than copying a game input.
+        let data = bytes::Bytes::copy_from_slice(data);
+        let cmd = Command::Message { room: room.clone(), player, to, data, reliable: false };
         ctx.rooms.tell(worker, cmd).await;
     }
 }

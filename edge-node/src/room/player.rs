@@ -121,14 +121,25 @@ impl PlayerLink {
 
     /// Sends an unreliable message, or drops and counts it when the player is congested.
     pub fn send_unreliable(&self, from: u64, data: &[u8]) {
-        let d = frame::encode_peer(from, data);
-        let fits = self.conn.max_datagram_size().is_some_and(|m| d.len() <= m);
-        if !fits || self.conn.datagram_send_buffer_space() < d.len() {
+        self.send_datagram(Bytes::from(frame::encode_peer(from, data)));
+    }
+
+    /// Sends an already framed datagram (`frame::encode_peer`).
+    ///
+    /// A broadcast frames once per player on purpose: one shared buffer would have its reference
+    /// count touched by every connection's driver thread, which costs more than copying a small
+    /// game message.
+    pub fn send_datagram(&self, d: Bytes) {
+        // Each of these calls takes the connection's lock, which its driver thread also wants,
+        // so only the check quinn cannot do for us is made here: a full buffer would make quinn
+        // drop its oldest datagram silently. Over the path's size, `send_datagram` refuses, and
+        // that is counted below.
+        if self.conn.datagram_send_buffer_space() < d.len() {
             self.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let len = d.len();
-        if self.conn.send_datagram(d.into()).is_ok() {
+        if self.conn.send_datagram(d).is_ok() {
             self.metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
             self.metrics.bytes_out_total.fetch_add(len as u64, Ordering::Relaxed);
         } else {
