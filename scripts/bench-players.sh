@@ -33,12 +33,23 @@ keys = ["sent", "received", "dropped", "rtt_p50_ms", "rtt_p99_ms", "disconnects"
 out = {k: r.get(k) for k in keys}
 out.update(bots_joined=n["bots_joined"], join_failures=n["join_failures"], received_per_sec=round(n["received_per_sec"]),
            node_cpu_us_per_message=n.get("cpu_us_per_message"), memory_kib_per_player=n.get("memory_kib_per_player"))
+# QUIC packets (ACK-only ones included) per message sent, on the bots' side of the last round.
+per_msg = lambda x: round(x["udp_datagrams"] / max(1, x["sent"]), 2)
+out["udp_datagrams_per_message"] = per_msg(n)
+if r.get("rounds"):
+    out["rounds"] = [{k: v and round(v, 3) for k, v in x.items()} for x in r["rounds"]]
 if b:
+    out["baseline_udp_datagrams_per_message"] = per_msg(b)
     out["baseline"] = {k: b.get(k) for k in ["received", "received_per_sec", "rtt_p50_ms", "rtt_p99_ms", "cpu_us_per_message"]}
 print(sys.argv[2], json.dumps(out))
 PY
 }
 run relay-throughput --module relay --bots $((200 / scale)) --rate 500 --duration 10 --room-size 2 --baseline
-run arena-cpu --module arena --bots $((1000 / scale)) --rate 20 --duration 20 --room-size 8 --baseline
+rounds=3; [ "${1:-}" = quick ] && rounds=2
+run arena-cpu --module arena --bots $((1000 / scale)) --rate 20 --duration 20 --room-size 8 --baseline --rounds $rounds
+# The same over a 60 ms round trip, where the node's ACK-frequency request takes effect (on
+# loopback quinn caps the requested ACK delay at 25 ms, shorter than the 50 ms between messages).
+run arena-cpu-60ms --module arena --bots $((1000 / scale)) --rate 20 --duration 20 --room-size 8 --baseline \
+  --rounds $rounds --path-delay-ms 60
 run idle-memory --module relay --bots $((1000 / scale)) --rate 1 --duration 5 --room-size 8 --idle
 run arena-2000 --module arena --bots $((2000 / scale)) --rate 20 --duration $dur --room-size 8

@@ -116,7 +116,7 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert_eq!(r["rounds"].as_array().map(Vec::len), Some(2), "{r}");
     assert!(r["rtt_p50_ms"].as_f64().unwrap() >= 60.0, "the path delay is in every round trip: {r}");
     assert!(r["baseline"]["rtt_p50_ms"].as_f64().unwrap() >= 60.0, "{r}");
-    // Datagrams beyond the messages themselves, per message sent: acknowledgements.
+    // Datagrams beyond the messages themselves, per message sent: mostly ACK-only packets.
     let acks = |run: &serde_json::Value| {
         let n = |k: &str| run[k].as_f64().unwrap();
         (n("udp_datagrams") - n("sent") - n("received")) / n("sent")

@@ -212,10 +212,9 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
     tracing::debug!(player = t.player, room = %room, "player joined");
     tokio::spawn(link.clone().write_loop(send));
     let bucket = Arc::new(Mutex::new(TokenBucket::new(ctx.limits.burst, Instant::now())));
-    let room_id: Arc<str> = room.as_str().into();
     let datagrams =
-        tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), room_id.clone(), worker, t.player, bucket.clone()));
-    if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room_id, worker, t.player, &bucket).await {
+        tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), room.clone(), worker, t.player, bucket.clone()));
+    if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await {
         ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
         link.close(code, &reason);
     }
@@ -232,7 +231,7 @@ fn allow(bucket: &Mutex<TokenBucket>, limits: &PlayerLimits) -> bool {
 async fn read_frames(
     recv: &mut quinn::RecvStream,
     ctx: &PlayerCtx,
-    room: &Arc<str>,
+    room: &str,
     worker: usize,
     player: u64,
     bucket: &Mutex<TokenBucket>,
@@ -247,8 +246,7 @@ async fn read_frames(
                     if !allow(bucket, &ctx.limits) {
                         return Err((CloseCode::RateLimited, format!("over {} messages per second", ctx.limits.rate)));
                     }
-                    let cmd =
-                        Command::Message { room: room.clone(), player, to: peer, data: data.into(), reliable: true };
+                    let cmd = Command::Message { room: room.to_string(), player, to: peer, data, reliable: true };
                     ctx.rooms.tell(worker, cmd).await;
                 }
                 Ok(Some(other)) => {
@@ -280,7 +278,7 @@ fn frame_name(f: &Frame) -> &'static str {
 async fn read_datagrams(
     conn: quinn::Connection,
     ctx: Arc<PlayerCtx>,
-    room: Arc<str>,
+    room: String,
     worker: usize,
     player: u64,
     bucket: Arc<Mutex<TokenBucket>>,
@@ -300,10 +298,7 @@ async fn read_datagrams(
             conn.close(CloseCode::RateLimited.to_u32().into(), reason.as_bytes());
             return;
         }
-        // A copy, not a view: a view would keep quinn's whole receive buffer alive and share
-        // its reference count across threads, which costs more than copying a game input.
-        let data = bytes::Bytes::copy_from_slice(data);
-        let cmd = Command::Message { room: room.clone(), player, to, data, reliable: false };
+        let cmd = Command::Message { room: room.clone(), player, to, data: data.to_vec(), reliable: false };
         ctx.rooms.tell(worker, cmd).await;
     }
 }

@@ -73,7 +73,7 @@ pub enum Command {
     /// A player left (its connection closed for any reason).
     Leave { room: String, player: u64 },
     /// A message from a player; `to` addresses one player in relay rooms (0 = everyone else).
-    Message { room: Arc<str>, player: u64, to: u64, data: bytes::Bytes, reliable: bool },
+    Message { room: String, player: u64, to: u64, data: Vec<u8>, reliable: bool },
     /// Close every player with `node-shutdown` and stop the worker.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -469,7 +469,7 @@ impl Worker {
         }
     }
 
-    fn message(&mut self, room: &str, player: u64, to: u64, data: bytes::Bytes, reliable: bool) {
+    fn message(&mut self, room: &str, player: u64, to: u64, data: Vec<u8>, reliable: bool) {
         let Some(slot) = self.rooms.get_mut(room) else { return };
         if !slot.players.contains_key(&player) {
             return;
