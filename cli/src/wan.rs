@@ -46,6 +46,15 @@ impl fmt::Debug for DelayedSocket {
 /// A QUIC client endpoint on `bind` whose outgoing datagrams are held for `delay`. Must be called
 /// inside a tokio runtime (the path's sender is a task on it).
 pub fn delayed_client_endpoint(bind: SocketAddr, delay: Duration) -> io::Result<quinn::Endpoint> {
+    let (socket, runtime) = delayed_socket(bind, delay, QUEUE_DATAGRAMS)?;
+    quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), None, socket, runtime)
+}
+
+fn delayed_socket(
+    bind: SocketAddr,
+    delay: Duration,
+    queue: usize,
+) -> io::Result<(Arc<DelayedSocket>, Arc<dyn quinn::Runtime>)> {
     let socket = std::net::UdpSocket::bind(bind)?;
     let socket2 = socket2::SockRef::from(&socket);
     let _ = socket2.set_recv_buffer_size(outpost_client::CLIENT_UDP_BUFFER_BYTES);
@@ -57,10 +66,9 @@ pub fn delayed_client_endpoint(bind: SocketAddr, delay: Duration) -> io::Result<
     })?;
     let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
     let inner = runtime.wrap_udp_socket(socket)?;
-    let (tx, rx) = mpsc::channel(QUEUE_DATAGRAMS);
+    let (tx, rx) = mpsc::channel(queue);
     tokio::spawn(deliver(sender, rx));
-    let socket = Arc::new(DelayedSocket { inner, delay, queue: tx, dropped: Arc::default() });
-    quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), None, socket, runtime)
+    Ok((Arc::new(DelayedSocket { inner, delay, queue: tx, dropped: Arc::default() }), runtime))
 }
 
 /// Sends each datagram when it is due. The delay is constant, so arrival order is due order and
@@ -125,5 +133,41 @@ impl AsyncUdpSocket for DelayedSocket {
 
     fn may_fragment(&self) -> bool {
         self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transmit(to: SocketAddr, contents: &[u8]) -> Transmit<'_> {
+        Transmit { destination: to, ecn: None, contents, segment_size: None, src_ip: None }
+    }
+
+    #[tokio::test]
+    async fn datagrams_arrive_no_sooner_than_the_delay_and_a_full_path_drops_and_counts() {
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = peer.local_addr().unwrap();
+        let delay = Duration::from_millis(40);
+        let (socket, _rt) = delayed_socket("127.0.0.1:0".parse().unwrap(), delay, 2).unwrap();
+        let sent = Instant::now();
+        for i in 0..5u8 {
+            socket.try_send(&transmit(to, &[i])).unwrap();
+        }
+        assert_eq!(socket.dropped.load(Ordering::Relaxed), 3, "a queue of 2 keeps 2 and counts the rest");
+        let mut buf = [0u8; 16];
+        for want in 0..2u8 {
+            let n = peer.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &[want], "in order");
+            assert!(sent.elapsed() >= delay, "arrived after {:?}", sent.elapsed());
+        }
+        // A GSO-style batch is split into its datagrams, not merged.
+        let batch = [1u8, 2, 3, 4];
+        let t = Transmit { segment_size: Some(2), ..transmit(to, &batch) };
+        socket.try_send(&t).unwrap();
+        for want in [[1u8, 2], [3, 4]] {
+            let n = peer.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &want);
+        }
     }
 }
