@@ -16,7 +16,9 @@ fn main() {
         }
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(config.runtime_threads);
+    if let Some(n) = config.args.runtime_threads {
+        builder.worker_threads(n);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
