@@ -16,9 +16,7 @@ fn main() {
         }
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.args.runtime_threads {
-        builder.worker_threads(n);
-    }
+    builder.worker_threads(config.runtime_threads);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

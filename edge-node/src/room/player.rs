@@ -120,16 +120,12 @@ impl PlayerLink {
     }
 
     /// Sends an unreliable message, or drops and counts it when the player is congested.
-    pub fn send_unreliable(&self, from: u64, data: &[u8]) {
-        self.send_datagram(Bytes::from(frame::encode_peer(from, data)));
-    }
-
-    /// Sends an already framed datagram (`frame::encode_peer`).
     ///
     /// A broadcast frames once per player on purpose: one shared buffer would have its reference
     /// count touched by every connection's driver thread, which costs more than copying a small
     /// game message.
-    pub fn send_datagram(&self, d: Bytes) {
+    pub fn send_unreliable(&self, from: u64, data: &[u8]) {
+        let d = Bytes::from(frame::encode_peer(from, data));
         // Each of these calls takes the connection's lock, which its driver thread also wants,
         // so only the check quinn cannot do for us is made here: a full buffer would make quinn
         // drop its oldest datagram silently. Over the path's size, `send_datagram` refuses, and
