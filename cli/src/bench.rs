@@ -111,6 +111,11 @@ pub struct RunReport {
     pub server_cpu_s: f64,
     /// Server CPU per player-tick, µs (guest rooms).
     pub cpu_us_per_player_tick: Option<f64>,
+    /// CPU of the node's room worker threads during the run (guest calls and their effects).
+    pub guest_cpu_s: Option<f64>,
+    /// Node CPU per player-tick outside the room workers, µs: the transport's share, the part
+    /// that compares like for like with the raw quinn echo.
+    pub transport_cpu_us_per_player_tick: Option<f64>,
     /// Server CPU per message through it, µs: per player message received (node) or per
     /// datagram echoed (baseline).
     pub cpu_us_per_message: Option<f64>,
@@ -158,6 +163,8 @@ pub struct Report {
     pub cpu_per_message_ratio: Option<f64>,
     /// node CPU per player-tick ÷ baseline CPU per echoed datagram.
     pub cpu_per_player_tick_ratio: Option<f64>,
+    /// node CPU per player-tick outside the room workers ÷ baseline CPU per echoed datagram.
+    pub transport_cpu_per_player_tick_ratio: Option<f64>,
     /// Each round's figures when `--rounds` > 1; the ratios above are then their medians,
     /// the counts above their sums, `rtt_p50_ms` the median round's and `rtt_p99_ms` the worst.
     pub rounds: Vec<Round>,
@@ -172,6 +179,10 @@ pub struct Round {
     pub baseline_cpu_us_per_message: Option<f64>,
     /// The two above divided.
     pub cpu_per_player_tick_ratio: Option<f64>,
+    /// Node CPU per player-tick outside the room workers, µs.
+    pub transport_cpu_us_per_player_tick: Option<f64>,
+    /// That ÷ the baseline's CPU per echoed datagram.
+    pub transport_cpu_per_player_tick_ratio: Option<f64>,
     /// Node received/s ÷ baseline received/s.
     pub throughput_ratio: Option<f64>,
     /// Node CPU per message ÷ baseline CPU per echoed datagram.
@@ -203,6 +214,8 @@ impl Report {
                     cpu_us_per_player_tick: node.cpu_us_per_player_tick,
                     baseline_cpu_us_per_message: base_cpu,
                     cpu_per_player_tick_ratio: ratio(node.cpu_us_per_player_tick, base_cpu),
+                    transport_cpu_us_per_player_tick: node.transport_cpu_us_per_player_tick,
+                    transport_cpu_per_player_tick_ratio: ratio(node.transport_cpu_us_per_player_tick, base_cpu),
                     throughput_ratio: ratio(Some(node.received_per_sec), base.as_ref().map(|b| b.received_per_sec)),
                     cpu_per_message_ratio: ratio(node.cpu_us_per_message, base_cpu),
                 }
@@ -236,6 +249,7 @@ impl Report {
             throughput_ratio: median(rounds.iter().map(|r| r.throughput_ratio)),
             cpu_per_message_ratio: median(rounds.iter().map(|r| r.cpu_per_message_ratio)),
             cpu_per_player_tick_ratio: median(rounds.iter().map(|r| r.cpu_per_player_tick_ratio)),
+            transport_cpu_per_player_tick_ratio: median(rounds.iter().map(|r| r.transport_cpu_per_player_tick_ratio)),
             node,
             baseline,
             rounds: if rounds.len() > 1 { rounds } else { Vec::new() },
@@ -396,6 +410,13 @@ impl Bench {
         let messages = d("outpost_messages_in_total");
         r.dropped += d("outpost_player_datagrams_dropped_total").max(0.0) as u64;
         r.cpu_us_per_player_tick = (player_ticks > 0.0).then(|| r.server_cpu_s * 1e6 / player_ticks);
+        // Nodes from before the metric existed do not report it: then there is no split.
+        if after.contains_key("outpost_room_workers_cpu_seconds") {
+            let guest = d("outpost_room_workers_cpu_seconds");
+            r.guest_cpu_s = Some(guest);
+            r.transport_cpu_us_per_player_tick =
+                (player_ticks > 0.0).then(|| (r.server_cpu_s - guest).max(0.0) * 1e6 / player_ticks);
+        }
         r.cpu_us_per_message = (messages > 0.0).then(|| r.server_cpu_s * 1e6 / messages);
         r
     }
@@ -809,6 +830,9 @@ fn print_report(r: &Report) {
             x.cpu_us_per_message.map_or(String::new(), |v| format!("  {v:.2} µs/msg")),
             x.cpu_us_per_player_tick.map_or(String::new(), |v| format!("  {v:.2} µs/player-tick")),
         );
+        if let (Some(g), Some(t)) = (x.guest_cpu_s, x.transport_cpu_us_per_player_tick) {
+            println!("{:>16}  of the cpu: room workers (guests) {g:.2} s; the rest {t:.2} µs/player-tick", "");
+        }
         if x.sent > 0 {
             println!("{:>16}  UDP datagrams per bot message: {:.2}", "", x.udp_datagrams as f64 / x.sent as f64);
         }
@@ -830,11 +854,13 @@ fn print_report(r: &Report) {
     for (i, round) in r.rounds.iter().enumerate() {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "round {}: node {} µs/player-tick, raw echo {} µs/datagram, ratio {}, throughput ratio {}",
+            "round {}: node {} µs/player-tick ({} outside room workers), raw echo {} µs/datagram, ratio {} ({}), throughput ratio {}",
             i + 1,
             f(round.cpu_us_per_player_tick),
+            f(round.transport_cpu_us_per_player_tick),
             f(round.baseline_cpu_us_per_message),
             f(round.cpu_per_player_tick_ratio),
+            f(round.transport_cpu_per_player_tick_ratio),
             f(round.throughput_ratio),
         );
     }
@@ -847,5 +873,8 @@ fn print_report(r: &Report) {
     }
     if let Some(x) = r.cpu_per_player_tick_ratio {
         println!("CPU per player-tick / raw echo CPU per datagram{median}: {x:.2}");
+    }
+    if let Some(x) = r.transport_cpu_per_player_tick_ratio {
+        println!("  of which outside the room workers (the transport) / raw echo{median}: {x:.2}");
     }
 }

@@ -87,6 +87,12 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert_eq!(r["node"]["bots_joined"], 8, "{r}");
     assert!(r["cpu_us_per_player_tick"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["node"]["pongs"].as_u64().unwrap() > 0, "{r}");
+    // The node's CPU splits into its room workers (the guests) and the rest (the transport).
+    let total = r["node"]["server_cpu_s"].as_f64().unwrap();
+    let guests = r["node"]["guest_cpu_s"].as_f64().unwrap();
+    assert!((0.0..=total + 0.02).contains(&guests), "guest CPU {guests} s of {total} s: {r}");
+    let transport = r["node"]["transport_cpu_us_per_player_tick"].as_f64().unwrap();
+    assert!(transport <= r["cpu_us_per_player_tick"].as_f64().unwrap(), "{r}");
 
     // Over a path with a real round trip (the bots hold their sends for 60 ms), the node's
     // ACK-frequency request lets acknowledgements ride on game datagrams, where raw quinn's
@@ -128,6 +134,9 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
         acks(&r["baseline"])
     );
     assert_eq!(r["disconnects"].as_object().unwrap().len(), 0, "{r}");
+    for round in r["rounds"].as_array().unwrap() {
+        assert!(round["transport_cpu_per_player_tick_ratio"].as_f64().is_some(), "{r}");
+    }
 
     // Bad flags are refused with a clear message.
     let out = Command::new(bin("outpost"))
