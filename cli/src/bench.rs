@@ -315,7 +315,6 @@ fn rtt_of(t0: Instant, data: &[u8]) -> Option<u32> {
     Some(micros_since(t0).saturating_sub(sent).min(u32::MAX as u64) as u32)
 }
 
-/// Reads Prometheus text into name → value.
 /// A Prometheus text page as `series → value` (labels kept in the series name).
 pub fn scrape_url(base: &str) -> anyhow::Result<BTreeMap<String, f64>> {
     let text = ureq::get(&format!("{}/metrics", base.trim_end_matches('/'))).call()?.into_string()?;
@@ -336,12 +335,10 @@ fn scrape(admin: &str) -> anyhow::Result<BTreeMap<String, f64>> {
 /// CPU seconds of a process from /proc.
 fn process_cpu_s(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = outpost_proto::procstat::cpu_ticks(&stat).map_or(0, |(_, t)| t);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz.max(1.0)
+    ticks as f64 / hz.max(1.0)
 }
 
 fn wait_file(path: &Path, timeout: Duration) -> anyhow::Result<Vec<u8>> {

@@ -452,8 +452,9 @@ impl Args {
 
 /// Default (runtime threads, room workers) for `cores`: together no more busy threads than
 /// cores. Both kinds are busy under load, and one of each per core ran twice as many busy threads
-/// as cores: on 2 cores at 1,000 players over a 60 ms path the node spent 1.49× the raw quinn
-/// echo's CPU per player-tick with 2 + 2 threads and 1.02× with 1 + 1 (BENCHMARKS.md).
+/// as cores: on 2 cores at 1,000 players over a 60 ms path the node spent 1.48× the raw quinn
+/// echo's CPU per player-tick with 2 + 2 threads and 1.18× with 1 + 1 (medians of six rounds,
+/// BENCHMARKS.md).
 pub fn thread_split(cores: usize) -> (usize, usize) {
     let runtime = (cores / 2).max(1);
     (runtime, cores.saturating_sub(runtime).max(1))

@@ -12,6 +12,7 @@
 //! - [`ids`]: node ids and certificate fingerprints.
 //! - [`files`]: atomic file writes (the only file I/O here).
 //! - [`rate`]: the token bucket every rate limit uses.
+//! - [`procstat`]: CPU time from `/proc` stat lines (handed in as text).
 //!
 //! This crate is sans-I/O: no sockets, no files beyond what a caller hands it as bytes, no async
 //! runtime, and the clock is always an argument, so every decision here is a pure, testable function.
@@ -25,6 +26,7 @@ pub mod frame;
 pub mod ids;
 pub mod keys;
 pub mod link;
+pub mod procstat;
 pub mod rate;
 pub mod ticket;
 

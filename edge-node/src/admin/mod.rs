@@ -335,13 +335,7 @@ pub fn room_workers_cpu_seconds() -> f64 {
 /// utime + stime, in clock ticks, from a `/proc/<pid>/task/<tid>/stat` line, when the thread is a
 /// room worker (named `room-worker-N` by [`crate::room`]).
 fn worker_cpu_ticks(stat: &str) -> Option<u64> {
-    let (head, rest) = stat.rsplit_once(')')?;
-    let name = head.split_once('(')?.1;
-    if !name.starts_with("room-worker") {
-        return None;
-    }
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    outpost_proto::procstat::cpu_ticks(stat).filter(|(name, _)| name.starts_with("room-worker")).map(|(_, t)| t)
 }
 
 /// Resident set size from /proc (0 where unavailable).
