@@ -61,6 +61,11 @@ pub struct Bench {
     /// Also run a raw quinn datagram echo baseline with the same bots and rate.
     #[arg(long)]
     baseline: bool,
+    /// The echo baseline's async runtime threads (1 to 256); unset, tokio's default of one per
+    /// core. The node runs its transport on fewer threads than that by default, so a fair
+    /// comparison may want the echo on the same count; the report says which was used.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    baseline_threads: Option<u16>,
     /// Spread the bots' sends evenly over each period instead of sending in step. Real players
     /// are not in step, but with the bots on the node's own cores the spread costs the bots
     /// (and so the node, which shares the cores) a timer wake-up per send instead of one per
@@ -126,6 +131,8 @@ pub struct RunReport {
     pub udp_datagrams: u64,
     /// Datagrams the echo server sent back (baseline only).
     pub echoed: Option<u64>,
+    /// The echo server's async runtime threads, as its runtime reported them (baseline only).
+    pub runtime_threads: Option<u64>,
 }
 
 /// The whole report.
@@ -659,6 +666,7 @@ impl Bench {
             .arg(&ready_path)
             .arg("--data-dir")
             .arg(&dir)
+            .args(self.baseline_threads.map(|n| format!("--threads={n}")))
             .stdin(std::process::Stdio::null())
             .spawn()
             .context("starting the echo baseline")?;
@@ -698,6 +706,7 @@ impl Bench {
             let mut r = self.summarize("raw-quinn-echo", stats);
             r.server_cpu_s = cpu;
             r.echoed = Some(handled as u64);
+            r.runtime_threads = ready["runtime_threads"].as_u64();
             // Per datagram the server echoed (one in, one out), whether or not the bots, busy on
             // the same cores, managed to read it.
             r.cpu_us_per_message = (handled > 0.0).then(|| cpu * 1e6 / handled);
@@ -847,6 +856,9 @@ fn print_report(r: &Report) {
     line(&r.module, &r.node);
     if let Some(b) = &r.baseline {
         line("raw quinn echo", b);
+        if let Some(n) = b.runtime_threads {
+            println!("{:>16}  on {n} async runtime thread(s)", "");
+        }
     }
     for (i, round) in r.rounds.iter().enumerate() {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));

@@ -19,19 +19,27 @@ pub struct EchoServer {
     /// UDP address.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Writes `{"quic","cert_sha256","pid"}` here once serving, and `{"echoed"}` beside it
+    /// Writes `{"quic","cert_sha256","pid","runtime_threads"}` here once serving, and `{"echoed"}` beside it
     /// (extension `.stats`) every 100 ms.
     #[arg(long)]
     ready_file: PathBuf,
     /// Where the self-signed certificate is kept.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Async runtime threads (1 to 256). Unset, tokio's default: one per core, as a quinn
+    /// server written the usual way (`#[tokio::main]`) gets.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 impl EchoServer {
     /// Serves until killed.
     pub fn run(self) -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.threads {
+            builder.worker_threads(n.into());
+        }
+        let rt = builder.enable_all().build()?;
         rt.block_on(async move {
             std::fs::create_dir_all(&self.data_dir)?;
             let cert = tls::NodeCert::load_or_generate(&self.data_dir, "echo")?;
@@ -44,6 +52,8 @@ impl EchoServer {
                 "quic": endpoint.local_addr()?.to_string(),
                 "cert_sha256": cert.sha256(),
                 "pid": std::process::id(),
+                // Read back from the runtime itself, so a report names the threads that ran.
+                "runtime_threads": tokio::runtime::Handle::current().metrics().num_workers(),
             });
             outpost_proto::files::write_atomic(&self.ready_file, ready.to_string().as_bytes())?;
             // The count of echoes sent, so the bench divides CPU by what this server really did.

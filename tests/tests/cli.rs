@@ -65,7 +65,21 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     let r = bench(
         &ready,
         &key,
-        &["--module", "relay", "--bots", "6", "--rate", "20", "--duration", "2", "--room-size", "3", "--baseline"],
+        &[
+            "--module",
+            "relay",
+            "--bots",
+            "6",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--room-size",
+            "3",
+            "--baseline",
+            "--baseline-threads",
+            "1",
+        ],
     );
     for field in ["sent", "received", "dropped", "rtt_p50_ms", "rtt_p99_ms", "disconnects", "cpu_us_per_player_tick"] {
         assert!(r.get(field).is_some(), "missing {field}: {r}");
@@ -76,6 +90,8 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert_eq!(r["node"]["bots_joined"], 6);
     assert_eq!(r["disconnects"].as_object().unwrap().len(), 0, "{r}");
     assert!(r["baseline"]["received"].as_u64().unwrap() > 0, "{r}");
+    // The echo's own runtime says how many threads it ran on.
+    assert_eq!(r["baseline"]["runtime_threads"], 1, "{r}");
     assert!(r["throughput_ratio"].as_f64().unwrap() > 0.0);
 
     edge.upload("arena", &guest("arena"));
@@ -134,6 +150,9 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
         acks(&r["baseline"])
     );
     assert_eq!(r["disconnects"].as_object().unwrap().len(), 0, "{r}");
+    // Unasked, the echo runs on tokio's default: a thread per core.
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(r["baseline"]["runtime_threads"].as_u64(), Some(cores), "{r}");
     for round in r["rounds"].as_array().unwrap() {
         assert!(round["transport_cpu_per_player_tick_ratio"].as_f64().is_some(), "{r}");
     }
@@ -149,7 +168,14 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bots"));
-    for (flag, value) in [("--path-delay-ms", "1001"), ("--rounds", "0"), ("--rounds", "21")] {
+    for (flag, value) in [
+        ("--path-delay-ms", "1001"),
+        ("--rounds", "0"),
+        ("--rounds", "21"),
+        ("--baseline-threads", "0"),
+        ("--baseline-threads", "257"),
+        ("--baseline-threads", "two"),
+    ] {
         let out = Command::new(bin("outpost"))
             .args(["bench", "--edge-ready"])
             .arg(&ready)
@@ -186,4 +212,8 @@ fn new_commands_refuse_bad_values_with_a_clear_message() {
     assert!(e.contains("not-an-address"), "{e}");
     let e = run(&["nodes", "--router", "https://127.0.0.1:9", "--pin-sha256", "xyz"]);
     assert!(e.contains("64 lowercase hex"), "{e}");
+    let ready = dir.path().join("echo.json");
+    let e = run(&["echo-server", "--ready-file", ready.to_str().unwrap(), "--data-dir", out, "--threads", "0"]);
+    assert!(e.contains("--threads"), "{e}");
+    assert!(!ready.exists(), "a refused echo server never says it is ready");
 }
