@@ -19,8 +19,8 @@ pub struct EchoServer {
     /// UDP address.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Writes `{"quic","cert_sha256","pid","runtime_threads"}` here once serving, and `{"echoed"}` beside it
-    /// (extension `.stats`) every 100 ms.
+    /// Writes `{"quic","cert_sha256","pid","runtime_threads"}` here once serving, and
+    /// `{"echoed"}` beside it (extension `.stats`) every 100 ms.
     #[arg(long)]
     ready_file: PathBuf,
     /// Where the self-signed certificate is kept.
