@@ -80,7 +80,8 @@ fn hostile_guests_fault_their_room_only() {
     }
     edge.create_room("echo", "healthy");
     for (module, kind, detail) in [
-        ("spin", "cpu-budget", "CPU budget"),
+        // The message says what the spinner was charged, to tell a real spin from a misjudged one.
+        ("spin", "cpu-budget", "CPU budget of 250ms (charged "),
         ("hog", "memory-limit", "memory limit"),
         ("trap", "trap", "deliberate panic"),
     ] {

@@ -408,7 +408,14 @@ fn classify(s: &mut RoomState, what: &str, e: wasmtime::Error) -> GuestFault {
     if cpu {
         return GuestFault {
             kind: "cpu-budget",
-            message: format!("{what} ran past its CPU budget of {:?}", s.limits.call_budget),
+            // What was charged, and over how long, so an operator can tell a guest that really
+            // spun from one that was charged for time it did not have.
+            message: format!(
+                "{what} ran past its CPU budget of {:?} (charged {:.1?} of CPU over {:.1?})",
+                s.limits.call_budget,
+                s.call_cpu_lower,
+                s.call_started.elapsed()
+            ),
         };
     }
     if mem {
