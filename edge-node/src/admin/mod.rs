@@ -333,9 +333,11 @@ pub fn room_workers_cpu_seconds() -> f64 {
 }
 
 /// utime + stime, in clock ticks, from a `/proc/<pid>/task/<tid>/stat` line, when the thread is a
-/// room worker (named `room-worker-N` by [`crate::room`]).
+/// room worker (named by [`crate::room::WORKER_THREAD_PREFIX`]).
 fn worker_cpu_ticks(stat: &str) -> Option<u64> {
-    outpost_proto::procstat::cpu_ticks(stat).filter(|(name, _)| name.starts_with("room-worker")).map(|(_, t)| t)
+    outpost_proto::procstat::cpu_ticks(stat)
+        .filter(|(name, _)| name.starts_with(crate::room::WORKER_THREAD_PREFIX))
+        .map(|(_, t)| t)
 }
 
 /// Resident set size from /proc (0 where unavailable).

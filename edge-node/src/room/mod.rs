@@ -25,6 +25,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use worker::{Command, JoinedRoom, RoomSpec};
 
+/// Room worker threads are named this plus their index. `/metrics` finds them by it to report
+/// the guests' CPU apart from the transport's.
+pub const WORKER_THREAD_PREFIX: &str = "room-worker-";
+
 /// Why a room operation failed; each maps to one HTTP status in the admin API.
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
@@ -113,7 +117,7 @@ impl Rooms {
                 coalesce,
                 outbox.clone(),
             );
-            std::thread::Builder::new().name(format!("room-worker-{i}")).spawn(move || w.run())?;
+            std::thread::Builder::new().name(format!("{WORKER_THREAD_PREFIX}{i}")).spawn(move || w.run())?;
             senders.push(tx);
         }
         Ok(Rooms { workers: senders, directory, max_rooms: host.limits.max_rooms })
