@@ -342,10 +342,7 @@ fn scrape(admin: &str) -> anyhow::Result<BTreeMap<String, f64>> {
 /// CPU seconds of a process from /proc.
 fn process_cpu_s(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let ticks = outpost_proto::procstat::cpu_ticks(&stat).map_or(0, |(_, t)| t);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks as f64 / hz.max(1.0)
+    outpost_proto::procstat::ticks_to_seconds(outpost_proto::procstat::cpu_ticks(&stat).map_or(0, |(_, t)| t))
 }
 
 fn wait_file(path: &Path, timeout: Duration) -> anyhow::Result<Vec<u8>> {

@@ -86,7 +86,13 @@ impl Frame {
                 out.push(kind::JOINED);
                 out.extend_from_slice(&player_id.to_be_bytes());
                 out.extend_from_slice(&tick_hz.to_be_bytes());
-                let room = &room.as_bytes()[..room.len().min(255)];
+                // The length is one byte. Room ids are at most 64 ASCII characters, but cut on a
+                // character boundary anyway, so the frame never carries invalid UTF-8.
+                let mut end = room.len().min(255);
+                while !room.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let room = &room.as_bytes()[..end];
                 out.push(room.len() as u8);
                 out.extend_from_slice(room);
                 match saved {
@@ -277,5 +283,122 @@ mod tests {
         }
         assert!(decode_peer(&[1, 2, 3]).is_err());
         assert_eq!(decode_peer(&encode_peer(5, b"hi")).unwrap(), (5, &b"hi"[..]));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn saved() -> impl Strategy<Value = SavedState> {
+            prop_oneof![
+                Just(SavedState::None),
+                Just(SavedState::Unavailable),
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(SavedState::Found),
+            ]
+        }
+
+        fn frame() -> impl Strategy<Value = Frame> {
+            prop_oneof![
+                ".{0,40}".prop_map(|ticket| Frame::Join { ticket }),
+                (any::<u64>(), "[a-zA-Z0-9._-]{0,64}", any::<u32>(), saved())
+                    .prop_map(|(player_id, room, tick_hz, saved)| Frame::Joined { player_id, room, tick_hz, saved }),
+                (proptest::sample::select(CloseCode::ALL.to_vec()), ".{0,40}")
+                    .prop_map(|(code, reason)| Frame::Refused { code, reason }),
+                (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300))
+                    .prop_map(|(peer, data)| Frame::Message { peer, data }),
+            ]
+        }
+
+        proptest! {
+            /// Whatever a client sends, decoding answers Ok or Err and never panics; what decodes
+            /// re-encodes to a frame that decodes the same.
+            #[test]
+            fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+                if let Ok(f) = Frame::decode_body(&body) {
+                    let wire = f.encode();
+                    prop_assert_eq!(Frame::decode_body(&wire[4..]), Ok(f));
+                }
+            }
+
+            /// Valid frames cut short or with one byte changed, the likeliest hostile inputs to
+            /// reach each length check, still decode to Ok or Err and never panic.
+            #[test]
+            fn cut_and_altered_frames_never_panic(
+                f in frame(),
+                cut in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let wire = f.encode();
+                let body = &wire[4..];
+                for n in [cut.index(body.len() + 1), body.len().saturating_sub(1)] {
+                    if let Ok(g) = Frame::decode_body(&body[..n]) {
+                        prop_assert_eq!(Frame::decode_body(&g.encode()[4..]), Ok(g));
+                    }
+                }
+                let mut altered = body.to_vec();
+                let i = at.index(altered.len());
+                altered[i] = byte;
+                if let Ok(g) = Frame::decode_body(&altered) {
+                    prop_assert_eq!(Frame::decode_body(&g.encode()[4..]), Ok(g));
+                }
+            }
+
+            /// Any sequence of frames survives any split of the stream into reads.
+            #[test]
+            fn frames_round_trip_in_any_chunking(
+                frames in proptest::collection::vec(frame(), 1..8),
+                cuts in proptest::collection::vec(1usize..64, 1..16),
+            ) {
+                let mut wire = Vec::new();
+                for f in &frames {
+                    f.encode_into(&mut wire);
+                }
+                let mut d = FrameDecoder::new(4096);
+                let (mut got, mut at, mut i) = (Vec::new(), 0, 0);
+                while at < wire.len() {
+                    let end = (at + cuts[i % cuts.len()]).min(wire.len());
+                    d.push(&wire[at..end]);
+                    while let Some(f) = d.next_frame().unwrap() {
+                        got.push(f);
+                    }
+                    at = end;
+                    i += 1;
+                }
+                prop_assert_eq!(got, frames);
+                prop_assert_eq!(d.buffered(), 0);
+            }
+
+            /// Hostile byte streams: every read ends in a frame, a wait for more, or an error with
+            /// a close code, and once decoded frames are taken, less than one frame is buffered.
+            #[test]
+            fn hostile_streams_stay_bounded(reads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..96), 0..24)) {
+                const LIMIT: usize = 64;
+                let mut d = FrameDecoder::new(LIMIT);
+                for read in reads {
+                    d.push(&read);
+                    loop {
+                        match d.next_frame() {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => break,
+                            Err(e) => {
+                                prop_assert!(matches!(e.code(), CloseCode::MessageTooLarge | CloseCode::FrameMalformed));
+                                return Ok(());
+                            }
+                        }
+                    }
+                    prop_assert!(d.buffered() < 4 + LIMIT, "buffered {}", d.buffered());
+                }
+            }
+        }
+
+        #[test]
+        fn a_long_non_ascii_room_is_cut_on_a_character_boundary() {
+            let f = Frame::Joined { player_id: 1, room: "é".repeat(200), tick_hz: 20, saved: SavedState::None };
+            match Frame::decode_body(&f.encode()[4..]).unwrap() {
+                Frame::Joined { room, .. } => assert_eq!(room, "é".repeat(127)),
+                other => panic!("decoded {other:?}"),
+            }
+        }
     }
 }

@@ -16,6 +16,14 @@ pub fn cpu_ticks(stat: &str) -> Option<(&str, u64)> {
     Some((name, utime + stime))
 }
 
+/// Converts clock ticks, as [`cpu_ticks`] returns them, to seconds with this system's tick rate.
+pub fn ticks_to_seconds(ticks: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // A failed sysconf (-1) or a nonsense rate must not turn CPU figures negative or infinite.
+    ticks as f64 / hz.max(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,5 +37,14 @@ mod tests {
         assert_eq!(cpu_ticks(&line("x").replace("150", "-1")), None, "not a tick count");
         assert_eq!(cpu_ticks("garbage"), None);
         assert_eq!(cpu_ticks(""), None);
+    }
+
+    #[test]
+    fn ticks_convert_at_the_system_rate() {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert!(hz > 0);
+        assert_eq!(ticks_to_seconds(hz * 3), 3.0);
+        assert_eq!(ticks_to_seconds(0), 0.0);
     }
 }

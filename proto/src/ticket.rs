@@ -81,6 +81,10 @@ pub enum TicketError {
     /// The nonce was seen before.
     #[error("ticket already used")]
     Replayed,
+    /// The node holds as many unexpired nonces as it may. The ticket may be fine: the node
+    /// cannot take it now without forgetting a nonce that could still be replayed.
+    #[error("the node holds {0} unexpired tickets, its limit; retry shortly or on another node")]
+    TooManyLive(usize),
 }
 
 impl TicketError {
@@ -91,6 +95,8 @@ impl TicketError {
             TicketError::Expired(_) => CloseCode::TicketExpired,
             TicketError::WrongNode(_) => CloseCode::WrongNode,
             TicketError::Replayed => CloseCode::TicketReplayed,
+            // Not the ticket's fault: a client should retry, not throw the ticket away.
+            TicketError::TooManyLive(_) => CloseCode::NodeNotAccepting,
         }
     }
 }
@@ -145,7 +151,7 @@ impl ReplayGuard {
             return Err(TicketError::Replayed);
         }
         if self.seen.len() >= self.capacity {
-            return Err(TicketError::Malformed("too many live tickets; retry shortly".into()));
+            return Err(TicketError::TooManyLive(self.capacity));
         }
         self.seen.insert(t.nonce.clone());
         self.by_exp.entry(t.exp).or_default().push(t.nonce.clone());
@@ -237,7 +243,40 @@ mod tests {
         for i in 0..2 {
             g.check_and_insert(&TicketPayload::new(i, "p", "n", "m", None, 100), 0).unwrap();
         }
-        assert!(g.check_and_insert(&TicketPayload::new(9, "p", "n", "m", None, 100), 0).is_err());
+        let full = g.check_and_insert(&TicketPayload::new(9, "p", "n", "m", None, 100), 0).unwrap_err();
+        assert_eq!(full, TicketError::TooManyLive(2));
+        assert_eq!(full.code(), CloseCode::NodeNotAccepting, "a full guard is not the ticket's fault");
         assert_eq!(g.len(), 2);
+        // Once the held tickets expire, new ones are taken again.
+        g.check_and_insert(&TicketPayload::new(9, "p", "n", "m", None, 200), 101).unwrap();
+        assert_eq!(g.len(), 1);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a client sends as a ticket is refused with an error, never a panic.
+            #[test]
+            fn arbitrary_text_is_refused(text in ".{0,300}") {
+                let k = generate_signing_key();
+                prop_assert!(verify(&text, &k.verifying_key(), "node-a", 1).is_err());
+            }
+
+            /// Changing any one character of a valid ticket either fails to verify or (where the
+            /// change decodes to the same bytes) grants exactly what the original did.
+            #[test]
+            fn one_changed_character_grants_nothing_new(at in any::<prop::sample::Index>(), with in "[A-Za-z0-9_.=+/-]") {
+                let (k, p, t) = mint(1000);
+                let i = at.index(t.len());
+                let mut changed = t.clone();
+                changed.replace_range(i..i + 1, &with);
+                match verify(&changed, &k.verifying_key(), "node-a", 1) {
+                    Ok(got) => prop_assert_eq!(got, p),
+                    Err(e) => prop_assert!(matches!(e, TicketError::Malformed(_) | TicketError::BadSignature), "{e:?}"),
+                }
+            }
+        }
     }
 }

@@ -322,14 +322,12 @@ pub fn room_workers_cpu_seconds() -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
-    // SAFETY: sysconf has no preconditions.
-    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0);
     let ticks: u64 = tasks
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
         .filter_map(|stat| worker_cpu_ticks(&stat))
         .sum();
-    ticks as f64 / hz
+    outpost_proto::procstat::ticks_to_seconds(ticks)
 }
 
 /// utime + stime, in clock ticks, from a `/proc/<pid>/task/<tid>/stat` line, when the thread is a
