@@ -97,6 +97,8 @@ counters! {
     module_compiles_total: "counter",
     /// Modules loaded from the on-disk compiled cache.
     module_cache_loads_total: "counter",
+    /// Epoch ticks (1 ms each) that bound guest calls; flat while the node has no rooms.
+    epoch_ticks_total: "counter",
     /// Modules uploaded (new versions).
     module_uploads_total: "counter",
     /// Rooms created.

@@ -46,6 +46,32 @@ fn room_create_signal_list_delete_and_module_in_use() {
     assert_eq!(edge.admin("GET", "/v1/modules/echo", b"").status, 404);
 }
 
+/// The epoch ticker wakes every millisecond only while a guest instance exists, so an idle node
+/// does not spend a core's percent on it; and it is running again as soon as a room is.
+#[test]
+fn epoch_ticker_sleeps_while_no_room_exists() {
+    let edge = Edge::start(&[]).unwrap();
+    let ticks = || edge.metric("outpost_epoch_ticks_total");
+    assert_eq!(edge.upload("echo", &guest("echo")).status, 201);
+    assert_eq!(ticks(), 0.0, "no instance has existed yet, so the ticker has never ticked");
+
+    edge.create_room("echo", "lobby");
+    let running = wait_for("epoch ticks", Duration::from_secs(10), || (ticks() > 0.0).then_some(ticks())).unwrap();
+
+    assert_eq!(edge.admin("DELETE", "/v1/rooms/lobby", b"").status, 200);
+    // At 1 ms per tick, two reads 50 ms apart that agree mean the ticker is parked.
+    let parked = wait_for("the ticker to park", Duration::from_secs(10), || {
+        let a = ticks();
+        std::thread::sleep(Duration::from_millis(50));
+        (ticks() == a).then_some(a)
+    })
+    .unwrap();
+    assert!(parked >= running);
+
+    edge.create_room("echo", "again");
+    wait_for("epoch ticks again", Duration::from_secs(10), || (ticks() > parked).then_some(())).unwrap();
+}
+
 #[test]
 fn bad_room_requests_are_refused_clearly() {
     let edge = Edge::start(&[]).unwrap();

@@ -263,6 +263,7 @@ fn metrics(state: &AdminState) -> Resp {
     let host_loads = state.modules.host().disk_loads.load(Ordering::Relaxed);
     m.module_compiles_total.store(host_compiles, Ordering::Relaxed);
     m.module_cache_loads_total.store(host_loads, Ordering::Relaxed);
+    m.epoch_ticks_total.store(state.modules.host().epoch.ticks(), Ordering::Relaxed);
     let mut text = m.render(&[
         ("rooms", "Rooms on the node.", state.rooms.len() as f64),
         (

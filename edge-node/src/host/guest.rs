@@ -270,6 +270,8 @@ pub struct GuestInstance {
     bindings: Room,
     /// The compiled module this instance runs.
     pub compiled: Arc<Compiled>,
+    /// Keeps the epoch ticker running while this instance exists.
+    _live: super::LiveInstance,
 }
 
 impl GuestInstance {
@@ -280,6 +282,8 @@ impl GuestInstance {
         log: RoomLog,
         seed: u64,
     ) -> Result<Self, GuestFault> {
+        // Registered before instantiation, which can run guest code (a start function).
+        let live = compiled.epoch.enter();
         let wasi = WasiCtxBuilder::new().stdout(log.clone()).stderr(log.clone()).build();
         let state = RoomState {
             wasi,
@@ -302,7 +306,7 @@ impl GuestInstance {
         let budget = limits.call_budget;
         store.epoch_deadline_callback(move |mut ctx| Ok(on_deadline(ctx.data_mut(), budget)));
         let bindings = budgeted(&mut store, "instantiate", |store| compiled.pre.instantiate(store))?;
-        Ok(GuestInstance { store, bindings, compiled })
+        Ok(GuestInstance { store, bindings, compiled, _live: live })
     }
 
     /// `init(room, config)`.
