@@ -138,6 +138,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         node_id: id.clone(),
         ticket_key: config.ticket_key,
         replay: std::sync::Mutex::new(outpost_proto::ticket::ReplayGuard::new(1_000_000)),
+        sessions: std::sync::Mutex::default(),
         rooms: rooms.clone(),
         modules: modules.clone(),
         metrics: metrics.clone(),

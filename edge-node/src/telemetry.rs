@@ -157,6 +157,8 @@ counters! {
     players_refused_total: "counter",
     /// Player connections closed by the node for misbehaving (malformed, too large, rate).
     players_closed_protocol_total: "counter",
+    /// Player connections closed with `replaced` because the same player joined again.
+    players_replaced_total: "counter",
     /// Unreliable messages to players dropped because the player was congested.
     player_datagrams_dropped_total: "counter",
     /// Incoming datagrams dropped (oversized or malformed).

@@ -76,6 +76,8 @@ close_codes! {
     Kicked = 0x10e, "kicked";
     /// The node is shutting down.
     NodeShutdown = 0x10f, "node-shutdown";
+    /// The same player joined again on another connection (a reconnect); the newer one stays.
+    Replaced = 0x110, "replaced";
 }
 
 impl fmt::Display for CloseCode {
@@ -101,7 +103,7 @@ mod tests {
             let json = serde_json::to_string(&c).unwrap();
             assert_eq!(json, format!("\"{}\"", c.as_str()));
         }
-        assert_eq!(CloseCode::ALL.len(), 15);
+        assert_eq!(CloseCode::ALL.len(), 16);
     }
 
     #[test]

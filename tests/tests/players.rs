@@ -275,6 +275,46 @@ async fn leaving_player_is_seen_by_the_guest() {
     assert_eq!(edge.signal("chat", "who").text(), "ada");
 }
 
+/// A client that lost its connection (or crashed) joins again with a new ticket before the node
+/// noticed: the old connection is closed with `replaced`, the guest sees it leave and then join,
+/// and the player is back in their room even though it was full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_player_takes_over_from_its_old_connection() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    let r = edge.admin("PUT", "/v1/modules/relay-chat?max_players=2", &guest("relay-chat"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // No room named: the node places both in one room, which is then full.
+    let mut ada = edge.player(&key, "relay-chat", None, 1, "ada").await.unwrap();
+    let mut bob = edge.player(&key, "relay-chat", None, 2, "bob").await.unwrap();
+    let room = ada.joined.room.clone();
+    assert_eq!(bob.joined.room, room);
+    wait_message(&mut ada, |_, d, _| d == b"* bob joined").await;
+
+    let mut bob_again = edge.player(&key, "relay-chat", None, 2, "bob").await.unwrap();
+    assert_eq!(bob_again.joined.room, room, "back in the room they were in, not a new one");
+    assert_eq!(closed_with(&mut bob).await, Some(CloseCode::Replaced));
+    wait_message(&mut ada, |_, d, _| d == b"* bob left").await;
+    wait_message(&mut ada, |_, d, _| d == b"* bob joined").await;
+
+    bob_again.send(0, b"back").await.unwrap();
+    assert_eq!(wait_message(&mut ada, |_, d, _| d.starts_with(b"bob")).await.1, b"bob: back");
+    ada.send(0, b"welcome back").await.unwrap();
+    wait_message(&mut bob_again, |_, d, _| d == b"ada: welcome back").await;
+    // The old connection's own late leave did not remove the new one.
+    let mut who: Vec<String> = edge.signal(&room, "who").text().lines().map(str::to_owned).collect();
+    who.sort();
+    assert_eq!(who, ["ada", "bob"]);
+    assert_eq!(edge.admin("GET", &format!("/v1/rooms/{room}"), b"").json()["players"], 2);
+    assert_eq!(edge.metric("outpost_players_replaced_total"), 1.0);
+    // A third player is still refused: the room holds two, not three.
+    match edge.player(&key, "relay-chat", Some(&room), 3, "cyd").await {
+        Err(ClientError::Refused { code, reason }) => assert_eq!(code, CloseCode::RoomFull, "{reason}"),
+        Err(e) => panic!("expected room-full, got {e:?}"),
+        Ok(_) => panic!("a third player joined a room of two"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spinning_room_closes_its_players_with_module_fault() {
     let key = TicketKey::new();

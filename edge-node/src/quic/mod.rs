@@ -17,6 +17,7 @@ use outpost_proto::frame::{self, Frame, FrameDecoder, SavedState};
 use outpost_proto::keys::Ed25519PublicKey;
 use outpost_proto::rate::TokenBucket;
 use outpost_proto::ticket::{self, ReplayGuard, TicketPayload};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,8 @@ pub struct PlayerCtx {
     pub ticket_key: Option<Ed25519PublicKey>,
     /// Nonces of used tickets.
     pub replay: Mutex<ReplayGuard>,
+    /// Each joined player's current connection, so that a reconnect can take over from it.
+    pub sessions: Mutex<HashMap<u64, Arc<PlayerLink>>>,
     /// Rooms.
     pub rooms: Arc<Rooms>,
     /// Modules.
@@ -126,18 +129,72 @@ async fn admit(
         guard.check_and_insert(&t, now).map_err(|e| (e.code(), e.to_string()))?;
     }
     let link = link_for(&t);
+    let back_to = take_over(ctx, &link).await;
+    let placed = place(ctx, &t, &link, back_to).await;
+    match placed {
+        Ok((room, worker, tick_hz, saved)) => {
+            let _ = link.placement.set((room.clone(), worker));
+            Ok(Admitted { ticket: t, link, room, worker, tick_hz, saved })
+        }
+        Err(e) => {
+            forget_session(ctx, &link);
+            Err(e)
+        }
+    }
+}
+
+/// Makes `link` its player's current connection. If an older connection of the same player is
+/// still open (a client that crashed or changed networks before the node noticed), it is closed
+/// with `replaced` and leaves its room before the new one joins: its slot is free again, and the
+/// guest sees `leave` before the new `join`. Returns the room the player was in, if any.
+async fn take_over(ctx: &PlayerCtx, link: &Arc<PlayerLink>) -> Option<String> {
+    let old = ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(link.id, link.clone())?;
+    ctx.metrics.players_replaced_total.fetch_add(1, Ordering::Relaxed);
+    old.close(CloseCode::Replaced, "the player joined again on another connection");
+    let (room, worker) = old.placement.get().cloned()?;
+    ctx.rooms.leave(worker, room.clone(), old, true).await;
+    Some(room)
+}
+
+/// Forgets `link` as its player's current connection, unless a reconnect has replaced it.
+fn forget_session(ctx: &PlayerCtx, link: &Arc<PlayerLink>) {
+    let mut sessions = ctx.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if sessions.get(&link.id).is_some_and(|l| Arc::ptr_eq(l, link)) {
+        sessions.remove(&link.id);
+    }
+}
+
+/// Loads the player's saved state and joins them to a room: the one the ticket names, else the
+/// one they were in before a reconnect (`back_to`) while it has space, else the fullest open room
+/// of the module, else a new one. Returns the room, its worker, its tick rate and the saved state.
+async fn place(
+    ctx: &PlayerCtx,
+    t: &TicketPayload,
+    link: &Arc<PlayerLink>,
+    back_to: Option<String>,
+) -> Result<(String, usize, u32, SavedState), (CloseCode, String)> {
     let saved = match &ctx.loader {
         Some(l) => l.load(t.player).await,
         None => SavedState::None,
     };
+    if t.room.is_none()
+        && let Some(room) = back_to
+        && let Ok(Some((room, worker))) = ctx.rooms.reserve_player(&t.module, Some(&room))
+    {
+        match ctx.rooms.join(&room, worker, link.clone(), saved.clone()).await {
+            Ok(joined) => return Ok((joined.room, worker, joined.tick_hz, saved)),
+            // The old room refused (its guest, or it faulted meanwhile): place them afresh.
+            Err((code, reason)) => tracing::debug!(player = t.player, %code, reason, "could not rejoin the old room"),
+        }
+    }
     // Reserve a slot, creating the room when there is none to join; bounded retries cover the
     // race where another player takes the last slot of a room we just created.
     for _ in 0..4 {
         if let Some((room, worker)) = ctx.rooms.reserve_player(&t.module, t.room.as_deref())? {
             let joined = ctx.rooms.join(&room, worker, link.clone(), saved.clone()).await?;
-            return Ok(Admitted { ticket: t, link, room: joined.room, worker, tick_hz: joined.tick_hz, saved });
+            return Ok((joined.room, worker, joined.tick_hz, saved));
         }
-        create_room(ctx, &t).await?;
+        create_room(ctx, t).await?;
     }
     Err((CloseCode::RoomFull, "could not find a room with space".into()))
 }
@@ -206,7 +263,8 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
     };
     let joined = Frame::Joined { player_id: t.player, room: room.clone(), tick_hz, saved };
     if send.write_all(&joined.encode()).await.is_err() {
-        ctx.rooms.tell(worker, Command::Leave { room, player: t.player }).await;
+        ctx.rooms.leave(worker, room, link.clone(), false).await;
+        forget_session(&ctx, &link);
         return;
     }
     tracing::debug!(player = t.player, room = %room, "player joined");
@@ -220,7 +278,8 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
     }
     conn.closed().await;
     datagrams.abort();
-    ctx.rooms.tell(worker, Command::Leave { room, player: t.player }).await;
+    ctx.rooms.leave(worker, room, link.clone(), false).await;
+    forget_session(&ctx, &link);
 }
 
 fn allow(bucket: &Mutex<TokenBucket>, limits: &PlayerLimits) -> bool {

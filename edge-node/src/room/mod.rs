@@ -147,6 +147,20 @@ impl Rooms {
         }
     }
 
+    /// Tells the room that `link`'s connection is gone; with `wait`, returns once it is done.
+    pub async fn leave(&self, worker: usize, room: String, link: Arc<PlayerLink>, wait: bool) {
+        let (done, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.tell(worker, Command::Leave { room, link, done }).await;
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+    }
+
     fn placement(&self, room: &str) -> Result<Placement, RoomError> {
         self.dir().get(room).cloned().ok_or_else(|| RoomError::NotFound(room.to_string()))
     }

@@ -67,6 +67,8 @@ pub struct PlayerLink {
     pub id: u64,
     /// Display name from the ticket.
     pub name: String,
+    /// The room and worker it joined, once it has: where a reconnect finds it to take over.
+    pub placement: std::sync::OnceLock<(String, usize)>,
     conn: quinn::Connection,
     backlog: Mutex<Backlog>,
     notify: Notify,
@@ -83,7 +85,16 @@ impl PlayerLink {
         limits: Arc<PlayerLimits>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Arc::new(PlayerLink { id, name, conn, backlog: Mutex::default(), notify: Notify::new(), limits, metrics })
+        Arc::new(PlayerLink {
+            id,
+            name,
+            placement: std::sync::OnceLock::new(),
+            conn,
+            backlog: Mutex::default(),
+            notify: Notify::new(),
+            limits,
+            metrics,
+        })
     }
 
     fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
@@ -163,6 +174,11 @@ impl PlayerLink {
         let reason: String = reason.chars().take(200).collect();
         self.conn.close(code.to_u32().into(), reason.as_bytes());
         self.notify.notify_one();
+    }
+
+    /// Whether the connection was closed, by the node or the peer.
+    pub fn is_closed(&self) -> bool {
+        self.backlog().closed || self.conn.close_reason().is_some()
     }
 
     fn stalled(&self) -> bool {

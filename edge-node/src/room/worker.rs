@@ -70,8 +70,12 @@ pub enum Command {
         saved: SavedState,
         reply: oneshot::Sender<Result<JoinedRoom, (CloseCode, String)>>,
     },
-    /// A player left (its connection closed for any reason).
-    Leave { room: String, player: u64 },
+    /// A player's connection is gone (closed for any reason, or replaced by a reconnect).
+    ///
+    /// It names the connection's own link: a player who reconnected is in the room under the
+    /// same id with a new link, and the old connection's late `Leave` must not remove them.
+    /// `done`, when given, is answered once the leave has been carried out.
+    Leave { room: String, link: Arc<PlayerLink>, done: Option<oneshot::Sender<()>> },
     /// A message from a player; `to` addresses one player in relay rooms (0 = everyone else).
     Message { room: String, player: u64, to: u64, data: Vec<u8>, reliable: bool },
     /// Close every player with `node-shutdown` and stop the worker.
@@ -342,7 +346,12 @@ impl Worker {
                 }
                 let _ = reply.send(r);
             }
-            Command::Leave { room, player } => self.leave(&room, player),
+            Command::Leave { room, link, done } => {
+                self.leave(&room, &link);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
             Command::Message { room, player, to, data, reliable } => self.message(&room, player, to, data, reliable),
             Command::Shutdown { reply } => {
                 for slot in self.rooms.values() {
@@ -407,9 +416,16 @@ impl Worker {
         if let Some(f) = &slot.fault {
             return Err((CloseCode::ModuleFault, format!("room {room} is faulted: {}", f.message)));
         }
-        if slot.players.contains_key(&link.id) {
-            return Err((CloseCode::JoinRefused, format!("player {} is already in room {room}", link.id)));
+        if let Some(there) = slot.players.get(&link.id) {
+            if !there.is_closed() {
+                return Err((CloseCode::JoinRefused, format!("player {} is already in room {room}", link.id)));
+            }
+            // A connection already closed (replaced by this reconnect) whose `Leave` has not
+            // arrived yet: carry it out now, so the guest sees `leave` before this `join`.
+            let there = there.clone();
+            self.leave(room, &there);
         }
+        let slot = self.rooms.get_mut(room).ok_or((CloseCode::JoinRefused, format!("room {room} is gone")))?;
         let joined = JoinedRoom { room: room.to_string(), tick_hz: slot.spec.tick_hz };
         if slot.relay {
             slot.players.insert(link.id, link);
@@ -439,11 +455,13 @@ impl Worker {
         Ok(joined)
     }
 
-    fn leave(&mut self, room: &str, player: u64) {
+    fn leave(&mut self, room: &str, link: &Arc<PlayerLink>) {
         let Some(slot) = self.rooms.get_mut(room) else { return };
-        if slot.players.remove(&player).is_none() {
+        let player = link.id;
+        if !slot.players.get(&player).is_some_and(|l| Arc::ptr_eq(l, link)) {
             return;
         }
+        slot.players.remove(&player);
         self.release(room);
         let Some(slot) = self.rooms.get_mut(room) else { return };
         if let Some(g) = slot.guest.as_mut() {
