@@ -202,7 +202,19 @@ impl Client {
         let fut = async {
             let connecting =
                 endpoint.connect_with(cfg, addr, "outpost.invalid").map_err(|e| ClientError::Connect(e.to_string()))?;
-            let conn = connecting.await.map_err(|e| ClientError::Connect(e.to_string()))?;
+            let conn = connecting.await.map_err(|e| match e {
+                // The node refuses before the handshake when it is at a connection cap: the same
+                // answer to the caller as a join it refuses for being busy.
+                quinn::ConnectionError::ConnectionClosed(c)
+                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+                {
+                    ClientError::Refused {
+                        code: CloseCode::NodeNotAccepting,
+                        reason: "the node refused the connection (at its connection limit)".into(),
+                    }
+                }
+                e => ClientError::Connect(e.to_string()),
+            })?;
             let (mut send, mut recv) =
                 conn.open_bi().await.map_err(|e| ClientError::Closed(CloseReason::from_error(&e)))?;
             send.write_all(&Frame::Join { ticket: ticket.to_string() }.encode())

@@ -50,6 +50,15 @@ pub struct Args {
     /// How long a new connection has to send its Join.
     #[arg(long, env = "OUTPOST_JOIN_TIMEOUT", default_value = "5s")]
     pub join_timeout: String,
+    /// Most player connections open at once, joined or joining; more are refused before any
+    /// handshake work. Bounds the node's memory (40–60 KiB per connection).
+    #[arg(long, env = "OUTPOST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Most connections from one IP address that have not joined yet. Players behind one NAT
+    /// join one at a time in a round trip or two, so this only holds back a client that opens
+    /// connections and never joins.
+    #[arg(long, env = "OUTPOST_MAX_JOINING_PER_IP", default_value_t = 64)]
+    pub max_joining_per_ip: u32,
     /// QUIC idle timeout for players (keep-alive is a third of it).
     #[arg(long, env = "OUTPOST_IDLE_TIMEOUT", default_value = "30s")]
     pub idle_timeout: String,
@@ -312,6 +321,12 @@ impl Args {
         }
         if self.player_backlog_bytes < 1024 {
             return Err(bad("player_backlog_bytes", "must be at least 1024"));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(bad("max_connections", "must be 1..=1000000"));
+        }
+        if !(1..=100_000).contains(&self.max_joining_per_ip) {
+            return Err(bad("max_joining_per_ip", "must be 1..=100000"));
         }
         let slow_grace = parse_duration("slow_consumer_grace", &self.slow_consumer_grace)?;
         let join_timeout = parse_duration("join_timeout", &self.join_timeout)?;

@@ -97,11 +97,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let cert = outpost_client::tls::NodeCert::load_or_generate(data, "node")?;
     let cert_sha256 = cert.sha256();
-    let server = outpost_client::tls::server_config(
+    let mut server = outpost_client::tls::server_config(
         &cert,
         outpost_client::tls::ALPN_PLAYER,
         outpost_client::tls::transport(config.idle_timeout),
     )?;
+    // quinn's own queue of connections not yet accepted: no longer than the node would take.
+    server.max_incoming(config.args.max_connections);
     let endpoint = outpost_client::quic_endpoint(config.args.listen_quic, Some(server))
         .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
     let quic_addr = endpoint.local_addr()?;
@@ -139,6 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         ticket_key: config.ticket_key,
         replay: std::sync::Mutex::new(outpost_proto::ticket::ReplayGuard::new(1_000_000)),
         sessions: std::sync::Mutex::default(),
+        admission: quic::admission::Admission::new(config.args.max_connections, config.args.max_joining_per_ip),
         rooms: rooms.clone(),
         modules: modules.clone(),
         metrics: metrics.clone(),

@@ -159,6 +159,10 @@ counters! {
     players_closed_protocol_total: "counter",
     /// Player connections closed with `replaced` because the same player joined again.
     players_replaced_total: "counter",
+    /// Incoming player connections refused at a connection cap, before any handshake work.
+    player_connections_refused_total: "counter",
+    /// Incoming player connections asked to prove their address first (past half the cap).
+    player_connections_retried_total: "counter",
     /// Unreliable messages to players dropped because the player was congested.
     player_datagrams_dropped_total: "counter",
     /// Incoming datagrams dropped (oversized or malformed).

@@ -315,6 +315,60 @@ async fn a_reconnecting_player_takes_over_from_its_old_connection() {
     }
 }
 
+/// Joins until one is refused for being over a cap; returns the refusal (or panics after 20).
+async fn refused_code(edge: &Edge, key: &TicketKey, first_id: u64) -> CloseCode {
+    match edge.player(key, "relay", Some("capped"), first_id, "late").await {
+        Err(ClientError::Refused { code, .. }) => code,
+        Err(e) => panic!("expected a refusal, got {e:?}"),
+        Ok(_) => panic!("joined past the cap"),
+    }
+}
+
+/// Joins with fresh ids until one gets in (the node frees a slot once it sees a close).
+async fn joins_again(edge: &Edge, key: &TicketKey, first_id: u64) -> Client {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for id in first_id.. {
+        match edge.player(key, "relay", Some("capped"), id, "again").await {
+            Ok(c) => return c,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("never joined again: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    unreachable!()
+}
+
+/// A node at its connection cap refuses more connections before any handshake work, with a
+/// typed `node-not-accepting` at the client, and takes them again once a player has left; a
+/// client that opens connections and never joins is held to its per-address cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_refuse_before_the_handshake_and_free_up() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--max-connections", "2", "--max-joining-per-ip", "1"]);
+    let a = edge.player(&key, "relay", Some("capped"), 1, "a").await.unwrap();
+    let _b = edge.player(&key, "relay", Some("capped"), 2, "b").await.unwrap();
+    assert_eq!(refused_code(&edge, &key, 3).await, CloseCode::NodeNotAccepting);
+    assert_eq!(edge.metric("outpost_player_connections_refused_total"), 1.0);
+    // Past half the cap, a new client proves its address first (a QUIC retry); it still joins.
+    assert!(edge.metric("outpost_player_connections_retried_total") >= 1.0);
+    a.close();
+    let _c = joins_again(&edge, &key, 10).await;
+
+    // A connection that completes the handshake but never sends its Join.
+    let edge = self::edge(&key, &["--max-joining-per-ip", "1"]);
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = outpost_client::tls::pinned_client_config(
+        &edge.ready.cert_sha256,
+        outpost_client::tls::ALPN_PLAYER,
+        outpost_client::tls::transport(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let stalled =
+        endpoint.connect_with(cfg, edge.ready.quic.parse().unwrap(), "outpost.invalid").unwrap().await.unwrap();
+    assert_eq!(refused_code(&edge, &key, 20).await, CloseCode::NodeNotAccepting);
+    stalled.close(0u32.into(), b"bye");
+    let _d = joins_again(&edge, &key, 30).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spinning_room_closes_its_players_with_module_fault() {
     let key = TicketKey::new();

@@ -7,6 +7,8 @@
 //! datagram size. A misbehaving player is closed with a precise code; nothing they send can take
 //! down the node.
 
+pub mod admission;
+
 use crate::modules::ModuleStore;
 use crate::room::Rooms;
 use crate::room::player::{PlayerLimits, PlayerLink};
@@ -35,6 +37,8 @@ pub struct PlayerCtx {
     pub replay: Mutex<ReplayGuard>,
     /// Each joined player's current connection, so that a reconnect can take over from it.
     pub sessions: Mutex<HashMap<u64, Arc<PlayerLink>>>,
+    /// Connection caps, checked before any handshake work.
+    pub admission: Arc<admission::Admission>,
     /// Rooms.
     pub rooms: Arc<Rooms>,
     /// Modules.
@@ -62,10 +66,28 @@ fn now_unix() -> u64 {
 /// Accepts connections until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<PlayerCtx>) {
     while let Some(incoming) = endpoint.accept().await {
+        let slot = match ctx.admission.admit(incoming.remote_address().ip(), incoming.remote_address_validated()) {
+            admission::Verdict::Accept(slot) => slot,
+            admission::Verdict::Retry => {
+                ctx.metrics.player_connections_retried_total.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    // Only a client that already retried cannot be asked again, and those are
+                    // validated, so this is not expected; refusing is the safe answer.
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            admission::Verdict::Refuse(why) => {
+                ctx.metrics.player_connections_refused_total.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(remote = %incoming.remote_address(), why, "player connection refused");
+                incoming.refuse();
+                continue;
+            }
+        };
         let ctx = ctx.clone();
         tokio::spawn(async move {
             match incoming.await {
-                Ok(conn) => session(conn, ctx).await,
+                Ok(conn) => session(conn, ctx, slot).await,
                 Err(e) => tracing::debug!(error = %e, "player handshake failed"),
             }
         });
@@ -239,7 +261,9 @@ async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), (CloseCod
     }
 }
 
-async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
+/// One player connection from handshake to close; `slot` holds its place in the connection caps
+/// for as long as the connection lives.
+async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>, mut slot: admission::ConnSlot) {
     let opened = tokio::time::timeout(ctx.join_timeout, async {
         let (send, mut recv) = conn.accept_bi().await.map_err(|e| (CloseCode::FrameMalformed, e.to_string()))?;
         let ticket = read_join(&mut recv).await?;
@@ -267,6 +291,7 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>) {
         forget_session(&ctx, &link);
         return;
     }
+    slot.joined();
     tracing::debug!(player = t.player, room = %room, "player joined");
     tokio::spawn(link.clone().write_loop(send));
     let bucket = Arc::new(Mutex::new(TokenBucket::new(ctx.limits.burst, Instant::now())));
