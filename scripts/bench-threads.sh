@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Where an edge node's CPU goes, thread by thread, and what an idle node costs.
+#
+# Starts one edge node on loopback (release build) and
+#   1. samples its CPU for IDLE seconds with a module loaded and no rooms (an idle node should
+#      take none: the epoch ticker sleeps while no room exists);
+#   2. runs `outpost bench` with 1,000 arena bots at 20 Hz in rooms of 8 and, over a window in the
+#      middle of the run, reads each thread's scheduler figures from /proc: CPU time, time waiting
+#      for a core, and voluntary / involuntary context switches, each per player-tick.
+# Usage: scripts/bench-threads.sh   (env: IDLE=10 WARM=8 WINDOW=8 BOTS=1000 DURATION=20)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+idle=${IDLE:-10}; warm=${WARM:-8}; window=${WINDOW:-8}; bots=${BOTS:-1000}; duration=${DURATION:-20}
+
+pub=$($bin/outpost ticket keygen --key "$work/ticket.key")
+OUTPOST_ADMIN_TOKEN=bench $bin/edge-node --data-dir "$work/edge" --listen-quic 127.0.0.1:0 \
+  --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 --ready-file "$work/edge.json" \
+  --ticket-pubkey="$pub" --max-rooms 2000 --player-rate 1000 --player-burst 2000 2> "$work/edge.log" &
+pid=$!
+for _ in $(seq 1 500); do [ -s "$work/edge.json" ] && break; sleep 0.02; done
+admin=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$work/edge.json")
+curl -sS -X PUT -H "Authorization: Bearer bench" --data-binary @target/guests/arena.wasm \
+  "http://$admin/v1/modules/arena?max_players=8" > /dev/null
+
+# One line per thread: tid, name, voluntary and involuntary switches, then /proc schedstat (CPU ns,
+# wait ns, time slices).
+snap() {
+  for t in /proc/$pid/task/*; do
+    printf '%s %s %s %s\n' "${t##*/}" "$(tr ' ' _ < "$t/comm")" \
+      "$(awk '/^(voluntary|nonvoluntary)_ctxt_switches/ {printf "%s ", $2}' "$t/status")" "$(cat "$t/schedstat")"
+  done
+}
+report() { # before, after, seconds, unit count, unit name
+  python3 - "$@" <<'PY'
+import collections, sys
+def load(p):
+    return {(f[0], f[1]): [int(v) for v in f[2:7]] for f in (line.split() for line in open(p))}
+a, b, secs, units, unit = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+# Threads that lived through the whole window, summed by name (short-lived blocking-pool threads
+# are left out: their figures cannot be split at the window's edges).
+by_name = collections.defaultdict(lambda: [0] * 5)
+for key in a.keys() & b.keys():
+    for i in range(5):
+        by_name[key[1]][i] += b[key][i] - a[key][i]
+print(f"   over {secs:.1f} s, {units:.0f} {unit}s:")
+for name in sorted(by_name):
+    d = by_name[name]
+    print(f"   {name:18s} CPU {d[2] / 1e3 / units:7.2f} µs  waiting {d[3] / 1e3 / units:7.2f} µs  "
+          f"switches {d[0] / units:.3f} voluntary, {d[1] / units:.3f} involuntary  (per {unit})")
+total = sum(d[2] for d in by_name.values())
+print(f"   {'all threads':18s} CPU {total / 1e3 / units:7.2f} µs  (per {unit})")
+PY
+}
+
+echo "== idle: a module loaded, no rooms, ${idle} s"
+snap > "$work/i0"; t0=$(date +%s.%N); sleep "$idle"; snap > "$work/i1"; t1=$(date +%s.%N)
+report "$work/i0" "$work/i1" "$(echo "$t1 - $t0" | bc)" "$(echo "$t1 - $t0" | bc)" second
+
+echo "== load: outpost bench --module arena --bots $bots --rate 20 --duration $duration --room-size 8"
+$bin/outpost bench --json --edge-ready "$work/edge.json" --key "$work/ticket.key" \
+  --module arena --bots "$bots" --rate 20 --duration "$duration" --room-size 8 > "$work/bench.json" &
+bench=$!
+# The bots join first (about 5 s for 1,000); sample a window well inside the sending phase.
+sleep "$warm"; snap > "$work/l0"; t0=$(date +%s.%N); sleep "$window"; snap > "$work/l1"; t1=$(date +%s.%N)
+wait $bench
+secs=$(echo "$t1 - $t0" | bc)
+report "$work/l0" "$work/l1" "$secs" "$(echo "$bots * 20 * $secs" | bc)" player-tick
+python3 - "$work/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"   whole run: {r['cpu_us_per_player_tick']:.1f} µs per player-tick, "
+      f"disconnects {r['disconnects'] or 'none'}")
+PY
