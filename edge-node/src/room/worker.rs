@@ -282,7 +282,8 @@ impl Worker {
             let Some(slot) = self.rooms.get_mut(&id) else { continue };
             slot.next_tick += slot.period;
             if slot.next_tick < now {
-                slot.next_tick = now + slot.period;
+                // Fallen behind (an overloaded worker): skip the missed ticks, back on the grid.
+                slot.next_tick = tick_schedule(slot.spec.tick_hz, self.epoch, now).1;
             }
             let Some(guest) = slot.guest.as_mut() else { continue };
             let started = Instant::now();
