@@ -4,21 +4,9 @@
 # Usage: scripts/bench-players.sh [quick]   (quick: smaller and shorter, for a smoke check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release
-work=$(mktemp -d)
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. scripts/bench-edge.sh
 
-pub=$($bin/outpost ticket keygen --key "$work/ticket.key")
-OUTPOST_ADMIN_TOKEN=bench $bin/edge-node --data-dir "$work/edge" --listen-quic 127.0.0.1:0 \
-  --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 --ready-file "$work/edge.json" \
-  --ticket-pubkey="$pub" --max-rooms 2000 --player-rate 1000 --player-burst 2000 2> "$work/edge.log" &
-pid=$!
-for _ in $(seq 1 500); do [ -s "$work/edge.json" ] && break; sleep 0.02; done
-admin=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$work/edge.json")
-curl -sS -X PUT -H "Authorization: Bearer bench" --data-binary @target/guests/arena.wasm \
-  "http://$admin/v1/modules/arena?max_players=8" > /dev/null
+start_bench_edge
 
 scale=1; dur=60; [ "${1:-}" = quick ] && { scale=10; dur=5; }
 run() { # name, args...

@@ -10,22 +10,10 @@
 # Usage: scripts/bench-threads.sh   (env: IDLE=10 WARM=8 WINDOW=8 BOTS=1000 DURATION=20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release
-work=$(mktemp -d)
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. scripts/bench-edge.sh
 idle=${IDLE:-10}; warm=${WARM:-8}; window=${WINDOW:-8}; bots=${BOTS:-1000}; duration=${DURATION:-20}
 
-pub=$($bin/outpost ticket keygen --key "$work/ticket.key")
-OUTPOST_ADMIN_TOKEN=bench $bin/edge-node --data-dir "$work/edge" --listen-quic 127.0.0.1:0 \
-  --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 --ready-file "$work/edge.json" \
-  --ticket-pubkey="$pub" --max-rooms 2000 --player-rate 1000 --player-burst 2000 2> "$work/edge.log" &
-pid=$!
-for _ in $(seq 1 500); do [ -s "$work/edge.json" ] && break; sleep 0.02; done
-admin=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$work/edge.json")
-curl -sS -X PUT -H "Authorization: Bearer bench" --data-binary @target/guests/arena.wasm \
-  "http://$admin/v1/modules/arena?max_players=8" > /dev/null
+start_bench_edge
 
 # One line per thread: tid, name, voluntary and involuntary switches, then /proc schedstat (CPU ns,
 # wait ns, time slices).
