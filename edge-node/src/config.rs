@@ -546,6 +546,11 @@ mod tests {
             (vec!["--core", "127.0.0.1:7710"], "core_cert_sha256"),
             (vec!["--core", "127.0.0.1:7710", "--core-cert-sha256", "zz"], "core_cert_sha256"),
             (vec!["--outbox-max-bytes", "10"], "outbox_max_bytes"),
+            (vec!["--max-connections", "0"], "max_connections"),
+            (vec!["--max-connections", "1000001"], "max_connections"),
+            (vec!["--max-connections", "many"], "max-connections"),
+            (vec!["--max-joining-per-ip", "0"], "max_joining_per_ip"),
+            (vec!["--max-joining-per-ip", "100001"], "max_joining_per_ip"),
         ] {
             let e = load(&argv).unwrap_err();
             assert!(e.contains(field), "{e}");
