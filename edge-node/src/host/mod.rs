@@ -70,11 +70,6 @@ impl EpochGate {
         self.ticks.load(Ordering::Relaxed)
     }
 
-    /// Live guest instances.
-    pub fn live(&self) -> usize {
-        self.live.load(Ordering::SeqCst)
-    }
-
     fn run(&self, engine: &Engine) {
         while !self.stop.load(Ordering::Relaxed) {
             if self.live.load(Ordering::SeqCst) == 0 {

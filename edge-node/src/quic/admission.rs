@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What to do with an incoming connection.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Verdict {
     /// Take it on; the slot is released when it is dropped.
     Accept(ConnSlot),
@@ -64,12 +64,14 @@ impl Admission {
     }
 
     /// Open connections, joined or not.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
 
     /// Connections from `ip` that have not joined yet.
-    pub fn joining_from(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    fn joining_from(&self, ip: IpAddr) -> u32 {
         self.joining().get(&ip.to_canonical()).copied().unwrap_or(0)
     }
 
@@ -92,14 +94,6 @@ pub struct ConnSlot {
     ip: IpAddr,
     joining: bool,
 }
-
-impl PartialEq for ConnSlot {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.admission, &other.admission) && self.ip == other.ip && self.joining == other.joining
-    }
-}
-
-impl Eq for ConnSlot {}
 
 impl ConnSlot {
     /// The connection has joined: it no longer counts against its address's joining cap.
@@ -137,7 +131,7 @@ mod tests {
         let a = Admission::new(4, 10);
         let s: Vec<ConnSlot> = (0..4).map(|i| slot(a.admit(ip(&format!("10.0.0.{i}")), true))).collect();
         assert_eq!(a.open(), 4);
-        assert_eq!(a.admit(ip("10.0.0.9"), true), Verdict::Refuse("the node is at its connection limit"));
+        assert!(matches!(a.admit(ip("10.0.0.9"), true), Verdict::Refuse("the node is at its connection limit")));
         drop(s);
         assert_eq!(a.open(), 0);
         assert!(matches!(a.admit(ip("10.0.0.9"), true), Verdict::Accept(_)));
@@ -167,7 +161,7 @@ mod tests {
     fn past_half_the_cap_unvalidated_clients_must_retry() {
         let a = Admission::new(4, 10);
         let _s: Vec<ConnSlot> = (0..2).map(|_| slot(a.admit(ip("10.0.0.1"), false))).collect();
-        assert_eq!(a.admit(ip("10.0.0.2"), false), Verdict::Retry);
+        assert!(matches!(a.admit(ip("10.0.0.2"), false), Verdict::Retry));
         assert!(matches!(a.admit(ip("10.0.0.2"), true), Verdict::Accept(_)));
     }
 }
