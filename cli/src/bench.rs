@@ -129,6 +129,11 @@ pub struct RunReport {
     /// UDP datagrams the bots sent and received from their first message to the end of the
     /// drain (QUIC packets, ACK-only ones included; handshakes and joins are not).
     pub udp_datagrams: u64,
+    /// Of those, the ones the bots sent (what the server received).
+    pub udp_datagrams_to_server: u64,
+    /// Of those, the ones the bots received: what the server sent, and so paid for in full on
+    /// loopback, where the sender's system call also runs the receiver's network stack.
+    pub udp_datagrams_from_server: u64,
     /// Datagrams the echo server sent back (baseline only).
     pub echoed: Option<u64>,
     /// The echo server's async runtime threads, as its runtime reported them (baseline only).
@@ -275,7 +280,24 @@ struct BotStats {
     pongs: u64,
     rtts_us: Vec<u32>,
     disconnect: Option<String>,
-    udp_datagrams: u64,
+    udp: UdpCount,
+}
+
+/// UDP datagrams one bot's connection sent and received.
+#[derive(Debug, Default, Clone, Copy)]
+struct UdpCount {
+    sent: u64,
+    received: u64,
+}
+
+impl std::ops::Sub for UdpCount {
+    type Output = UdpCount;
+    fn sub(self, earlier: UdpCount) -> UdpCount {
+        UdpCount {
+            sent: self.sent.saturating_sub(earlier.sent),
+            received: self.received.saturating_sub(earlier.received),
+        }
+    }
 }
 
 impl BotStats {
@@ -293,9 +315,9 @@ impl BotStats {
     }
 }
 
-fn udp_datagrams(c: &quinn::Connection) -> u64 {
+fn udp_datagrams(c: &quinn::Connection) -> UdpCount {
     let st = c.stats();
-    st.udp_tx.datagrams + st.udp_rx.datagrams
+    UdpCount { sent: st.udp_tx.datagrams, received: st.udp_rx.datagrams }
 }
 
 fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -553,7 +575,7 @@ impl Bench {
                     Ok(None) | Err(_) => break,
                 }
             }
-            s.udp_datagrams = udp_datagrams(client.connection());
+            s.udp = udp_datagrams(client.connection());
             client.close();
             return s;
         }
@@ -597,7 +619,7 @@ impl Bench {
                 _ => break,
             }
         }
-        s.udp_datagrams = udp_datagrams(client.connection()) - udp0;
+        s.udp = udp_datagrams(client.connection()) - udp0;
         client.close();
         s
     }
@@ -644,7 +666,9 @@ impl Bench {
                 *r.disconnects.entry(d).or_default() += 1;
             }
             rtts.extend(s.rtts_us);
-            r.udp_datagrams += s.udp_datagrams;
+            r.udp_datagrams_to_server += s.udp.sent;
+            r.udp_datagrams_from_server += s.udp.received;
+            r.udp_datagrams += s.udp.sent + s.udp.received;
         }
         r.dropped += r.pings.saturating_sub(r.pongs);
         rtts.sort_unstable();
@@ -785,7 +809,7 @@ impl Bench {
                 _ = tokio::time::sleep_until(drain_end.into()) => break,
             }
         }
-        s.udp_datagrams = udp_datagrams(&conn) - udp0;
+        s.udp = udp_datagrams(&conn) - udp0;
         conn.close(0u32.into(), b"done");
         s
     }
@@ -837,7 +861,14 @@ fn print_report(r: &Report) {
             println!("{:>16}  of the cpu: room workers (guests) {g:.2} s; the rest {t:.2} µs/player-tick", "");
         }
         if x.sent > 0 {
-            println!("{:>16}  UDP datagrams per bot message: {:.2}", "", x.udp_datagrams as f64 / x.sent as f64);
+            let per = |n: u64| n as f64 / x.sent as f64;
+            println!(
+                "{:>16}  UDP datagrams per bot message: {:.2} ({:.2} to the server, {:.2} from it)",
+                "",
+                per(x.udp_datagrams),
+                per(x.udp_datagrams_to_server),
+                per(x.udp_datagrams_from_server)
+            );
         }
         if let Some(m) = x.memory_kib_per_player {
             println!("{:>16}  server memory per connected player: {m:.1} KiB", "");

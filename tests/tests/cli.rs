@@ -143,6 +143,11 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
         let n = |k: &str| run[k].as_f64().unwrap();
         (n("udp_datagrams") - n("sent") - n("received")) / n("sent")
     };
+    for run in [&r["node"], &r["baseline"]] {
+        let n = |k: &str| run[k].as_u64().unwrap();
+        assert_eq!(n("udp_datagrams_to_server") + n("udp_datagrams_from_server"), n("udp_datagrams"), "{run}");
+        assert!(n("udp_datagrams_to_server") > 0 && n("udp_datagrams_from_server") > 0, "{run}");
+    }
     assert!(
         acks(&r["node"]) < acks(&r["baseline"]),
         "ACK-only datagrams per message: node {}, raw quinn {}",
