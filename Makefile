@@ -8,12 +8,18 @@ GUEST_BUILD := $(CURDIR)/target/guest-build
 GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: all build guests guest-target test test-guests demo bench bench-router geoip postgres-server systemd-tools fmt lint clean
+.PHONY: all build build-all guests guest-target test test-guests demo bench bench-router geoip postgres-server systemd-tools fmt lint clean
 
 all: build guests
 
 build:
 	$(CARGO) build --release --workspace --bins
+
+# Everything `cargo test` runs, bins included, in one cargo run. Dev-dependencies turn on features
+# of shared crates, so a bins-only build followed by `cargo test` compiles those crates (and
+# what depends on them) twice; built together, the test step compiles nothing.
+build-all:
+	$(CARGO) build --release --workspace --all-targets
 
 guest-target:
 	@rustup target list --installed | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
@@ -54,7 +60,7 @@ systemd-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
 	@command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
 
-test: build guests test-guests geoip postgres-server systemd-tools
+test: build-all guests test-guests geoip postgres-server systemd-tools
 	$(CARGO) test --release --workspace
 
 bench: build guests
