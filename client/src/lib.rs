@@ -198,7 +198,7 @@ impl Client {
         ticket: &str,
         opts: &ConnectOptions,
     ) -> Result<Client, ClientError> {
-        let cfg = tls::pinned_client_config(cert_sha256, tls::ALPN_PLAYER, tls::transport(opts.idle))?;
+        let cfg = tls::pinned_client_config(cert_sha256, tls::ALPN_PLAYER, tls::player_transport(opts.idle, 0))?;
         let fut = async {
             let connecting =
                 endpoint.connect_with(cfg, addr, "outpost.invalid").map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -221,13 +221,12 @@ impl Client {
                 .await
                 .map_err(|e| ClientError::Connect(e.to_string()))?;
             let mut dec = FrameDecoder::new(opts.max_frame);
-            let mut buf = vec![0u8; 16 * 1024];
             let first = loop {
                 if let Some(f) = dec.next_frame().map_err(|e| ClientError::Protocol(e.to_string()))? {
                     break f;
                 }
-                match recv.read(&mut buf).await {
-                    Ok(Some(n)) => dec.push(&buf[..n]),
+                match recv.read_chunk(usize::MAX, true).await {
+                    Ok(Some(chunk)) => dec.push(&chunk.bytes),
                     Ok(None) => return Err(ClientError::Protocol("stream ended before Joined".into())),
                     Err(_) => {
                         let reason = conn.closed().await;
@@ -313,7 +312,6 @@ async fn read_stream(
     mut dec: FrameDecoder,
     tx: mpsc::Sender<Event>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         loop {
             match dec.next_frame() {
@@ -330,8 +328,10 @@ async fn read_stream(
                 }
             }
         }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => dec.push(&buf[..n]),
+        // quinn's received chunks as they are: no buffer of our own held for the connection's life
+        // (a bench process keeps thousands of these).
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => dec.push(&chunk.bytes),
             Ok(None) | Err(_) => break,
         }
     }

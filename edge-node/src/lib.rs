@@ -100,7 +100,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let mut server = outpost_client::tls::server_config(
         &cert,
         outpost_client::tls::ALPN_PLAYER,
-        outpost_client::tls::transport(config.idle_timeout),
+        outpost_client::tls::player_transport(config.idle_timeout, 1),
     )?;
     // quinn's own queue of connections not yet accepted: no longer than the node would take.
     server.max_incoming(config.args.max_connections);

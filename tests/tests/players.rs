@@ -369,6 +369,50 @@ async fn connection_caps_refuse_before_the_handshake_and_free_up() {
     let _d = joins_again(&edge, &key, 30).await;
 }
 
+/// The node lets a player open exactly the one bi stream the protocol uses, and no uni streams:
+/// a client cannot park data in streams nobody reads (quinn would buffer each up to its window),
+/// and quinn keeps no state for a hundred unused stream slots each way per idle player.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_may_open_one_bi_stream_and_no_uni_stream() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = outpost_client::tls::pinned_client_config(
+        &edge.ready.cert_sha256,
+        outpost_client::tls::ALPN_PLAYER,
+        outpost_client::tls::transport(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let conn = endpoint.connect_with(cfg, edge.ready.quic.parse().unwrap(), "outpost.invalid").unwrap().await.unwrap();
+    // The node's stream credit arrived with the handshake, so opening a stream either succeeds at
+    // once or waits for credit that the node never gives: one poll tells which.
+    assert!(ready_now(conn.open_uni()).is_none(), "a uni stream was allowed");
+    let (mut send, mut recv) = ready_now(conn.open_bi()).expect("the join stream is allowed").unwrap();
+    assert!(ready_now(conn.open_bi()).is_none(), "a second bi stream was allowed");
+    // The one stream carries the protocol as usual.
+    let ticket = key.ticket(&edge, "relay", Some("streams"), 1, "solo");
+    send.write_all(&outpost_proto::frame::Frame::Join { ticket }.encode()).await.unwrap();
+    let mut dec = outpost_proto::frame::FrameDecoder::new(1 << 16);
+    let joined = loop {
+        if let Some(f) = dec.next_frame().unwrap() {
+            break f;
+        }
+        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(usize::MAX, true)).await.unwrap().unwrap().unwrap();
+        dec.push(&chunk.bytes);
+    };
+    assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+    assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
+}
+
+/// Polls a future once: its output if it is ready without waiting.
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spinning_room_closes_its_players_with_module_fault() {
     let key = TicketKey::new();

@@ -322,7 +322,6 @@ async fn read_frames(
 ) -> Result<(), (CloseCode, String)> {
     // A frame body is the type byte, the 8-byte peer and the message.
     let mut dec = FrameDecoder::new(ctx.limits.max_message + 9);
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         loop {
             match dec.next_frame() {
@@ -343,8 +342,10 @@ async fn read_frames(
                 Err(e) => return Err((e.code(), e.to_string())),
             }
         }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => dec.push(&buf[..n]),
+        // quinn's own received chunks, not a read buffer of ours: an idle player would keep a
+        // buffer of its size for the whole session (16 KiB of the node's memory per player).
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => dec.push(&chunk.bytes),
             Ok(None) | Err(_) => return Ok(()),
         }
     }
