@@ -97,11 +97,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let cert = outpost_client::tls::NodeCert::load_or_generate(data, "node")?;
     let cert_sha256 = cert.sha256();
-    let mut server = outpost_client::tls::server_config(
-        &cert,
-        outpost_client::tls::ALPN_PLAYER,
-        outpost_client::tls::player_transport(config.idle_timeout, 1),
-    )?;
+    let mut transport = outpost_client::tls::player_transport(config.idle_timeout, 1);
+    let window = config.player_limits.receive_window();
+    transport
+        .stream_receive_window(window.into())
+        .receive_window(window.into())
+        .datagram_receive_buffer_size(Some(room::player::PlayerLimits::DATAGRAM_RECEIVE_BUFFER));
+    let mut server = outpost_client::tls::server_config(&cert, outpost_client::tls::ALPN_PLAYER, transport)?;
     // quinn's own queue of connections not yet accepted: no longer than the node would take.
     server.max_incoming(config.args.max_connections);
     let endpoint = outpost_client::quic_endpoint(config.args.listen_quic, Some(server))

@@ -38,6 +38,20 @@ impl PlayerLimits {
     pub fn backlog_hard_bytes(&self) -> usize {
         self.backlog_bytes.saturating_mul(16)
     }
+
+    /// QUIC flow-control window for a player's reliable stream (and so the connection): what
+    /// quinn may hold for the player while the node is not reading, for instance while its room
+    /// worker's queue is full. quinn's default (1.25 MB per stream, no connection limit) would let
+    /// each of thousands of players park over a megabyte; four of the largest frames keep a
+    /// player who sends big messages moving at any sane round trip.
+    pub fn receive_window(&self) -> u32 {
+        let frame = self.max_message.saturating_add(9);
+        u32::try_from(frame.saturating_mul(4)).unwrap_or(u32::MAX).max(64 << 10)
+    }
+
+    /// Datagrams quinn may queue for a player before the node reads them (it drops the oldest
+    /// beyond this). About a second of datagrams at the cap and the default rate.
+    pub const DATAGRAM_RECEIVE_BUFFER: usize = 128 << 10;
 }
 
 impl Default for PlayerLimits {
@@ -231,5 +245,21 @@ impl PlayerLink {
                 b.over_since = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_window_holds_four_of_the_largest_frames_within_bounds() {
+        let with = |max_message| PlayerLimits { max_message, ..PlayerLimits::default() }.receive_window();
+        assert_eq!(with(64 << 10), 4 * ((64 << 10) + 9));
+        // Small messages still get a window that does not stall a round trip's worth of input.
+        assert_eq!(with(16), 64 << 10);
+        // The largest accepted --max-message-bytes (16 MiB) still fits QUIC's window field.
+        assert_eq!(with(16 << 20), 4 * ((16 << 20) + 9));
+        assert_eq!(with(usize::MAX), u32::MAX);
     }
 }
