@@ -355,15 +355,7 @@ async fn connection_caps_refuse_before_the_handshake_and_free_up() {
 
     // A connection that completes the handshake but never sends its Join.
     let edge = self::edge(&key, &["--max-joining-per-ip", "1"]);
-    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let cfg = outpost_client::tls::pinned_client_config(
-        &edge.ready.cert_sha256,
-        outpost_client::tls::ALPN_PLAYER,
-        outpost_client::tls::transport(Duration::from_secs(30)),
-    )
-    .unwrap();
-    let stalled =
-        endpoint.connect_with(cfg, edge.ready.quic.parse().unwrap(), "outpost.invalid").unwrap().await.unwrap();
+    let (_endpoint, stalled) = bare_connection(&edge).await;
     assert_eq!(refused_code(&edge, &key, 20).await, CloseCode::NodeNotAccepting);
     stalled.close(0u32.into(), b"bye");
     let _d = joins_again(&edge, &key, 30).await;
@@ -376,14 +368,7 @@ async fn connection_caps_refuse_before_the_handshake_and_free_up() {
 async fn a_player_may_open_one_bi_stream_and_no_uni_stream() {
     let key = TicketKey::new();
     let edge = edge(&key, &[]);
-    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let cfg = outpost_client::tls::pinned_client_config(
-        &edge.ready.cert_sha256,
-        outpost_client::tls::ALPN_PLAYER,
-        outpost_client::tls::transport(Duration::from_secs(30)),
-    )
-    .unwrap();
-    let conn = endpoint.connect_with(cfg, edge.ready.quic.parse().unwrap(), "outpost.invalid").unwrap().await.unwrap();
+    let (_endpoint, conn) = bare_connection(&edge).await;
     // The node's stream credit arrived with the handshake, so opening a stream either succeeds at
     // once or waits for credit that the node never gives: one poll tells which.
     assert!(ready_now(conn.open_uni()).is_none(), "a uni stream was allowed");
@@ -402,6 +387,20 @@ async fn a_player_may_open_one_bi_stream_and_no_uni_stream() {
     };
     assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
+}
+
+/// A player connection made with quinn directly, past the handshake and nothing more: for what
+/// the client library would never do. The endpoint must outlive the connection.
+async fn bare_connection(edge: &Edge) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = outpost_client::tls::pinned_client_config(
+        &edge.ready.cert_sha256,
+        outpost_client::tls::ALPN_PLAYER,
+        outpost_client::tls::transport(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let conn = endpoint.connect_with(cfg, edge.ready.quic.parse().unwrap(), "outpost.invalid").unwrap().await.unwrap();
+    (endpoint, conn)
 }
 
 /// Polls a future once: its output if it is ready without waiting.
