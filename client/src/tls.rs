@@ -102,8 +102,8 @@ pub fn transport(idle: Duration) -> quinn::TransportConfig {
 /// The player protocol's transport: [`transport`] with room for exactly the streams the protocol
 /// uses. A client opens one bi stream (its join, then reliable frames both ways); the node opens
 /// none. quinn sets up state for every stream a peer may open (about 8 KiB per connection at its
-/// default of 100 each way, most of a connection's own footprint), and a stream that nobody reads
-/// would still take data up to its window. A peer that opens more is closed by quinn with
+/// default of 100 each way), and a stream that nobody reads would still take data up to its
+/// window. A peer that opens more is closed by quinn with
 /// `STREAM_LIMIT_ERROR`.
 pub fn player_transport(idle: Duration, peer_bidi_streams: u32) -> quinn::TransportConfig {
     let mut t = transport(idle);
