@@ -22,7 +22,7 @@ out = {k: r.get(k) for k in keys}
 out.update(bots_joined=n["bots_joined"], join_failures=n["join_failures"], received_per_sec=round(n["received_per_sec"]),
            node_cpu_us_per_message=n.get("cpu_us_per_message"), memory_kib_per_player=n.get("memory_kib_per_player"))
 # QUIC packets (ACK-only ones included) per message sent, on the bots' side of the last round.
-per_msg = lambda x, k="udp_datagrams": round(x[k] / max(1, x["sent"]), 2)
+per_msg = lambda x, k="udp_datagrams": round(x[k] / x["sent"], 2) if x["sent"] else None
 out["udp_datagrams_per_message"] = per_msg(n)
 # Split by direction: on loopback a sender pays for the whole trip of what it sends.
 out["udp_datagrams_per_message_from_node"] = per_msg(n, "udp_datagrams_from_server")
