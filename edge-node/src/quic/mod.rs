@@ -96,6 +96,11 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<PlayerCtx>) {
 
 fn refuse(ctx: &PlayerCtx, conn: &quinn::Connection, code: CloseCode, reason: &str) {
     ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
+    close_refused(conn, code, reason);
+}
+
+/// Closes a refused connection that has already been counted.
+fn close_refused(conn: &quinn::Connection, code: CloseCode, reason: &str) {
     tracing::debug!(code = %code, reason, remote = %conn.remote_address(), "join refused");
     conn.close(code.to_u32().into(), reason.as_bytes());
 }
@@ -281,8 +286,10 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>, mut slot: admissi
     let Admitted { ticket: t, link, room, worker, tick_hz, saved } = match admit(&ctx, &ticket_text, make_link).await {
         Ok(v) => v,
         Err((code, reason)) => {
+            // Counted before the client can read the refusal, so whoever sees it sees it counted.
+            ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
             let _ = send.write_all(&Frame::Refused { code, reason: reason.clone() }.encode()).await;
-            return refuse(&ctx, &conn, code, &reason);
+            return close_refused(&conn, code, &reason);
         }
     };
     let joined = Frame::Joined { player_id: t.player, room: room.clone(), tick_hz, saved };
