@@ -42,7 +42,6 @@ impl Framed {
     }
 
     async fn read(&mut self) -> Result<CoreFrame, LinkError> {
-        let mut buf = vec![0u8; 64 << 10];
         loop {
             if let Some(body) = self.decoder.next_body().map_err(proto)? {
                 let frame = CoreFrame::decode_body(&body).map_err(proto)?;
@@ -51,8 +50,10 @@ impl Framed {
                 }
                 return Ok(frame);
             }
-            match self.recv.read(&mut buf).await.map_err(proto)? {
-                Some(n) => self.decoder.push(&buf[..n]),
+            // quinn's received chunks as they are, as on the player stream: no zeroed buffer per
+            // frame read.
+            match self.recv.read_chunk(usize::MAX, true).await.map_err(proto)? {
+                Some(chunk) => self.decoder.push(&chunk.bytes),
                 None => return Err(LinkError::Protocol("the core closed the stream".into())),
             }
         }

@@ -61,13 +61,13 @@ struct Stream {
 impl Stream {
     /// The next frame; `Ok(None)` when the peer finished the stream.
     async fn read(&mut self) -> Result<Option<CoreFrame>, String> {
-        let mut buf = vec![0u8; 64 << 10];
         loop {
             if let Some(body) = self.decoder.next_body().map_err(|e| e.to_string())? {
                 return CoreFrame::decode_body(&body).map(Some).map_err(|e| e.to_string());
             }
-            match self.recv.read(&mut buf).await {
-                Ok(Some(n)) => self.decoder.push(&buf[..n]),
+            // quinn's received chunks as they are: no zeroed 64 KiB buffer for every frame read.
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(format!("stream: {e}")),
             }
