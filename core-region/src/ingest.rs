@@ -56,6 +56,9 @@ struct Stream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     decoder: FrameDecoder,
+    /// Read buffer, kept for the stream's life: a link carries batches of tens of KiB, which one
+    /// read into this takes whole, where reading quinn's chunks one by one measured slower.
+    buf: Vec<u8>,
 }
 
 impl Stream {
@@ -65,9 +68,8 @@ impl Stream {
             if let Some(body) = self.decoder.next_body().map_err(|e| e.to_string())? {
                 return CoreFrame::decode_body(&body).map(Some).map_err(|e| e.to_string());
             }
-            // quinn's received chunks as they are: no zeroed 64 KiB buffer for every frame read.
-            match self.recv.read_chunk(usize::MAX, true).await {
-                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+            match self.recv.read(&mut self.buf).await {
+                Ok(Some(n)) => self.decoder.push(&self.buf[..n]),
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(format!("stream: {e}")),
             }
@@ -97,7 +99,7 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
         .await
         .map_err(|_| "no update stream before the hello timeout".to_string())?
         .map_err(|e| format!("connection: {e}"))?;
-    let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame) };
+    let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame), buf: vec![0u8; 64 << 10] };
     let hello = tokio::time::timeout(ctx.hello_timeout, s.read()).await.map_err(|_| "no hello in time".to_string());
     let (token, edge, stream) = match hello? {
         Ok(Some(CoreFrame::Hello { token, edge, stream })) => (token, edge, stream),
@@ -170,7 +172,7 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame) };
+            let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame), buf: vec![0u8; 64 << 10] };
             let key = match s.read().await {
                 Ok(Some(CoreFrame::Load { key })) => key,
                 Ok(other) => {
