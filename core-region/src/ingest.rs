@@ -39,8 +39,8 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<IngestCtx>) {
             let Ok(conn) = incoming.await else { return };
             Metrics::add(&ctx.metrics.links_active, 1);
             let remote = conn.remote_address();
+            // A refusal is counted where it is made, before the edge can read it.
             if let Err(reason) = link(&conn, &ctx).await {
-                Metrics::add(&ctx.metrics.links_refused, 1);
                 tracing::warn!(%remote, %reason, "edge link refused");
                 // Closing at once would discard the unsent `Refused`: give the edge a moment to
                 // read it and hang up itself.
@@ -59,6 +59,10 @@ struct Stream {
     /// Read buffer, kept for the stream's life: a link carries batches of tens of KiB, which one
     /// read into this takes whole, where reading quinn's chunks one by one measured slower.
     buf: Vec<u8>,
+    /// Set on a link's update stream, whose refusal refuses the link: counted in
+    /// `links_refused` before the `Refused` frame goes out, so anyone who has read the refusal
+    /// also sees it counted. A load stream's refusals are not link refusals.
+    refusals: Option<Arc<IngestCtx>>,
 }
 
 impl Stream {
@@ -81,6 +85,9 @@ impl Stream {
     }
 
     async fn refuse(&mut self, reason: String) -> String {
+        if let Some(ctx) = self.refusals.take() {
+            Metrics::add(&ctx.metrics.links_refused, 1);
+        }
         let _ = self.write(&CoreFrame::Refused { reason: reason.clone() }).await;
         let _ = self.send.finish();
         reason
@@ -93,18 +100,27 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(StoreError::Backend(format!("store task: {e}"))))
 }
 
-/// One link: hello, then batches until the edge goes away. `Err` is the refusal reason.
+/// One link: hello, then batches until the edge goes away. `Err` is the refusal reason, already
+/// counted; an edge that goes away (its stream or connection lost) is not a refusal.
 async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), String> {
-    let (send, recv) = tokio::time::timeout(ctx.hello_timeout, conn.accept_bi())
-        .await
-        .map_err(|_| "no update stream before the hello timeout".to_string())?
-        .map_err(|e| format!("connection: {e}"))?;
-    let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame), buf: vec![0u8; 64 << 10] };
-    let hello = tokio::time::timeout(ctx.hello_timeout, s.read()).await.map_err(|_| "no hello in time".to_string());
-    let (token, edge, stream) = match hello? {
-        Ok(Some(CoreFrame::Hello { token, edge, stream })) => (token, edge, stream),
-        Ok(other) => return Err(s.refuse(format!("expected Hello, got {other:?}")).await),
-        Err(e) => return Err(s.refuse(e).await),
+    let opened = match tokio::time::timeout(ctx.hello_timeout, conn.accept_bi()).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("connection: {e}")),
+        Err(_) => Err("no update stream before the hello timeout".to_string()),
+    };
+    let (send, recv) = opened.inspect_err(|_| Metrics::add(&ctx.metrics.links_refused, 1))?;
+    let mut s = Stream {
+        send,
+        recv,
+        decoder: FrameDecoder::new(ctx.max_frame),
+        buf: vec![0u8; 64 << 10],
+        refusals: Some(ctx.clone()),
+    };
+    let (token, edge, stream) = match tokio::time::timeout(ctx.hello_timeout, s.read()).await {
+        Ok(Ok(Some(CoreFrame::Hello { token, edge, stream }))) => (token, edge, stream),
+        Ok(Ok(other)) => return Err(s.refuse(format!("expected Hello, got {other:?}")).await),
+        Ok(Err(e)) => return Err(s.refuse(e).await),
+        Err(_) => return Err(s.refuse("no hello in time".into()).await),
     };
     let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if !bool::from(hash.ct_eq(&ctx.cluster_hash)) {
@@ -119,7 +135,9 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
         Ok(h) => h,
         Err(e) => return Err(s.refuse(e.to_string()).await),
     };
-    s.write(&CoreFrame::Welcome { high_water }).await?;
+    if s.write(&CoreFrame::Welcome { high_water }).await.is_err() {
+        return Ok(()); // The edge went away before it was welcomed.
+    }
     tracing::info!(%edge, %stream, high_water, remote = %conn.remote_address(), "edge link open");
 
     // Player-state loads arrive on streams of their own.
@@ -156,7 +174,9 @@ async fn updates(s: &mut Stream, ctx: &Arc<IngestCtx>, stream: &str) -> Result<(
                 Metrics::add(&ctx.metrics.updates_applied, a.applied);
                 Metrics::add(&ctx.metrics.updates_replayed, a.replayed);
                 Metrics::add(&ctx.metrics.batches, 1);
-                s.write(&CoreFrame::Ack { up_to: a.high_water }).await?;
+                if s.write(&CoreFrame::Ack { up_to: a.high_water }).await.is_err() {
+                    return Ok(()); // The edge went away; it resends what was not acked.
+                }
             }
             Err(e) => {
                 if matches!(e, StoreError::Backend(_)) {
@@ -172,7 +192,13 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut s = Stream { send, recv, decoder: FrameDecoder::new(ctx.max_frame), buf: vec![0u8; 64 << 10] };
+            let mut s = Stream {
+                send,
+                recv,
+                decoder: FrameDecoder::new(ctx.max_frame),
+                buf: vec![0u8; 64 << 10],
+                refusals: None,
+            };
             let key = match s.read().await {
                 Ok(Some(CoreFrame::Load { key })) => key,
                 Ok(other) => {
