@@ -107,6 +107,20 @@ fn tick_schedule(tick_hz: u32, origin: Instant, now: Instant) -> (Duration, Inst
     (period, first)
 }
 
+/// The tick after one due at `due` and run at `now`: a period on or, when the worker has fallen
+/// more than a period behind, the first instant of the room's own phase after `now`. Missed
+/// ticks are skipped rather than bunched, and the room keeps its phase (so it still shares its
+/// wake-ups with the other rooms on that phase) and waits less than a period to tick again.
+fn next_tick_after(due: Instant, period: Duration, now: Instant) -> Instant {
+    let next = due + period;
+    if next >= now {
+        return next;
+    }
+    let period_ns = period.as_nanos().max(1);
+    let periods = now.duration_since(next).as_nanos() / period_ns + 1;
+    next + Duration::from_nanos(u64::try_from(periods * period_ns).unwrap_or(u64::MAX / 2))
+}
+
 struct RoomSlot {
     spec: RoomSpec,
     version: String,
@@ -280,11 +294,7 @@ impl Worker {
             .collect();
         for id in due {
             let Some(slot) = self.rooms.get_mut(&id) else { continue };
-            slot.next_tick += slot.period;
-            if slot.next_tick < now {
-                // Fallen behind (an overloaded worker): skip the missed ticks, back on the grid.
-                slot.next_tick = tick_schedule(slot.spec.tick_hz, self.epoch, now).1;
-            }
+            slot.next_tick = next_tick_after(slot.next_tick, slot.period, now);
             let Some(guest) = slot.guest.as_mut() else { continue };
             let started = Instant::now();
             let r = guest.tick(now_ms);
@@ -697,5 +707,24 @@ mod tests {
             })
             .collect();
         assert!(phases.len() <= TICK_PHASES as usize, "{} phases", phases.len());
+    }
+
+    #[test]
+    fn a_room_that_fell_behind_skips_its_missed_ticks_and_keeps_its_phase() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        let period = ms(50);
+        // On time, or late by less than a period: the next tick is a period after the last one due.
+        assert_eq!(next_tick_after(origin, period, origin), origin + ms(50));
+        assert_eq!(next_tick_after(origin, period, origin + ms(30)), origin + ms(50));
+        assert_eq!(next_tick_after(origin, period, origin + ms(50)), origin + ms(50));
+        // Late by more: the missed ticks are skipped, and the next one is on the room's phase,
+        // less than a period away.
+        for late in [51, 99, 100, 175, 12_345] {
+            let now = origin + ms(late);
+            let next = next_tick_after(origin, period, now);
+            assert!(next > now && next - now <= period, "{late} ms late: {:?}", next - now);
+            assert_eq!((next - origin).as_nanos() % period.as_nanos(), 0, "{late} ms late");
+        }
     }
 }
