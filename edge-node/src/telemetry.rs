@@ -167,6 +167,9 @@ counters! {
     player_datagrams_dropped_total: "counter",
     /// Incoming datagrams dropped (oversized or malformed).
     player_datagrams_in_dropped_total: "counter",
+    /// Incoming player datagrams quinn received and dropped before the node read them: the
+    /// player's receive queue was full, or the player left with some still queued.
+    player_datagrams_in_unread_total: "counter",
     /// Player-ticks run (sum over ticks of the players in the room).
     player_ticks_total: "counter",
 }

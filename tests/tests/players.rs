@@ -4,7 +4,7 @@
 use outpost_client::{Client, ClientError, ConnectOptions, Event};
 use outpost_proto::CloseCode;
 use outpost_proto::ticket::TicketPayload;
-use outpost_tests::{Edge, TicketKey, guest, now_unix};
+use outpost_tests::{Edge, TicketKey, guest, now_unix, wait_for};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -386,6 +386,53 @@ async fn a_player_may_open_one_bi_stream_and_no_uni_stream() {
         dec.push(&chunk.bytes);
     };
     assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+    assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
+}
+
+/// Datagrams that quinn drops before the node reads them (its per-player queue is bounded) are
+/// counted, not lost silently. A client that sends 600 datagrams before it joins overflows the
+/// queue for certain: the node reads a player's datagrams only once they have joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_dropped_before_the_node_reads_them_are_counted() {
+    const SENT: u64 = 600;
+    const SIZE: usize = 500;
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--player-rate", "1000", "--player-burst", "2000"]);
+    let (_endpoint, conn) = bare_connection(&edge).await;
+    let mut datagram = 0u64.to_be_bytes().to_vec();
+    datagram.resize(SIZE, 7);
+    for _ in 0..SENT {
+        conn.send_datagram(datagram.clone().into()).unwrap();
+    }
+    // Every datagram is in a packet on its way before the join is written, so (loopback keeps
+    // packets in order) the node has them all queued, or dropped, when it reads the join.
+    wait_for("all datagrams sent", WAIT, || (conn.stats().frame_tx.datagram == SENT).then_some(())).unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let ticket = key.ticket(&edge, "relay", Some("early"), 1, "eager");
+    send.write_all(&outpost_proto::frame::Frame::Join { ticket }.encode()).await.unwrap();
+    let mut dec = outpost_proto::frame::FrameDecoder::new(1 << 16);
+    let joined = loop {
+        if let Some(f) = dec.next_frame().unwrap() {
+            break f;
+        }
+        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(usize::MAX, true)).await.unwrap().unwrap().unwrap();
+        dec.push(&chunk.bytes);
+    };
+    assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+    // The room gets what the queue held, then the player leaves and the rest is counted.
+    wait_for("the queued datagrams read", WAIT, || (edge.metric("outpost_messages_in_total") > 0.0).then_some(()))
+        .unwrap();
+    conn.close(0u32.into(), b"bye");
+    let unread = wait_for("unread datagrams counted", WAIT, || {
+        let n = edge.metric("outpost_player_datagrams_in_unread_total");
+        (n > 0.0).then_some(n as u64)
+    })
+    .unwrap();
+    // The queue holds 128 KiB of datagrams: at most 262 of these.
+    let held = (128 << 10) / SIZE as u64;
+    let read = edge.metric("outpost_messages_in_total") as u64;
+    assert!(unread >= SENT - held, "only {unread} of {SENT} counted unread, {read} read");
+    assert!(read + unread <= SENT, "{read} read and {unread} unread of {SENT}");
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
 }
 

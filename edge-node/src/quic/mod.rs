@@ -20,7 +20,7 @@ use outpost_proto::keys::Ed25519PublicKey;
 use outpost_proto::rate::TokenBucket;
 use outpost_proto::ticket::{self, ReplayGuard, TicketPayload};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -302,14 +302,23 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>, mut slot: admissi
     tracing::debug!(player = t.player, room = %room, "player joined");
     tokio::spawn(link.clone().write_loop(send));
     let bucket = Arc::new(Mutex::new(TokenBucket::new(ctx.limits.burst, Instant::now())));
-    let datagrams =
-        tokio::spawn(read_datagrams(conn.clone(), ctx.clone(), room.clone(), worker, t.player, bucket.clone()));
+    let read = Arc::new(AtomicU64::new(0));
+    let datagrams = tokio::spawn(read_datagrams(
+        conn.clone(),
+        ctx.clone(),
+        room.clone(),
+        worker,
+        t.player,
+        bucket.clone(),
+        read.clone(),
+    ));
     if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await {
         ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
         link.close(code, &reason);
     }
     conn.closed().await;
     datagrams.abort();
+    count_unread_datagrams(&ctx, &conn, t.player, read.load(Ordering::Relaxed));
     ctx.rooms.leave(worker, room, link.clone(), false).await;
     forget_session(&ctx, &link);
 }
@@ -367,6 +376,19 @@ fn frame_name(f: &Frame) -> &'static str {
     }
 }
 
+/// Counts the player's datagrams that quinn received but the node never read. quinn keeps at most
+/// [`PlayerLimits::DATAGRAM_RECEIVE_BUFFER`] of them per connection and, when that is full,
+/// drops the oldest without telling anyone: this happens when the room worker falls behind (the
+/// reader waits for room in the worker's queue) or when a client sends before it has joined. The
+/// player's datagrams still queued when it left are counted too: they were dropped as well.
+fn count_unread_datagrams(ctx: &PlayerCtx, conn: &quinn::Connection, player: u64, read: u64) {
+    let unread = conn.stats().frame_rx.datagram.saturating_sub(read);
+    if unread > 0 {
+        ctx.metrics.player_datagrams_in_unread_total.fetch_add(unread, Ordering::Relaxed);
+        tracing::info!(player, unread, read, "player datagrams dropped unread");
+    }
+}
+
 async fn read_datagrams(
     conn: quinn::Connection,
     ctx: Arc<PlayerCtx>,
@@ -374,8 +396,10 @@ async fn read_datagrams(
     worker: usize,
     player: u64,
     bucket: Arc<Mutex<TokenBucket>>,
+    read: Arc<AtomicU64>,
 ) {
     while let Ok(d) = conn.read_datagram().await {
+        read.fetch_add(1, Ordering::Relaxed);
         let Ok((to, data)) = frame::decode_peer(&d) else {
             ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
             continue;
