@@ -376,15 +376,7 @@ async fn a_player_may_open_one_bi_stream_and_no_uni_stream() {
     assert!(ready_now(conn.open_bi()).is_none(), "a second bi stream was allowed");
     // The one stream carries the protocol as usual.
     let ticket = key.ticket(&edge, "relay", Some("streams"), 1, "solo");
-    send.write_all(&outpost_proto::frame::Frame::Join { ticket }.encode()).await.unwrap();
-    let mut dec = outpost_proto::frame::FrameDecoder::new(1 << 16);
-    let joined = loop {
-        if let Some(f) = dec.next_frame().unwrap() {
-            break f;
-        }
-        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(usize::MAX, true)).await.unwrap().unwrap().unwrap();
-        dec.push(&chunk.bytes);
-    };
+    let joined = join_on(&mut send, &mut recv, ticket).await;
     assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
 }
@@ -409,15 +401,7 @@ async fn datagrams_dropped_before_the_node_reads_them_are_counted() {
     wait_for("all datagrams sent", WAIT, || (conn.stats().frame_tx.datagram == SENT).then_some(())).unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let ticket = key.ticket(&edge, "relay", Some("early"), 1, "eager");
-    send.write_all(&outpost_proto::frame::Frame::Join { ticket }.encode()).await.unwrap();
-    let mut dec = outpost_proto::frame::FrameDecoder::new(1 << 16);
-    let joined = loop {
-        if let Some(f) = dec.next_frame().unwrap() {
-            break f;
-        }
-        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(usize::MAX, true)).await.unwrap().unwrap().unwrap();
-        dec.push(&chunk.bytes);
-    };
+    let joined = join_on(&mut send, &mut recv, ticket).await;
     assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
     // The room gets what the queue held, then the player leaves and the rest is counted.
     wait_for("the queued datagrams read", WAIT, || (edge.metric("outpost_messages_in_total") > 0.0).then_some(()))
@@ -448,6 +432,23 @@ async fn bare_connection(edge: &Edge) -> (quinn::Endpoint, quinn::Connection) {
     .unwrap();
     let conn = endpoint.connect_with(cfg, edge.ready.quic.parse().unwrap(), "outpost.invalid").unwrap().await.unwrap();
     (endpoint, conn)
+}
+
+/// Joins with `ticket` on a bare connection's stream: the node's first frame in answer.
+async fn join_on(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    ticket: String,
+) -> outpost_proto::frame::Frame {
+    send.write_all(&outpost_proto::frame::Frame::Join { ticket }.encode()).await.unwrap();
+    let mut dec = outpost_proto::frame::FrameDecoder::new(1 << 16);
+    loop {
+        if let Some(f) = dec.next_frame().unwrap() {
+            return f;
+        }
+        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(usize::MAX, true)).await.unwrap().unwrap().unwrap();
+        dec.push(&chunk.bytes);
+    }
 }
 
 /// Polls a future once: its output if it is ready without waiting.
