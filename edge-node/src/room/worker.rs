@@ -110,7 +110,7 @@ fn tick_schedule(tick_hz: u32, origin: Instant, now: Instant) -> (Duration, Inst
 /// The tick after one due at `due` and run at `now`: a period on or, when the worker has fallen
 /// more than a period behind, the first instant of the room's own phase after `now`. Missed
 /// ticks are skipped rather than bunched, and the room keeps its phase (so it still shares its
-/// wake-ups with the other rooms on that phase) and waits less than a period to tick again.
+/// wake-ups with the other rooms on that phase) and waits at most a period to tick again.
 fn next_tick_after(due: Instant, period: Duration, now: Instant) -> Instant {
     let next = due + period;
     if next >= now {
@@ -719,7 +719,7 @@ mod tests {
         assert_eq!(next_tick_after(origin, period, origin + ms(30)), origin + ms(50));
         assert_eq!(next_tick_after(origin, period, origin + ms(50)), origin + ms(50));
         // Late by more: the missed ticks are skipped, and the next one is on the room's phase,
-        // less than a period away.
+        // at most a period away.
         for late in [51, 99, 100, 175, 12_345] {
             let now = origin + ms(late);
             let next = next_tick_after(origin, period, now);
