@@ -40,6 +40,10 @@ struct Framed {
 }
 
 impl Framed {
+    fn new((send, recv): (quinn::SendStream, quinn::RecvStream)) -> Self {
+        Framed { send, recv, decoder: FrameDecoder::new(MAX_FRAME), buf: vec![0u8; 64 << 10] }
+    }
+
     async fn write(&mut self, f: &CoreFrame) -> Result<(), LinkError> {
         self.send.write_all(&f.encode()).await.map_err(proto)
     }
@@ -91,8 +95,7 @@ impl CoreLink {
                 .map_err(|e| LinkError::Connect(e.to_string()))?
                 .await
                 .map_err(|e| LinkError::Connect(e.to_string()))?;
-            let (send, recv) = conn.open_bi().await.map_err(proto)?;
-            let mut updates = Framed { send, recv, decoder: FrameDecoder::new(MAX_FRAME), buf: vec![0u8; 64 << 10] };
+            let mut updates = Framed::new(conn.open_bi().await.map_err(proto)?);
             let hello = CoreFrame::Hello { token: token.into(), edge: edge.into(), stream: stream.into() };
             updates.write(&hello).await?;
             match updates.read().await? {
@@ -127,8 +130,7 @@ impl CoreLink {
 
     /// Reads one key (a player's saved state) on its own stream.
     pub async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, LinkError> {
-        let (send, recv) = self.conn.open_bi().await.map_err(proto)?;
-        let mut s = Framed { send, recv, decoder: FrameDecoder::new(MAX_FRAME), buf: vec![0u8; 64 << 10] };
+        let mut s = Framed::new(self.conn.open_bi().await.map_err(proto)?);
         s.write(&CoreFrame::Load { key: key.into() }).await?;
         let _ = s.send.finish();
         match s.read().await? {

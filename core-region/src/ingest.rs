@@ -66,6 +66,15 @@ struct Stream {
 }
 
 impl Stream {
+    fn new(
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        max_frame: usize,
+        refusals: Option<Arc<IngestCtx>>,
+    ) -> Self {
+        Stream { send, recv, decoder: FrameDecoder::new(max_frame), buf: vec![0u8; 64 << 10], refusals }
+    }
+
     /// The next frame; `Ok(None)` when the peer finished the stream.
     async fn read(&mut self) -> Result<Option<CoreFrame>, String> {
         loop {
@@ -109,13 +118,7 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
         Err(_) => Err("no update stream before the hello timeout".to_string()),
     };
     let (send, recv) = opened.inspect_err(|_| Metrics::add(&ctx.metrics.links_refused, 1))?;
-    let mut s = Stream {
-        send,
-        recv,
-        decoder: FrameDecoder::new(ctx.max_frame),
-        buf: vec![0u8; 64 << 10],
-        refusals: Some(ctx.clone()),
-    };
+    let mut s = Stream::new(send, recv, ctx.max_frame, Some(ctx.clone()));
     let (token, edge, stream) = match tokio::time::timeout(ctx.hello_timeout, s.read()).await {
         Ok(Ok(Some(CoreFrame::Hello { token, edge, stream }))) => (token, edge, stream),
         Ok(Ok(other)) => return Err(s.refuse(format!("expected Hello, got {other:?}")).await),
@@ -192,13 +195,7 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut s = Stream {
-                send,
-                recv,
-                decoder: FrameDecoder::new(ctx.max_frame),
-                buf: vec![0u8; 64 << 10],
-                refusals: None,
-            };
+            let mut s = Stream::new(send, recv, ctx.max_frame, None);
             let key = match s.read().await {
                 Ok(Some(CoreFrame::Load { key })) => key,
                 Ok(other) => {
