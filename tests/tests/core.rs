@@ -170,3 +170,33 @@ fn bench_core_streams_durable_updates_and_compares_with_fsync() {
     assert_eq!(core.metric("outpost_core_updates_applied_total"), 1000.0);
     assert_eq!(core.get("/v1/state/player/999/score", Some(ADMIN_TOKEN)).text(), "x".repeat(64));
 }
+
+/// An edge that opens its update stream and never finishes a hello is told why and counted as
+/// refused once the hello timeout passes; the core stays up for the next edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_never_says_hello_is_refused_with_a_reason() {
+    let core = Core::start(&["--hello-timeout", "300ms"]).unwrap();
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = outpost_client::tls::pinned_client_config(
+        &core.ready.cert_sha256,
+        outpost_proto::link::ALPN_CORE,
+        outpost_client::tls::transport(std::time::Duration::from_secs(30)),
+    )
+    .unwrap();
+    let conn = endpoint.connect_with(cfg, core.ready.quic.parse().unwrap(), "outpost-core").unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    // Half of a frame's length prefix: the core sees the stream, and no hello ever completes.
+    send.write_all(&[0, 0]).await.unwrap();
+    let mut dec = outpost_proto::frame::FrameDecoder::new(1 << 16);
+    let frame = loop {
+        if let Some(body) = dec.next_body().unwrap() {
+            break CoreFrame::decode_body(&body).unwrap();
+        }
+        let wait = std::time::Duration::from_secs(10);
+        let chunk = tokio::time::timeout(wait, recv.read_chunk(usize::MAX, true)).await.unwrap().unwrap().unwrap();
+        dec.push(&chunk.bytes);
+    };
+    assert!(matches!(&frame, CoreFrame::Refused { reason } if reason.contains("no hello in time")), "{frame:?}");
+    assert_eq!(core.metric("outpost_core_links_refused_total"), 1.0);
+    assert!(core.link("edge-1", "edge-1/a").await.is_ok());
+}
