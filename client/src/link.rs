@@ -29,8 +29,21 @@ fn proto(e: impl std::fmt::Display) -> LinkError {
     LinkError::Protocol(e.to_string())
 }
 
-/// One side of a bi stream speaking link frames.
-struct Framed {
+/// How a [`FrameStream`] failed. Typed, so each end can tell a peer that went away (nothing to
+/// refuse) from a peer that sent something wrong (refuse it, with this message).
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The bytes were not a frame, or the frame was not one this side knows.
+    #[error("{0}")]
+    Malformed(String),
+    /// Reading or writing the stream failed: the peer or its connection went away.
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+/// One side of a bi stream speaking link frames: the edge's end of a link and the core's end
+/// share it, so both read the framing the same way.
+pub struct FrameStream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     decoder: FrameDecoder,
@@ -39,28 +52,60 @@ struct Framed {
     buf: Vec<u8>,
 }
 
+impl FrameStream {
+    /// Frames over `send`/`recv`, refusing any frame over `max_frame` bytes before buffering it.
+    pub fn new(send: quinn::SendStream, recv: quinn::RecvStream, max_frame: usize) -> Self {
+        FrameStream { send, recv, decoder: FrameDecoder::new(max_frame), buf: vec![0u8; 64 << 10] }
+    }
+
+    /// The next frame; `Ok(None)` when the peer finished the stream.
+    pub async fn read(&mut self) -> Result<Option<CoreFrame>, FrameError> {
+        loop {
+            if let Some(body) = self.decoder.next_body().map_err(|e| FrameError::Malformed(e.to_string()))? {
+                return CoreFrame::decode_body(&body).map(Some).map_err(|e| FrameError::Malformed(e.to_string()));
+            }
+            match self.recv.read(&mut self.buf).await {
+                Ok(Some(n)) => self.decoder.push(&self.buf[..n]),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(FrameError::Stream(e.to_string())),
+            }
+        }
+    }
+
+    /// Sends one frame.
+    pub async fn write(&mut self, f: &CoreFrame) -> Result<(), FrameError> {
+        self.write_raw(&f.encode()).await
+    }
+
+    /// Sends bytes as they are (tests use it to send malformed frames).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        self.send.write_all(bytes).await.map_err(|e| FrameError::Stream(e.to_string()))
+    }
+
+    /// Finishes the sending side; whatever was written is still delivered.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+}
+
+/// The edge's end of a link stream: a refusal from the core, or the core finishing the stream,
+/// is an error here, since the edge always waits for an answer.
+struct Framed(FrameStream);
+
 impl Framed {
     fn new((send, recv): (quinn::SendStream, quinn::RecvStream)) -> Self {
-        Framed { send, recv, decoder: FrameDecoder::new(MAX_FRAME), buf: vec![0u8; 64 << 10] }
+        Framed(FrameStream::new(send, recv, MAX_FRAME))
     }
 
     async fn write(&mut self, f: &CoreFrame) -> Result<(), LinkError> {
-        self.send.write_all(&f.encode()).await.map_err(proto)
+        self.0.write(f).await.map_err(proto)
     }
 
     async fn read(&mut self) -> Result<CoreFrame, LinkError> {
-        loop {
-            if let Some(body) = self.decoder.next_body().map_err(proto)? {
-                let frame = CoreFrame::decode_body(&body).map_err(proto)?;
-                if let CoreFrame::Refused { reason } = frame {
-                    return Err(LinkError::Refused(reason));
-                }
-                return Ok(frame);
-            }
-            match self.recv.read(&mut self.buf).await.map_err(proto)? {
-                Some(n) => self.decoder.push(&self.buf[..n]),
-                None => return Err(LinkError::Protocol("the core closed the stream".into())),
-            }
+        match self.0.read().await.map_err(proto)? {
+            Some(CoreFrame::Refused { reason }) => Err(LinkError::Refused(reason)),
+            Some(frame) => Ok(frame),
+            None => Err(LinkError::Protocol("the core closed the stream".into())),
         }
     }
 }
@@ -120,7 +165,7 @@ impl CoreLink {
 
     /// Sends raw bytes on the update stream (tests use it to send malformed frames).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
-        self.updates.send.write_all(bytes).await.map_err(proto)
+        self.updates.0.write_raw(bytes).await.map_err(proto)
     }
 
     /// Reads the next frame on the update stream.
@@ -132,7 +177,7 @@ impl CoreLink {
     pub async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, LinkError> {
         let mut s = Framed::new(self.conn.open_bi().await.map_err(proto)?);
         s.write(&CoreFrame::Load { key: key.into() }).await?;
-        let _ = s.send.finish();
+        s.0.finish();
         match s.read().await? {
             CoreFrame::Value { value } => Ok(value),
             other => Err(LinkError::Protocol(format!("expected Value, got {other:?}"))),

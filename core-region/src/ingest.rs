@@ -7,7 +7,7 @@
 
 use crate::store::{Store, StoreError, Update};
 use crate::telemetry::Metrics;
-use outpost_proto::frame::FrameDecoder;
+use outpost_client::link::{FrameError, FrameStream};
 use outpost_proto::link::{CoreFrame, WireUpdate};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -52,13 +52,9 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<IngestCtx>) {
     }
 }
 
+/// The core's end of a link stream.
 struct Stream {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
-    /// Read buffer, kept for the stream's life: a link carries batches of tens of KiB, which one
-    /// read into this takes whole, where reading quinn's chunks one by one measured slower.
-    buf: Vec<u8>,
+    frames: FrameStream,
     /// Set on a link's update stream, whose refusal refuses the link: counted in
     /// `links_refused` before the `Refused` frame goes out, so anyone who has read the refusal
     /// also sees it counted. A load stream's refusals are not link refusals.
@@ -72,25 +68,15 @@ impl Stream {
         max_frame: usize,
         refusals: Option<Arc<IngestCtx>>,
     ) -> Self {
-        Stream { send, recv, decoder: FrameDecoder::new(max_frame), buf: vec![0u8; 64 << 10], refusals }
+        Stream { frames: FrameStream::new(send, recv, max_frame), refusals }
     }
 
-    /// The next frame; `Ok(None)` when the peer finished the stream.
-    async fn read(&mut self) -> Result<Option<CoreFrame>, String> {
-        loop {
-            if let Some(body) = self.decoder.next_body().map_err(|e| e.to_string())? {
-                return CoreFrame::decode_body(&body).map(Some).map_err(|e| e.to_string());
-            }
-            match self.recv.read(&mut self.buf).await {
-                Ok(Some(n)) => self.decoder.push(&self.buf[..n]),
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(format!("stream: {e}")),
-            }
-        }
+    async fn read(&mut self) -> Result<Option<CoreFrame>, FrameError> {
+        self.frames.read().await
     }
 
-    async fn write(&mut self, f: &CoreFrame) -> Result<(), String> {
-        self.send.write_all(&f.encode()).await.map_err(|e| format!("stream: {e}"))
+    async fn write(&mut self, f: &CoreFrame) -> Result<(), FrameError> {
+        self.frames.write(f).await
     }
 
     async fn refuse(&mut self, reason: String) -> String {
@@ -98,7 +84,7 @@ impl Stream {
             Metrics::add(&ctx.metrics.links_refused, 1);
         }
         let _ = self.write(&CoreFrame::Refused { reason: reason.clone() }).await;
-        let _ = self.send.finish();
+        self.frames.finish();
         reason
     }
 }
@@ -122,7 +108,7 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
     let (token, edge, stream) = match tokio::time::timeout(ctx.hello_timeout, s.read()).await {
         Ok(Ok(Some(CoreFrame::Hello { token, edge, stream }))) => (token, edge, stream),
         Ok(Ok(other)) => return Err(s.refuse(format!("expected Hello, got {other:?}")).await),
-        Ok(Err(e)) => return Err(s.refuse(e).await),
+        Ok(Err(e)) => return Err(s.refuse(e.to_string()).await),
         Err(_) => return Err(s.refuse("no hello in time".into()).await),
     };
     let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -155,8 +141,8 @@ async fn updates(s: &mut Stream, ctx: &Arc<IngestCtx>, stream: &str) -> Result<(
         let frame = match s.read().await {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),
-            Err(e) if e.starts_with("stream:") => return Ok(()),
-            Err(e) => return Err(s.refuse(e).await),
+            Err(FrameError::Stream(_)) => return Ok(()),
+            Err(e) => return Err(s.refuse(e.to_string()).await),
         };
         let CoreFrame::Batch { first_seq, updates } = frame else {
             return Err(s.refuse(format!("expected Batch, got {frame:?}")).await);
@@ -203,7 +189,7 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
                     return;
                 }
                 Err(e) => {
-                    s.refuse(e).await;
+                    s.refuse(e.to_string()).await;
                     return;
                 }
             };
@@ -212,7 +198,7 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
                 Ok(value) => {
                     Metrics::add(&ctx.metrics.loads, 1);
                     let _ = s.write(&CoreFrame::Value { value }).await;
-                    let _ = s.send.finish();
+                    s.frames.finish();
                 }
                 Err(e) => {
                     s.refuse(e.to_string()).await;

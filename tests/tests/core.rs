@@ -2,10 +2,10 @@
 //! replay, kill -9 in the middle of a stream, bad links, HTTP reads, and the PostgreSQL store
 //! with two cores sharing it.
 
-use outpost_client::link::LinkError;
+use outpost_client::link::{FrameStream, LinkError};
 use outpost_proto::link::{CoreFrame, WireUpdate};
 use outpost_tests::pg::PgCluster;
-use outpost_tests::{ADMIN_TOKEN, CLUSTER_TOKEN, Core};
+use outpost_tests::{ADMIN_TOKEN, CLUSTER_TOKEN, Core, wait_for};
 
 fn upd(key: &str, value: &str) -> WireUpdate {
     WireUpdate { room: "room-1".into(), key: key.into(), value: value.as_bytes().to_vec() }
@@ -184,19 +184,34 @@ async fn a_link_that_never_says_hello_is_refused_with_a_reason() {
     )
     .unwrap();
     let conn = endpoint.connect_with(cfg, core.ready.quic.parse().unwrap(), "outpost-core").unwrap().await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut frames = FrameStream::new(send, recv, 1 << 16);
     // Half of a frame's length prefix: the core sees the stream, and no hello ever completes.
-    send.write_all(&[0, 0]).await.unwrap();
-    let mut dec = outpost_proto::frame::FrameDecoder::new(1 << 16);
-    let frame = loop {
-        if let Some(body) = dec.next_body().unwrap() {
-            break CoreFrame::decode_body(&body).unwrap();
-        }
-        let wait = std::time::Duration::from_secs(10);
-        let chunk = tokio::time::timeout(wait, recv.read_chunk(usize::MAX, true)).await.unwrap().unwrap().unwrap();
-        dec.push(&chunk.bytes);
-    };
+    frames.write_raw(&[0, 0]).await.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    let frame = tokio::time::timeout(wait, frames.read()).await.unwrap().unwrap().unwrap();
     assert!(matches!(&frame, CoreFrame::Refused { reason } if reason.contains("no hello in time")), "{frame:?}");
     assert_eq!(core.metric("outpost_core_links_refused_total"), 1.0);
     assert!(core.link("edge-1", "edge-1/a").await.is_ok());
+}
+
+/// An edge that goes away, cleanly or in the middle of a frame, is gone, not refused: the core
+/// tells the two apart by the kind of error, and only a refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_goes_away_is_not_counted_as_refused() {
+    let core = Core::start(&[]).unwrap();
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    assert_eq!(link.send_batch(1, vec![upd("k", "v")]).await.unwrap(), 1);
+    link.close();
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    // Three of a frame's four length bytes, then the edge hangs up.
+    link.send_raw(&[0, 0, 0]).await.unwrap();
+    link.close();
+    wait_for("both links to end", std::time::Duration::from_secs(10), || {
+        (core.metric("outpost_core_links_active") == 0.0).then_some(())
+    })
+    .unwrap();
+    assert_eq!(core.metric("outpost_core_links_refused_total"), 0.0);
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), 1.0);
+    assert!(core.link("edge-2", "edge-2/a").await.is_ok());
 }
