@@ -423,6 +423,11 @@ async fn datagrams_dropped_before_the_node_reads_them_are_counted() {
 /// A player connection made with quinn directly, past the handshake and nothing more: for what
 /// the client library would never do. The endpoint must outlive the connection.
 async fn bare_connection(edge: &Edge) -> (quinn::Endpoint, quinn::Connection) {
+    bare_connection_via(edge, edge.ready.quic.parse().unwrap()).await
+}
+
+/// [`bare_connection`] to `addr`, which passes packets on to the node (a [`DarkRelay`]).
+async fn bare_connection_via(edge: &Edge, addr: std::net::SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
     let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let cfg = outpost_client::tls::pinned_client_config(
         &edge.ready.cert_sha256,
@@ -430,8 +435,97 @@ async fn bare_connection(edge: &Edge) -> (quinn::Endpoint, quinn::Connection) {
         outpost_client::tls::transport(Duration::from_secs(30)),
     )
     .unwrap();
-    let conn = endpoint.connect_with(cfg, edge.ready.quic.parse().unwrap(), "outpost.invalid").unwrap().await.unwrap();
+    let conn = endpoint.connect_with(cfg, addr, "outpost.invalid").unwrap().await.unwrap();
     (endpoint, conn)
+}
+
+/// A UDP relay between one client and the node that can stop passing the node's packets on, as
+/// when a player's network goes dark: whatever the node sends is never acknowledged. The relay
+/// task ends when this is dropped.
+struct DarkRelay {
+    addr: std::net::SocketAddr,
+    dark: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DarkRelay {
+    async fn start(node: std::net::SocketAddr) -> DarkRelay {
+        let outer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let inner = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        inner.connect(node).await.unwrap();
+        let dark = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (addr, is_dark) = (outer.local_addr().unwrap(), dark.clone());
+        let task = tokio::spawn(async move {
+            let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+            let mut client = None;
+            loop {
+                tokio::select! {
+                    Ok((n, from)) = outer.recv_from(&mut up) => {
+                        client = Some(from);
+                        let _ = inner.send(&up[..n]).await;
+                    }
+                    Ok(n) = inner.recv(&mut down) => {
+                        if let Some(to) = client.filter(|_| !is_dark.load(std::sync::atomic::Ordering::Relaxed)) {
+                            let _ = outer.send_to(&down[..n], to).await;
+                        }
+                    }
+                }
+            }
+        });
+        DarkRelay { addr, dark, task }
+    }
+
+    fn go_dark(&self) {
+        self.dark.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for DarkRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Unreliable messages to a player whose network went dark fill the node's datagram buffer for
+/// that player (1 MiB); past it, each one is dropped and counted, never queued without bound and
+/// never dropped silently, and the room goes on for everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreliable_messages_to_a_congested_player_are_dropped_and_counted() {
+    const SENT: u64 = 1500;
+    const SIZE: usize = 1000;
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--player-rate", "100000", "--player-burst", "100000"]);
+    let sender = edge.player(&key, "relay", Some("dark"), 1, "sender").await.unwrap();
+    let relay = DarkRelay::start(edge.ready.quic.parse().unwrap()).await;
+    let (_endpoint, conn) = bare_connection_via(&edge, relay.addr).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let joined = join_on(&mut send, &mut recv, key.ticket(&edge, "relay", Some("dark"), 2, "dark")).await;
+    assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+    relay.go_dark();
+    let (in0, out0) = (edge.metric("outpost_messages_in_total"), edge.metric("outpost_messages_out_total"));
+    // In steps the node's per-player read queue (128 KiB) holds, each read before the next, so
+    // every one reaches the room.
+    let payload = vec![9u8; SIZE];
+    for step in 1..=SENT / 100 {
+        for _ in 0..100 {
+            sender.send_datagram(2, &payload).unwrap();
+        }
+        wait_for("the node to read the step", WAIT, || {
+            (edge.metric("outpost_messages_in_total") - in0 >= (step * 100) as f64).then_some(())
+        })
+        .unwrap();
+    }
+    let dropped = edge.metric("outpost_player_datagrams_dropped_total") as u64;
+    let queued = (edge.metric("outpost_messages_out_total") - out0) as u64;
+    assert_eq!(queued + dropped, SENT, "{queued} queued and {dropped} dropped");
+    // The buffer holds 1,040 of these framed datagrams; a congestion window's worth (about 14)
+    // and the odd loss probe leave before the path goes quiet.
+    let held = (1u64 << 20) / (SIZE as u64 + 8);
+    assert!(dropped >= SENT - held - 50, "only {dropped} dropped, {queued} queued");
+    // The room goes on for everyone else.
+    let mut third = edge.player(&key, "relay", Some("dark"), 3, "third").await.unwrap();
+    sender.send(3, b"still here").await.unwrap();
+    assert_eq!(next_message(&mut third).await, (1, b"still here".to_vec(), true));
 }
 
 /// Joins with `ticket` on a bare connection's stream: the node's first frame in answer.

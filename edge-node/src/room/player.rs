@@ -11,6 +11,7 @@ use bytes::Bytes;
 use outpost_proto::CloseCode;
 use outpost_proto::frame::{self, Frame};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -151,19 +152,18 @@ impl PlayerLink {
     /// game message.
     pub fn send_unreliable(&self, from: u64, data: &[u8]) {
         let d = Bytes::from(frame::encode_peer(from, data));
-        // Each of these calls takes the connection's lock, which its driver thread also wants,
-        // so only the check quinn cannot do for us is made here: a full buffer would make quinn
-        // drop its oldest datagram silently. Over the path's size, `send_datagram` refuses, and
-        // that is counted below.
-        if self.conn.datagram_send_buffer_space() < d.len() {
-            self.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let len = d.len();
-        if self.conn.send_datagram(d).is_ok() {
+        // `send_datagram` would make room in a full buffer by dropping the player's oldest
+        // datagram without telling anyone. The waiting variant refuses instead, and polled once
+        // it takes the connection's lock once (its driver thread wants that lock too): ready
+        // means queued, pending means the buffer is full and this datagram is dropped, counted.
+        let mut queued = std::pin::pin!(self.conn.send_datagram_wait(d));
+        let polled = queued.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        if let std::task::Poll::Ready(Ok(())) = polled {
             self.metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
             self.metrics.bytes_out_total.fetch_add(len as u64, Ordering::Relaxed);
         } else {
+            // Full, over the path's size, or the connection is gone.
             self.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
         }
     }
