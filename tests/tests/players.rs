@@ -315,6 +315,49 @@ async fn a_reconnecting_player_takes_over_from_its_old_connection() {
     }
 }
 
+/// Without a room in the ticket the node fills the open room and then opens another; the guest
+/// can refuse a join (the reason reaches the client, the slot is freed) and kick a player (who
+/// is closed with the guest's reason while the room goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_fill_then_open_and_the_guest_refuses_and_kicks_with_its_reasons() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    let r = edge.admin("PUT", "/v1/modules/relay-chat?max_players=2", &guest("relay-chat"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ada = edge.player(&key, "relay-chat", None, 1, "ada").await.unwrap();
+    let bob = edge.player(&key, "relay-chat", None, 2, "bob").await.unwrap();
+    assert_eq!(bob.joined.room, ada.joined.room, "the open room is filled first");
+    let mut cyd = edge.player(&key, "relay-chat", None, 3, "cyd").await.unwrap();
+    let second = cyd.joined.room.clone();
+    assert_ne!(second, ada.joined.room, "a full room makes the node open another");
+
+    // The guest refuses a second "cyd"; the reason is the guest's own words.
+    match edge.player(&key, "relay-chat", None, 4, "cyd").await {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, CloseCode::JoinRefused);
+            assert!(reason.contains("the name \"cyd\" is taken in this room"), "{reason}");
+        }
+        Err(e) => panic!("expected join-refused, got {e:?}"),
+        Ok(c) => panic!("a second cyd joined room {}", c.joined.room),
+    }
+    // The refused join did not keep its slot: the room still has one place.
+    let mut dan = edge.player(&key, "relay-chat", None, 5, "dan").await.unwrap();
+    assert_eq!(dan.joined.room, second);
+    wait_message(&mut cyd, |_, d, _| d == b"* dan joined").await;
+
+    // The guest kicks dan with a reason; dan is closed with it, cyd sees dan leave and stays.
+    assert_eq!(edge.signal(&second, "kick dan spamming the chat").text(), "kicked");
+    match tokio::time::timeout(WAIT, dan.closed()).await {
+        Ok(r) => assert_eq!((r.code, r.reason.as_str()), (Some(CloseCode::Kicked), "spamming the chat")),
+        Err(_) => panic!("dan was not closed"),
+    }
+    wait_message(&mut cyd, |_, d, _| d == b"* dan left").await;
+    assert_eq!(edge.signal(&second, "kick nobody").text(), "error: nobody called \"nobody\" is here");
+    cyd.send(0, b"still here").await.unwrap();
+    wait_message(&mut cyd, |_, d, _| d == b"cyd: still here").await;
+    assert_eq!(edge.signal(&second, "who").text(), "cyd");
+}
+
 /// Joins until one is refused for being over a cap; returns the refusal (or panics after 20).
 async fn refused_code(edge: &Edge, key: &TicketKey, first_id: u64) -> CloseCode {
     match edge.player(key, "relay", Some("capped"), first_id, "late").await {

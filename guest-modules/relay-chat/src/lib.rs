@@ -1,6 +1,8 @@
 //! `relay-chat`: a chat room. Joins and leaves are announced by name, each message is broadcast as
 //! `name: text`, and each player may send at most [`BURST`] messages at once, refilled at
-//! [`PER_SECOND`] a second (the guest enforces this itself, on the room's clock).
+//! [`PER_SECOND`] a second (the guest enforces this itself, on the room's clock). Operator
+//! signals: `who` lists the names, `kick NAME [REASON]` removes a player with that reason, and
+//! any other text is announced as a notice.
 
 wit_bindgen::generate!({ world: "room", path: "../../wit" });
 
@@ -97,6 +99,23 @@ impl Guest for RelayChat {
                 let c = chat();
                 let names: Vec<&str> = c.members.values().map(|m| m.name.as_str()).collect();
                 names.join("\n").into_bytes()
+            }
+            [b'k', b'i', b'c', b'k', b' ', rest @ ..] => {
+                // `kick NAME [REASON]`: a moderator removes a player, who is told the reason.
+                let rest = String::from_utf8_lossy(rest);
+                let (name, reason) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
+                let reason = match reason.trim() {
+                    "" => "removed by a moderator",
+                    r => r,
+                };
+                let who = chat().members.iter().find(|(_, m)| m.name == name).map(|(id, _)| *id);
+                match who {
+                    Some(id) => {
+                        host::kick(id, reason);
+                        b"kicked".to_vec()
+                    }
+                    None => format!("error: nobody called {name:?} is here").into_bytes(),
+                }
             }
             other => {
                 let text = String::from_utf8_lossy(other);
