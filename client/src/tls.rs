@@ -20,9 +20,23 @@ pub enum TlsError {
     /// Certificate generation or parsing.
     #[error("certificate: {0}")]
     Cert(String),
-    /// rustls refused the configuration.
+    /// rustls refused the configuration. Not a `source`: the message already carries it, and
+    /// `{:#}` would print it twice.
     #[error("tls config: {0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
+    /// The certificate and key kept in the data dir do not load as a pair.
+    #[error(
+        "{cert} and {key} are not a usable certificate and key ({reason}); restore both from a \
+         backup, or move both aside to make a new identity (clients then need the new pin)"
+    )]
+    Stored {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// What rustls found wrong.
+        reason: String,
+    },
     /// File I/O.
     #[error("{path}: {source}")]
     Io {
@@ -60,9 +74,21 @@ impl NodeCert {
             move |source| TlsError::Io { path, source }
         };
         if cert_path.exists() && key_path.exists() {
-            let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
-            let key = std::fs::read(&key_path).map_err(io(&key_path))?;
-            return Ok(NodeCert { cert: CertificateDer::from(cert), key: PrivatePkcs8KeyDer::from(key) });
+            let cert = CertificateDer::from(std::fs::read(&cert_path).map_err(io(&cert_path))?);
+            let key = PrivatePkcs8KeyDer::from(std::fs::read(&key_path).map_err(io(&key_path))?);
+            // Checked here, where the files can be named: a damaged or mismatched pair would
+            // otherwise fail later as a bare rustls error, or serve a certificate nobody can use.
+            rustls::sign::CertifiedKey::from_der(
+                vec![cert.clone()],
+                PrivateKeyDer::Pkcs8(key.clone_key()),
+                &provider(),
+            )
+            .map_err(|e| TlsError::Stored {
+                cert: cert_path.display().to_string(),
+                key: key_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            return Ok(NodeCert { cert, key });
         }
         let generated =
             rcgen::generate_simple_self_signed(vec!["outpost.invalid".to_string(), "localhost".to_string()])
@@ -110,6 +136,12 @@ pub fn player_transport(idle: Duration, peer_bidi_streams: u32) -> quinn::Transp
     t.max_concurrent_bidi_streams(peer_bidi_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
     t
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Config(e)
+    }
 }
 
 /// A QUIC server config for `cert` with `alpn`, TLS 1.3 only.

@@ -117,6 +117,11 @@ impl Edge {
         Ok(e)
     }
 
+    /// Starts a node on `data`, a data dir the caller keeps (and may have prepared or damaged).
+    pub fn start_in(data: &Path, extra: &[&str]) -> Result<Edge> {
+        Self::spawn(data, extra.iter().map(|s| s.to_string()).collect())
+    }
+
     fn spawn(data: &Path, extra: Vec<String>) -> Result<Edge> {
         let mut args: Vec<String> =
             ["--listen-probe", "127.0.0.1:0", "--listen-admin", "127.0.0.1:0", "--listen-quic", "127.0.0.1:0"]

@@ -341,7 +341,7 @@ async fn rooms_fill_then_open_and_the_guest_refuses_and_kicks_with_its_reasons()
         Ok(c) => panic!("a second cyd joined room {}", c.joined.room),
     }
     // The refused join did not keep its slot: the room still has one place.
-    let mut dan = edge.player(&key, "relay-chat", None, 5, "dan").await.unwrap();
+    let dan = edge.player(&key, "relay-chat", None, 5, "dan").await.unwrap();
     assert_eq!(dan.joined.room, second);
     wait_message(&mut cyd, |_, d, _| d == b"* dan joined").await;
 
@@ -671,6 +671,45 @@ async fn unreliable_send_over_the_datagram_cap_is_counted_logged_and_delivered()
     assert!(data.iter().all(|&b| b == 0xAB));
     assert_eq!(edge.metric("outpost_guest_oversized_datagrams_total"), 1.0);
     assert!(edge.admin("GET", "/v1/rooms/f", b"").text().contains("over the datagram cap"));
+}
+
+/// The node's certificate lives in its data dir: its hash is in the ready file and in
+/// `/v1/info`, it is the same after a restart (so clients' pins survive), and a damaged key file
+/// stops the node with an error that names it rather than a silent new identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_keeps_its_certificate_and_publishes_its_pin() {
+    let key = TicketKey::new();
+    let pubkey = format!("--ticket-pubkey={}", key.public);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let edge = Edge::start_in(&data, &[&pubkey]).unwrap();
+    let info = edge.admin("GET", "/v1/info", b"").json();
+    assert_eq!(info["cert_sha256"], edge.ready.cert_sha256.as_str(), "{info}");
+    assert_eq!((info["id"].as_str(), info["alpn"].as_str()), (Some(edge.ready.id.as_str()), Some("outpost/1")));
+    assert_eq!(info["quic"], edge.ready.quic.as_str());
+    assert_eq!(edge.admin_with(None, "GET", "/v1/info", b"").status, 401);
+    let (cert_file, key_file) = (data.join("node.cert.der"), data.join("node.key.der"));
+    assert_eq!(outpost_proto::ids::sha256_hex(&std::fs::read(&cert_file).unwrap()), edge.ready.cert_sha256);
+
+    let pin = edge.ready.cert_sha256.clone();
+    let edge = edge.restart().unwrap();
+    assert_eq!(edge.ready.cert_sha256, pin, "the pin survives a restart");
+    let ticket = key.ticket(&edge, "relay", None, 1, "ada");
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = edge.ready.quic.parse().unwrap();
+    Client::connect(&endpoint, addr, &pin, &ticket, &ConnectOptions::default()).await.unwrap();
+    drop(edge);
+
+    // A damaged key, then a damaged certificate: each stops the node, naming both files.
+    let good_key = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, b"not a key").unwrap();
+    let err = format!("{:#}", Edge::start_in(&data, &[&pubkey]).err().expect("a damaged key must stop the node"));
+    assert!(err.contains("node.key.der are not a usable certificate and key"), "{err}");
+    std::fs::write(&key_file, good_key).unwrap();
+    std::fs::write(&cert_file, b"not a certificate").unwrap();
+    let err =
+        format!("{:#}", Edge::start_in(&data, &[&pubkey]).err().expect("a damaged certificate must stop the node"));
+    assert!(err.contains("node.cert.der and") && err.contains("not a usable certificate and key"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
