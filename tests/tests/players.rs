@@ -153,6 +153,9 @@ async fn two_arena_bots_see_each_other_move() {
         }
     }
     assert!(seen_a && seen_b, "both players saw both positions change");
+    // Delivered as the guest asked: arena broadcasts its frames as datagrams.
+    let (_, _, reliable) = wait_message(&mut a, |from, d, _| from == 0 && d.first() == Some(&b'S')).await;
+    assert!(!reliable, "arena frames are unreliable");
     // The arena answers pings with pongs to the sender only.
     a.send_datagram(0, b"P12345678").unwrap();
     a.send(0, b"P12345678").await.unwrap();
@@ -343,7 +346,8 @@ async fn rooms_fill_then_open_and_the_guest_refuses_and_kicks_with_its_reasons()
     // The refused join did not keep its slot: the room still has one place.
     let dan = edge.player(&key, "relay-chat", None, 5, "dan").await.unwrap();
     assert_eq!(dan.joined.room, second);
-    wait_message(&mut cyd, |_, d, _| d == b"* dan joined").await;
+    let (_, _, reliable) = wait_message(&mut cyd, |_, d, _| d == b"* dan joined").await;
+    assert!(reliable, "relay-chat announces on the reliable stream");
 
     // The guest kicks dan with a reason; dan is closed with it, cyd sees dan leave and stays.
     assert_eq!(edge.signal(&second, "kick dan spamming the chat").text(), "kicked");
@@ -619,8 +623,20 @@ async fn sigterm_closes_players_with_node_shutdown_and_exits() {
     let key = TicketKey::new();
     let mut edge = edge(&key, &["--shutdown-grace", "2s"]);
     let mut p = edge.player(&key, "relay", Some("r"), 1, "ada").await.unwrap();
-    let took = edge.terminate(Duration::from_secs(15)).unwrap();
+    let started = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid; no memory is touched.
+    unsafe { libc::kill(edge.pid() as i32, libc::SIGTERM) };
     assert_eq!(closed_with(&mut p).await, Some(CloseCode::NodeShutdown));
+    // Once players are being told, nobody new gets in: refused, or the endpoint is closed.
+    let late = key.ticket(&edge, "relay", Some("r"), 2, "late");
+    let opts = ConnectOptions { timeout: Duration::from_secs(2), ..ConnectOptions::default() };
+    match edge.connect(&late, &opts).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, CloseCode::NodeNotAccepting),
+        Err(ClientError::Connect(_)) => {}
+        Err(e) => panic!("a late join failed oddly: {e:?}"),
+        Ok(c) => panic!("a player joined room {} during shutdown", c.joined.room),
+    }
+    let took = started.elapsed() + edge.terminate(Duration::from_secs(15)).unwrap();
     assert!(took < Duration::from_secs(10), "exited in {took:?}");
 }
 
