@@ -467,6 +467,60 @@ async fn datagrams_dropped_before_the_node_reads_them_are_counted() {
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
 }
 
+/// A player's datagrams are bounded too: one over the node's cap is dropped and counted (a
+/// client cannot know the cap), one too short for its 8-byte address closes that player with
+/// `frame-malformed`, and junk counts against the rate like any message. Others are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_datagrams_are_dropped_or_close_only_their_sender() {
+    use outpost_proto::frame::encode_peer;
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--datagram-cap", "64", "--player-rate", "50", "--player-burst", "50"]);
+    let mut watcher = edge.player(&key, "relay", Some("d"), 100, "watcher").await.unwrap();
+    let joined_bare = async |id: u64, name: &str| {
+        let (endpoint, conn) = bare_connection(&edge).await;
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let joined = join_on(&mut send, &mut recv, key.ticket(&edge, "relay", Some("d"), id, name)).await;
+        assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+        (endpoint, conn, send, recv)
+    };
+    let close_code = |e: quinn::ConnectionError| outpost_client::CloseReason::from_error(&e).code;
+
+    let (_e1, conn, _s1, _r1) = joined_bare(1, "big").await;
+    conn.send_datagram(encode_peer(100, &[1u8; 65]).into()).unwrap();
+    wait_for("the oversized datagram counted", WAIT, || {
+        (edge.metric("outpost_player_datagrams_in_dropped_total") == 1.0).then_some(())
+    })
+    .unwrap();
+    // Still connected: its next datagram, within the cap, reaches the watcher.
+    let mut got = None;
+    for _ in 0..20 {
+        conn.send_datagram(encode_peer(100, b"fits").into()).unwrap();
+        if let Some(Event::Message { from, data, .. }) = watcher.recv_timeout(Duration::from_millis(200)).await {
+            got = Some((from, data));
+            break;
+        }
+    }
+    assert_eq!(got, Some((1, b"fits".to_vec())));
+    conn.send_datagram(vec![1u8, 2, 3].into()).unwrap();
+    let closed = tokio::time::timeout(WAIT, conn.closed()).await.expect("the short datagram closed its sender");
+    assert_eq!(close_code(closed), Some(CloseCode::FrameMalformed));
+
+    let (_e2, junk, _s2, _r2) = joined_bare(2, "junk").await;
+    for _ in 0..200 {
+        if junk.send_datagram(encode_peer(100, &[0u8; 100]).into()).is_err() {
+            break;
+        }
+    }
+    let closed = tokio::time::timeout(WAIT, junk.closed()).await.expect("junk over the rate closed its sender");
+    assert_eq!(close_code(closed), Some(CloseCode::RateLimited));
+    assert!(edge.metric("outpost_player_datagrams_in_dropped_total") >= 2.0);
+
+    // The watcher is still served.
+    let ok = edge.player(&key, "relay", Some("d"), 3, "ok").await.unwrap();
+    ok.send(100, b"still fine").await.unwrap();
+    wait_message(&mut watcher, |from, d, _| from == 3 && d == b"still fine").await;
+}
+
 /// A player connection made with quinn directly, past the handshake and nothing more: for what
 /// the client library would never do. The endpoint must outlive the connection.
 async fn bare_connection(edge: &Edge) -> (quinn::Endpoint, quinn::Connection) {

@@ -303,15 +303,16 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>, mut slot: admissi
     tokio::spawn(link.clone().write_loop(send));
     let bucket = Arc::new(Mutex::new(TokenBucket::new(ctx.limits.burst, Instant::now())));
     let read = Arc::new(AtomicU64::new(0));
-    let datagrams = tokio::spawn(read_datagrams(
-        conn.clone(),
-        ctx.clone(),
-        room.clone(),
-        worker,
-        t.player,
-        bucket.clone(),
-        read.clone(),
-    ));
+    let datagrams = tokio::spawn({
+        let (conn, ctx, room, link, bucket, read) =
+            (conn.clone(), ctx.clone(), room.clone(), link.clone(), bucket.clone(), read.clone());
+        async move {
+            if let Err((code, reason)) = read_datagrams(conn, &ctx, room, worker, t.player, &bucket, &read).await {
+                ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
+                link.close(code, &reason);
+            }
+        }
+    });
     if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await {
         ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
         link.close(code, &reason);
@@ -389,32 +390,33 @@ fn count_unread_datagrams(ctx: &PlayerCtx, conn: &quinn::Connection, player: u64
     }
 }
 
+/// Reads a player's datagrams until the connection ends; an `Err` is why the player must be
+/// closed. Every datagram counts against the player's rate, the ones dropped here included, so
+/// junk cannot be sent faster than messages.
 async fn read_datagrams(
     conn: quinn::Connection,
-    ctx: Arc<PlayerCtx>,
+    ctx: &PlayerCtx,
     room: String,
     worker: usize,
     player: u64,
-    bucket: Arc<Mutex<TokenBucket>>,
-    read: Arc<AtomicU64>,
-) {
+    bucket: &Mutex<TokenBucket>,
+    read: &AtomicU64,
+) -> Result<(), (CloseCode, String)> {
     while let Ok(d) = conn.read_datagram().await {
         read.fetch_add(1, Ordering::Relaxed);
-        let Ok((to, data)) = frame::decode_peer(&d) else {
-            ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
+        if !allow(bucket, &ctx.limits) {
+            return Err((CloseCode::RateLimited, format!("over {} messages per second", ctx.limits.rate)));
+        }
+        // QUIC authenticates datagrams, so a short one is the client's own doing, not the path's.
+        let (to, data) = frame::decode_peer(&d).map_err(|e| (e.code(), format!("datagram: {e}")))?;
+        // Over the cap is not an error: a client cannot know the node's cap, and the path
+        // carried it. Dropped, counted.
         if data.len() > ctx.limits.datagram_cap {
             ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if !allow(&bucket, &ctx.limits) {
-            ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
-            let reason = format!("over {} messages per second", ctx.limits.rate);
-            conn.close(CloseCode::RateLimited.to_u32().into(), reason.as_bytes());
-            return;
-        }
         let cmd = Command::Message { room: room.clone(), player, to, data: data.to_vec(), reliable: false };
         ctx.rooms.tell(worker, cmd).await;
     }
+    Ok(())
 }
