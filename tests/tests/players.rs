@@ -801,6 +801,16 @@ async fn client_refuses_a_node_whose_certificate_does_not_match_its_pin() {
         Err(ClientError::Tls(e)) => assert!(e.to_string().contains("64"), "{e}"),
         other => panic!("expected a bad-pin error, got {:?}", other.map(|c| c.joined)),
     }
+    // Another protocol's ALPN is refused in the handshake.
+    let other = outpost_client::tls::pinned_client_config(
+        &edge.ready.cert_sha256,
+        b"h3",
+        outpost_client::tls::transport(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let refused = endpoint.connect_with(other, addr, "outpost.invalid").unwrap().await;
+    let err = refused.expect_err("a handshake with another ALPN must fail").to_string();
+    assert!(err.contains("error 120"), "no_application_protocol expected: {err}");
     // The right pin still works with the same (unused) ticket.
     let c = Client::connect(&endpoint, addr, &edge.ready.cert_sha256, &ticket, &opts).await.unwrap();
     assert_eq!(c.joined.player_id, 1);
