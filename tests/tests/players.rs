@@ -278,15 +278,21 @@ async fn leaving_player_is_seen_by_the_guest() {
     assert_eq!(edge.signal("chat", "who").text(), "ada");
 }
 
+/// A node whose `relay-chat` rooms hold two players.
+fn chat_edge_of_two(key: &TicketKey) -> Edge {
+    let edge = edge(key, &[]);
+    let r = edge.admin("PUT", "/v1/modules/relay-chat?max_players=2", &guest("relay-chat"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    edge
+}
+
 /// A client that lost its connection (or crashed) joins again with a new ticket before the node
 /// noticed: the old connection is closed with `replaced`, the guest sees it leave and then join,
 /// and the player is back in their room even though it was full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnecting_player_takes_over_from_its_old_connection() {
     let key = TicketKey::new();
-    let edge = edge(&key, &[]);
-    let r = edge.admin("PUT", "/v1/modules/relay-chat?max_players=2", &guest("relay-chat"));
-    assert_eq!(r.status, 201, "{}", r.text());
+    let edge = chat_edge_of_two(&key);
     // No room named: the node places both in one room, which is then full.
     let mut ada = edge.player(&key, "relay-chat", None, 1, "ada").await.unwrap();
     let mut bob = edge.player(&key, "relay-chat", None, 2, "bob").await.unwrap();
@@ -324,9 +330,7 @@ async fn a_reconnecting_player_takes_over_from_its_old_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_fill_then_open_and_the_guest_refuses_and_kicks_with_its_reasons() {
     let key = TicketKey::new();
-    let edge = edge(&key, &[]);
-    let r = edge.admin("PUT", "/v1/modules/relay-chat?max_players=2", &guest("relay-chat"));
-    assert_eq!(r.status, 201, "{}", r.text());
+    let edge = chat_edge_of_two(&key);
     let ada = edge.player(&key, "relay-chat", None, 1, "ada").await.unwrap();
     let bob = edge.player(&key, "relay-chat", None, 2, "bob").await.unwrap();
     assert_eq!(bob.joined.room, ada.joined.room, "the open room is filled first");
