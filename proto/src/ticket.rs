@@ -16,6 +16,10 @@ use crate::CloseCode;
 pub const TICKET_VERSION: u32 = 1;
 /// Largest ticket text accepted, so a hostile client cannot make us decode megabytes.
 pub const MAX_TICKET_LEN: usize = 2048;
+/// Longest a ticket may be valid for, counted from when a node checks it. Routers issue tickets
+/// for a minute (at most an hour); a day leaves room for other issuers and clock skew while
+/// bounding how long a node keeps each nonce.
+pub const MAX_TICKET_LIFETIME_S: u64 = 24 * 3600;
 
 /// What a ticket grants: one player, on one node, into one module (and maybe one room), until `exp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +82,10 @@ pub enum TicketError {
     /// The ticket names another node.
     #[error("ticket is for node {0:?}")]
     WrongNode(String),
+    /// `exp` is further ahead than [`MAX_TICKET_LIFETIME_S`]: a node keeps every accepted
+    /// nonce until its ticket expires, so it takes no ticket it would have to remember for days.
+    #[error("ticket valid for {0} s, over the {MAX_TICKET_LIFETIME_S} s that nodes accept")]
+    TooLong(u64),
     /// The nonce was seen before.
     #[error("ticket already used")]
     Replayed,
@@ -91,7 +99,7 @@ impl TicketError {
     /// The close code a player sees for this error.
     pub fn code(&self) -> CloseCode {
         match self {
-            TicketError::Malformed(_) | TicketError::BadSignature => CloseCode::BadTicket,
+            TicketError::Malformed(_) | TicketError::BadSignature | TicketError::TooLong(_) => CloseCode::BadTicket,
             TicketError::Expired(_) => CloseCode::TicketExpired,
             TicketError::WrongNode(_) => CloseCode::WrongNode,
             TicketError::Replayed => CloseCode::TicketReplayed,
@@ -120,6 +128,9 @@ pub fn verify(ticket: &str, key: &VerifyingKey, node_id: &str, now_unix: u64) ->
     }
     if payload.exp <= now_unix {
         return Err(TicketError::Expired(payload.exp));
+    }
+    if payload.exp - now_unix > MAX_TICKET_LIFETIME_S {
+        return Err(TicketError::TooLong(payload.exp - now_unix));
     }
     if payload.node != node_id {
         return Err(TicketError::WrongNode(payload.node));
@@ -196,6 +207,16 @@ mod tests {
     fn valid_ticket_verifies() {
         let (k, p, t) = mint(1000);
         assert_eq!(verify(&t, &k.verifying_key(), "node-a", 999).unwrap(), p);
+    }
+
+    #[test]
+    fn a_ticket_valid_for_more_than_a_day_is_refused() {
+        let (k, _, t) = mint(MAX_TICKET_LIFETIME_S + 1001);
+        let err = verify(&t, &k.verifying_key(), "node-a", 1000).unwrap_err();
+        assert_eq!(err, TicketError::TooLong(MAX_TICKET_LIFETIME_S + 1));
+        assert_eq!(err.code(), CloseCode::BadTicket);
+        // A day exactly is accepted.
+        assert!(verify(&t, &k.verifying_key(), "node-a", 1001).is_ok());
     }
 
     #[test]

@@ -37,6 +37,15 @@ fn ticket_keygen_and_mint_make_tickets_the_node_accepts() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.key"));
+    // So is a lifetime that nodes would refuse.
+    let out = Command::new(bin("outpost"))
+        .args(["ticket", "mint", "--key"])
+        .arg(&key)
+        .args(["--node", "n", "--module", "relay", "--ttl", "2days"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl is at most 86400 s"));
 }
 
 fn bench(edge_ready: &std::path::Path, key: &std::path::Path, args: &[&str]) -> serde_json::Value {

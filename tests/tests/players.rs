@@ -172,10 +172,12 @@ async fn bad_tickets_are_refused_each_with_its_own_code() {
     let expired = TicketPayload::new(1, "eve", &edge.ready.id, "relay", None, now_unix() - 5).sign(&key.key);
     let wrong_node = TicketPayload::new(1, "eve", "some-other-node", "relay", None, exp).sign(&key.key);
     let unknown = key.ticket(&edge, "no-such-module", None, 1, "eve");
+    let forever = TicketPayload::new(1, "eve", &edge.ready.id, "relay", None, now_unix() + 30 * 86_400).sign(&key.key);
     let cases = [
         ("forged", forged, CloseCode::BadTicket),
         ("garbage", "not.a-ticket".to_string(), CloseCode::BadTicket),
         ("expired", expired, CloseCode::TicketExpired),
+        ("valid for a month", forever, CloseCode::BadTicket),
         ("wrong node", wrong_node, CloseCode::WrongNode),
         ("unknown module", unknown, CloseCode::UnknownModule),
     ];
@@ -193,7 +195,7 @@ async fn bad_tickets_are_refused_each_with_its_own_code() {
     }
     drop(first);
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
-    assert_eq!(edge.metric("outpost_players_refused_total"), 6.0);
+    assert_eq!(edge.metric("outpost_players_refused_total"), 7.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
