@@ -97,10 +97,11 @@ impl Mint {
     fn run(self) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&self.key).with_context(|| format!("reading {}", self.key.display()))?;
         let key = keys::signing_key_from_text(&text).with_context(|| format!("{}", self.key.display()))?;
-        if self.ttl.as_secs() > outpost_proto::ticket::MAX_TICKET_LIFETIME_S {
+        let most = outpost_proto::ticket::DEFAULT_MAX_TICKET_LIFETIME_S;
+        if self.ttl.as_secs() > most {
             anyhow::bail!(
-                "--ttl is at most {} s (24 h): nodes refuse tickets valid for longer",
-                outpost_proto::ticket::MAX_TICKET_LIFETIME_S
+                "--ttl is at most {most} s (24 h): nodes refuse tickets valid for longer, unless \
+                 started with a larger --max-ticket-lifetime"
             );
         }
         let ticket = mint(&key, &self.node, &self.module, self.room.as_deref(), self.player, &self.name, self.ttl);

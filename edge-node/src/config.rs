@@ -47,6 +47,14 @@ pub struct Args {
     /// How long a player's backlog may stay over its limit before `slow-consumer`.
     #[arg(long, env = "OUTPOST_SLOW_CONSUMER_GRACE", default_value = "2s")]
     pub slow_consumer_grace: String,
+    /// Longest a ticket may be valid for when the node checks it. The node remembers each used
+    /// ticket's nonce until the ticket expires, so this bounds how long it keeps one.
+    #[arg(long, env = "OUTPOST_MAX_TICKET_LIFETIME", default_value = "24h")]
+    pub max_ticket_lifetime: String,
+    /// Most used-ticket nonces remembered at once; with this many unexpired, new joins are
+    /// refused with `node-not-accepting` (about 170 bytes each).
+    #[arg(long, env = "OUTPOST_MAX_LIVE_TICKETS", default_value_t = 1_000_000)]
+    pub max_live_tickets: usize,
     /// How long a new connection has to send its Join.
     #[arg(long, env = "OUTPOST_JOIN_TIMEOUT", default_value = "5s")]
     pub join_timeout: String,
@@ -204,6 +212,8 @@ pub struct Config {
     pub player_limits: PlayerLimits,
     /// The router's ticket key.
     pub ticket_key: Option<outpost_proto::keys::Ed25519PublicKey>,
+    /// Longest a ticket may be valid for.
+    pub ticket_lifetime: Duration,
     /// Join timeout.
     pub join_timeout: Duration,
     /// QUIC idle timeout.
@@ -327,6 +337,13 @@ impl Args {
         }
         if !(1..=100_000).contains(&self.max_joining_per_ip) {
             return Err(bad("max_joining_per_ip", "must be 1..=100000"));
+        }
+        let ticket_lifetime = parse_duration("max_ticket_lifetime", &self.max_ticket_lifetime)?;
+        if !(Duration::from_secs(5)..=Duration::from_secs(30 * 86_400)).contains(&ticket_lifetime) {
+            return Err(bad("max_ticket_lifetime", "must be between 5s and 30 days"));
+        }
+        if !(1..=100_000_000).contains(&self.max_live_tickets) {
+            return Err(bad("max_live_tickets", "must be 1..=100000000"));
         }
         let slow_grace = parse_duration("slow_consumer_grace", &self.slow_consumer_grace)?;
         let join_timeout = parse_duration("join_timeout", &self.join_timeout)?;
@@ -455,6 +472,7 @@ impl Args {
             player_limits,
             ticket_key,
             join_timeout,
+            ticket_lifetime,
             idle_timeout,
             shutdown_grace,
             worker_coalesce,
@@ -513,6 +531,9 @@ mod tests {
             (vec!["--tick-hz", "0"], "tick_hz"),
             (vec!["--ticket-pubkey", "nope"], "ticket_pubkey"),
             (vec!["--slow-consumer-grace", "x"], "slow_consumer_grace"),
+            (vec!["--max-ticket-lifetime", "1s"], "max_ticket_lifetime"),
+            (vec!["--max-ticket-lifetime", "90days"], "max_ticket_lifetime"),
+            (vec!["--max-live-tickets", "0"], "max_live_tickets"),
             (vec!["--player-rate", "0"], "player_rate"),
             (vec!["--router", "ftp://x"], "router"),
             (vec!["--router", "http://127.0.0.1:7700"], "lat"),

@@ -141,7 +141,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         loader,
         node_id: id.clone(),
         ticket_key: config.ticket_key,
-        replay: std::sync::Mutex::new(outpost_proto::ticket::ReplayGuard::new(1_000_000)),
+        replay: std::sync::Mutex::new(outpost_proto::ticket::ReplayGuard::new(
+            config.args.max_live_tickets,
+            config.ticket_lifetime.as_secs(),
+        )),
         sessions: std::sync::Mutex::default(),
         admission: quic::admission::Admission::new(config.args.max_connections, config.args.max_joining_per_ip),
         rooms: rooms.clone(),

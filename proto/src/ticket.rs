@@ -16,10 +16,10 @@ use crate::CloseCode;
 pub const TICKET_VERSION: u32 = 1;
 /// Largest ticket text accepted, so a hostile client cannot make us decode megabytes.
 pub const MAX_TICKET_LEN: usize = 2048;
-/// Longest a ticket may be valid for, counted from when a node checks it. Routers issue tickets
-/// for a minute (at most an hour); a day leaves room for other issuers and clock skew while
-/// bounding how long a node keeps each nonce.
-pub const MAX_TICKET_LIFETIME_S: u64 = 24 * 3600;
+/// Default for how long a ticket may be valid, counted from when a node checks it. Routers issue
+/// tickets for a minute (at most an hour); a day leaves room for other issuers and clock skew
+/// while bounding how long a node keeps each nonce.
+pub const DEFAULT_MAX_TICKET_LIFETIME_S: u64 = 24 * 3600;
 
 /// What a ticket grants: one player, on one node, into one module (and maybe one room), until `exp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,10 +82,11 @@ pub enum TicketError {
     /// The ticket names another node.
     #[error("ticket is for node {0:?}")]
     WrongNode(String),
-    /// `exp` is further ahead than [`MAX_TICKET_LIFETIME_S`]: a node keeps every accepted
-    /// nonce until its ticket expires, so it takes no ticket it would have to remember for days.
-    #[error("ticket valid for {0} s, over the {MAX_TICKET_LIFETIME_S} s that nodes accept")]
-    TooLong(u64),
+    /// The ticket is valid for longer (first, in seconds) than the node's limit (second): a
+    /// node keeps every accepted nonce until its ticket expires, so it takes no ticket it would
+    /// have to remember for longer than that.
+    #[error("ticket valid for {0} s, over this node's limit of {1} s")]
+    TooLong(u64, u64),
     /// The nonce was seen before.
     #[error("ticket already used")]
     Replayed,
@@ -99,7 +100,7 @@ impl TicketError {
     /// The close code a player sees for this error.
     pub fn code(&self) -> CloseCode {
         match self {
-            TicketError::Malformed(_) | TicketError::BadSignature | TicketError::TooLong(_) => CloseCode::BadTicket,
+            TicketError::Malformed(_) | TicketError::BadSignature | TicketError::TooLong(..) => CloseCode::BadTicket,
             TicketError::Expired(_) => CloseCode::TicketExpired,
             TicketError::WrongNode(_) => CloseCode::WrongNode,
             TicketError::Replayed => CloseCode::TicketReplayed,
@@ -129,9 +130,6 @@ pub fn verify(ticket: &str, key: &VerifyingKey, node_id: &str, now_unix: u64) ->
     if payload.exp <= now_unix {
         return Err(TicketError::Expired(payload.exp));
     }
-    if payload.exp - now_unix > MAX_TICKET_LIFETIME_S {
-        return Err(TicketError::TooLong(payload.exp - now_unix));
-    }
     if payload.node != node_id {
         return Err(TicketError::WrongNode(payload.node));
     }
@@ -147,16 +145,22 @@ pub struct ReplayGuard {
     by_exp: BTreeMap<u64, Vec<String>>,
     seen: HashSet<String>,
     capacity: usize,
+    max_lifetime_s: u64,
 }
 
 impl ReplayGuard {
-    /// A guard that holds at most `capacity` live nonces.
-    pub fn new(capacity: usize) -> Self {
-        ReplayGuard { by_exp: BTreeMap::new(), seen: HashSet::new(), capacity }
+    /// A guard that holds at most `capacity` live nonces, each for at most `max_lifetime_s`.
+    pub fn new(capacity: usize, max_lifetime_s: u64) -> Self {
+        ReplayGuard { by_exp: BTreeMap::new(), seen: HashSet::new(), capacity, max_lifetime_s }
     }
 
-    /// Records the ticket's nonce; `Err(Replayed)` if it was already used.
+    /// Records the ticket's nonce; `Err(Replayed)` if it was already used, `Err(TooLong)` if it
+    /// would have to be remembered for longer than this guard's limit.
     pub fn check_and_insert(&mut self, t: &TicketPayload, now_unix: u64) -> Result<(), TicketError> {
+        let valid_for = t.exp.saturating_sub(now_unix);
+        if valid_for > self.max_lifetime_s {
+            return Err(TicketError::TooLong(valid_for, self.max_lifetime_s));
+        }
         self.expire(now_unix);
         if self.seen.contains(&t.nonce) {
             return Err(TicketError::Replayed);
@@ -210,13 +214,16 @@ mod tests {
     }
 
     #[test]
-    fn a_ticket_valid_for_more_than_a_day_is_refused() {
-        let (k, _, t) = mint(MAX_TICKET_LIFETIME_S + 1001);
-        let err = verify(&t, &k.verifying_key(), "node-a", 1000).unwrap_err();
-        assert_eq!(err, TicketError::TooLong(MAX_TICKET_LIFETIME_S + 1));
+    fn a_ticket_valid_for_longer_than_the_guard_keeps_nonces_is_refused_unburnt() {
+        let mut g = ReplayGuard::new(10, 3600);
+        let t = TicketPayload::new(7, "ada", "node-a", "arena", None, 1000 + 3601);
+        let err = g.check_and_insert(&t, 1000).unwrap_err();
+        assert_eq!(err, TicketError::TooLong(3601, 3600));
         assert_eq!(err.code(), CloseCode::BadTicket);
-        // A day exactly is accepted.
-        assert!(verify(&t, &k.verifying_key(), "node-a", 1001).is_ok());
+        assert!(g.is_empty(), "a refused ticket holds no slot");
+        // An hour exactly is accepted, once.
+        g.check_and_insert(&t, 1001).unwrap();
+        assert_eq!(g.check_and_insert(&t, 1001), Err(TicketError::Replayed));
     }
 
     #[test]
@@ -251,7 +258,7 @@ mod tests {
     #[test]
     fn replay_guard_refuses_second_use_and_forgets_expired() {
         let (_, p, _) = mint(100);
-        let mut g = ReplayGuard::new(10);
+        let mut g = ReplayGuard::new(10, DEFAULT_MAX_TICKET_LIFETIME_S);
         g.check_and_insert(&p, 50).unwrap();
         assert_eq!(g.check_and_insert(&p, 60), Err(TicketError::Replayed));
         g.expire(101);
@@ -260,7 +267,7 @@ mod tests {
 
     #[test]
     fn replay_guard_is_bounded() {
-        let mut g = ReplayGuard::new(2);
+        let mut g = ReplayGuard::new(2, DEFAULT_MAX_TICKET_LIFETIME_S);
         for i in 0..2 {
             g.check_and_insert(&TicketPayload::new(i, "p", "n", "m", None, 100), 0).unwrap();
         }

@@ -198,6 +198,24 @@ async fn bad_tickets_are_refused_each_with_its_own_code() {
     assert_eq!(edge.metric("outpost_players_refused_total"), 7.0);
 }
 
+/// `--max-ticket-lifetime` is the node's own: a two-hour ticket, fine by default, is refused by a
+/// node that keeps nonces for one hour, with the limit in the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ticket_lifetime_limit_is_the_nodes_flag() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--max-ticket-lifetime", "1h"]);
+    let two_hours = TicketPayload::new(1, "ada", &edge.ready.id, "relay", None, now_unix() + 7200).sign(&key.key);
+    match edge.connect(&two_hours, &ConnectOptions::default()).await {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, CloseCode::BadTicket);
+            assert!(reason.contains("over this node's limit of 3600 s"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|c| c.joined)),
+    }
+    let one_hour = TicketPayload::new(1, "ada", &edge.ready.id, "relay", None, now_unix() + 3000).sign(&key.key);
+    assert_eq!(edge.connect(&one_hour, &ConnectOptions::default()).await.unwrap().joined.player_id, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_oversized_and_flooding_players_are_closed_alone() {
     let key = TicketKey::new();
