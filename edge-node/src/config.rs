@@ -124,6 +124,14 @@ pub struct Args {
     /// Default player cap of modules uploaded without `max_players`.
     #[arg(long, env = "OUTPOST_MAX_PLAYERS", default_value_t = 16)]
     pub max_players: u32,
+    /// Bytes of datagrams quinn may queue from one player before the node reads them; beyond
+    /// this it drops the oldest, counted in `outpost_player_datagrams_in_unread_total`.
+    #[arg(long, env = "OUTPOST_PLAYER_DATAGRAM_IN_BYTES", default_value_t = 128 << 10)]
+    pub player_datagram_in_bytes: usize,
+    /// Bytes of datagrams queued to one player (a congested one); beyond this, each is dropped
+    /// and counted in `outpost_player_datagrams_dropped_total`.
+    #[arg(long, env = "OUTPOST_PLAYER_DATAGRAM_OUT_BYTES", default_value_t = 1 << 20)]
+    pub player_datagram_out_bytes: usize,
     /// Largest unreliable payload a guest may send; bigger ones are counted and sent reliably.
     #[arg(long, env = "OUTPOST_DATAGRAM_CAP", default_value_t = 1100)]
     pub datagram_cap: usize,
@@ -293,6 +301,15 @@ impl Args {
         if !(64..=65_000).contains(&self.datagram_cap) {
             return Err(bad("datagram_cap", "must be between 64 and 65000"));
         }
+        // At least a few of the largest datagrams a path carries; at most 64 MiB per player.
+        for (field, v) in [
+            ("player_datagram_in_bytes", self.player_datagram_in_bytes),
+            ("player_datagram_out_bytes", self.player_datagram_out_bytes),
+        ] {
+            if !((8 << 10)..=(64 << 20)).contains(&v) {
+                return Err(bad(field, "must be between 8 KiB and 64 MiB"));
+            }
+        }
         if self.max_upload_bytes < 1024 {
             return Err(bad("max_upload_bytes", "must be at least 1024"));
         }
@@ -453,6 +470,8 @@ impl Args {
             backlog_bytes: self.player_backlog_bytes,
             slow_grace,
             datagram_cap: self.datagram_cap,
+            datagram_in_bytes: self.player_datagram_in_bytes,
+            datagram_out_bytes: self.player_datagram_out_bytes,
         };
         let limits = SandboxLimits {
             memory_bytes: (self.room_memory_mib << 20) as usize,
@@ -534,6 +553,8 @@ mod tests {
             (vec!["--max-ticket-lifetime", "1s"], "max_ticket_lifetime"),
             (vec!["--max-ticket-lifetime", "90days"], "max_ticket_lifetime"),
             (vec!["--max-live-tickets", "0"], "max_live_tickets"),
+            (vec!["--player-datagram-in-bytes", "100"], "player_datagram_in_bytes"),
+            (vec!["--player-datagram-out-bytes", "999999999"], "player_datagram_out_bytes"),
             (vec!["--player-rate", "0"], "player_rate"),
             (vec!["--router", "ftp://x"], "router"),
             (vec!["--router", "http://127.0.0.1:7700"], "lat"),

@@ -102,7 +102,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     transport
         .stream_receive_window(window.into())
         .receive_window(window.into())
-        .datagram_receive_buffer_size(Some(room::player::PlayerLimits::DATAGRAM_RECEIVE_BUFFER));
+        .datagram_receive_buffer_size(Some(config.player_limits.datagram_in_bytes))
+        .datagram_send_buffer_size(config.player_limits.datagram_out_bytes);
     let mut server = outpost_client::tls::server_config(&cert, outpost_client::tls::ALPN_PLAYER, transport)?;
     // quinn's own queue of connections not yet accepted: no longer than the node would take.
     server.max_incoming(config.args.max_connections);

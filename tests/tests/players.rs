@@ -452,15 +452,16 @@ async fn a_player_may_open_one_bi_stream_and_no_uni_stream() {
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
 }
 
-/// Datagrams that quinn drops before the node reads them (its per-player queue is bounded) are
-/// counted, not lost silently. A client that sends 600 datagrams before it joins overflows the
-/// queue for certain: the node reads a player's datagrams only once they have joined.
+/// Datagrams that quinn drops before the node reads them (its per-player queue is bounded, here
+/// by `--player-datagram-in-bytes` at 64 KiB) are counted, not lost silently. A client that sends
+/// 600 datagrams before it joins overflows the queue for certain: the node reads a player's
+/// datagrams only once they have joined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_dropped_before_the_node_reads_them_are_counted() {
     const SENT: u64 = 600;
     const SIZE: usize = 500;
     let key = TicketKey::new();
-    let edge = edge(&key, &["--player-rate", "1000", "--player-burst", "2000"]);
+    let edge = edge(&key, &["--player-rate", "1000", "--player-burst", "2000", "--player-datagram-in-bytes", "65536"]);
     let (_endpoint, conn) = bare_connection(&edge).await;
     let mut datagram = 0u64.to_be_bytes().to_vec();
     datagram.resize(SIZE, 7);
@@ -483,8 +484,8 @@ async fn datagrams_dropped_before_the_node_reads_them_are_counted() {
         (n > 0.0).then_some(n as u64)
     })
     .unwrap();
-    // The queue holds 128 KiB of datagrams: at most 262 of these.
-    let held = (128 << 10) / SIZE as u64;
+    // The queue holds 64 KiB of datagrams: at most 131 of these.
+    let held = (64 << 10) / SIZE as u64;
     let read = edge.metric("outpost_messages_in_total") as u64;
     assert!(unread >= SENT - held, "only {unread} of {SENT} counted unread, {read} read");
     assert!(read + unread <= SENT, "{read} read and {unread} unread of {SENT}");
@@ -612,14 +613,17 @@ impl Drop for DarkRelay {
 }
 
 /// Unreliable messages to a player whose network went dark fill the node's datagram buffer for
-/// that player (1 MiB); past it, each one is dropped and counted, never queued without bound and
-/// never dropped silently, and the room goes on for everyone else.
+/// that player (`--player-datagram-out-bytes`, 256 KiB here); past it, each one is dropped and
+/// counted, never queued without bound and never dropped silently, and the room goes on for
+/// everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreliable_messages_to_a_congested_player_are_dropped_and_counted() {
-    const SENT: u64 = 1500;
+    const SENT: u64 = 600;
     const SIZE: usize = 1000;
     let key = TicketKey::new();
-    let edge = edge(&key, &["--player-rate", "100000", "--player-burst", "100000"]);
+    let out_bytes = "262144";
+    let edge =
+        edge(&key, &["--player-rate", "100000", "--player-burst", "100000", "--player-datagram-out-bytes", out_bytes]);
     let sender = edge.player(&key, "relay", Some("dark"), 1, "sender").await.unwrap();
     let relay = DarkRelay::start(edge.ready.quic.parse().unwrap()).await;
     let (_endpoint, conn) = bare_connection_via(&edge, relay.addr).await;
@@ -643,9 +647,9 @@ async fn unreliable_messages_to_a_congested_player_are_dropped_and_counted() {
     let dropped = edge.metric("outpost_player_datagrams_dropped_total") as u64;
     let queued = (edge.metric("outpost_messages_out_total") - out0) as u64;
     assert_eq!(queued + dropped, SENT, "{queued} queued and {dropped} dropped");
-    // The buffer holds 1,040 of these framed datagrams; a congestion window's worth (about 14)
+    // The buffer holds 260 of these framed datagrams; a congestion window's worth (about 14)
     // and the odd loss probe leave before the path goes quiet.
-    let held = (1u64 << 20) / (SIZE as u64 + 8);
+    let held = out_bytes.parse::<u64>().unwrap() / (SIZE as u64 + 8);
     assert!(dropped >= SENT - held - 50, "only {dropped} dropped, {queued} queued");
     // The room goes on for everyone else.
     let mut third = edge.player(&key, "relay", Some("dark"), 3, "third").await.unwrap();

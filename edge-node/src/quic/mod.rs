@@ -378,7 +378,7 @@ fn frame_name(f: &Frame) -> &'static str {
 }
 
 /// Counts the player's datagrams that quinn received but the node never read. quinn keeps at most
-/// [`PlayerLimits::DATAGRAM_RECEIVE_BUFFER`] of them per connection and, when that is full,
+/// [`PlayerLimits::datagram_in_bytes`] of them per connection and, when that is full,
 /// drops the oldest without telling anyone: this happens when the room worker falls behind (the
 /// reader waits for room in the worker's queue) or when a client sends before it has joined. The
 /// player's datagrams still queued when it left are counted too: they were dropped as well.

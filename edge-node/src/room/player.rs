@@ -32,6 +32,12 @@ pub struct PlayerLimits {
     pub slow_grace: Duration,
     /// Largest unreliable payload sent as a datagram.
     pub datagram_cap: usize,
+    /// Bytes of datagrams quinn may queue from a player before the node reads them (it drops
+    /// the oldest beyond this). The default, 128 KiB, is about a second of datagrams at the cap
+    /// and the default rate.
+    pub datagram_in_bytes: usize,
+    /// Bytes of datagrams queued to a player before further ones are dropped and counted.
+    pub datagram_out_bytes: usize,
 }
 
 impl PlayerLimits {
@@ -49,10 +55,6 @@ impl PlayerLimits {
         let frame = self.max_message.saturating_add(9);
         u32::try_from(frame.saturating_mul(4)).unwrap_or(u32::MAX).max(64 << 10)
     }
-
-    /// Datagrams quinn may queue for a player before the node reads them (it drops the oldest
-    /// beyond this). About a second of datagrams at the cap and the default rate.
-    pub const DATAGRAM_RECEIVE_BUFFER: usize = 128 << 10;
 }
 
 impl Default for PlayerLimits {
@@ -64,6 +66,8 @@ impl Default for PlayerLimits {
             backlog_bytes: 256 << 10,
             slow_grace: Duration::from_secs(2),
             datagram_cap: 1100,
+            datagram_in_bytes: 128 << 10,
+            datagram_out_bytes: 1 << 20,
         }
     }
 }
