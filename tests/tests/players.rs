@@ -471,10 +471,7 @@ async fn datagrams_dropped_before_the_node_reads_them_are_counted() {
     // Every datagram is in a packet on its way before the join is written, so (loopback keeps
     // packets in order) the node has them all queued, or dropped, when it reads the join.
     wait_for("all datagrams sent", WAIT, || (conn.stats().frame_tx.datagram == SENT).then_some(())).unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let ticket = key.ticket(&edge, "relay", Some("early"), 1, "eager");
-    let joined = join_on(&mut send, &mut recv, ticket).await;
-    assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+    let _stream = open_and_join(&conn, key.ticket(&edge, "relay", Some("early"), 1, "eager")).await;
     // The room gets what the queue held, then the player leaves and the rest is counted.
     wait_for("the queued datagrams read", WAIT, || (edge.metric("outpost_messages_in_total") > 0.0).then_some(()))
         .unwrap();
@@ -503,14 +500,12 @@ async fn bad_datagrams_are_dropped_or_close_only_their_sender() {
     let mut watcher = edge.player(&key, "relay", Some("d"), 100, "watcher").await.unwrap();
     let joined_bare = async |id: u64, name: &str| {
         let (endpoint, conn) = bare_connection(&edge).await;
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let joined = join_on(&mut send, &mut recv, key.ticket(&edge, "relay", Some("d"), id, name)).await;
-        assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
-        (endpoint, conn, send, recv)
+        let stream = open_and_join(&conn, key.ticket(&edge, "relay", Some("d"), id, name)).await;
+        (endpoint, conn, stream)
     };
     let close_code = |e: quinn::ConnectionError| outpost_client::CloseReason::from_error(&e).code;
 
-    let (_e1, conn, _s1, _r1) = joined_bare(1, "big").await;
+    let (_e1, conn, _s1) = joined_bare(1, "big").await;
     conn.send_datagram(encode_peer(100, &[1u8; 65]).into()).unwrap();
     wait_for("the oversized datagram counted", WAIT, || {
         (edge.metric("outpost_player_datagrams_in_dropped_total") == 1.0).then_some(())
@@ -530,7 +525,7 @@ async fn bad_datagrams_are_dropped_or_close_only_their_sender() {
     let closed = tokio::time::timeout(WAIT, conn.closed()).await.expect("the short datagram closed its sender");
     assert_eq!(close_code(closed), Some(CloseCode::FrameMalformed));
 
-    let (_e2, junk, _s2, _r2) = joined_bare(2, "junk").await;
+    let (_e2, junk, _s2) = joined_bare(2, "junk").await;
     for _ in 0..200 {
         if junk.send_datagram(encode_peer(100, &[0u8; 100]).into()).is_err() {
             break;
@@ -627,9 +622,7 @@ async fn unreliable_messages_to_a_congested_player_are_dropped_and_counted() {
     let sender = edge.player(&key, "relay", Some("dark"), 1, "sender").await.unwrap();
     let relay = DarkRelay::start(edge.ready.quic.parse().unwrap()).await;
     let (_endpoint, conn) = bare_connection_via(&edge, relay.addr).await;
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let joined = join_on(&mut send, &mut recv, key.ticket(&edge, "relay", Some("dark"), 2, "dark")).await;
-    assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+    let _stream = open_and_join(&conn, key.ticket(&edge, "relay", Some("dark"), 2, "dark")).await;
     relay.go_dark();
     let (in0, out0) = (edge.metric("outpost_messages_in_total"), edge.metric("outpost_messages_out_total"));
     // In steps the node's per-player read queue (128 KiB) holds, each read before the next, so
@@ -655,6 +648,14 @@ async fn unreliable_messages_to_a_congested_player_are_dropped_and_counted() {
     let mut third = edge.player(&key, "relay", Some("dark"), 3, "third").await.unwrap();
     sender.send(3, b"still here").await.unwrap();
     assert_eq!(next_message(&mut third).await, (1, b"still here".to_vec(), true));
+}
+
+/// Opens the player stream on a bare connection and joins with `ticket`, which must succeed.
+async fn open_and_join(conn: &quinn::Connection, ticket: String) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let joined = join_on(&mut send, &mut recv, ticket).await;
+    assert!(matches!(joined, outpost_proto::frame::Frame::Joined { .. }), "{joined:?}");
+    (send, recv)
 }
 
 /// Joins with `ticket` on a bare connection's stream: the node's first frame in answer.
