@@ -4,6 +4,7 @@
 //! - [`tls`]: pinned-certificate QUIC/TLS configs and node certificates (shared with the servers).
 //! - [`http_server`]: the HTTP/1.1 accept loop and reply helpers the servers share.
 //! - [`link`]: the edge → core link (updates with acks, player-state loads).
+//! - [`batch`]: the batching UDP socket under a node's player endpoint.
 //! - [`service`]: what every service does the same way at start-up (logging, layered config, tokens).
 //! - this file: [`Client`]: connect to an edge node with a ticket, send reliable frames and
 //!   unreliable datagrams, receive [`Event`]s, and see typed close reasons.
@@ -11,6 +12,7 @@
 //! The client does no routing: callers get a ticket, address and pin (from the router, or minted
 //! for tests) and hand them in.
 
+pub mod batch;
 pub mod http_server;
 pub mod link;
 pub mod service;
@@ -162,6 +164,27 @@ fn quic_endpoint_sized(
     server: Option<quinn::ServerConfig>,
     buffer: usize,
 ) -> std::io::Result<quinn::Endpoint> {
+    let socket = bind_udp(bind, buffer)?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, quic_runtime()?)
+}
+
+/// A server endpoint like [`quic_endpoint`]'s whose packets leave in batches, one `sendmmsg`
+/// for many connections ([`batch`]): for servers with many connections sending small packets,
+/// such as a node's players. At most `max_queued` packets wait to be sent.
+pub fn quic_endpoint_batched(
+    bind: SocketAddr,
+    server: quinn::ServerConfig,
+    max_queued: usize,
+) -> std::io::Result<(quinn::Endpoint, std::sync::Arc<batch::SendStats>)> {
+    let socket = bind_udp(bind, UDP_BUFFER_BYTES)?;
+    let runtime = quic_runtime()?;
+    let (socket, stats) = batch::BatchSocket::wrap(socket, &runtime, max_queued)?;
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), Some(server), socket, runtime)?;
+    Ok((endpoint, stats))
+}
+
+fn bind_udp(bind: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     let domain = if bind.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if bind.is_ipv6() {
@@ -171,9 +194,11 @@ fn quic_endpoint_sized(
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
     socket.bind(&bind.into())?;
-    let runtime =
-        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime to drive the QUIC endpoint"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
+    Ok(socket.into())
+}
+
+fn quic_runtime() -> std::io::Result<std::sync::Arc<dyn quinn::Runtime>> {
+    quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime to drive the QUIC endpoint"))
 }
 
 /// A joined player connection.

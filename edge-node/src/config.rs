@@ -62,6 +62,11 @@ pub struct Args {
     /// handshake work. Bounds the node's memory (40–60 KiB per connection).
     #[arg(long, env = "OUTPOST_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Player packets queued for the batched send (one `sendmmsg` for many connections) at
+    /// most; a connection that finds the queue full waits for room. 0 sends each packet on its
+    /// own, with quinn's own socket code.
+    #[arg(long, env = "OUTPOST_UDP_SEND_QUEUE", default_value_t = 1024)]
+    pub udp_send_queue: usize,
     /// Most connections from one IP address that have not joined yet. Players behind one NAT
     /// join one at a time in a round trip or two, so this only holds back a client that opens
     /// connections and never joins.
@@ -352,6 +357,9 @@ impl Args {
         if !(1..=1_000_000).contains(&self.max_connections) {
             return Err(bad("max_connections", "must be 1..=1000000"));
         }
+        if self.udp_send_queue > 65_536 {
+            return Err(bad("udp_send_queue", "must be 0 (no batching) to 65536"));
+        }
         if !(1..=100_000).contains(&self.max_joining_per_ip) {
             return Err(bad("max_joining_per_ip", "must be 1..=100000"));
         }
@@ -591,6 +599,8 @@ mod tests {
             (vec!["--max-connections", "0"], "max_connections"),
             (vec!["--max-connections", "1000001"], "max_connections"),
             (vec!["--max-connections", "many"], "max-connections"),
+            (vec!["--udp-send-queue", "65537"], "udp_send_queue"),
+            (vec!["--udp-send-queue", "lots"], "udp-send-queue"),
             (vec!["--max-joining-per-ip", "0"], "max_joining_per_ip"),
             (vec!["--max-joining-per-ip", "100001"], "max_joining_per_ip"),
         ] {

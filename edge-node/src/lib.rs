@@ -107,8 +107,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let mut server = outpost_client::tls::server_config(&cert, outpost_client::tls::ALPN_PLAYER, transport)?;
     // quinn's own queue of connections not yet accepted: no longer than the node would take.
     server.max_incoming(config.args.max_connections);
-    let endpoint = outpost_client::quic_endpoint(config.args.listen_quic, Some(server))
-        .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
+    let (endpoint, udp_stats) = if config.args.udp_send_queue == 0 {
+        (outpost_client::quic_endpoint(config.args.listen_quic, Some(server)), None)
+    } else {
+        match outpost_client::quic_endpoint_batched(config.args.listen_quic, server, config.args.udp_send_queue) {
+            Ok((endpoint, stats)) => (Ok(endpoint), Some(stats)),
+            Err(e) => (Err(e), None),
+        }
+    };
+    let endpoint = endpoint.with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
     let quic_addr = endpoint.local_addr()?;
     let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     if config.ticket_key.is_none() {
@@ -185,6 +192,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         quic_addr: quic_addr.to_string(),
         cert_sha256: cert_sha256.clone(),
         outbox: outbox.clone(),
+        udp_stats,
         token_hash: admin::token_hash(&token),
         limits: admin::ApiLimits {
             max_upload_bytes: config.args.max_upload_bytes,

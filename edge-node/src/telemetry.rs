@@ -172,6 +172,14 @@ counters! {
     player_datagrams_in_unread_total: "counter",
     /// Player-ticks run (sum over ticks of the players in the room).
     player_ticks_total: "counter",
+    /// Player UDP packets sent through the batched socket.
+    udp_packets_sent_total: "counter",
+    /// `sendmmsg` calls of the batched socket; packets over batches is the batch size.
+    udp_send_batches_total: "counter",
+    /// Player UDP packets the kernel refused to send (each is lost, as UDP may lose it).
+    udp_send_errors_total: "counter",
+    /// Sends that found the batched socket's queue full and waited for room.
+    udp_send_queue_full_total: "counter",
 }
 
 #[cfg(test)]

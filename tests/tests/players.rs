@@ -92,6 +92,33 @@ async fn relay_room_carries_reliable_unreliable_and_addressed_messages() {
     let info = edge.admin("GET", "/v1/rooms/r1", b"").json();
     assert_eq!(info["players"], 3);
     assert_eq!(info["module"], "relay");
+    // Everything the node sent went out through its batched socket, and none was refused.
+    let packets = edge.metric("outpost_udp_packets_sent_total");
+    let batches = edge.metric("outpost_udp_send_batches_total");
+    assert!(packets >= 10.0 && batches >= 1.0 && batches <= packets, "{packets} packets in {batches} calls");
+    assert_eq!(edge.metric("outpost_udp_send_errors_total"), 0.0);
+}
+
+/// `--udp-send-queue 0` turns batching off: quinn's own socket code sends, and players are
+/// served the same.
+#[tokio::test]
+async fn players_are_served_with_batching_off() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--udp-send-queue", "0"]);
+    let mut a = edge.player(&key, "relay", Some("r1"), 1, "ada").await.unwrap();
+    let mut b = edge.player(&key, "relay", Some("r1"), 2, "bob").await.unwrap();
+    a.send(0, b"hello").await.unwrap();
+    assert_eq!(next_message(&mut b).await, (1, b"hello".to_vec(), true));
+    let mut got = None;
+    for _ in 0..20 {
+        b.send_datagram(0, b"fast").unwrap();
+        if let Some(Event::Message { from, data, reliable }) = a.recv_timeout(Duration::from_millis(200)).await {
+            got = Some((from, data, reliable));
+            break;
+        }
+    }
+    assert_eq!(got, Some((2, b"fast".to_vec(), false)));
+    assert_eq!(edge.metric("outpost_udp_packets_sent_total"), 0.0);
 }
 
 /// One player in an arena frame: (id, x, y).
