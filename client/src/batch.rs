@@ -6,7 +6,7 @@
 //! copied into a shared queue instead, and one task drains the queue after the runtime has run
 //! the other tasks that were ready, so the packets of a whole broadcast (and of every other
 //! connection that had something to say in that turn) leave in one system call. On the arena
-//! benchmark this cut the node's CPU per player-tick by 7–9 % (BENCHMARKS.md, session 11).
+//! benchmark this cut the node's CPU per player-tick by 5–8 % (BENCHMARKS.md, session 11).
 //!
 //! Receiving is quinn's own socket code, unchanged: it already reads many packets per call.
 //! Per packet, the ECN bits and the source address quinn asks for go along as control messages,
