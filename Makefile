@@ -54,11 +54,11 @@ postgres-server:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # `systemd-analyze verify` checks the units in deploy/systemd; `ip` makes the network namespaces
-# of the probe test.
+# of the probe test, and `tc` slows the batching socket's test namespace (both iproute2).
 systemd-tools:
 	@command -v systemd-analyze >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
-	@command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
+	@{ command -v ip && command -v tc; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
 
 test: build-all guests test-guests geoip postgres-server systemd-tools
 	$(CARGO) test --release --workspace

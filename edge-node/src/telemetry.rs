@@ -180,6 +180,8 @@ counters! {
     udp_send_errors_total: "counter",
     /// Sends that found the batched socket's queue full and waited for room.
     udp_send_queue_full_total: "counter",
+    /// Times the kernel's send buffer was full and the batched socket waited for it.
+    udp_send_kernel_full_total: "counter",
 }
 
 #[cfg(test)]

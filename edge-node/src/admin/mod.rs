@@ -271,6 +271,7 @@ fn metrics(state: &AdminState) -> Resp {
         m.udp_send_batches_total.store(u.batches.load(Ordering::Relaxed), Ordering::Relaxed);
         m.udp_send_errors_total.store(u.errors.load(Ordering::Relaxed), Ordering::Relaxed);
         m.udp_send_queue_full_total.store(u.queue_full.load(Ordering::Relaxed), Ordering::Relaxed);
+        m.udp_send_kernel_full_total.store(u.kernel_full.load(Ordering::Relaxed), Ordering::Relaxed);
     }
     let mut text = m.render(&[
         ("rooms", "Rooms on the node.", state.rooms.len() as f64),
