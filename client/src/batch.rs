@@ -381,16 +381,20 @@ impl AsyncUdpSocket for BatchSocket {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let was_empty = q.packets.is_empty();
-        // A transmit of several segments (GSO) is never asked for: `max_transmit_segments` is 1.
-        let start = q.bytes.len();
-        q.bytes.extend_from_slice(t.contents);
-        q.packets.push(Queued {
-            destination: t.destination,
-            src_ip: t.src_ip,
-            ecn: t.ecn.map(|e| e as u8),
-            start,
-            len: t.contents.len(),
-        });
+        // `max_transmit_segments` is 1, so quinn never hands over a GSO batch; split one anyway
+        // if it ever does, so packets are never merged.
+        let size = t.segment_size.unwrap_or(t.contents.len()).max(1);
+        for segment in t.contents.chunks(size) {
+            let start = q.bytes.len();
+            q.bytes.extend_from_slice(segment);
+            q.packets.push(Queued {
+                destination: t.destination,
+                src_ip: t.src_ip,
+                ecn: t.ecn.map(|e| e as u8),
+                start,
+                len: segment.len(),
+            });
+        }
         self.queued.store(q.packets.len(), Ordering::Release);
         drop(q);
         if was_empty {
@@ -523,6 +527,19 @@ mod tests {
         assert_eq!(stats.packets.load(Ordering::Relaxed), 3);
         assert_eq!(stats.batches.load(Ordering::Relaxed), 1, "three sends in one turn, one sendmmsg");
         assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_transmit_of_several_segments_leaves_as_separate_packets() {
+        let (sock, stats) = batch_socket("127.0.0.1:0", 64);
+        let r = Receiver::bind("127.0.0.1");
+        let mut t = transmit(r.addr(), b"aaaabbbbcc");
+        t.segment_size = Some(4);
+        sock.try_send(&t).unwrap();
+        for want in [&b"aaaa"[..], b"bbbb", b"cc"] {
+            assert_eq!(r.recv().await.0, want);
+        }
+        assert_eq!(stats.packets.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]

@@ -107,15 +107,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let mut server = outpost_client::tls::server_config(&cert, outpost_client::tls::ALPN_PLAYER, transport)?;
     // quinn's own queue of connections not yet accepted: no longer than the node would take.
     server.max_incoming(config.args.max_connections);
-    let (endpoint, udp_stats) = if config.args.udp_send_queue == 0 {
-        (outpost_client::quic_endpoint(config.args.listen_quic, Some(server)), None)
+    let (listen, queue) = (config.args.listen_quic, config.args.udp_send_queue);
+    let bound = if queue == 0 {
+        outpost_client::quic_endpoint(listen, Some(server)).map(|e| (e, None))
     } else {
-        match outpost_client::quic_endpoint_batched(config.args.listen_quic, server, config.args.udp_send_queue) {
-            Ok((endpoint, stats)) => (Ok(endpoint), Some(stats)),
-            Err(e) => (Err(e), None),
-        }
+        outpost_client::quic_endpoint_batched(listen, server, queue).map(|(e, stats)| (e, Some(stats)))
     };
-    let endpoint = endpoint.with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
+    let (endpoint, udp_stats) = bound.with_context(|| format!("listen_quic: binding {listen}"))?;
     let quic_addr = endpoint.local_addr()?;
     let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     if config.ticket_key.is_none() {
