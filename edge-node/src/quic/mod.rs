@@ -307,21 +307,26 @@ async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>, mut slot: admissi
         let (conn, ctx, room, link, bucket, read) =
             (conn.clone(), ctx.clone(), room.clone(), link.clone(), bucket.clone(), read.clone());
         async move {
-            if let Err((code, reason)) = read_datagrams(conn, &ctx, room, worker, t.player, &bucket, &read).await {
-                ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
-                link.close(code, &reason);
-            }
+            let datagrams = read_datagrams(conn, &ctx, room, worker, t.player, &bucket, &read).await;
+            close_on_breach(&ctx, &link, datagrams);
         }
     });
-    if let Err((code, reason)) = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await {
-        ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
-        link.close(code, &reason);
-    }
+    let frames = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await;
+    close_on_breach(&ctx, &link, frames);
     conn.closed().await;
     datagrams.abort();
     count_unread_datagrams(&ctx, &conn, t.player, read.load(Ordering::Relaxed));
     ctx.rooms.leave(worker, room, link.clone(), false).await;
     forget_session(&ctx, &link);
+}
+
+/// Closes the player when one of its readers ended on a breach (an `Err`: the code and reason),
+/// counted once per close, whichever reader found it.
+fn close_on_breach(ctx: &PlayerCtx, link: &PlayerLink, read: Result<(), (CloseCode, String)>) {
+    if let Err((code, reason)) = read {
+        ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
+        link.close(code, &reason);
+    }
 }
 
 fn allow(bucket: &Mutex<TokenBucket>, limits: &PlayerLimits) -> bool {
