@@ -2,7 +2,9 @@
 //! - a guest `message` call with a 32-byte payload vs the same logic called natively;
 //! - room instantiation with the pooling allocator vs the on-demand allocator;
 //! - upload-to-live of `arena` from the disk cache (as after a restart) vs a cold compile;
-//! - resident memory per idle `echo` room, over 10,000 rooms in one host.
+//! - resident memory per idle `echo` room, over 10,000 rooms in one host;
+//! - an `arena` tick with 64 players (its largest room), which has no baseline of its own: it
+//!   keeps the shipped game's cost in view (BENCHMARKS.md has it before and after a change).
 //!
 //! Run with `make bench` (guests must be built: `make guests`).
 
@@ -96,6 +98,27 @@ fn upload_to_live(c: &mut Criterion, cache: &Path) {
     group.finish();
 }
 
+/// An `arena` room at its 64-player cap, spawned through the operator's signal (no network), so
+/// the tick's pairwise push-apart runs over every pair.
+fn arena_tick(c: &mut Criterion, cache: &Path) {
+    let h = host(Allocator::Pooling, 16, cache);
+    let compiled = Arc::new(h.load(&guest("arena")).unwrap());
+    let mut g = room(&h, &compiled);
+    for i in 0..64 {
+        let id = g.signal(format!("spawn b{i}").as_bytes()).expect("spawn call");
+        assert!(!id.starts_with(b"error"), "{}", String::from_utf8_lossy(&id));
+    }
+    g.take_effects();
+    let mut now = 0u64;
+    c.bench_function("arena_tick_64", |b| {
+        b.iter(|| {
+            now += 50;
+            g.tick(now).unwrap();
+            black_box(g.take_effects());
+        })
+    });
+}
+
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -134,6 +157,7 @@ fn main() {
     message_call(&mut c, cache.path());
     instantiate(&mut c, cache.path());
     upload_to_live(&mut c, cache.path());
+    arena_tick(&mut c, cache.path());
     c.final_summary();
     let (pool_kib, pool_us) = idle_room_memory(cache.path(), Allocator::Pooling);
     let (od_kib, od_us) = idle_room_memory(cache.path(), Allocator::OnDemand);
@@ -153,6 +177,9 @@ fn main() {
     pair("guest message (32 B)", "message_32B", "guest", "native");
     pair("room instantiation (echo)", "instantiate_echo", "pooling", "on_demand");
     pair("upload to live (arena)", "upload_to_live_arena", "disk_cache", "cold_compile");
+    if let Some(t) = estimate_ns("arena_tick_64", "") {
+        println!("arena tick, 64 players: {:.1} µs", t / 1e3);
+    }
     println!(
         "10,000 idle echo rooms: pooling {pool_kib:.1} KiB RSS/room ({pool_us:.1} µs/room incl. init), \
          on-demand {od_kib:.1} KiB RSS/room ({od_us:.1} µs/room); ratio {:.2}",
