@@ -239,7 +239,6 @@ impl Game {
                 break;
             }
         }
-        drop(avatars);
         let mut fx = Vec::new();
         for (a, b) in touching {
             let Some(it) = self.it else { break };
