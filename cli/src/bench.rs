@@ -66,6 +66,11 @@ pub struct Bench {
     /// comparison may want the echo on the same count; the report says which was used.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     baseline_threads: Option<u16>,
+    /// What drives the echo baseline's QUIC: `quinn` (raw quinn, the baseline) or
+    /// `proto` (quinn-proto's state machines from one thread, no async runtime): the second
+    /// shows how much of a quinn server's CPU is quinn's and tokio's driving, not QUIC itself.
+    #[arg(long, value_enum, default_value_t = crate::echo_server::Driver::Quinn)]
+    baseline_driver: crate::echo_server::Driver,
     /// Spread the bots' sends evenly over each period instead of sending in step. Real players
     /// are not in step, but with the bots on the node's own cores the spread costs the bots
     /// (and so the node, which shares the cores) a timer wake-up per send instead of one per
@@ -88,7 +93,8 @@ pub struct Bench {
 /// What one run measured.
 #[derive(Debug, Default, Serialize)]
 pub struct RunReport {
-    /// What ran: a module name or `raw-quinn-echo`.
+    /// What ran: a module name, `raw-quinn-echo`, or `quinn-proto-echo` (`--baseline-driver
+    /// proto`).
     pub target: String,
     /// Bots that joined.
     pub bots_joined: usize,
@@ -688,6 +694,7 @@ impl Bench {
             .arg("--data-dir")
             .arg(&dir)
             .args(self.baseline_threads.map(|n| format!("--threads={n}")))
+            .args((self.baseline_driver == crate::echo_server::Driver::Proto).then_some("--driver=proto"))
             .stdin(std::process::Stdio::null())
             .spawn()
             .context("starting the echo baseline")?;
@@ -724,7 +731,11 @@ impl Bench {
             let cpu = process_cpu_s(child.id()) - cpu0;
             let handled = echoed() - echoed0;
             pb.finish_and_clear();
-            let mut r = self.summarize("raw-quinn-echo", stats);
+            let target = match self.baseline_driver {
+                crate::echo_server::Driver::Quinn => "raw-quinn-echo",
+                crate::echo_server::Driver::Proto => "quinn-proto-echo",
+            };
+            let mut r = self.summarize(target, stats);
             r.server_cpu_s = cpu;
             r.echoed = Some(handled as u64);
             r.runtime_threads = ready["runtime_threads"].as_u64();

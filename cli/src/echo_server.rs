@@ -30,11 +30,28 @@ pub struct EchoServer {
     /// server written the usual way (`#[tokio::main]`) gets.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// What drives QUIC: `quinn` (the baseline: quinn's endpoint and tasks on tokio) or `proto`
+    /// (quinn-proto's state machines driven from one thread, no async runtime; see
+    /// `echo_direct`), to measure what quinn's and tokio's driving costs apart from QUIC itself.
+    #[arg(long, value_enum, default_value_t = Driver::Quinn)]
+    driver: Driver,
+}
+
+/// What drives the echo server's QUIC.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// quinn's endpoint and connection tasks on a tokio runtime.
+    Quinn,
+    /// quinn-proto driven from one thread.
+    Proto,
 }
 
 impl EchoServer {
     /// Serves until killed.
     pub fn run(self) -> anyhow::Result<()> {
+        if self.driver == Driver::Proto {
+            return self.run_direct();
+        }
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         if let Some(n) = self.threads {
             builder.worker_threads(n.into());
@@ -84,6 +101,33 @@ impl EchoServer {
                 });
             }
             Ok(())
+        })
+    }
+
+    fn run_direct(self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let cert = tls::NodeCert::load_or_generate(&self.data_dir, "echo")?;
+        let cfg = tls::server_config(&cert, ALPN_ECHO, quinn::TransportConfig::default())?;
+        let socket = outpost_client::bind_udp(self.listen, outpost_client::UDP_BUFFER_BYTES)
+            .context("binding the echo server")?;
+        let ready = serde_json::json!({
+            "quic": socket.local_addr()?.to_string(),
+            "cert_sha256": cert.sha256(),
+            "pid": std::process::id(),
+            "runtime_threads": 1,
+        });
+        outpost_proto::files::write_atomic(&self.ready_file, ready.to_string().as_bytes())?;
+        let stats_path = self.ready_file.with_extension("stats");
+        let mut last = std::time::Instant::now();
+        let never = std::sync::atomic::AtomicBool::new(false);
+        crate::echo_direct::serve(socket, cfg, &never, move |echoed| {
+            if last.elapsed() >= std::time::Duration::from_millis(100) {
+                last = std::time::Instant::now();
+                let tmp = stats_path.with_extension("stats.tmp");
+                if std::fs::write(&tmp, format!("{{\"echoed\":{echoed}}}")).is_ok() {
+                    let _ = std::fs::rename(&tmp, &stats_path);
+                }
+            }
         })
     }
 }

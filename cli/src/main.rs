@@ -9,6 +9,7 @@ mod bench_probe;
 mod cert;
 mod connect;
 mod deploy;
+mod echo_direct;
 mod echo_server;
 mod fleet;
 mod hello_server;

@@ -184,7 +184,8 @@ pub fn quic_endpoint_batched(
     Ok((endpoint, stats))
 }
 
-fn bind_udp(bind: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+/// A UDP socket bound to `bind` with `buffer` bytes of kernel buffers each way.
+pub fn bind_udp(bind: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     let domain = if bind.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if bind.is_ipv6() {

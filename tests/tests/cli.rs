@@ -103,6 +103,32 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert_eq!(r["baseline"]["runtime_threads"], 1, "{r}");
     assert!(r["throughput_ratio"].as_f64().unwrap() > 0.0);
 
+    // The same echo driven on quinn-proto from one thread, no async runtime.
+    let r = bench(
+        &ready,
+        &key,
+        &[
+            "--module",
+            "relay",
+            "--bots",
+            "4",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--room-size",
+            "2",
+            "--baseline",
+            "--baseline-driver",
+            "proto",
+        ],
+    );
+    assert_eq!(r["baseline"]["target"], "quinn-proto-echo", "{r}");
+    assert_eq!(r["baseline"]["bots_joined"], 4, "{r}");
+    assert!(r["baseline"]["echoed"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["baseline"]["received"], r["baseline"]["sent"], "every datagram comes back on loopback: {r}");
+    assert!(r["baseline"]["cpu_us_per_message"].as_f64().unwrap() > 0.0, "{r}");
+
     edge.upload("arena", &guest("arena"));
     let r = bench(
         &ready,
@@ -229,5 +255,9 @@ fn new_commands_refuse_bad_values_with_a_clear_message() {
     let ready = dir.path().join("echo.json");
     let e = run(&["echo-server", "--ready-file", ready.to_str().unwrap(), "--data-dir", out, "--threads", "0"]);
     assert!(e.contains("--threads"), "{e}");
+    let e = run(&["echo-server", "--ready-file", ready.to_str().unwrap(), "--data-dir", out, "--driver", "mio"]);
+    assert!(e.contains("--driver") && e.contains("proto"), "{e}");
+    let e = run(&["bench", "--edge-ready", out, "--key", out, "--baseline-driver", "tokio"]);
+    assert!(e.contains("--baseline-driver"), "{e}");
     assert!(!ready.exists(), "a refused echo server never says it is ready");
 }
