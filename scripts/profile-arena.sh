@@ -8,14 +8,15 @@
 # ...), and each category's share of the samples is scaled to µs with the run's own CPU figures.
 # Needs `perf` (Debian's linux-perf) and a build from `make build-all guests`. Not part of `make
 # bench`: a profile perturbs the timing it reports, so its µs are for comparing categories, and
-# the ratios to report are the benchmark's own (BENCHMARKS.md).
+# the ratios to report are the benchmark's own (BENCHMARKS.md). Arguments go to `outpost bench`:
+# `scripts/profile-arena.sh --baseline-driver proto` profiles the quinn-proto echo instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf > /dev/null || { echo "profile-arena: needs perf (apt-get install linux-perf)" >&2; exit 2; }
 source scripts/bench-edge.sh
 start_bench_edge
 $bin/outpost bench --json --edge-ready "$work/edge.json" --key "$work/ticket.key" --module arena \
-  --bots 1000 --rate 20 --duration 20 --room-size 8 --baseline > "$work/run.json" 2> "$work/bench.log" &
+  --bots 1000 --rate 20 --duration 20 --room-size 8 --baseline "$@" > "$work/run.json" 2> "$work/bench.log" &
 bench=$!
 # The node's run lasts 20 s after the joins; 9 s in, the load is steady.
 sleep 9
@@ -46,6 +47,7 @@ CATEGORIES = [
     ("quinn-proto: endpoint demultiplexing", "quinn_proto::endpoint::Endpoint::handle"),
     ("application task: node session reader / echo loop", "edge_node::quic::session"),
     ("application task: node session reader / echo loop", "echo_server"),
+    ("application task: node session reader / echo loop", "echo_direct"),
     ("quinn: connection driver, the rest", "ConnectionDriver"),
     ("quinn: endpoint driver, the rest", "EndpointDriver"),
     ("node: batched send task, the rest", "outpost_client::batch"),

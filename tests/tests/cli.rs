@@ -104,25 +104,8 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert!(r["throughput_ratio"].as_f64().unwrap() > 0.0);
 
     // The same echo driven on quinn-proto from one thread, no async runtime.
-    let r = bench(
-        &ready,
-        &key,
-        &[
-            "--module",
-            "relay",
-            "--bots",
-            "4",
-            "--rate",
-            "20",
-            "--duration",
-            "1",
-            "--room-size",
-            "2",
-            "--baseline",
-            "--baseline-driver",
-            "proto",
-        ],
-    );
+    let args = "--module relay --bots 4 --rate 20 --duration 1 --room-size 2 --baseline --baseline-driver proto";
+    let r = bench(&ready, &key, &args.split(' ').collect::<Vec<_>>());
     assert_eq!(r["baseline"]["target"], "quinn-proto-echo", "{r}");
     assert_eq!(r["baseline"]["bots_joined"], 4, "{r}");
     assert!(r["baseline"]["echoed"].as_u64().unwrap() > 0, "{r}");
