@@ -403,6 +403,9 @@ impl Bench {
         if self.path_delay_ms > 1000 {
             bail!("--path-delay-ms is at most 1000");
         }
+        if self.baseline_driver == crate::echo_server::Driver::Proto && self.baseline_threads.is_some() {
+            bail!("--baseline-threads applies to --baseline-driver quinn; the proto echo runs on one thread");
+        }
         let ready: EdgeReady = serde_json::from_slice(&std::fs::read(&self.edge_ready).context("--edge-ready")?)
             .context("parsing the edge ready file")?;
         let key_text = std::fs::read_to_string(&self.key).with_context(|| format!("reading {}", self.key.display()))?;

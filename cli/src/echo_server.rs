@@ -50,6 +50,10 @@ impl EchoServer {
     /// Serves until killed.
     pub fn run(self) -> anyhow::Result<()> {
         if self.driver == Driver::Proto {
+            anyhow::ensure!(
+                self.threads.is_none(),
+                "--threads applies to --driver quinn; --driver proto runs on one thread"
+            );
             return self.run_direct();
         }
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -80,13 +84,7 @@ impl EchoServer {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    // Not `files::write_atomic`: its fsync every 100 ms would add to the very CPU
-                    // this baseline is measured by. A lost count on a crash does not matter.
-                    let tmp = stats_path.with_extension("stats.tmp");
-                    let text = format!("{{\"echoed\":{}}}", counter.load(Ordering::Relaxed));
-                    if std::fs::write(&tmp, text).is_ok() {
-                        let _ = std::fs::rename(&tmp, &stats_path);
-                    }
+                    write_stats(&stats_path, counter.load(Ordering::Relaxed));
                 }
             });
             while let Some(incoming) = endpoint.accept().await {
@@ -123,11 +121,18 @@ impl EchoServer {
         crate::echo_direct::serve(socket, cfg, &never, move |echoed| {
             if last.elapsed() >= std::time::Duration::from_millis(100) {
                 last = std::time::Instant::now();
-                let tmp = stats_path.with_extension("stats.tmp");
-                if std::fs::write(&tmp, format!("{{\"echoed\":{echoed}}}")).is_ok() {
-                    let _ = std::fs::rename(&tmp, &stats_path);
-                }
+                write_stats(&stats_path, echoed);
             }
         })
+    }
+}
+
+/// Writes the count of echoes for the bench to read. Not `files::write_atomic`: its fsync every
+/// 100 ms would add to the very CPU this baseline is measured by, and a count lost in a crash
+/// does not matter.
+fn write_stats(path: &std::path::Path, echoed: u64) {
+    let tmp = path.with_extension("stats.tmp");
+    if std::fs::write(&tmp, format!("{{\"echoed\":{echoed}}}")).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
     }
 }

@@ -242,5 +242,10 @@ fn new_commands_refuse_bad_values_with_a_clear_message() {
     assert!(e.contains("--driver") && e.contains("proto"), "{e}");
     let e = run(&["bench", "--edge-ready", out, "--key", out, "--baseline-driver", "tokio"]);
     assert!(e.contains("--baseline-driver"), "{e}");
+    let e = run(&["bench", "--edge-ready", out, "--key", out, "--baseline-driver", "proto", "--baseline-threads", "2"]);
+    assert!(e.contains("--baseline-threads applies to --baseline-driver quinn"), "{e}");
+    let args = ["echo-server", "--ready-file", ready.to_str().unwrap(), "--data-dir", out, "--driver", "proto"];
+    let e = run(&[&args[..], &["--threads", "2"]].concat());
+    assert!(e.contains("--threads applies to --driver quinn"), "{e}");
     assert!(!ready.exists(), "a refused echo server never says it is ready");
 }
