@@ -165,6 +165,9 @@ impl Server {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+                // An ICMP error for an earlier send to some peer: that peer's problem, not the
+                // socket's, as quinn's own endpoint driver treats it.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
                 Err(e) => return Err(e.into()),
             };
             drop(slices);
