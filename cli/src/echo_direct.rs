@@ -9,23 +9,15 @@
 
 use anyhow::Context as _;
 use bytes::BytesMut;
-use quinn::udp::{RecvMeta, Transmit as UdpTransmit, UdpSockRef, UdpSocketState};
+use outpost_client::proto_loop::{self, Dirty, READS_PER_TURN, Receiver, Timers};
+use quinn::udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, Event};
-use std::collections::{BTreeSet, HashMap};
-use std::io::IoSliceMut;
+use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Packets read per `recvmmsg`, as quinn's own endpoint driver does.
-const RECV_BATCH: usize = 32;
-/// Largest UDP payload read into one buffer (with GRO, several packets of one peer).
-const RECV_BUF: usize = 64 * 1024;
-/// `recvmmsg` calls per turn of the loop at most: a flood cannot keep the loop reading forever
-/// while timers wait and the list of connections to drive grows.
-const READS_PER_TURN: usize = 16;
 
 struct Conn {
     conn: quinn_proto::Connection,
@@ -39,11 +31,9 @@ struct Server {
     state: UdpSocketState,
     endpoint: Endpoint,
     conns: HashMap<ConnectionHandle, Conn>,
-    /// One entry per connection with a timer: a set rather than a heap, so a re-armed timer
-    /// replaces its old entry and the set never holds more than the connections.
-    timers: BTreeSet<(Instant, usize)>,
+    timers: Timers,
     /// Connections that received something or fired a timer this turn.
-    dirty: Vec<ConnectionHandle>,
+    dirty: Dirty,
     out: Vec<u8>,
     max_gso: usize,
     echoed: u64,
@@ -66,21 +56,21 @@ pub fn serve(
         state,
         endpoint,
         conns: HashMap::new(),
-        timers: BTreeSet::new(),
-        dirty: Vec::new(),
+        timers: Timers::default(),
+        dirty: Dirty::default(),
         out: Vec::with_capacity(64 * 1024),
         max_gso,
         echoed: 0,
     };
-    let mut bufs: Vec<Vec<u8>> = (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF]).collect();
-    let mut meta = vec![RecvMeta::default(); RECV_BATCH];
+    let mut rx = Receiver::default();
     while !stop.load(Ordering::Relaxed) {
         s.fire_timers(Instant::now());
         s.drive_dirty(Instant::now());
         on_turn(s.echoed);
-        let wait = s.timers.first().map_or(MAX_WAIT, |(at, _)| at.saturating_duration_since(Instant::now()));
-        if poll_readable(&s.socket, wait.min(MAX_WAIT))? {
-            s.read_all(&mut bufs, &mut meta)?;
+        let mut fds = [libc::pollfd { fd: s.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        proto_loop::wait(&mut fds, s.timers.wait(Instant::now(), MAX_WAIT))?;
+        if fds[0].revents != 0 {
+            s.read_all(&mut rx)?;
         }
     }
     Ok(())
@@ -91,11 +81,7 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 
 impl Server {
     fn fire_timers(&mut self, now: Instant) {
-        while let Some(&(at, h)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some(h) = self.timers.pop_due(now) {
             let ch = ConnectionHandle(h);
             if let Some(c) = self.conns.get_mut(&ch) {
                 c.armed = None;
@@ -108,9 +94,7 @@ impl Server {
     /// Runs every dirty connection until it has nothing more to do: its endpoint events, its
     /// application events (echoing each datagram), its packets out, and its next timer.
     fn drive_dirty(&mut self, now: Instant) {
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        for ch in std::mem::take(&mut self.dirty) {
+        for ch in self.dirty.take() {
             let Some(c) = self.conns.get_mut(&ch) else { continue };
             loop {
                 let mut progressed = false;
@@ -141,15 +125,7 @@ impl Server {
                 }
             }
             let next = if c.conn.is_drained() { None } else { c.conn.poll_timeout() };
-            if next != c.armed {
-                if let Some(old) = c.armed.take() {
-                    self.timers.remove(&(old, ch.0));
-                }
-                if let Some(at) = next {
-                    self.timers.insert((at, ch.0));
-                    c.armed = Some(at);
-                }
-            }
+            self.timers.rearm(ch.0, &mut c.armed, next);
             if c.conn.is_drained() {
                 self.conns.remove(&ch);
             }
@@ -158,34 +134,21 @@ impl Server {
 
     /// Reads the socket until it is empty or [`READS_PER_TURN`] batches were read, handing each
     /// packet to the endpoint.
-    fn read_all(&mut self, bufs: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> anyhow::Result<()> {
+    fn read_all(&mut self, rx: &mut Receiver) -> anyhow::Result<()> {
         for _ in 0..READS_PER_TURN {
-            let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            let n = match self.state.recv(UdpSockRef::from(&self.socket), &mut slices, meta) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
-                // An ICMP error for an earlier send to some peer: that peer's problem, not the
-                // socket's, as quinn's own endpoint driver treats it.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
-                Err(e) => return Err(e.into()),
-            };
-            drop(slices);
+            if !rx.recv(&self.state, &self.socket)? {
+                return Ok(());
+            }
             let now = Instant::now();
-            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
-                let mut data = BytesMut::from(&buf[..m.len]);
-                // With GRO one buffer holds several packets of one peer, `stride` bytes apart.
-                while !data.is_empty() {
-                    let packet = data.split_to(m.stride.clamp(1, data.len()));
-                    self.handle_packet(now, m, packet);
-                }
+            for (m, packet) in rx.packets() {
+                self.handle_packet(now, &m, packet);
             }
         }
         Ok(())
     }
 
     fn handle_packet(&mut self, now: Instant, m: &RecvMeta, packet: BytesMut) {
-        match self.endpoint.handle(now, m.addr, m.dst_ip, m.ecn.map(ecn), packet, &mut self.out) {
+        match self.endpoint.handle(now, m.addr, m.dst_ip, m.ecn.map(proto_loop::proto_ecn), packet, &mut self.out) {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
                 if let Some(c) = self.conns.get_mut(&ch) {
                     c.conn.handle_event(ev);
@@ -212,42 +175,9 @@ impl Server {
     }
 }
 
-fn ecn(e: quinn::udp::EcnCodepoint) -> quinn_proto::EcnCodepoint {
-    match e {
-        quinn::udp::EcnCodepoint::Ect0 => quinn_proto::EcnCodepoint::Ect0,
-        quinn::udp::EcnCodepoint::Ect1 => quinn_proto::EcnCodepoint::Ect1,
-        quinn::udp::EcnCodepoint::Ce => quinn_proto::EcnCodepoint::Ce,
-    }
-}
-
 fn send(state: &UdpSocketState, socket: &UdpSocket, t: &quinn_proto::Transmit, buf: &[u8]) {
-    let tx = UdpTransmit {
-        destination: t.destination,
-        ecn: t.ecn.map(|e| match e {
-            quinn_proto::EcnCodepoint::Ect0 => quinn::udp::EcnCodepoint::Ect0,
-            quinn_proto::EcnCodepoint::Ect1 => quinn::udp::EcnCodepoint::Ect1,
-            quinn_proto::EcnCodepoint::Ce => quinn::udp::EcnCodepoint::Ce,
-        }),
-        contents: &buf[..t.size],
-        segment_size: t.segment_size,
-        src_ip: t.src_ip,
-    };
     // A full socket buffer drops the packet, as a router would; QUIC's loss recovery resends.
-    let _ = state.send(UdpSockRef::from(socket), &tx);
-}
-
-/// Waits until the socket is readable or `wait` passes; `true` when readable.
-fn poll_readable(socket: &UdpSocket, wait: Duration) -> std::io::Result<bool> {
-    let mut fd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ts = libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos() as _ };
-    // SAFETY: one valid pollfd, a valid timespec, no signal mask; ppoll only reads them and
-    // writes `revents`.
-    let rc = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
-    }
-    Ok(rc > 0)
+    let _ = state.send(UdpSockRef::from(socket), &proto_loop::udp_transmit(t, buf));
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! - [`tls`]: pinned-certificate QUIC/TLS configs and node certificates (shared with the servers).
 //! - [`http_server`]: the HTTP/1.1 accept loop and reply helpers the servers share.
 //! - [`link`]: the edge → core link (updates with acks, player-state loads).
-//! - [`batch`]: the batching UDP socket under a node's player endpoint.
+//! - [`batch`]: packets of many connections in one `sendmmsg` (the node's player transport).
+//! - [`proto_loop`]: the socket, timer and ECN pieces of a loop that drives `quinn-proto` itself
+//!   (the node's player transport and the `echo-server --driver proto` baseline).
 //! - [`service`]: what every service does the same way at start-up (logging, layered config, tokens).
 //! - this file: [`Client`]: connect to an edge node with a ticket, send reliable frames and
 //!   unreliable datagrams, receive [`Event`]s, and see typed close reasons.
@@ -15,6 +17,7 @@
 pub mod batch;
 pub mod http_server;
 pub mod link;
+pub mod proto_loop;
 pub mod service;
 pub mod tls;
 
@@ -166,22 +169,6 @@ fn quic_endpoint_sized(
 ) -> std::io::Result<quinn::Endpoint> {
     let socket = bind_udp(bind, buffer)?;
     quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, quic_runtime()?)
-}
-
-/// A server endpoint like [`quic_endpoint`]'s whose packets leave in batches, one `sendmmsg`
-/// for many connections ([`batch`]): for servers with many connections sending small packets,
-/// such as a node's players. At most `max_queued` packets wait to be sent.
-pub fn quic_endpoint_batched(
-    bind: SocketAddr,
-    server: quinn::ServerConfig,
-    max_queued: usize,
-) -> std::io::Result<(quinn::Endpoint, std::sync::Arc<batch::SendStats>)> {
-    let socket = bind_udp(bind, UDP_BUFFER_BYTES)?;
-    let runtime = quic_runtime()?;
-    let (socket, stats) = batch::BatchSocket::wrap(socket, &runtime, max_queued)?;
-    let endpoint =
-        quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), Some(server), socket, runtime)?;
-    Ok((endpoint, stats))
 }
 
 /// A UDP socket bound to `bind` with `buffer` bytes of kernel buffers each way.

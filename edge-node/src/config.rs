@@ -62,9 +62,9 @@ pub struct Args {
     /// handshake work. Bounds the node's memory (40–60 KiB per connection).
     #[arg(long, env = "OUTPOST_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Player packets queued for the batched send (one `sendmmsg` for many connections) at
-    /// most; a connection that finds the queue full waits for room. 0 sends each packet on its
-    /// own, with quinn's own socket code.
+    /// Player packets gathered for one batched send (one `sendmmsg` for many connections) at
+    /// most: the transport sends what it has at the end of each turn of its loop, or sooner
+    /// when this many are waiting. 0 sends each packet on its own (`sendmsg`, with GSO).
     #[arg(long, env = "OUTPOST_UDP_SEND_QUEUE", default_value_t = 1024)]
     pub udp_send_queue: usize,
     /// Most connections from one IP address that have not joined yet. Players behind one NAT

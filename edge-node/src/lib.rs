@@ -104,17 +104,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .receive_window(window.into())
         .datagram_receive_buffer_size(Some(config.player_limits.datagram_in_bytes))
         .datagram_send_buffer_size(config.player_limits.datagram_out_bytes);
-    let mut server = outpost_client::tls::server_config(&cert, outpost_client::tls::ALPN_PLAYER, transport)?;
-    // quinn's own queue of connections not yet accepted: no longer than the node would take.
-    server.max_incoming(config.args.max_connections);
-    let (listen, queue) = (config.args.listen_quic, config.args.udp_send_queue);
-    let bound = if queue == 0 {
-        outpost_client::quic_endpoint(listen, Some(server)).map(|e| (e, None))
-    } else {
-        outpost_client::quic_endpoint_batched(listen, server, queue).map(|(e, stats)| (e, Some(stats)))
-    };
-    let (endpoint, udp_stats) = bound.with_context(|| format!("listen_quic: binding {listen}"))?;
-    let quic_addr = endpoint.local_addr()?;
+    let server = outpost_client::tls::server_config(&cert, outpost_client::tls::ALPN_PLAYER, transport)?;
+    let listen = config.args.listen_quic;
+    let quic_socket = outpost_client::bind_udp(listen, outpost_client::UDP_BUFFER_BYTES)
+        .with_context(|| format!("listen_quic: binding {listen}"))?;
     let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     if config.ticket_key.is_none() {
         tracing::warn!("no --ticket-pubkey: every player join will be refused");
@@ -162,7 +155,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         relay_max_players: config.args.max_players,
         default_tick_hz: config.args.tick_hz,
     });
-    let quic_task = tokio::spawn(quic::serve(endpoint.clone(), players));
+    let player_endpoint = quic::driver::PlayerEndpoint::start(quic_socket, server, players, config.args.udp_send_queue)
+        .with_context(|| format!("listen_quic: serving {listen}"))?;
+    let quic_addr = player_endpoint.addr;
 
     let probe = tokio::net::UdpSocket::bind(config.args.listen_probe)
         .await
@@ -190,7 +185,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         quic_addr: quic_addr.to_string(),
         cert_sha256: cert_sha256.clone(),
         outbox: outbox.clone(),
-        udp_stats,
+        udp_stats: player_endpoint.stats.clone(),
         token_hash: admin::token_hash(&token),
         limits: admin::ApiLimits {
             max_upload_bytes: config.args.max_upload_bytes,
@@ -304,9 +299,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     let grace = config.shutdown_grace;
     let _ = tokio::time::timeout(grace, rooms.shutdown()).await;
-    endpoint.close(outpost_proto::CloseCode::NodeShutdown.to_u32().into(), b"the node is shutting down");
-    let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
-    quic_task.abort();
+    player_endpoint.shutdown(grace).await;
     beacon_task.abort();
     if let Some(t) = admission_task {
         t.abort();

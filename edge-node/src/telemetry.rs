@@ -172,15 +172,15 @@ counters! {
     player_datagrams_in_unread_total: "counter",
     /// Player-ticks run (sum over ticks of the players in the room).
     player_ticks_total: "counter",
-    /// Player UDP packets sent through the batched socket.
+    /// Player UDP packets handed to the kernel.
     udp_packets_sent_total: "counter",
-    /// `sendmmsg` calls of the batched socket; packets over batches is the batch size.
+    /// `sendmmsg` calls of the player transport; packets over batches is the batch size.
     udp_send_batches_total: "counter",
     /// Player UDP packets the kernel refused to send (each is lost, as UDP may lose it).
     udp_send_errors_total: "counter",
-    /// Sends that found the batched socket's queue full and waited for room.
+    /// Player packets dropped because the send batch was full while the kernel's buffer was.
     udp_send_queue_full_total: "counter",
-    /// Times the kernel's send buffer was full and the batched socket waited for it.
+    /// Flushes of the send batch that found the kernel's send buffer full (the rest waited).
     udp_send_kernel_full_total: "counter",
 }
 

@@ -64,8 +64,8 @@ pub struct AdminState {
     pub cert_sha256: String,
     /// The outbox, when the node forwards to a core (for health and gauges).
     pub outbox: Option<Arc<crate::forward::outbox::Outbox>>,
-    /// The batched player socket's counters (none with `--udp-send-queue 0`).
-    pub udp_stats: Option<Arc<outpost_client::batch::SendStats>>,
+    /// The player transport's packet counters.
+    pub udp_stats: Arc<outpost_client::batch::SendStats>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -266,13 +266,12 @@ fn metrics(state: &AdminState) -> Resp {
     m.module_compiles_total.store(host_compiles, Ordering::Relaxed);
     m.module_cache_loads_total.store(host_loads, Ordering::Relaxed);
     m.epoch_ticks_total.store(state.modules.host().epoch.ticks(), Ordering::Relaxed);
-    if let Some(u) = &state.udp_stats {
-        m.udp_packets_sent_total.store(u.packets.load(Ordering::Relaxed), Ordering::Relaxed);
-        m.udp_send_batches_total.store(u.batches.load(Ordering::Relaxed), Ordering::Relaxed);
-        m.udp_send_errors_total.store(u.errors.load(Ordering::Relaxed), Ordering::Relaxed);
-        m.udp_send_queue_full_total.store(u.queue_full.load(Ordering::Relaxed), Ordering::Relaxed);
-        m.udp_send_kernel_full_total.store(u.kernel_full.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
+    let u = &state.udp_stats;
+    m.udp_packets_sent_total.store(u.packets.load(Ordering::Relaxed), Ordering::Relaxed);
+    m.udp_send_batches_total.store(u.batches.load(Ordering::Relaxed), Ordering::Relaxed);
+    m.udp_send_errors_total.store(u.errors.load(Ordering::Relaxed), Ordering::Relaxed);
+    m.udp_send_queue_full_total.store(u.queue_full.load(Ordering::Relaxed), Ordering::Relaxed);
+    m.udp_send_kernel_full_total.store(u.kernel_full.load(Ordering::Relaxed), Ordering::Relaxed);
     let mut text = m.render(&[
         ("rooms", "Rooms on the node.", state.rooms.len() as f64),
         (

@@ -1,28 +1,29 @@
 //! The player endpoint: QUIC (ALPN `outpost/1`), join by signed ticket, then frames and datagrams
 //! between the player and their room.
 //!
-//! Each connection is one task: it reads the `Join`, verifies the ticket offline (signature,
-//! expiry, node, single use), places the player, then forwards what the player sends to the room's
-//! worker. Every limit is checked here, before a byte reaches a room: frame size, message rate,
-//! datagram size. A misbehaving player is closed with a precise code; nothing they send can take
-//! down the node.
+//! [`driver`] runs every connection's QUIC state from one thread: it reads the `Join`, checks every
+//! limit before a byte reaches a room (frame size, message rate, datagram size), and forwards what
+//! the player sends to the room's worker. A misbehaving player is closed with a precise code;
+//! nothing they send can take down the node. This file is the join itself, run as a task per
+//! joining player: verify the ticket offline (signature, expiry, node, single use), take over from
+//! the player's older connection, and place the player in a room.
 
 pub mod admission;
+pub mod driver;
 
 use crate::modules::ModuleStore;
 use crate::room::Rooms;
 use crate::room::player::{PlayerLimits, PlayerLink};
-use crate::room::worker::{Command, RoomSpec};
+use crate::room::worker::RoomSpec;
 use crate::telemetry::Metrics;
 use outpost_proto::CloseCode;
-use outpost_proto::frame::{self, Frame, FrameDecoder, SavedState};
+use outpost_proto::frame::{Frame, SavedState};
 use outpost_proto::keys::Ed25519PublicKey;
-use outpost_proto::rate::TokenBucket;
 use outpost_proto::ticket::{self, ReplayGuard, TicketPayload};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Name of the built-in relay room kind.
 pub const RELAY: &str = "relay";
@@ -63,77 +64,18 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Accepts connections until the endpoint is closed.
-pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<PlayerCtx>) {
-    while let Some(incoming) = endpoint.accept().await {
-        let slot = match ctx.admission.admit(incoming.remote_address().ip(), incoming.remote_address_validated()) {
-            admission::Verdict::Accept(slot) => slot,
-            admission::Verdict::Retry => {
-                ctx.metrics.player_connections_retried_total.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = incoming.retry() {
-                    // Only a client that already retried cannot be asked again, and those are
-                    // validated, so this is not expected; refusing is the safe answer.
-                    e.into_incoming().refuse();
-                }
-                continue;
-            }
-            admission::Verdict::Refuse(why) => {
-                ctx.metrics.player_connections_refused_total.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(remote = %incoming.remote_address(), why, "player connection refused");
-                incoming.refuse();
-                continue;
-            }
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            match incoming.await {
-                Ok(conn) => session(conn, ctx, slot).await,
-                Err(e) => tracing::debug!(error = %e, "player handshake failed"),
-            }
-        });
-    }
-}
-
-fn refuse(ctx: &PlayerCtx, conn: &quinn::Connection, code: CloseCode, reason: &str) {
-    ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
-    close_refused(conn, code, reason);
-}
-
-/// Closes a refused connection that has already been counted.
-fn close_refused(conn: &quinn::Connection, code: CloseCode, reason: &str) {
-    tracing::debug!(code = %code, reason, remote = %conn.remote_address(), "join refused");
-    conn.close(code.to_u32().into(), reason.as_bytes());
-}
-
-async fn read_join(recv: &mut quinn::RecvStream) -> Result<String, (CloseCode, String)> {
-    let mut dec = FrameDecoder::new(ticket::MAX_TICKET_LEN + 16);
-    let mut buf = [0u8; 1024];
-    loop {
-        match dec.next_frame() {
-            Ok(Some(Frame::Join { ticket })) => return Ok(ticket),
-            Ok(Some(other)) => return Err((CloseCode::FrameMalformed, format!("expected Join, got {other:?}"))),
-            Ok(None) => {}
-            Err(e) => return Err((e.code(), e.to_string())),
-        }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => dec.push(&buf[..n]),
-            _ => return Err((CloseCode::FrameMalformed, "stream ended before Join".into())),
-        }
-    }
-}
-
 /// A player let in: the ticket, its link, where it joined, and the saved state it was given.
-struct Admitted {
-    ticket: TicketPayload,
-    link: Arc<PlayerLink>,
-    room: String,
-    worker: usize,
-    tick_hz: u32,
-    saved: SavedState,
+pub(crate) struct Admitted {
+    pub(crate) ticket: TicketPayload,
+    pub(crate) link: Arc<PlayerLink>,
+    pub(crate) room: String,
+    pub(crate) worker: usize,
+    pub(crate) tick_hz: u32,
+    pub(crate) saved: SavedState,
 }
 
 /// Verifies the ticket and places the player; returns the room, its worker and the tick rate.
-async fn admit(
+pub(crate) async fn admit(
     ctx: &PlayerCtx,
     ticket_text: &str,
     link_for: impl FnOnce(&TicketPayload) -> Arc<PlayerLink>,
@@ -184,7 +126,7 @@ async fn take_over(ctx: &PlayerCtx, link: &Arc<PlayerLink>) -> Option<String> {
 }
 
 /// Forgets `link` as its player's current connection, unless a reconnect has replaced it.
-fn forget_session(ctx: &PlayerCtx, link: &Arc<PlayerLink>) {
+pub(crate) fn forget_session(ctx: &PlayerCtx, link: &Arc<PlayerLink>) {
     let mut sessions = ctx.sessions.lock().unwrap_or_else(|e| e.into_inner());
     if sessions.get(&link.id).is_some_and(|l| Arc::ptr_eq(l, link)) {
         sessions.remove(&link.id);
@@ -266,162 +208,11 @@ async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), (CloseCod
     }
 }
 
-/// One player connection from handshake to close; `slot` holds its place in the connection caps
-/// for as long as the connection lives.
-async fn session(conn: quinn::Connection, ctx: Arc<PlayerCtx>, mut slot: admission::ConnSlot) {
-    let opened = tokio::time::timeout(ctx.join_timeout, async {
-        let (send, mut recv) = conn.accept_bi().await.map_err(|e| (CloseCode::FrameMalformed, e.to_string()))?;
-        let ticket = read_join(&mut recv).await?;
-        Ok::<_, (CloseCode, String)>((send, recv, ticket))
-    })
-    .await;
-    let (mut send, mut recv, ticket_text) = match opened {
-        Ok(Ok(v)) => v,
-        Ok(Err((code, reason))) => return refuse(&ctx, &conn, code, &reason),
-        Err(_) => return refuse(&ctx, &conn, CloseCode::FrameMalformed, "no Join within the join timeout"),
-    };
-    let make_link = |t: &TicketPayload| {
-        PlayerLink::new(t.player, t.name.clone(), conn.clone(), ctx.limits.clone(), ctx.metrics.clone())
-    };
-    let Admitted { ticket: t, link, room, worker, tick_hz, saved } = match admit(&ctx, &ticket_text, make_link).await {
-        Ok(v) => v,
-        Err((code, reason)) => {
-            // Counted before the client can read the refusal, so whoever sees it sees it counted.
-            ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
-            let _ = send.write_all(&Frame::Refused { code, reason: reason.clone() }.encode()).await;
-            return close_refused(&conn, code, &reason);
-        }
-    };
-    let joined = Frame::Joined { player_id: t.player, room: room.clone(), tick_hz, saved };
-    if send.write_all(&joined.encode()).await.is_err() {
-        ctx.rooms.leave(worker, room, link.clone(), false).await;
-        forget_session(&ctx, &link);
-        return;
-    }
-    slot.joined();
-    tracing::debug!(player = t.player, room = %room, "player joined");
-    tokio::spawn(link.clone().write_loop(send));
-    let bucket = Arc::new(Mutex::new(TokenBucket::new(ctx.limits.burst, Instant::now())));
-    let read = Arc::new(AtomicU64::new(0));
-    let datagrams = tokio::spawn({
-        let (conn, ctx, room, link, bucket, read) =
-            (conn.clone(), ctx.clone(), room.clone(), link.clone(), bucket.clone(), read.clone());
-        async move {
-            let datagrams = read_datagrams(conn, &ctx, room, worker, t.player, &bucket, &read).await;
-            close_on_breach(&ctx, &link, datagrams);
-        }
-    });
-    let frames = read_frames(&mut recv, &ctx, &room, worker, t.player, &bucket).await;
-    close_on_breach(&ctx, &link, frames);
-    conn.closed().await;
-    datagrams.abort();
-    count_unread_datagrams(&ctx, &conn, t.player, read.load(Ordering::Relaxed));
-    ctx.rooms.leave(worker, room, link.clone(), false).await;
-    forget_session(&ctx, &link);
-}
-
-/// Closes the player when one of its readers ended on a breach (an `Err`: the code and reason),
-/// counted once per close, whichever reader found it.
-fn close_on_breach(ctx: &PlayerCtx, link: &PlayerLink, read: Result<(), (CloseCode, String)>) {
-    if let Err((code, reason)) = read {
-        ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
-        link.close(code, &reason);
-    }
-}
-
-fn allow(bucket: &Mutex<TokenBucket>, limits: &PlayerLimits) -> bool {
-    bucket.lock().map(|mut b| b.take(Instant::now(), limits.rate, limits.burst)).unwrap_or(false)
-}
-
-/// Reads reliable frames until the stream ends; an `Err` is why the player must be closed.
-async fn read_frames(
-    recv: &mut quinn::RecvStream,
-    ctx: &PlayerCtx,
-    room: &str,
-    worker: usize,
-    player: u64,
-    bucket: &Mutex<TokenBucket>,
-) -> Result<(), (CloseCode, String)> {
-    // A frame body is the type byte, the 8-byte peer and the message.
-    let mut dec = FrameDecoder::new(ctx.limits.max_message + 9);
-    loop {
-        loop {
-            match dec.next_frame() {
-                Ok(Some(Frame::Message { peer, data })) => {
-                    if !allow(bucket, &ctx.limits) {
-                        return Err((CloseCode::RateLimited, format!("over {} messages per second", ctx.limits.rate)));
-                    }
-                    let cmd = Command::Message { room: room.to_string(), player, to: peer, data, reliable: true };
-                    ctx.rooms.tell(worker, cmd).await;
-                }
-                Ok(Some(other)) => {
-                    return Err((
-                        CloseCode::FrameMalformed,
-                        format!("unexpected {} frame after join", frame_name(&other)),
-                    ));
-                }
-                Ok(None) => break,
-                Err(e) => return Err((e.code(), e.to_string())),
-            }
-        }
-        // quinn's own received chunks, not a read buffer of ours: an idle player would keep a
-        // buffer of its size for the whole session (16 KiB of the node's memory per player).
-        match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => dec.push(&chunk.bytes),
-            Ok(None) | Err(_) => return Ok(()),
-        }
-    }
-}
-
-fn frame_name(f: &Frame) -> &'static str {
+pub(crate) fn frame_name(f: &Frame) -> &'static str {
     match f {
         Frame::Join { .. } => "Join",
         Frame::Joined { .. } => "Joined",
         Frame::Refused { .. } => "Refused",
         Frame::Message { .. } => "Message",
     }
-}
-
-/// Counts the player's datagrams that quinn received but the node never read. quinn keeps at most
-/// [`PlayerLimits::datagram_in_bytes`] of them per connection and, when that is full,
-/// drops the oldest without telling anyone: this happens when the room worker falls behind (the
-/// reader waits for room in the worker's queue) or when a client sends before it has joined. The
-/// player's datagrams still queued when it left are counted too: they were dropped as well.
-fn count_unread_datagrams(ctx: &PlayerCtx, conn: &quinn::Connection, player: u64, read: u64) {
-    let unread = conn.stats().frame_rx.datagram.saturating_sub(read);
-    if unread > 0 {
-        ctx.metrics.player_datagrams_in_unread_total.fetch_add(unread, Ordering::Relaxed);
-        tracing::info!(player, unread, read, "player datagrams dropped unread");
-    }
-}
-
-/// Reads a player's datagrams until the connection ends; an `Err` is why the player must be
-/// closed. Every datagram counts against the player's rate, the ones dropped here included, so
-/// junk cannot be sent faster than messages.
-async fn read_datagrams(
-    conn: quinn::Connection,
-    ctx: &PlayerCtx,
-    room: String,
-    worker: usize,
-    player: u64,
-    bucket: &Mutex<TokenBucket>,
-    read: &AtomicU64,
-) -> Result<(), (CloseCode, String)> {
-    while let Ok(d) = conn.read_datagram().await {
-        read.fetch_add(1, Ordering::Relaxed);
-        if !allow(bucket, &ctx.limits) {
-            return Err((CloseCode::RateLimited, format!("over {} messages per second", ctx.limits.rate)));
-        }
-        // QUIC authenticates datagrams, so a short one is the client's own doing, not the path's.
-        let (to, data) = frame::decode_peer(&d).map_err(|e| (e.code(), format!("datagram: {e}")))?;
-        // Over the cap is not an error: a client cannot know the node's cap, and the path
-        // carried it. Dropped, counted.
-        if data.len() > ctx.limits.datagram_cap {
-            ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let cmd = Command::Message { room: room.clone(), player, to, data: data.to_vec(), reliable: false };
-        ctx.rooms.tell(worker, cmd).await;
-    }
-    Ok(())
 }

@@ -147,6 +147,16 @@ impl Rooms {
         }
     }
 
+    /// Sends a player's command if the worker's queue has room; gives it back when full, so the
+    /// transport can stop reading that player until it does (QUIC flow control then holds the
+    /// player back). A stopped worker takes nothing, and nothing is given back.
+    pub fn try_tell(&self, worker: usize, cmd: Command) -> Result<(), Command> {
+        match self.workers.get(worker).map(|s| s.try_send(cmd)) {
+            Some(Err(flume::TrySendError::Full(cmd))) => Err(cmd),
+            _ => Ok(()),
+        }
+    }
+
     /// Tells the room that `link`'s connection is gone; with `wait`, returns once it is done.
     pub async fn leave(&self, worker: usize, room: String, link: Arc<PlayerLink>, wait: bool) {
         let (done, rx) = if wait {

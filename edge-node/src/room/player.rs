@@ -1,21 +1,21 @@
 //! A connected player as a room sees it: where its reliable frames and datagrams go.
 //!
 //! Workers push into a [`PlayerLink`] without ever blocking: reliable frames join a byte-counted
-//! backlog that the player's writer task drains onto its QUIC stream; datagrams go straight to
-//! quinn, or are dropped and counted when its datagram buffer is full (quinn would otherwise drop
-//! the oldest silently). A backlog that stays over its limit closes the player as a slow consumer,
-//! so one stalled client never grows the node's memory or holds up its room.
+//! backlog that the transport thread ([`crate::quic::driver`]) drains onto the player's QUIC
+//! stream; datagrams go to the transport's inbox, which drops and counts them when the player's
+//! datagram buffer is full (quinn-proto would otherwise drop the oldest silently). A backlog that
+//! stays over its limit closes the player as a slow consumer, so one stalled client never grows
+//! the node's memory or holds up its room.
 
+use crate::quic::driver::ConnRef;
 use crate::telemetry::Metrics;
 use bytes::Bytes;
 use outpost_proto::CloseCode;
 use outpost_proto::frame::{self, Frame};
 use std::collections::VecDeque;
-use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// Per-player limits.
 #[derive(Debug, Clone)]
@@ -88,29 +88,24 @@ pub struct PlayerLink {
     pub name: String,
     /// The room and worker it joined, once it has: where a reconnect finds it to take over.
     pub placement: std::sync::OnceLock<(String, usize)>,
-    conn: quinn::Connection,
+    conn: ConnRef,
     backlog: Mutex<Backlog>,
-    notify: Notify,
+    /// Set by the transport when the connection is gone, whoever closed it.
+    lost: AtomicBool,
     limits: Arc<PlayerLimits>,
     metrics: Arc<Metrics>,
 }
 
 impl PlayerLink {
-    /// A link over `conn`; start [`PlayerLink::write_loop`] with the connection's send stream.
-    pub fn new(
-        id: u64,
-        name: String,
-        conn: quinn::Connection,
-        limits: Arc<PlayerLimits>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    /// A link to the player on connection `conn`.
+    pub fn new(id: u64, name: String, conn: ConnRef, limits: Arc<PlayerLimits>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(PlayerLink {
             id,
             name,
             placement: std::sync::OnceLock::new(),
             conn,
             backlog: Mutex::default(),
-            notify: Notify::new(),
+            lost: AtomicBool::new(false),
             limits,
             metrics,
         })
@@ -124,52 +119,46 @@ impl PlayerLink {
     pub fn send_reliable(&self, from: u64, data: &[u8]) {
         let bytes = Bytes::from(Frame::Message { peer: from, data: data.to_vec() }.encode());
         let len = bytes.len();
-        let slow = {
+        let (slow, first) = {
             let mut b = self.backlog();
             if b.closed {
                 return;
             }
+            let first = b.frames.is_empty();
             b.frames.push_back(bytes);
             b.bytes += len;
-            if b.bytes > self.limits.backlog_bytes {
+            let slow = if b.bytes > self.limits.backlog_bytes {
                 let since = *b.over_since.get_or_insert_with(Instant::now);
                 // Over the hard cap is slow at once (bounded memory); over the limit gets the
                 // grace period, so a burst to a healthy player is not mistaken for a stall.
                 b.bytes > self.limits.backlog_hard_bytes() || since.elapsed() > self.limits.slow_grace
             } else {
                 false
-            }
+            };
+            (slow, first)
         };
         self.metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
         self.metrics.bytes_out_total.fetch_add(len as u64, Ordering::Relaxed);
         if slow {
             self.close(CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
-        } else {
-            self.notify.notify_one();
+        } else if first {
+            // Frames behind the first are taken with it, so only the first needs telling.
+            self.conn.frames_waiting();
         }
     }
 
-    /// Sends an unreliable message, or drops and counts it when the player is congested.
+    /// Sends an unreliable message; the transport drops and counts it when the player is
+    /// congested.
     ///
     /// A broadcast frames once per player on purpose: one shared buffer would have its reference
-    /// count touched by every connection's driver thread, which costs more than copying a small
-    /// game message.
+    /// count touched by two threads per player, which costs more than copying a small game
+    /// message.
     pub fn send_unreliable(&self, from: u64, data: &[u8]) {
-        let d = Bytes::from(frame::encode_peer(from, data));
-        let len = d.len();
-        // `send_datagram` would make room in a full buffer by dropping the player's oldest
-        // datagram without telling anyone. The waiting variant refuses instead, and polled once
-        // it takes the connection's lock once (its driver thread wants that lock too): ready
-        // means queued, pending means the buffer is full and this datagram is dropped, counted.
-        let mut queued = std::pin::pin!(self.conn.send_datagram_wait(d));
-        let polled = queued.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        if let std::task::Poll::Ready(Ok(())) = polled {
-            self.metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
-            self.metrics.bytes_out_total.fetch_add(len as u64, Ordering::Relaxed);
-        } else {
-            // Full, over the path's size, or the connection is gone.
+        if self.is_closed() {
             self.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        self.conn.datagram(Bytes::from(frame::encode_peer(from, data)));
     }
 
     /// Sends as the guest asked, falling back to reliable for payloads over the datagram cap.
@@ -190,64 +179,37 @@ impl PlayerLink {
             b.bytes = 0;
         }
         let reason: String = reason.chars().take(200).collect();
-        self.conn.close(code.to_u32().into(), reason.as_bytes());
-        self.notify.notify_one();
+        self.conn.close(code, reason);
     }
 
     /// Whether the connection was closed, by the node or the peer.
     pub fn is_closed(&self) -> bool {
-        self.backlog().closed || self.conn.close_reason().is_some()
+        self.lost.load(Ordering::Relaxed) || self.backlog().closed
     }
 
-    fn stalled(&self) -> bool {
+    /// The transport saw the connection end.
+    pub(crate) fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the backlog has been over its limit for longer than the grace period.
+    pub(crate) fn stalled(&self) -> bool {
         let b = self.backlog();
         b.over_since.is_some_and(|t| t.elapsed() > self.limits.slow_grace)
     }
 
-    /// Drains the backlog onto the player's stream until the connection ends.
-    pub async fn write_loop(self: Arc<Self>, mut send: quinn::SendStream) {
-        let mut batch = Vec::new();
-        loop {
-            {
-                let mut b = self.backlog();
-                if b.closed {
-                    return;
-                }
-                batch.extend(b.frames.drain(..));
-            }
-            if batch.is_empty() {
-                self.notify.notified().await;
-                continue;
-            }
-            let mut written = 0;
-            for chunk in batch.drain(..) {
-                written += chunk.len();
-                // A write blocked by flow control is watched, not cancelled: if the backlog stays
-                // over its limit past the grace period while the player reads nothing, close it.
-                let write = send.write_chunk(chunk);
-                tokio::pin!(write);
-                loop {
-                    tokio::select! {
-                        r = &mut write => {
-                            if r.is_err() {
-                                return;
-                            }
-                            break;
-                        }
-                        _ = tokio::time::sleep(self.limits.slow_grace / 2) => {
-                            if self.stalled() {
-                                self.close(CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-            let mut b = self.backlog();
-            b.bytes = b.bytes.saturating_sub(written);
-            if b.bytes <= self.limits.backlog_bytes {
-                b.over_since = None;
-            }
+    /// Moves the queued frames to the transport's writer; their bytes still count against the
+    /// backlog until [`PlayerLink::written`] says they are on the stream.
+    pub(crate) fn take_frames(&self, into: &mut VecDeque<Bytes>) {
+        into.extend(self.backlog().frames.drain(..));
+    }
+
+    /// `n` bytes of taken frames went onto the player's stream.
+    pub(crate) fn written(&self, n: usize) {
+        let mut b = self.backlog();
+        b.bytes = b.bytes.saturating_sub(n);
+        if b.bytes <= self.limits.backlog_bytes {
+            b.over_since = None;
         }
     }
 }

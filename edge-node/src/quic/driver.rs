@@ -1,0 +1,994 @@
+//! The player transport: every player connection's QUIC state machine, driven from one thread.
+//!
+//! The node drives `quinn-proto` itself instead of going through quinn's async wrapper. On this
+//! workload (thousands of connections, a small packet each way per tick) a quarter of a quinn
+//! server's CPU is the driving around QUIC, not QUIC: a task per connection, the endpoint's
+//! channel to each one, a lock per connection shared with the room threads, and the wake-ups
+//! between them (BENCHMARKS.md, sessions 13 and 14). Here one loop reads the socket
+//! (`recvmmsg`), hands each packet to its connection, runs what that connection has to do
+//! (join, reading frames and datagrams, writing the reliable backlog), and sends what it has
+//! to say, with the packets of many connections leaving in one `sendmmsg`.
+//!
+//! Other threads reach a connection only through the [`Inbox`]: room workers push datagrams,
+//! "frames waiting" and closes; the join tasks push their verdict. The loop wakes on the socket,
+//! on the inbox's eventfd, or on the earliest connection timer.
+//!
+//! What it deliberately does not do: decide anything about tickets, rooms or placement. The
+//! join itself (ticket check, take-over, room placement) stays async in [`super`], on the tokio
+//! runtime, because it waits for room workers and the core.
+
+use super::{Admitted, PlayerCtx, admission::ConnSlot};
+use crate::room::player::PlayerLink;
+use crate::room::worker::Command;
+use bytes::{Buf, Bytes, BytesMut};
+use outpost_client::batch::{PacketBatch, SendStats};
+use outpost_client::proto_loop::{self, Dirty, READS_PER_TURN, Receiver, Timers};
+use outpost_proto::CloseCode;
+use outpost_proto::frame::{self, Frame, FrameDecoder};
+use outpost_proto::rate::TokenBucket;
+use outpost_proto::ticket;
+use quinn::udp::{RecvMeta, UdpSockRef, UdpSocketState};
+use quinn_proto::{
+    ConnectionHandle, DatagramEvent, Dir, Endpoint, Event, ReadError, StreamEvent, StreamId, VarInt, WriteError,
+};
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest the loop sleeps with nothing due, so a lost wake-up could never stall it long.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How soon a connection whose room worker's queue was full tries again.
+const HELD_RETRY: Duration = Duration::from_millis(1);
+/// Datagrams from room workers waiting for the loop, across all players, before further ones
+/// are dropped and counted: the loop has fallen far behind, and a game's datagrams are stale by
+/// then anyway.
+const MAX_QUEUED_DATAGRAMS: usize = 65_536;
+
+/// A connection as the rest of the node names it: quinn-proto's handle (a slot that is reused)
+/// and a serial number, so a late message for a closed connection never reaches a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnKey {
+    handle: ConnectionHandle,
+    serial: u64,
+}
+
+/// What other threads ask of the transport.
+enum Op {
+    /// An unreliable message for the player (already framed with its sender).
+    Datagram(ConnKey, Bytes),
+    /// The player's reliable backlog went from empty to not.
+    Frames(ConnKey),
+    /// Close the connection.
+    Close(ConnKey, CloseCode, String),
+    /// The join task's verdict.
+    Admitted(ConnKey, Box<Result<Admitted, (CloseCode, String)>>),
+    /// Close every connection with `node-shutdown` and stop once they are gone.
+    Shutdown,
+}
+
+/// Where other threads leave work for the transport loop, and the eventfd that wakes it.
+pub struct Inbox {
+    ops: Mutex<Vec<Op>>,
+    datagrams: std::sync::atomic::AtomicUsize,
+    wake: OwnedFd,
+    metrics: Arc<crate::telemetry::Metrics>,
+}
+
+impl Inbox {
+    fn new(metrics: Arc<crate::telemetry::Metrics>) -> std::io::Result<Arc<Inbox>> {
+        // SAFETY: plain syscall; the result is checked and then owned once.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(Inbox { ops: Mutex::default(), datagrams: 0.into(), wake, metrics }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Op>> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `op` and wakes the loop when the inbox was empty: the loop takes everything at
+    /// once, so one wake-up per turn is enough however many threads push.
+    fn push(&self, op: Op) {
+        let mut ops = self.lock();
+        let was_empty = ops.is_empty();
+        ops.push(op);
+        drop(ops);
+        if was_empty {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to our own eventfd. A full counter
+            // (EAGAIN) means a wake-up is pending anyway.
+            let _ = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+
+    fn take(&self, into: &mut Vec<Op>) {
+        std::mem::swap(&mut *self.lock(), into);
+        self.datagrams.store(0, Ordering::Relaxed);
+    }
+
+    fn drain_wake(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer from our own non-blocking eventfd.
+        let _ = unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+    }
+}
+
+/// A player's connection as a [`PlayerLink`] holds it.
+#[derive(Clone)]
+pub struct ConnRef {
+    key: ConnKey,
+    inbox: Arc<Inbox>,
+}
+
+impl ConnRef {
+    /// The player's reliable backlog has frames to write.
+    pub fn frames_waiting(&self) {
+        self.inbox.push(Op::Frames(self.key));
+    }
+
+    /// Sends a framed datagram, or drops and counts it when too many are waiting.
+    pub fn datagram(&self, d: Bytes) {
+        if self.inbox.datagrams.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_DATAGRAMS {
+            self.inbox.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inbox.push(Op::Datagram(self.key, d));
+    }
+
+    /// Closes the connection with `code` and `reason`.
+    pub fn close(&self, code: CloseCode, reason: String) {
+        self.inbox.push(Op::Close(self.key, code, reason));
+    }
+}
+
+/// Where a connection is in the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the client's stream and its `Join`.
+    AwaitingJoin,
+    /// The join task is checking the ticket and placing the player.
+    Admitting,
+    /// In a room.
+    Joined,
+}
+
+struct Conn {
+    conn: quinn_proto::Connection,
+    serial: u64,
+    /// The deadline this connection holds in the timer set, so it can be replaced exactly.
+    armed: Option<Instant>,
+    phase: Phase,
+    /// Until it has sent its `Join`.
+    join_deadline: Option<Instant>,
+    /// The one bi stream the protocol uses.
+    stream: Option<StreamId>,
+    decoder: FrameDecoder,
+    bucket: TokenBucket,
+    /// The `Joined` or `Refused` frame, written before anything else.
+    preamble: Option<Bytes>,
+    /// Frames taken from the player's backlog, being written.
+    out: VecDeque<Bytes>,
+    /// Writing failed for good (the client stopped or reset its stream).
+    write_dead: bool,
+    /// The client finished or reset its side of the stream: nothing more to read.
+    read_done: bool,
+    /// A message the room worker's full queue did not take; nothing more is read until it does.
+    held: Option<Command>,
+    /// Close once what is written has been handed to the socket (a refusal's frame first).
+    close_after_flush: Option<(CloseCode, String)>,
+    slot: Option<ConnSlot>,
+    link: Option<Arc<PlayerLink>>,
+    /// Room and worker, once joined.
+    placed: Option<(String, usize)>,
+    /// Datagrams read from quinn-proto's queue.
+    read: u64,
+    /// The connection's end was handled (the room told, the datagrams left unread counted).
+    ended: bool,
+    want_read: bool,
+    want_datagrams: bool,
+    want_write: bool,
+}
+
+impl Conn {
+    /// Closes the connection now with `code` (the reason cut to 200 characters).
+    fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        let reason: String = reason.chars().take(200).collect();
+        self.conn.close(now, VarInt::from_u32(code.to_u32()), Bytes::from(reason));
+        if let Some(l) = &self.link {
+            l.mark_lost();
+        }
+    }
+}
+
+/// Sends packets: one `sendmmsg` per turn for all connections, or one `sendmsg` each.
+struct Io {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// Packets one transmit may carry: 1 when batching (each leaves in the `sendmmsg`), else
+    /// what the socket's GSO allows.
+    max_segments: usize,
+    batch: Option<PacketBatch>,
+    stats: Arc<SendStats>,
+    out: Vec<u8>,
+}
+
+impl Io {
+    fn send(&mut self, t: &quinn_proto::Transmit) {
+        let tx = proto_loop::udp_transmit(t, &self.out);
+        match &mut self.batch {
+            // A batch at its bound while the kernel's buffer is full drops the packet, counted.
+            Some(b) => {
+                if b.is_full() {
+                    b.flush(&self.socket);
+                }
+                b.push(&tx);
+            }
+            None => {
+                if self.state.send(UdpSockRef::from(&self.socket), &tx).is_err() {
+                    // Lost, as UDP may lose it; QUIC's recovery resends what matters.
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.out.clear();
+    }
+
+    /// Sends what the batch holds; true when packets are left for a writable socket.
+    fn flush(&mut self) -> bool {
+        self.batch.as_mut().is_some_and(|b| !b.flush(&self.socket))
+    }
+}
+
+/// The transport thread's state.
+struct Driver {
+    endpoint: Endpoint,
+    io: Io,
+    conns: HashMap<ConnectionHandle, Conn>,
+    timers: Timers,
+    dirty: Dirty,
+    /// Connections holding a message their room worker's queue had no room for.
+    held: Vec<ConnectionHandle>,
+    inbox: Arc<Inbox>,
+    ctx: Arc<PlayerCtx>,
+    rt: tokio::runtime::Handle,
+    next_serial: u64,
+    shutting_down: bool,
+    next_sweep: Instant,
+}
+
+/// The running transport, as `run` holds it.
+pub struct PlayerEndpoint {
+    /// The bound player address.
+    pub addr: SocketAddr,
+    /// Packets sent, batches, errors.
+    pub stats: Arc<SendStats>,
+    inbox: Arc<Inbox>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl PlayerEndpoint {
+    /// Binds nothing itself: `socket` is the bound player socket. Serves until
+    /// [`PlayerEndpoint::shutdown`]. `batch` is the most packets sent in one `sendmmsg` (0 sends
+    /// each on its own).
+    pub fn start(
+        socket: UdpSocket,
+        server: quinn_proto::ServerConfig,
+        ctx: Arc<PlayerCtx>,
+        batch: usize,
+    ) -> std::io::Result<PlayerEndpoint> {
+        socket.set_nonblocking(true)?;
+        let addr = socket.local_addr()?;
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        let stats = Arc::new(SendStats::default());
+        let batch = (batch > 0).then(|| PacketBatch::new(addr.is_ipv6(), batch, stats.clone()));
+        let inbox = Inbox::new(ctx.metrics.clone())?;
+        let endpoint =
+            Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), Some(Arc::new(server)), true, None);
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| std::io::Error::other("the player transport needs a tokio runtime for joins"))?;
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let driver = Driver {
+            endpoint,
+            io: Io {
+                max_segments: if batch.is_some() { 1 } else { state.max_gso_segments().max(1) },
+                socket,
+                state,
+                batch,
+                stats: stats.clone(),
+                out: Vec::with_capacity(64 * 1024),
+            },
+            conns: HashMap::new(),
+            timers: Timers::default(),
+            dirty: Dirty::default(),
+            held: Vec::new(),
+            inbox: inbox.clone(),
+            ctx,
+            rt,
+            next_serial: 0,
+            shutting_down: false,
+            next_sweep: Instant::now(),
+        };
+        std::thread::Builder::new().name("player-quic".into()).spawn(move || {
+            driver.run();
+            let _ = done_tx.send(());
+        })?;
+        Ok(PlayerEndpoint { addr, stats, inbox, done })
+    }
+
+    /// Closes every player with `node-shutdown` and waits up to `grace` for the close to reach
+    /// them; new connections are refused from now on.
+    pub async fn shutdown(self, grace: Duration) {
+        self.inbox.push(Op::Shutdown);
+        let _ = tokio::time::timeout(grace, self.done).await;
+    }
+}
+
+impl Driver {
+    fn run(mut self) {
+        let mut rx = Receiver::default();
+        let mut ops = Vec::new();
+        loop {
+            let now = Instant::now();
+            self.fire_timers(now);
+            self.inbox.take(&mut ops);
+            for op in ops.drain(..) {
+                self.handle_op(now, op);
+            }
+            self.retry_held();
+            if now >= self.next_sweep {
+                self.sweep_slow(now);
+            }
+            self.drive_dirty(now);
+            let unsent = self.io.flush();
+            if self.shutting_down && self.conns.is_empty() {
+                return;
+            }
+            let mut wait = self.timers.wait(now, MAX_WAIT).min(self.next_sweep.saturating_duration_since(now));
+            if !self.held.is_empty() {
+                wait = wait.min(HELD_RETRY);
+            }
+            let socket_events = if unsent { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN };
+            let mut fds = [
+                libc::pollfd { fd: self.io.socket.as_raw_fd(), events: socket_events, revents: 0 },
+                libc::pollfd { fd: self.inbox.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            if let Err(e) = proto_loop::wait(&mut fds, wait) {
+                tracing::error!(error = %e, "player socket poll failed; the transport stops");
+                return;
+            }
+            if fds[1].revents != 0 {
+                self.inbox.drain_wake();
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                self.read_socket(&mut rx);
+            }
+        }
+    }
+
+    fn handle_op(&mut self, now: Instant, op: Op) {
+        match op {
+            Op::Datagram(key, d) => {
+                let metrics = self.ctx.metrics.clone();
+                let len = d.len() as u64;
+                let sent = match conn_of(&mut self.conns, key) {
+                    Some(c) if !c.conn.is_closed() => {
+                        let mut dg = c.conn.datagrams();
+                        // `send` with `drop` would make room by dropping the player's oldest
+                        // datagram without telling anyone; refusing lets us count the drop.
+                        dg.send_buffer_space() >= d.len() && dg.send(d, false).is_ok()
+                    }
+                    _ => false,
+                };
+                if sent {
+                    metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
+                    metrics.bytes_out_total.fetch_add(len, Ordering::Relaxed);
+                    self.dirty.push(key.handle);
+                } else {
+                    // Full, over the path's size, or the connection is gone.
+                    metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Op::Frames(key) => {
+                if let Some(c) = conn_of(&mut self.conns, key) {
+                    c.want_write = true;
+                    self.dirty.push(key.handle);
+                }
+            }
+            Op::Close(key, code, reason) => {
+                if let Some(c) = conn_of(&mut self.conns, key) {
+                    c.close(now, code, &reason);
+                    self.dirty.push(key.handle);
+                }
+            }
+            Op::Admitted(key, result) => self.admitted(key, *result),
+            Op::Shutdown => {
+                self.shutting_down = true;
+                for (ch, c) in self.conns.iter_mut() {
+                    c.close(now, CloseCode::NodeShutdown, "the node is shutting down");
+                    self.dirty.push(*ch);
+                }
+            }
+        }
+    }
+
+    /// The join task's verdict: write `Joined` and start serving, or write `Refused` and close.
+    fn admitted(&mut self, key: ConnKey, result: Result<Admitted, (CloseCode, String)>) {
+        let metrics = self.ctx.metrics.clone();
+        let Some(c) = conn_of(&mut self.conns, key).filter(|c| !c.conn.is_closed()) else {
+            // Gone while joining: the room has them, so take them out again.
+            if let Ok(a) = result {
+                a.link.mark_lost();
+                leave_later(&self.rt, &self.ctx, a.link, a.room, a.worker);
+            }
+            return;
+        };
+        match result {
+            Err((code, reason)) => {
+                // Counted before the client can read the refusal, so whoever sees it sees it counted.
+                metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(code = %code, reason, remote = %c.conn.remote_address(), "join refused");
+                c.preamble = Some(Bytes::from(Frame::Refused { code, reason: reason.clone() }.encode()));
+                c.close_after_flush = Some((code, reason));
+                c.want_write = true;
+            }
+            Ok(a) => {
+                let joined = Frame::Joined {
+                    player_id: a.ticket.player,
+                    room: a.room.clone(),
+                    tick_hz: a.tick_hz,
+                    saved: a.saved,
+                };
+                c.preamble = Some(Bytes::from(joined.encode()));
+                c.phase = Phase::Joined;
+                if let Some(s) = &mut c.slot {
+                    s.joined();
+                }
+                tracing::debug!(player = a.ticket.player, room = %a.room, "player joined");
+                // A frame body is the type byte, the 8-byte peer and the message.
+                c.decoder = FrameDecoder::new(self.ctx.limits.max_message + 9);
+                c.link = Some(a.link);
+                c.placed = Some((a.room, a.worker));
+                c.want_read = true;
+                c.want_datagrams = true;
+                c.want_write = true;
+            }
+        }
+        self.dirty.push(key.handle);
+    }
+
+    fn retry_held(&mut self) {
+        let mut still = Vec::new();
+        for ch in std::mem::take(&mut self.held) {
+            let Some(c) = self.conns.get_mut(&ch) else { continue };
+            let (Some(cmd), Some((_, worker))) = (c.held.take(), &c.placed) else { continue };
+            match self.ctx.rooms.try_tell(*worker, cmd) {
+                Ok(()) => {
+                    c.want_read = true;
+                    c.want_datagrams = true;
+                    self.dirty.push(ch);
+                }
+                Err(cmd) => {
+                    c.held = Some(cmd);
+                    still.push(ch);
+                }
+            }
+        }
+        self.held = still;
+    }
+
+    /// Closes players whose reliable backlog has stayed over its limit past the grace period
+    /// while their stream took nothing (a room that stopped sending to them would never check).
+    fn sweep_slow(&mut self, now: Instant) {
+        self.next_sweep = now + self.ctx.limits.slow_grace / 2;
+        for (ch, c) in self.conns.iter_mut() {
+            if c.phase == Phase::Joined
+                && !c.conn.is_closed()
+                && let Some(link) = c.link.as_ref().filter(|l| l.stalled())
+            {
+                link.close(CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
+                c.close(now, CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
+                self.dirty.push(*ch);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(h) = self.timers.pop_due(now) {
+            let ch = ConnectionHandle(h);
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.armed = None;
+                if c.join_deadline.is_some_and(|d| d <= now) {
+                    c.join_deadline = None;
+                    if c.phase == Phase::AwaitingJoin {
+                        refuse(&self.ctx, c, now, CloseCode::FrameMalformed, "no Join within the join timeout");
+                    }
+                }
+                c.conn.handle_timeout(now);
+                self.dirty.push(ch);
+            }
+        }
+    }
+
+    /// Runs every dirty connection until it has nothing more to do.
+    fn drive_dirty(&mut self, now: Instant) {
+        for ch in self.dirty.take() {
+            self.drive(ch, now);
+        }
+    }
+
+    fn drive(&mut self, ch: ConnectionHandle, now: Instant) {
+        let Some(c) = self.conns.get_mut(&ch) else { return };
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = c.conn.poll_endpoint_events() {
+                progressed = true;
+                if let Some(back) = self.endpoint.handle_event(ch, ev) {
+                    c.conn.handle_event(back);
+                }
+            }
+            while let Some(ev) = c.conn.poll() {
+                progressed = true;
+                match ev {
+                    Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                        while let Some(id) = c.conn.streams().accept(Dir::Bi) {
+                            // The transport allows one bi stream, so this is the protocol's.
+                            c.stream.get_or_insert(id);
+                        }
+                        c.want_read = true;
+                    }
+                    Event::Stream(StreamEvent::Readable { .. }) => c.want_read = true,
+                    Event::Stream(StreamEvent::Writable { .. }) => c.want_write = true,
+                    Event::Stream(StreamEvent::Stopped { .. }) => {
+                        c.write_dead = true;
+                        c.out.clear();
+                    }
+                    Event::DatagramReceived => c.want_datagrams = true,
+                    Event::ConnectionLost { reason } => {
+                        tracing::debug!(reason = %reason, remote = %c.conn.remote_address(), "player connection lost");
+                    }
+                    _ => {}
+                }
+            }
+            if std::mem::take(&mut c.want_read) {
+                progressed = true;
+                if read_stream(&self.ctx, &self.rt, &self.inbox, c, ch, now) {
+                    self.held.push(ch);
+                }
+            }
+            if std::mem::take(&mut c.want_datagrams) {
+                progressed = true;
+                if read_datagrams(&self.ctx, c, now) {
+                    self.held.push(ch);
+                }
+            }
+            if std::mem::take(&mut c.want_write) {
+                progressed = true;
+                write_out(c);
+            }
+            while let Some(t) = c.conn.poll_transmit(now, self.io.max_segments, &mut self.io.out) {
+                progressed = true;
+                self.io.send(&t);
+            }
+            if let Some((code, reason)) = c.close_after_flush.take() {
+                progressed = true;
+                c.close(now, code, &reason);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if c.conn.is_closed() && !c.ended {
+            c.ended = true;
+            ended(&self.ctx, &self.rt, c);
+        }
+        let drained = c.conn.is_drained();
+        let next = if drained { None } else { [c.conn.poll_timeout(), c.join_deadline].into_iter().flatten().min() };
+        self.timers.rearm(ch.0, &mut c.armed, next);
+        if drained {
+            // Dropping the connection drops its slot in the connection caps.
+            self.conns.remove(&ch);
+        }
+    }
+
+    /// Reads the socket until it is empty or [`READS_PER_TURN`] batches were read, handing each
+    /// packet to the endpoint.
+    fn read_socket(&mut self, rx: &mut Receiver) {
+        for _ in 0..READS_PER_TURN {
+            match rx.recv(&self.io.state, &self.io.socket) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the player socket failed");
+                    return;
+                }
+            }
+            let now = Instant::now();
+            for (m, packet) in rx.packets() {
+                self.handle_packet(now, &m, packet);
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, m: &RecvMeta, packet: BytesMut) {
+        let ecn = m.ecn.map(proto_loop::proto_ecn);
+        match self.endpoint.handle(now, m.addr, m.dst_ip, ecn, packet, &mut self.io.out) {
+            Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.conn.handle_event(ev);
+                    self.dirty.push(ch);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => self.incoming(now, incoming),
+            Some(DatagramEvent::Response(t)) => self.io.send(&t),
+            None => {}
+        }
+        self.io.out.clear();
+    }
+
+    /// A new connection: caps first, before any handshake work (see [`super::admission`]).
+    fn incoming(&mut self, now: Instant, incoming: quinn_proto::Incoming) {
+        let metrics = self.ctx.metrics.clone();
+        let remote = incoming.remote_address();
+        let verdict = if self.shutting_down {
+            super::admission::Verdict::Refuse("the node is shutting down")
+        } else {
+            self.ctx.admission.admit(remote.ip(), incoming.remote_address_validated())
+        };
+        match verdict {
+            super::admission::Verdict::Accept(slot) => {
+                match self.endpoint.accept(incoming, now, &mut self.io.out, None) {
+                    Ok((ch, conn)) => {
+                        self.next_serial += 1;
+                        self.conns.insert(ch, new_conn(conn, self.next_serial, slot, now, &self.ctx));
+                        self.dirty.push(ch);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e.cause, %remote, "player handshake failed");
+                        if let Some(t) = e.response {
+                            self.io.send(&t);
+                        }
+                    }
+                }
+            }
+            super::admission::Verdict::Retry if incoming.may_retry() => {
+                metrics.player_connections_retried_total.fetch_add(1, Ordering::Relaxed);
+                match self.endpoint.retry(incoming, &mut self.io.out) {
+                    Ok(t) => self.io.send(&t),
+                    Err(e) => {
+                        let t = self.endpoint.refuse(e.into_incoming(), &mut self.io.out);
+                        self.io.send(&t);
+                    }
+                }
+            }
+            // Only a client that already retried cannot be asked again, and those are
+            // validated, so this is not expected; refusing is the safe answer.
+            super::admission::Verdict::Retry => {
+                let t = self.endpoint.refuse(incoming, &mut self.io.out);
+                self.io.send(&t);
+            }
+            super::admission::Verdict::Refuse(why) => {
+                metrics.player_connections_refused_total.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%remote, why, "player connection refused");
+                let t = self.endpoint.refuse(incoming, &mut self.io.out);
+                self.io.send(&t);
+            }
+        }
+    }
+}
+
+fn conn_of(conns: &mut HashMap<ConnectionHandle, Conn>, key: ConnKey) -> Option<&mut Conn> {
+    conns.get_mut(&key.handle).filter(|c| c.serial == key.serial)
+}
+
+fn new_conn(conn: quinn_proto::Connection, serial: u64, slot: ConnSlot, now: Instant, ctx: &PlayerCtx) -> Conn {
+    Conn {
+        conn,
+        serial,
+        armed: None,
+        phase: Phase::AwaitingJoin,
+        join_deadline: Some(now + ctx.join_timeout),
+        stream: None,
+        decoder: FrameDecoder::new(ticket::MAX_TICKET_LEN + 16),
+        bucket: TokenBucket::new(ctx.limits.burst, now),
+        preamble: None,
+        out: VecDeque::new(),
+        write_dead: false,
+        read_done: false,
+        held: None,
+        close_after_flush: None,
+        slot: Some(slot),
+        link: None,
+        placed: None,
+        read: 0,
+        ended: false,
+        want_read: false,
+        want_datagrams: false,
+        want_write: false,
+    }
+}
+
+/// Refuses a connection that has not joined: counted, logged, closed with `code`.
+fn refuse(ctx: &PlayerCtx, c: &mut Conn, now: Instant, code: CloseCode, reason: &str) {
+    ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(code = %code, reason, remote = %c.conn.remote_address(), "join refused");
+    c.close(now, code, reason);
+}
+
+/// Closes a joined player that broke the protocol or its limits, counted once per close.
+fn breach(ctx: &PlayerCtx, c: &mut Conn, now: Instant, code: CloseCode, reason: &str) {
+    ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
+    c.close(now, code, reason);
+}
+
+/// The connection closed, by either side: the room is told (the guest sees `leave`), and the
+/// player's datagrams that were never read are counted.
+fn ended(ctx: &Arc<PlayerCtx>, rt: &tokio::runtime::Handle, c: &mut Conn) {
+    let Some(link) = c.link.clone() else { return };
+    link.mark_lost();
+    let Some((room, worker)) = c.placed.take() else { return };
+    // quinn-proto keeps at most `datagram_in_bytes` of a player's datagrams and drops the
+    // oldest beyond: while a room worker's queue is full, or before the player has joined.
+    // A held one was read but never reached the room.
+    let held = u64::from(matches!(c.held.take(), Some(Command::Message { reliable: false, .. })));
+    let unread = c.conn.stats().frame_rx.datagram.saturating_sub(c.read) + held;
+    if unread > 0 {
+        ctx.metrics.player_datagrams_in_unread_total.fetch_add(unread, Ordering::Relaxed);
+        tracing::info!(player = link.id, unread, read = c.read, "player datagrams dropped unread");
+    }
+    leave_later(rt, ctx, link, room, worker);
+}
+
+fn leave_later(rt: &tokio::runtime::Handle, ctx: &Arc<PlayerCtx>, link: Arc<PlayerLink>, room: String, worker: usize) {
+    let ctx = ctx.clone();
+    rt.spawn(async move {
+        ctx.rooms.leave(worker, room, link.clone(), false).await;
+        super::forget_session(&ctx, &link);
+    });
+}
+
+/// Reads the player's stream: the `Join` before joining, then reliable frames for the room.
+/// Returns true when a message is now held for a full room worker queue.
+fn read_stream(
+    ctx: &Arc<PlayerCtx>,
+    rt: &tokio::runtime::Handle,
+    inbox: &Arc<Inbox>,
+    c: &mut Conn,
+    ch: ConnectionHandle,
+    now: Instant,
+) -> bool {
+    let Some(id) = c.stream else { return false };
+    if c.phase == Phase::Admitting || c.held.is_some() || c.conn.is_closed() {
+        return false;
+    }
+    loop {
+        // Frames already buffered first, so a full room queue stops reading right there.
+        loop {
+            let next = c.decoder.next_frame();
+            match (c.phase, next) {
+                (Phase::AwaitingJoin, Ok(Some(Frame::Join { ticket }))) => {
+                    c.phase = Phase::Admitting;
+                    c.join_deadline = None;
+                    let key = ConnKey { handle: ch, serial: c.serial };
+                    let (ctx, inbox) = (ctx.clone(), inbox.clone());
+                    rt.spawn(async move {
+                        let conn = ConnRef { key, inbox: inbox.clone() };
+                        let result = super::admit(&ctx, &ticket, |t| {
+                            PlayerLink::new(t.player, t.name.clone(), conn, ctx.limits.clone(), ctx.metrics.clone())
+                        })
+                        .await;
+                        inbox.push(Op::Admitted(key, Box::new(result)));
+                    });
+                    return false;
+                }
+                (Phase::AwaitingJoin, Ok(Some(other))) => {
+                    let reason = format!("expected Join, got {}", super::frame_name(&other));
+                    refuse(ctx, c, now, CloseCode::FrameMalformed, &reason);
+                    return false;
+                }
+                (Phase::AwaitingJoin, Err(e)) => {
+                    refuse(ctx, c, now, e.code(), &e.to_string());
+                    return false;
+                }
+                (_, Ok(Some(Frame::Message { peer, data }))) => {
+                    if !c.bucket.take(now, ctx.limits.rate, ctx.limits.burst) {
+                        let reason = format!("over {} messages per second", ctx.limits.rate);
+                        breach(ctx, c, now, CloseCode::RateLimited, &reason);
+                        return false;
+                    }
+                    let Some((room, worker)) = &c.placed else { return false };
+                    let cmd =
+                        Command::Message { room: room.clone(), player: player_of(c), to: peer, data, reliable: true };
+                    if let Err(cmd) = ctx.rooms.try_tell(*worker, cmd) {
+                        c.held = Some(cmd);
+                        return true;
+                    }
+                }
+                (_, Ok(Some(other))) => {
+                    let reason = format!("unexpected {} frame after join", super::frame_name(&other));
+                    breach(ctx, c, now, CloseCode::FrameMalformed, &reason);
+                    return false;
+                }
+                (_, Err(e)) => {
+                    breach(ctx, c, now, e.code(), &e.to_string());
+                    return false;
+                }
+                (_, Ok(None)) => break,
+            }
+        }
+        if c.read_done {
+            if c.phase == Phase::AwaitingJoin {
+                refuse(ctx, c, now, CloseCode::FrameMalformed, "stream ended before Join");
+            }
+            return false;
+        }
+        // quinn-proto's own received chunks, not a read buffer of ours: an idle player keeps no
+        // buffer of the node's.
+        let mut stream = c.conn.recv_stream(id);
+        let Ok(mut chunks) = stream.read(true) else { return false };
+        let mut got = false;
+        loop {
+            match chunks.next(usize::MAX) {
+                Ok(Some(chunk)) => {
+                    got = true;
+                    c.decoder.push(&chunk.bytes);
+                }
+                Ok(None) | Err(ReadError::Reset(_)) => {
+                    c.read_done = true;
+                    got = true;
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+            }
+        }
+        let _ = chunks.finalize();
+        if !got {
+            return false;
+        }
+    }
+}
+
+fn player_of(c: &Conn) -> u64 {
+    c.link.as_ref().map_or(0, |l| l.id)
+}
+
+/// Reads the player's datagrams for the room. Every datagram counts against the player's rate,
+/// the ones dropped here included, so junk cannot be sent faster than messages. Returns true
+/// when a message is now held for a full room worker queue.
+fn read_datagrams(ctx: &PlayerCtx, c: &mut Conn, now: Instant) -> bool {
+    if c.phase != Phase::Joined || c.held.is_some() || c.conn.is_closed() {
+        return false;
+    }
+    let Some((room, worker)) = c.placed.clone() else { return false };
+    let player = player_of(c);
+    while let Some(d) = c.conn.datagrams().recv() {
+        c.read += 1;
+        if !c.bucket.take(now, ctx.limits.rate, ctx.limits.burst) {
+            let reason = format!("over {} messages per second", ctx.limits.rate);
+            breach(ctx, c, now, CloseCode::RateLimited, &reason);
+            return false;
+        }
+        // QUIC authenticates datagrams, so a short one is the client's own doing, not the path's.
+        let (to, data) = match frame::decode_peer(&d) {
+            Ok(v) => v,
+            Err(e) => {
+                breach(ctx, c, now, e.code(), &format!("datagram: {e}"));
+                return false;
+            }
+        };
+        // Over the cap is not an error: a client cannot know the node's cap, and the path
+        // carried it. Dropped, counted.
+        if data.len() > ctx.limits.datagram_cap {
+            ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let cmd = Command::Message { room: room.clone(), player, to, data: data.to_vec(), reliable: false };
+        if let Err(cmd) = ctx.rooms.try_tell(worker, cmd) {
+            c.held = Some(cmd);
+            return true;
+        }
+    }
+    false
+}
+
+/// Writes the preamble, then the player's backlog, as far as flow control allows.
+fn write_out(c: &mut Conn) {
+    let Some(id) = c.stream else { return };
+    if c.write_dead || c.conn.is_closed() {
+        return;
+    }
+    if c.phase == Phase::Joined
+        && c.preamble.is_none()
+        && let Some(link) = &c.link
+    {
+        link.take_frames(&mut c.out);
+    }
+    loop {
+        let counted = c.preamble.is_none();
+        let Some(chunk) = c.preamble.as_mut().or(c.out.front_mut()) else { break };
+        match c.conn.send_stream(id).write(chunk) {
+            Ok(n) => {
+                let whole = n == chunk.len();
+                chunk.advance(n);
+                if counted && let Some(link) = &c.link {
+                    link.written(n);
+                }
+                if !whole {
+                    break;
+                }
+                if counted {
+                    c.out.pop_front();
+                } else {
+                    c.preamble = None;
+                    if c.phase == Phase::Joined
+                        && let Some(link) = &c.link
+                    {
+                        link.take_frames(&mut c.out);
+                    }
+                }
+            }
+            Err(WriteError::Blocked) => break,
+            Err(_) => {
+                c.write_dead = true;
+                c.out.clear();
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(inbox: &Inbox) -> bool {
+        let mut fds = [libc::pollfd { fd: inbox.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        proto_loop::wait(&mut fds, Duration::ZERO).unwrap();
+        fds[0].revents != 0
+    }
+
+    /// The loop is woken once per turn however many ops arrive, and again after it has taken them.
+    #[test]
+    fn the_first_op_of_a_turn_wakes_the_loop_and_the_rest_ride_along() {
+        let inbox = Inbox::new(Arc::default()).unwrap();
+        let conn = ConnRef { key: ConnKey { handle: ConnectionHandle(0), serial: 1 }, inbox: inbox.clone() };
+        assert!(!readable(&inbox));
+        conn.frames_waiting();
+        assert!(readable(&inbox));
+        inbox.drain_wake();
+        conn.datagram(Bytes::from_static(b"x"));
+        conn.close(CloseCode::Kicked, "bye".into());
+        assert!(!readable(&inbox), "ops after the first of a turn do not wake it again");
+        let mut ops = Vec::new();
+        inbox.take(&mut ops);
+        assert_eq!(ops.len(), 3);
+        conn.frames_waiting();
+        assert!(readable(&inbox), "the first op after a take wakes the loop");
+    }
+
+    /// Datagrams from room workers wait for the loop in a bounded queue; past it they are
+    /// dropped and counted, never queued without bound.
+    #[test]
+    fn datagrams_past_the_inbox_bound_are_dropped_and_counted() {
+        let metrics = Arc::new(crate::telemetry::Metrics::default());
+        let inbox = Inbox::new(metrics.clone()).unwrap();
+        let conn = ConnRef { key: ConnKey { handle: ConnectionHandle(0), serial: 1 }, inbox: inbox.clone() };
+        for _ in 0..MAX_QUEUED_DATAGRAMS + 10 {
+            conn.datagram(Bytes::from_static(b"x"));
+        }
+        assert_eq!(metrics.player_datagrams_dropped_total.load(Ordering::Relaxed), 10);
+        let mut ops = Vec::new();
+        inbox.take(&mut ops);
+        assert_eq!(ops.len(), MAX_QUEUED_DATAGRAMS);
+        conn.datagram(Bytes::from_static(b"x"));
+        assert_eq!(metrics.player_datagrams_dropped_total.load(Ordering::Relaxed), 10, "room again after a take");
+    }
+}
