@@ -45,12 +45,12 @@ CATEGORIES = [
     ("quinn-proto: build and encrypt packets (poll_transmit)", "Connection::poll_transmit"),
     ("quinn-proto: decrypt and process packets (handle_event)", "Connection::handle_event"),
     ("quinn-proto: endpoint demultiplexing", "quinn_proto::endpoint::Endpoint::handle"),
-    ("application task: node session reader / echo loop", "edge_node::quic::session"),
-    ("application task: node session reader / echo loop", "echo_server"),
-    ("application task: node session reader / echo loop", "echo_direct"),
+    ("application loop: node transport / echo loop", "edge_node::quic::driver"),
+    ("application loop: node transport / echo loop", "echo_server"),
+    ("application loop: node transport / echo loop", "echo_direct"),
     ("quinn: connection driver, the rest", "ConnectionDriver"),
     ("quinn: endpoint driver, the rest", "EndpointDriver"),
-    ("node: batched send task, the rest", "outpost_client::batch"),
+    ("node: batched send, the rest", "outpost_client::batch"),
 ]
 OTHER = "the rest (tokio's scheduler and timers, allocator, epoch ticker)"
 

@@ -136,12 +136,13 @@ impl Server {
     /// packet to the endpoint.
     fn read_all(&mut self, rx: &mut Receiver) -> anyhow::Result<()> {
         for _ in 0..READS_PER_TURN {
-            if !rx.recv(&self.state, &self.socket)? {
-                return Ok(());
-            }
+            let more = rx.recv(&self.state, &self.socket)?;
             let now = Instant::now();
             for (m, packet) in rx.packets() {
                 self.handle_packet(now, &m, packet);
+            }
+            if !more {
+                return Ok(());
             }
         }
         Ok(())

@@ -38,8 +38,9 @@ impl Default for Receiver {
 }
 
 impl Receiver {
-    /// One `recvmmsg` on a non-blocking socket. Returns false when there is nothing more to
-    /// read for now; the packets read are in [`Receiver::packets`].
+    /// One `recvmmsg` on a non-blocking socket; the packets read are in [`Receiver::packets`].
+    /// Returns whether the socket may have more: a batch that did not fill its buffers emptied
+    /// it, so the caller need not pay a system call to hear "try again".
     pub fn recv(&mut self, state: &UdpSocketState, socket: &UdpSocket) -> io::Result<bool> {
         let mut slices: Vec<IoSliceMut<'_>> = self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
         let n = match state.recv(UdpSockRef::from(socket), &mut slices, &mut self.meta) {
@@ -59,7 +60,7 @@ impl Receiver {
                 self.packets.push((*m, packet));
             }
         }
-        Ok(true)
+        Ok(n == RECV_BATCH)
     }
 
     /// The packets of the last [`Receiver::recv`], in order.
@@ -70,7 +71,9 @@ impl Receiver {
 
 /// One deadline per connection (by its handle's index), earliest first. A set rather than a
 /// heap, so a re-armed timer replaces its old entry and the set never holds more than the
-/// connections.
+/// connections. (Leaving an entry in place when a deadline moves later, to fire early and be
+/// re-armed then, saves the tree its two operations per packet but costs the loop a wake-up for
+/// each early entry: measured, that was the dearer, BENCHMARKS.md session 15.)
 #[derive(Default)]
 pub struct Timers {
     set: BTreeSet<(Instant, usize)>,
@@ -91,7 +94,7 @@ impl Timers {
         }
     }
 
-    /// The next connection whose deadline is at or before `now`, taken out of the set.
+    /// The next connection whose entry is at or before `now`, taken out of the set.
     pub fn pop_due(&mut self, now: Instant) -> Option<usize> {
         let &(at, id) = self.set.first()?;
         (at <= now).then(|| {
@@ -100,7 +103,7 @@ impl Timers {
         })
     }
 
-    /// How long until the earliest deadline, at most `max`.
+    /// How long until the earliest entry, at most `max`.
     pub fn wait(&self, now: Instant, max: Duration) -> Duration {
         self.set.first().map_or(max, |(at, _)| at.saturating_duration_since(now).min(max))
     }
@@ -171,18 +174,22 @@ mod tests {
 
     #[test]
     fn timers_fire_in_order_and_a_rearmed_one_only_at_its_new_time() {
+        let ms = |n| Duration::from_millis(n);
         let t0 = Instant::now();
         let mut timers = Timers::default();
         let (mut a, mut b) = (None, None);
-        timers.rearm(1, &mut a, Some(t0 + Duration::from_millis(30)));
-        timers.rearm(2, &mut b, Some(t0 + Duration::from_millis(10)));
-        timers.rearm(1, &mut a, Some(t0 + Duration::from_millis(5)));
-        assert_eq!(timers.wait(t0, Duration::from_secs(1)), Duration::from_millis(5));
+        timers.rearm(1, &mut a, Some(t0 + ms(30)));
+        timers.rearm(2, &mut b, Some(t0 + ms(10)));
+        timers.rearm(1, &mut a, Some(t0 + ms(5)));
+        timers.rearm(2, &mut b, Some(t0 + ms(20)));
+        assert_eq!(timers.wait(t0, Duration::from_secs(1)), ms(5));
         assert_eq!(timers.pop_due(t0), None);
-        let later = t0 + Duration::from_millis(40);
-        assert_eq!(timers.pop_due(later), Some(1));
-        assert_eq!(timers.pop_due(later), Some(2));
-        assert_eq!(timers.pop_due(later), None, "the old deadline of 1 was replaced, not kept");
+        assert_eq!(timers.pop_due(t0 + ms(15)), Some(1));
+        assert_eq!(timers.pop_due(t0 + ms(15)), None, "2 moved from 10 to 20 ms");
+        assert_eq!(timers.pop_due(t0 + ms(40)), Some(2));
+        assert_eq!(timers.pop_due(t0 + ms(40)), None, "replaced entries are gone");
+        b = None;
+        timers.rearm(2, &mut b, Some(t0 + ms(50)));
         timers.rearm(2, &mut b, None);
         assert_eq!(timers.wait(t0, Duration::from_secs(1)), Duration::from_secs(1));
     }
@@ -204,9 +211,11 @@ mod tests {
             let mut fds =
                 [libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&rx_sock), events: libc::POLLIN, revents: 0 }];
             wait(&mut fds, Duration::from_millis(100)).unwrap();
-            while rx.recv(&state, &rx_sock).unwrap() {
+            while {
+                let more = rx.recv(&state, &rx_sock).unwrap();
                 got.extend(rx.packets().map(|(m, p)| (m.addr, p.to_vec())));
-            }
+                more
+            } {}
         }
         let from = tx.local_addr().unwrap();
         assert_eq!(got, vec![(from, b"one".to_vec()), (from, b"two".to_vec())], "an empty datagram yields no packet");

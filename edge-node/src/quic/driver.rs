@@ -34,7 +34,7 @@ use quinn_proto::{
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,9 @@ enum Op {
 pub struct Inbox {
     ops: Mutex<Vec<Op>>,
     datagrams: std::sync::atomic::AtomicUsize,
+    /// True while the loop is about to sleep or sleeping: only then does a push need the
+    /// eventfd (a system call on the pushing thread and a wake-up on the loop's).
+    parked: AtomicBool,
     wake: OwnedFd,
     metrics: Arc<crate::telemetry::Metrics>,
 }
@@ -86,26 +89,47 @@ impl Inbox {
         }
         // SAFETY: a fresh descriptor nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(Inbox { ops: Mutex::default(), datagrams: 0.into(), wake, metrics }))
+        Ok(Arc::new(Inbox {
+            ops: Mutex::default(),
+            datagrams: 0.into(),
+            parked: AtomicBool::new(false),
+            wake,
+            metrics,
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Op>> {
         self.ops.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `op` and wakes the loop when the inbox was empty: the loop takes everything at
-    /// once, so one wake-up per turn is enough however many threads push.
+    /// Queues `op`, and wakes the loop when it is parked. The loop parks only after seeing the
+    /// inbox empty, so the first push after that is the one that wakes it; the others ride along.
     fn push(&self, op: Op) {
         let mut ops = self.lock();
         let was_empty = ops.is_empty();
         ops.push(op);
         drop(ops);
-        if was_empty {
+        if was_empty && self.parked.swap(false, Ordering::SeqCst) {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writes 8 bytes from a live buffer to our own eventfd. A full counter
             // (EAGAIN) means a wake-up is pending anyway.
             let _ = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
         }
+    }
+
+    /// The loop is about to sleep: returns false when it must not, because work arrived first.
+    fn park(&self) -> bool {
+        self.parked.store(true, Ordering::SeqCst);
+        if self.lock().is_empty() {
+            return true;
+        }
+        self.parked.store(false, Ordering::SeqCst);
+        false
+    }
+
+    /// The loop is awake again: pushes need not wake it.
+    fn unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
     }
 
     fn take(&self, into: &mut Vec<Op>) {
@@ -356,12 +380,17 @@ impl Driver {
             if !self.held.is_empty() {
                 wait = wait.min(HELD_RETRY);
             }
+            if !self.inbox.park() {
+                wait = Duration::ZERO;
+            }
             let socket_events = if unsent { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN };
             let mut fds = [
                 libc::pollfd { fd: self.io.socket.as_raw_fd(), events: socket_events, revents: 0 },
                 libc::pollfd { fd: self.inbox.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
-            if let Err(e) = proto_loop::wait(&mut fds, wait) {
+            let waited = proto_loop::wait(&mut fds, wait);
+            self.inbox.unpark();
+            if let Err(e) = waited {
                 tracing::error!(error = %e, "player socket poll failed; the transport stops");
                 return;
             }
@@ -504,17 +533,16 @@ impl Driver {
     fn fire_timers(&mut self, now: Instant) {
         while let Some(h) = self.timers.pop_due(now) {
             let ch = ConnectionHandle(h);
-            if let Some(c) = self.conns.get_mut(&ch) {
-                c.armed = None;
-                if c.join_deadline.is_some_and(|d| d <= now) {
-                    c.join_deadline = None;
-                    if c.phase == Phase::AwaitingJoin {
-                        refuse(&self.ctx, c, now, CloseCode::FrameMalformed, "no Join within the join timeout");
-                    }
+            let Some(c) = self.conns.get_mut(&ch) else { continue };
+            c.armed = None;
+            if c.join_deadline.is_some_and(|d| d <= now) {
+                c.join_deadline = None;
+                if c.phase == Phase::AwaitingJoin {
+                    refuse(&self.ctx, c, now, CloseCode::FrameMalformed, "no Join within the join timeout");
                 }
-                c.conn.handle_timeout(now);
-                self.dirty.push(ch);
             }
+            c.conn.handle_timeout(now);
+            self.dirty.push(ch);
         }
     }
 
@@ -528,63 +556,14 @@ impl Driver {
     fn drive(&mut self, ch: ConnectionHandle, now: Instant) {
         let Some(c) = self.conns.get_mut(&ch) else { return };
         loop {
-            let mut progressed = false;
-            while let Some(ev) = c.conn.poll_endpoint_events() {
-                progressed = true;
-                if let Some(back) = self.endpoint.handle_event(ch, ev) {
-                    c.conn.handle_event(back);
-                }
-            }
-            while let Some(ev) = c.conn.poll() {
-                progressed = true;
-                match ev {
-                    Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
-                        while let Some(id) = c.conn.streams().accept(Dir::Bi) {
-                            // The transport allows one bi stream, so this is the protocol's.
-                            c.stream.get_or_insert(id);
-                        }
-                        c.want_read = true;
-                    }
-                    Event::Stream(StreamEvent::Readable { .. }) => c.want_read = true,
-                    Event::Stream(StreamEvent::Writable { .. }) => c.want_write = true,
-                    Event::Stream(StreamEvent::Stopped { .. }) => {
-                        c.write_dead = true;
-                        c.out.clear();
-                    }
-                    Event::DatagramReceived => c.want_datagrams = true,
-                    Event::ConnectionLost { reason } => {
-                        tracing::debug!(reason = %reason, remote = %c.conn.remote_address(), "player connection lost");
-                    }
-                    _ => {}
-                }
-            }
-            if std::mem::take(&mut c.want_read) {
-                progressed = true;
-                if read_stream(&self.ctx, &self.rt, &self.inbox, c, ch, now) {
-                    self.held.push(ch);
-                }
-            }
-            if std::mem::take(&mut c.want_datagrams) {
-                progressed = true;
-                if read_datagrams(&self.ctx, c, now) {
-                    self.held.push(ch);
-                }
-            }
-            if std::mem::take(&mut c.want_write) {
-                progressed = true;
-                write_out(c);
-            }
+            // Everything the connection has to do first, so that its packets carry all of it.
+            while work(&mut self.endpoint, &self.ctx, &self.rt, &self.inbox, &mut self.held, c, ch, now) {}
             while let Some(t) = c.conn.poll_transmit(now, self.io.max_segments, &mut self.io.out) {
-                progressed = true;
                 self.io.send(&t);
             }
-            if let Some((code, reason)) = c.close_after_flush.take() {
-                progressed = true;
-                c.close(now, code, &reason);
-            }
-            if !progressed {
-                break;
-            }
+            // A refusal's frame has gone into packets above; the close follows it.
+            let Some((code, reason)) = c.close_after_flush.take() else { break };
+            c.close(now, code, &reason);
         }
         if c.conn.is_closed() && !c.ended {
             c.ended = true;
@@ -603,17 +582,16 @@ impl Driver {
     /// packet to the endpoint.
     fn read_socket(&mut self, rx: &mut Receiver) {
         for _ in 0..READS_PER_TURN {
-            match rx.recv(&self.io.state, &self.io.socket) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the player socket failed");
-                    return;
-                }
-            }
+            let more = rx.recv(&self.io.state, &self.io.socket).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading the player socket failed");
+                false
+            });
             let now = Instant::now();
             for (m, packet) in rx.packets() {
                 self.handle_packet(now, &m, packet);
+            }
+            if !more {
+                return;
             }
         }
     }
@@ -683,6 +661,69 @@ impl Driver {
             }
         }
     }
+}
+
+/// One pass over what connection `c` has to do: its endpoint events, its events (the stream
+/// opened, readable or writable, datagrams in), then reading and writing. Returns whether it did
+/// anything, so the caller passes again until it does not.
+#[allow(clippy::too_many_arguments)]
+fn work(
+    endpoint: &mut Endpoint,
+    ctx: &Arc<PlayerCtx>,
+    rt: &tokio::runtime::Handle,
+    inbox: &Arc<Inbox>,
+    held: &mut Vec<ConnectionHandle>,
+    c: &mut Conn,
+    ch: ConnectionHandle,
+    now: Instant,
+) -> bool {
+    let mut progressed = false;
+    while let Some(ev) = c.conn.poll_endpoint_events() {
+        progressed = true;
+        if let Some(back) = endpoint.handle_event(ch, ev) {
+            c.conn.handle_event(back);
+        }
+    }
+    while let Some(ev) = c.conn.poll() {
+        progressed = true;
+        match ev {
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                while let Some(id) = c.conn.streams().accept(Dir::Bi) {
+                    // The transport allows one bi stream, so this is the protocol's.
+                    c.stream.get_or_insert(id);
+                }
+                c.want_read = true;
+            }
+            Event::Stream(StreamEvent::Readable { .. }) => c.want_read = true,
+            Event::Stream(StreamEvent::Writable { .. }) => c.want_write = true,
+            Event::Stream(StreamEvent::Stopped { .. }) => {
+                c.write_dead = true;
+                c.out.clear();
+            }
+            Event::DatagramReceived => c.want_datagrams = true,
+            Event::ConnectionLost { reason } => {
+                tracing::debug!(reason = %reason, remote = %c.conn.remote_address(), "player connection lost");
+            }
+            _ => {}
+        }
+    }
+    if std::mem::take(&mut c.want_read) {
+        progressed = true;
+        if read_stream(ctx, rt, inbox, c, ch, now) {
+            held.push(ch);
+        }
+    }
+    if std::mem::take(&mut c.want_datagrams) {
+        progressed = true;
+        if read_datagrams(ctx, c, now) {
+            held.push(ch);
+        }
+    }
+    if std::mem::take(&mut c.want_write) {
+        progressed = true;
+        write_out(c);
+    }
+    progressed
 }
 
 fn conn_of(conns: &mut HashMap<ConnectionHandle, Conn>, key: ConnKey) -> Option<&mut Conn> {
@@ -922,7 +963,10 @@ fn write_out(c: &mut Conn) {
                     link.written(n);
                 }
                 if !whole {
-                    break;
+                    // Written in part: write again, so that quinn-proto answers `Blocked` and
+                    // registers the stream for a `Writable` event when the window opens. A part
+                    // alone registers nothing, and the backlog would wait for the next frame.
+                    continue;
                 }
                 if counted {
                     c.out.pop_front();
@@ -955,23 +999,27 @@ mod tests {
         fds[0].revents != 0
     }
 
-    /// The loop is woken once per turn however many ops arrive, and again after it has taken them.
+    /// A parked loop is woken by the first op, once however many follow; a busy loop is not
+    /// woken at all, and it does not park while ops wait.
     #[test]
-    fn the_first_op_of_a_turn_wakes_the_loop_and_the_rest_ride_along() {
+    fn only_a_parked_loop_is_woken_and_only_once() {
         let inbox = Inbox::new(Arc::default()).unwrap();
         let conn = ConnRef { key: ConnKey { handle: ConnectionHandle(0), serial: 1 }, inbox: inbox.clone() };
-        assert!(!readable(&inbox));
         conn.frames_waiting();
-        assert!(readable(&inbox));
-        inbox.drain_wake();
-        conn.datagram(Bytes::from_static(b"x"));
-        conn.close(CloseCode::Kicked, "bye".into());
-        assert!(!readable(&inbox), "ops after the first of a turn do not wake it again");
+        assert!(!readable(&inbox), "the loop is busy: no wake-up needed");
+        assert!(!inbox.park(), "ops are waiting: the loop must not sleep");
         let mut ops = Vec::new();
         inbox.take(&mut ops);
-        assert_eq!(ops.len(), 3);
-        conn.frames_waiting();
-        assert!(readable(&inbox), "the first op after a take wakes the loop");
+        assert_eq!(ops.len(), 1);
+        assert!(inbox.park());
+        conn.datagram(Bytes::from_static(b"x"));
+        assert!(readable(&inbox));
+        conn.close(CloseCode::Kicked, "bye".into());
+        inbox.drain_wake();
+        assert!(!readable(&inbox), "ops after the first do not wake it again");
+        inbox.unpark();
+        inbox.take(&mut ops);
+        assert_eq!(ops.len(), 2);
     }
 
     /// Datagrams from room workers wait for the loop in a bounded queue; past it they are

@@ -77,7 +77,6 @@ struct Backlog {
     frames: VecDeque<Bytes>,
     bytes: usize,
     over_since: Option<Instant>,
-    closed: bool,
 }
 
 /// One player's outbound side.
@@ -90,8 +89,9 @@ pub struct PlayerLink {
     pub placement: std::sync::OnceLock<(String, usize)>,
     conn: ConnRef,
     backlog: Mutex<Backlog>,
-    /// Set by the transport when the connection is gone, whoever closed it.
-    lost: AtomicBool,
+    /// Set when the node closes the player or the transport sees the connection gone: read on
+    /// every send, so it is an atomic rather than the backlog's lock.
+    closed: AtomicBool,
     limits: Arc<PlayerLimits>,
     metrics: Arc<Metrics>,
 }
@@ -105,7 +105,7 @@ impl PlayerLink {
             placement: std::sync::OnceLock::new(),
             conn,
             backlog: Mutex::default(),
-            lost: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             limits,
             metrics,
         })
@@ -117,13 +117,13 @@ impl PlayerLink {
 
     /// Queues a reliable message from `from` (0 = the room).
     pub fn send_reliable(&self, from: u64, data: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
         let bytes = Bytes::from(Frame::Message { peer: from, data: data.to_vec() }.encode());
         let len = bytes.len();
         let (slow, first) = {
             let mut b = self.backlog();
-            if b.closed {
-                return;
-            }
             let first = b.frames.is_empty();
             b.frames.push_back(bytes);
             b.bytes += len;
@@ -172,9 +172,9 @@ impl PlayerLink {
 
     /// Closes the player's connection with a code and reason.
     pub fn close(&self, code: CloseCode, reason: &str) {
+        self.closed.store(true, Ordering::Relaxed);
         {
             let mut b = self.backlog();
-            b.closed = true;
             b.frames.clear();
             b.bytes = 0;
         }
@@ -184,12 +184,12 @@ impl PlayerLink {
 
     /// Whether the connection was closed, by the node or the peer.
     pub fn is_closed(&self) -> bool {
-        self.lost.load(Ordering::Relaxed) || self.backlog().closed
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// The transport saw the connection end.
     pub(crate) fn mark_lost(&self) {
-        self.lost.store(true, Ordering::Relaxed);
+        self.closed.store(true, Ordering::Relaxed);
     }
 
     /// Whether the backlog has been over its limit for longer than the grace period.
