@@ -31,7 +31,7 @@ use quinn::udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use quinn_proto::{
     ConnectionHandle, DatagramEvent, Dir, Endpoint, Event, ReadError, StreamEvent, StreamId, VarInt, WriteError,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,7 +276,7 @@ impl Io {
 struct Driver {
     endpoint: Endpoint,
     io: Io,
-    conns: HashMap<ConnectionHandle, Conn>,
+    conns: Conns,
     timers: Timers,
     dirty: Dirty,
     /// Connections holding a message their room worker's queue had no room for.
@@ -330,7 +330,7 @@ impl PlayerEndpoint {
                 stats: stats.clone(),
                 out: Vec::with_capacity(64 * 1024),
             },
-            conns: HashMap::new(),
+            conns: Conns::default(),
             timers: Timers::default(),
             dirty: Dirty::default(),
             held: Vec::new(),
@@ -443,7 +443,7 @@ impl Driver {
                 self.shutting_down = true;
                 for (ch, c) in self.conns.iter_mut() {
                     c.close(now, CloseCode::NodeShutdown, "the node is shutting down");
-                    self.dirty.push(*ch);
+                    self.dirty.push(ch);
                 }
             }
         }
@@ -525,7 +525,7 @@ impl Driver {
             {
                 link.close(CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
                 c.close(now, CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
-                self.dirty.push(*ch);
+                self.dirty.push(ch);
             }
         }
     }
@@ -726,8 +726,47 @@ fn work(
     progressed
 }
 
-fn conn_of(conns: &mut HashMap<ConnectionHandle, Conn>, key: ConnKey) -> Option<&mut Conn> {
+fn conn_of(conns: &mut Conns, key: ConnKey) -> Option<&mut Conn> {
     conns.get_mut(&key.handle).filter(|c| c.serial == key.serial)
+}
+
+/// The connections by quinn-proto's handle, which is an index into its own slab: dense and
+/// reused, so a vector finds a connection without hashing, several times per packet. Boxed: a
+/// connection's state is about 6.5 KB, and a free slot should cost a pointer, not that (a hash
+/// map of them inline cost 13 KiB per idle player at 1,000 players, BENCHMARKS.md session 15).
+#[derive(Default)]
+struct Conns {
+    slots: Vec<Option<Box<Conn>>>,
+    len: usize,
+}
+
+impl Conns {
+    fn get_mut(&mut self, ch: &ConnectionHandle) -> Option<&mut Conn> {
+        self.slots.get_mut(ch.0)?.as_deref_mut()
+    }
+
+    fn insert(&mut self, ch: ConnectionHandle, c: Conn) {
+        if ch.0 >= self.slots.len() {
+            self.slots.resize_with(ch.0 + 1, || None);
+        }
+        if self.slots[ch.0].replace(Box::new(c)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, ch: &ConnectionHandle) {
+        if self.slots.get_mut(ch.0).and_then(Option::take).is_some() {
+            self.len -= 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (ConnectionHandle, &mut Conn)> {
+        self.slots.iter_mut().enumerate().filter_map(|(i, c)| Some((ConnectionHandle(i), c.as_deref_mut()?)))
+    }
 }
 
 fn new_conn(conn: quinn_proto::Connection, serial: u64, slot: ConnSlot, now: Instant, ctx: &PlayerCtx) -> Conn {
