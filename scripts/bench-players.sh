@@ -35,6 +35,8 @@ if b:
 print(sys.argv[2], json.dumps(out))
 PY
 }
+# First, while the node is fresh: later runs leave memory the allocator reuses for these players.
+run idle-memory --module relay --bots $((1000 / scale)) --rate 1 --duration 5 --room-size 8 --idle
 run relay-throughput --module relay --bots $((200 / scale)) --rate 500 --duration 10 --room-size 2 --baseline
 rounds=3; [ "${1:-}" = quick ] && rounds=2
 run arena-cpu --module arena --bots $((1000 / scale)) --rate 20 --duration 20 --room-size 8 --baseline --rounds $rounds
@@ -42,5 +44,4 @@ run arena-cpu --module arena --bots $((1000 / scale)) --rate 20 --duration 20 --
 # loopback quinn caps the requested ACK delay at 25 ms, shorter than the 50 ms between messages).
 run arena-cpu-60ms --module arena --bots $((1000 / scale)) --rate 20 --duration 20 --room-size 8 --baseline \
   --rounds $rounds --path-delay-ms 60
-run idle-memory --module relay --bots $((1000 / scale)) --rate 1 --duration 5 --room-size 8 --idle
 run arena-2000 --module arena --bots $((2000 / scale)) --rate 20 --duration $dur --room-size 8

@@ -38,7 +38,7 @@ import collections, json, sys
 
 # First match wins; the room worker is matched on the thread name in the sample's header line.
 CATEGORIES = [
-    ("room worker (guest calls, effects, sends into quinn)", "room-worker"),
+    ("room worker (guest calls, effects, sends to the transport)", "room-worker"),
     ("kernel: sendmmsg / sendmsg (on loopback, with the receiver's side)", "sys_sendm"),
     ("kernel: recvmmsg", "__x64_sys_recvmmsg"),
     ("kernel: other system calls (futex, epoll)", "do_syscall_64"),
