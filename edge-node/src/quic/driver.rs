@@ -342,7 +342,20 @@ impl PlayerEndpoint {
             next_sweep: Instant::now(),
         };
         std::thread::Builder::new().name("player-quic".into()).spawn(move || {
-            driver.run();
+            // A node without its transport would go on answering health checks and heartbeats
+            // while no player can reach it; better to stop, so the supervisor restarts it (the
+            // outbox is on disk, so nothing committed is lost).
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run())) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the player socket failed; stopping the node");
+                    std::process::exit(70);
+                }
+                Err(_) => {
+                    tracing::error!("the player transport panicked; stopping the node");
+                    std::process::exit(70);
+                }
+            }
             let _ = done_tx.send(());
         })?;
         Ok(PlayerEndpoint { addr, stats, inbox, done })
@@ -357,7 +370,7 @@ impl PlayerEndpoint {
 }
 
 impl Driver {
-    fn run(mut self) {
+    fn run(mut self) -> std::io::Result<()> {
         let mut rx = Receiver::default();
         let mut ops = Vec::new();
         loop {
@@ -374,7 +387,7 @@ impl Driver {
             self.drive_dirty(now);
             let unsent = self.io.flush();
             if self.shutting_down && self.conns.is_empty() {
-                return;
+                return Ok(());
             }
             let mut wait = self.timers.wait(now, MAX_WAIT).min(self.next_sweep.saturating_duration_since(now));
             if !self.held.is_empty() {
@@ -390,10 +403,7 @@ impl Driver {
             ];
             let waited = proto_loop::wait(&mut fds, wait);
             self.inbox.unpark();
-            if let Err(e) = waited {
-                tracing::error!(error = %e, "player socket poll failed; the transport stops");
-                return;
-            }
+            waited?;
             if fds[1].revents != 0 {
                 self.inbox.drain_wake();
             }
