@@ -416,7 +416,6 @@ impl Driver {
     fn handle_op(&mut self, now: Instant, op: Op) {
         match op {
             Op::Datagram(key, d) => {
-                let metrics = self.ctx.metrics.clone();
                 let len = d.len() as u64;
                 let sent = match conn_of(&mut self.conns, key) {
                     Some(c) if !c.conn.is_closed() => {
@@ -427,6 +426,7 @@ impl Driver {
                     }
                     _ => false,
                 };
+                let metrics = &self.ctx.metrics;
                 if sent {
                     metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
                     metrics.bytes_out_total.fetch_add(len, Ordering::Relaxed);
@@ -461,7 +461,6 @@ impl Driver {
 
     /// The join task's verdict: write `Joined` and start serving, or write `Refused` and close.
     fn admitted(&mut self, key: ConnKey, result: Result<Admitted, (CloseCode, String)>) {
-        let metrics = self.ctx.metrics.clone();
         let Some(c) = conn_of(&mut self.conns, key).filter(|c| !c.conn.is_closed()) else {
             // Gone while joining: the room has them, so take them out again.
             if let Ok(a) = result {
@@ -473,7 +472,7 @@ impl Driver {
         match result {
             Err((code, reason)) => {
                 // Counted before the client can read the refusal, so whoever sees it sees it counted.
-                metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
+                self.ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(code = %code, reason, remote = %c.conn.remote_address(), "join refused");
                 c.preamble = Some(Bytes::from(Frame::Refused { code, reason: reason.clone() }.encode()));
                 c.close_after_flush = Some((code, reason));
@@ -624,7 +623,7 @@ impl Driver {
 
     /// A new connection: caps first, before any handshake work (see [`super::admission`]).
     fn incoming(&mut self, now: Instant, incoming: quinn_proto::Incoming) {
-        let metrics = self.ctx.metrics.clone();
+        let metrics = &self.ctx.metrics;
         let remote = incoming.remote_address();
         let verdict = if self.shutting_down {
             super::admission::Verdict::Refuse("the node is shutting down")
@@ -889,16 +888,10 @@ fn read_stream(
                     return false;
                 }
                 (_, Ok(Some(Frame::Message { peer, data }))) => {
-                    if !c.bucket.take(now, ctx.limits.rate, ctx.limits.burst) {
-                        let reason = format!("over {} messages per second", ctx.limits.rate);
-                        breach(ctx, c, now, CloseCode::RateLimited, &reason);
+                    if over_rate(ctx, c, now) {
                         return false;
                     }
-                    let Some((room, worker)) = &c.placed else { return false };
-                    let cmd =
-                        Command::Message { room: room.clone(), player: player_of(c), to: peer, data, reliable: true };
-                    if let Err(cmd) = ctx.rooms.try_tell(*worker, cmd) {
-                        c.held = Some(cmd);
+                    if !to_room(ctx, c, peer, data, true) {
                         return true;
                     }
                 }
@@ -946,8 +939,28 @@ fn read_stream(
     }
 }
 
-fn player_of(c: &Conn) -> u64 {
-    c.link.as_ref().map_or(0, |l| l.id)
+/// Takes one message from the player's rate; when it is over, closes the player and says so.
+fn over_rate(ctx: &PlayerCtx, c: &mut Conn, now: Instant) -> bool {
+    if c.bucket.take(now, ctx.limits.rate, ctx.limits.burst) {
+        return false;
+    }
+    let reason = format!("over {} messages per second", ctx.limits.rate);
+    breach(ctx, c, now, CloseCode::RateLimited, &reason);
+    true
+}
+
+/// Hands a joined player's message to its room's worker. False when the worker's queue is full:
+/// the message is held, and nothing more is read from this player until it goes.
+fn to_room(ctx: &PlayerCtx, c: &mut Conn, to: u64, data: Vec<u8>, reliable: bool) -> bool {
+    let (Some((room, worker)), Some(link)) = (&c.placed, &c.link) else { return true };
+    let cmd = Command::Message { room: room.clone(), player: link.id, to, data, reliable };
+    match ctx.rooms.try_tell(*worker, cmd) {
+        Ok(()) => true,
+        Err(cmd) => {
+            c.held = Some(cmd);
+            false
+        }
+    }
 }
 
 /// Reads the player's datagrams for the room. Every datagram counts against the player's rate,
@@ -957,13 +970,9 @@ fn read_datagrams(ctx: &PlayerCtx, c: &mut Conn, now: Instant) -> bool {
     if c.phase != Phase::Joined || c.held.is_some() || c.conn.is_closed() {
         return false;
     }
-    let Some((room, worker)) = c.placed.clone() else { return false };
-    let player = player_of(c);
     while let Some(d) = c.conn.datagrams().recv() {
         c.read += 1;
-        if !c.bucket.take(now, ctx.limits.rate, ctx.limits.burst) {
-            let reason = format!("over {} messages per second", ctx.limits.rate);
-            breach(ctx, c, now, CloseCode::RateLimited, &reason);
+        if over_rate(ctx, c, now) {
             return false;
         }
         // QUIC authenticates datagrams, so a short one is the client's own doing, not the path's.
@@ -980,9 +989,7 @@ fn read_datagrams(ctx: &PlayerCtx, c: &mut Conn, now: Instant) -> bool {
             ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let cmd = Command::Message { room: room.clone(), player, to, data: data.to_vec(), reliable: false };
-        if let Err(cmd) = ctx.rooms.try_tell(worker, cmd) {
-            c.held = Some(cmd);
+        if !to_room(ctx, c, to, data.to_vec(), false) {
             return true;
         }
     }
