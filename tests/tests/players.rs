@@ -480,6 +480,50 @@ async fn a_player_may_open_one_bi_stream_and_no_uni_stream() {
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
 }
 
+/// Before it joins, a connection owes the node one `Join` on its stream within `--join-timeout`.
+/// Another frame first, a frame longer than any `Join`, a stream finished before its `Join`, or
+/// nothing at all: each is refused with its own code and counted, and the node stays healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_does_not_join_properly_is_refused_with_its_code() {
+    use outpost_proto::frame::Frame;
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--join-timeout", "500ms"]);
+    // The code, and the reason's telling words: the silent connection is refused with the same
+    // code, so without them a missing check would hide behind the join timeout.
+    let closed = async |conn: &quinn::Connection| {
+        let e = tokio::time::timeout(WAIT, conn.closed()).await.expect("the node closed the connection");
+        let r = outpost_client::CloseReason::from_error(&e);
+        (r.code, r.reason)
+    };
+    let assert_closed = |(code, reason): (Option<CloseCode>, String), want: CloseCode, words: &str| {
+        assert_eq!(code, Some(want), "{reason}");
+        assert!(reason.contains(words), "{reason:?} does not say {words:?}");
+    };
+
+    let (_e1, other_first) = bare_connection(&edge).await;
+    let (mut send, _recv1) = other_first.open_bi().await.unwrap();
+    send.write_all(&Frame::Message { peer: 0, data: b"hi".to_vec() }.encode()).await.unwrap();
+    assert_closed(closed(&other_first).await, CloseCode::FrameMalformed, "expected Join, got Message");
+
+    let (_e2, too_long) = bare_connection(&edge).await;
+    let (mut send, _recv2) = too_long.open_bi().await.unwrap();
+    send.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
+    assert_closed(closed(&too_long).await, CloseCode::MessageTooLarge, "over the limit");
+
+    let (_e3, ended) = bare_connection(&edge).await;
+    let (mut send, _recv3) = ended.open_bi().await.unwrap();
+    send.write_all(&[0, 0]).await.unwrap();
+    send.finish().unwrap();
+    assert_closed(closed(&ended).await, CloseCode::FrameMalformed, "stream ended before Join");
+
+    let (_e4, silent) = bare_connection(&edge).await;
+    assert_closed(closed(&silent).await, CloseCode::FrameMalformed, "no Join within the join timeout");
+
+    assert_eq!(edge.metric("outpost_players_refused_total"), 4.0);
+    assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
+    let _fine = edge.player(&key, "relay", Some("after"), 1, "fine").await.unwrap();
+}
+
 /// Datagrams that quinn drops before the node reads them (its per-player queue is bounded, here
 /// by `--player-datagram-in-bytes` at 64 KiB) are counted, not lost silently. A client that sends
 /// 600 datagrams before it joins overflows the queue for certain: the node reads a player's
