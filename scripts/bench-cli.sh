@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CLI issue's measurements: probe accuracy (`outpost bench-probe`: a node's beacon against a
+# The CLI issue's measurements: probe accuracy (`outpost-bench probe`: a node's beacon against a
 # bare UDP echo, same probe code, same run) and `outpost deploy` of arena to three nodes (wall time,
 # cold compiles, then with --canary).
 # Usage: scripts/bench-cli.sh
@@ -33,7 +33,7 @@ for _ in $(seq 1 100); do
 done
 
 echo "== probe accuracy: beacon vs bare UDP echo, 5 rounds × 200 probes each, 2 ms apart" >&2
-$bin/outpost bench-probe --json --node "$(field "$work/a.json" probe)"
+$bin/outpost-bench probe --json --node "$(field "$work/a.json" probe)"
 
 echo "== outpost deploy arena to 3 nodes (the first compiles on each node; later names reuse the compiled code of the same bytes)" >&2
 for i in 1 2 3; do

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The core region's ingest rate: a real core (embedded store, then PostgreSQL when a server is
-# installed) on loopback, `outpost bench-core` streaming updates over a real edge link, against an
+# installed) on loopback, `outpost-bench core` streaming updates over a real edge link, against an
 # append-and-fsync loop of the same bytes and batch size on the same disk, in the same run. Then the
 # whole path: an edge whose `echo` room commits in bulk, its outbox, the link, the core's store
-# (`outpost bench-forward`), for each store.
+# (`outpost-bench forward`), for each store.
 # Usage: scripts/bench-core.sh [updates] [batch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +21,10 @@ RUST_LOG=warn $bin/core-region --data-dir "$work/core" --listen-quic 127.0.0.1:0
 pids+=($!)
 wait_file "$work/core.json"
 echo "== embedded store" >&2
-$bin/outpost bench-core --json --core-ready "$work/core.json" --updates "$updates" --batch "$batch" \
+$bin/outpost-bench core --json --core-ready "$work/core.json" --updates "$updates" --batch "$batch" \
   --baseline-dir "$work/core"
 
-# An edge forwarding to the core whose ready file is $1; runs `outpost bench-forward` through it.
+# An edge forwarding to the core whose ready file is $1; runs `outpost-bench forward` through it.
 forward() {
   local ready=$1 name=$2; shift 2
   local quic cert http
@@ -39,7 +39,7 @@ forward() {
   curl -sS -f -X PUT -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" --data-binary @target/guests/echo.wasm \
     "http://$admin/v1/modules/echo" > /dev/null
   echo "== edge → core, $name store" >&2
-  $bin/outpost bench-forward --json --edge "http://$admin" --core "http://$http" --updates "$updates" "$@"
+  $bin/outpost-bench forward --json --edge "http://$admin" --core "http://$http" --updates "$updates" "$@"
 }
 forward "$work/core.json" embedded --baseline-dir "$work/edge-embedded"
 
@@ -57,6 +57,6 @@ if [ -n "$pgbin" ] && [ "$(id -u)" = 0 ]; then
     2> "$work/core-pg.log" &
   pids+=($!)
   wait_file "$work/core-pg.json"
-  $bin/outpost bench-core --json --core-ready "$work/core-pg.json" --updates "$updates" --batch "$batch"
+  $bin/outpost-bench core --json --core-ready "$work/core-pg.json" --updates "$updates" --batch "$batch"
   forward "$work/core-pg.json" postgres
 fi

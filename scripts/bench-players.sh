@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The players issue's performance scenarios, each with its baseline in the same run. Starts one edge
-# node on loopback (release build), runs `outpost bench` scenarios against it, prints JSON summaries.
+# node on loopback (release build), runs `outpost-bench players` scenarios against it, prints JSON summaries.
 # Usage: scripts/bench-players.sh [quick]   (quick: smaller and shorter, for a smoke check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +11,8 @@ start_bench_edge
 scale=1; dur=60; [ "${1:-}" = quick ] && { scale=10; dur=5; }
 run() { # name, args...
   local name=$1; shift
-  echo "== $name: outpost bench $*" >&2
-  $bin/outpost bench --json --edge-ready "$work/edge.json" --key "$work/ticket.key" "$@" > "$work/$name.json"
+  echo "== $name: outpost-bench players $*" >&2
+  $bin/outpost-bench players --json --edge-ready "$work/edge.json" --key "$work/ticket.key" "$@" > "$work/$name.json"
   python3 - "$work/$name.json" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); n = r["node"]; b = r.get("baseline") or {}

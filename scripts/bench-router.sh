@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The router issue's HTTP scenario: GET /v1/route with 100 registered nodes against a minimal hyper
-# "hello" server, loaded by the same generator (`outpost bench-http`) in the same run, alternating
+# "hello" server, loaded by the same generator (`outpost-bench http`) in the same run, alternating
 # rounds so that machine noise hits both. Uses the DB-IP City Lite files from `make geoip` when they
 # are present (routes then pay a real GeoIP lookup); without them, routes use no geography.
 # Usage: scripts/bench-router.sh [rounds] [seconds-per-round] [connections]
@@ -21,7 +21,7 @@ OUTPOST_ADMIN_TOKEN=bench-admin OUTPOST_CLUSTER_TOKEN=bench-cluster RUST_LOG=war
   $bin/region-router --data-dir "$work/router" --listen-http 127.0.0.1:0 --ready-file "$work/router.json" \
   "${geo[@]}" 2> "$work/router.log" &
 pids+=($!)
-$bin/outpost hello-server --ready-file "$work/hello.json" &
+$bin/outpost-bench hello-server --ready-file "$work/hello.json" &
 pids+=($!)
 wait_file "$work/router.json"; wait_file "$work/hello.json"
 router=$(addr "$work/router.json"); hello=$(addr "$work/hello.json")
@@ -44,8 +44,8 @@ PY
 route="http://$router/v1/route?module=arena&player=42&name=bench&ip=81.2.69.160"
 echo "route sample: $(curl -sS -H 'Authorization: Bearer bench-admin' "$route" | head -c 400)" >&2
 for r in $(seq 1 "$rounds"); do
-  OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost bench-http --json --url "http://$hello/" --duration "${secs}s" --connections "$conns" > "$work/hello-$r.json"
-  OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost bench-http --json --url "$route" --duration "${secs}s" --connections "$conns" > "$work/route-$r.json"
+  OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost-bench http --json --url "http://$hello/" --duration "${secs}s" --connections "$conns" > "$work/hello-$r.json"
+  OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost-bench http --json --url "$route" --duration "${secs}s" --connections "$conns" > "$work/route-$r.json"
 done
 python3 - "$work" "$rounds" "${#geo[@]}" <<'PY'
 import json, sys, statistics as st

@@ -4,7 +4,7 @@
 # Starts one edge node on loopback (release build) and
 #   1. samples its CPU for IDLE seconds with a module loaded and no rooms (an idle node should
 #      take none: the epoch ticker sleeps while no room exists);
-#   2. runs `outpost bench` with 1,000 arena bots at 20 Hz in rooms of 8 and, over a window in the
+#   2. runs `outpost-bench players` with 1,000 arena bots at 20 Hz in rooms of 8 and, over a window in the
 #      middle of the run, reads each thread's scheduler figures from /proc: CPU time, time waiting
 #      for a core, and voluntary / involuntary context switches, each per player-tick.
 # Usage: scripts/bench-threads.sh   (env: IDLE=10 WARM=8 WINDOW=8 BOTS=1000 DURATION=20)
@@ -49,8 +49,8 @@ echo "== idle: a module loaded, no rooms, ${idle} s"
 snap > "$work/i0"; t0=$(date +%s.%N); sleep "$idle"; snap > "$work/i1"; t1=$(date +%s.%N)
 report "$work/i0" "$work/i1" "$(echo "$t1 - $t0" | bc)" "$(echo "$t1 - $t0" | bc)" second
 
-echo "== load: outpost bench --module arena --bots $bots --rate 20 --duration $duration --room-size 8"
-$bin/outpost bench --json --edge-ready "$work/edge.json" --key "$work/ticket.key" \
+echo "== load: outpost-bench players --module arena --bots $bots --rate 20 --duration $duration --room-size 8"
+$bin/outpost-bench players --json --edge-ready "$work/edge.json" --key "$work/ticket.key" \
   --module arena --bots "$bots" --rate 20 --duration "$duration" --room-size 8 > "$work/bench.json" &
 bench=$!
 # The bots join first (about 5 s for 1,000); sample a window well inside the sending phase.

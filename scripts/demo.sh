@@ -113,7 +113,7 @@ say "version -> $(signal version)"
 say "state -> $(signal state)"
 
 step "10. $bots bots play arena on London over QUIC for $bench_s s (8 per room, 20 inputs/s, tickets signed by the router's key)"
-$bin/outpost bench --json --edge-ready "$work/london.ready" --key "$work/router/ticket-key" \
+$bin/outpost-bench players --json --edge-ready "$work/london.ready" --key "$work/router/ticket-key" \
   --module arena --bots "$bots" --rate 20 --duration "$bench_s" --room-size 8 > "$work/bench.json"
 python3 - "$work/bench.json" <<'PY'
 import json, sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where the node's CPU per player-tick goes, next to the raw quinn echo's CPU per datagram, in one
-# run: `outpost bench --module arena --bots 1000 --rate 20 --duration 20 --room-size 8 --baseline`
+# run: `outpost-bench players --module arena --bots 1000 --rate 20 --duration 20 --room-size 8 --baseline`
 # against a release node started as in bench-edge.sh, with `perf record` (DWARF call graphs) on
 # the node's whole process in the middle of its run and on the echo server's in the middle of its
 # own. Each sample goes to the first category whose frame it has on its stack (the room worker's
@@ -8,14 +8,14 @@
 # ...), and each category's share of the samples is scaled to µs with the run's own CPU figures.
 # Needs `perf` (Debian's linux-perf) and a build from `make build-all guests`. Not part of `make
 # bench`: a profile perturbs the timing it reports, so its µs are for comparing categories, and
-# the ratios to report are the benchmark's own (BENCHMARKS.md). Arguments go to `outpost bench`:
+# the ratios to report are the benchmark's own (BENCHMARKS.md). Arguments go to `outpost-bench players`:
 # `scripts/profile-arena.sh --baseline-driver proto` profiles the quinn-proto echo instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf > /dev/null || { echo "profile-arena: needs perf (apt-get install linux-perf)" >&2; exit 2; }
 source scripts/bench-edge.sh
 start_bench_edge
-$bin/outpost bench --json --edge-ready "$work/edge.json" --key "$work/ticket.key" --module arena \
+$bin/outpost-bench players --json --edge-ready "$work/edge.json" --key "$work/ticket.key" --module arena \
   --bots 1000 --rate 20 --duration 20 --room-size 8 --baseline "$@" > "$work/run.json" 2> "$work/bench.log" &
 bench=$!
 # The node's run lasts 20 s after the joins; 9 s in, the load is steady.
@@ -23,7 +23,7 @@ sleep 9
 perf record -q -F 1000 -p "$pid" --call-graph dwarf,32768 -o "$work/node.data" -- sleep 5 2> /dev/null
 echo_pid=""
 for _ in $(seq 1 600); do
-  echo_pid=$(pgrep -f "outpost echo-server" | head -1 || true)
+  echo_pid=$(pgrep -f "outpost-bench echo-server" | head -1 || true)
   [ -n "$echo_pid" ] && break
   sleep 0.1
 done

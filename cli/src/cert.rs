@@ -3,7 +3,7 @@
 //! a public CA. (A public CA's certificates work too: then no `--ca` is needed.)
 
 use clap::Args;
-use outpost_client::tls::{PrivateCa, pem_cert_sha256};
+use outpost_net::tls::{PrivateCa, pem_cert_sha256};
 use std::path::PathBuf;
 
 /// `outpost cert`.

@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use outpost_client::tls::HttpsTrust;
+use outpost_net::tls::HttpsTrust;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,7 +98,7 @@ impl RouterOpts {
             (None, false) => HttpsTrust::Pins(pins),
             (None, true) => HttpsTrust::PublicRoots,
         };
-        let tls = outpost_client::tls::https_client_config(&trust)?;
+        let tls = outpost_net::tls::https_client_config(&trust)?;
         Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token, tls })
     }
 }
@@ -106,7 +106,7 @@ impl RouterOpts {
 impl Api {
     /// A plain-HTTP API (benchmarks against a local node).
     pub fn plain(base: &str, token: Option<String>) -> anyhow::Result<Api> {
-        let tls = outpost_client::tls::https_client_config(&HttpsTrust::PublicRoots)?;
+        let tls = outpost_net::tls::https_client_config(&HttpsTrust::PublicRoots)?;
         Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token: None, tls })
     }
 

@@ -1,27 +1,16 @@
 //! `outpost`: the operator and player-side CLI. This file only dispatches; each subcommand lives
-//! in its own module as a struct with `run()`.
+//! in its own module as a struct with `run()`. Benchmarks and their baselines are `outpost-bench`.
 
-mod bench;
-mod bench_core;
-mod bench_forward;
-mod bench_http;
-mod bench_probe;
 mod cert;
 mod connect;
 mod deploy;
-mod echo_direct;
-mod echo_server;
-mod fleet;
-mod hello_server;
 mod modules;
 mod nodes;
-mod probe;
 mod rooms;
 mod route;
-mod ticket;
-mod wan;
 
 use clap::{Parser, Subcommand};
+use outpost_cli::{fleet, probe, ticket};
 
 /// Outpost: run multiplayer game servers at the edge.
 #[derive(Parser, Debug)]
@@ -52,24 +41,6 @@ enum Command {
     /// Make signing keys and join tickets (development and test helper).
     #[command(subcommand)]
     Ticket(ticket::TicketCmd),
-    /// Drive bots against a node and report throughput, RTT, drops and edge CPU.
-    Bench(bench::Bench),
-    /// Stream committed updates into a core region and report the durable rate (and an
-    /// append-and-fsync baseline).
-    BenchCore(bench_core::BenchCore),
-    /// Drive commits through an edge into its core and report the durable end-to-end rate and
-    /// commit-to-ack latency (and an append-and-fsync baseline).
-    BenchForward(bench_forward::BenchForward),
-    /// Compare the round trip `outpost probe` measures to a node's beacon with a bare UDP echo's.
-    BenchProbe(bench_probe::BenchProbe),
-    /// Load an HTTP endpoint (closed loop, keep-alive) and report requests/s and latency.
-    BenchHttp(bench_http::BenchHttp),
-    /// The minimal hyper server `bench-http` compares the router against.
-    #[command(hide = true)]
-    HelloServer(hello_server::HelloServer),
-    /// A raw quinn datagram echo server: the transport baseline for `bench --baseline`.
-    #[command(hide = true)]
-    EchoServer(echo_server::EchoServer),
 }
 
 fn main() {
@@ -87,13 +58,6 @@ fn main() {
         Command::Rooms(r) => r.run(),
         Command::Deploy(d) => d.run(),
         Command::Connect(c) => c.run(),
-        Command::Bench(b) => b.run(),
-        Command::EchoServer(e) => e.run(),
-        Command::BenchHttp(b) => b.run(),
-        Command::BenchCore(b) => b.run(),
-        Command::BenchForward(b) => b.run(),
-        Command::BenchProbe(b) => b.run(),
-        Command::HelloServer(h) => h.run(),
     };
     if let Err(e) = result {
         eprintln!("outpost: {e:#}");

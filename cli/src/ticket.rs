@@ -39,7 +39,7 @@ pub struct Keygen {
 
 impl Keygen {
     fn run(self) -> anyhow::Result<()> {
-        let k = keys::load_or_generate_signing_key(&self.key)?;
+        let k = outpost_net::files::load_or_generate_signing_key(&self.key)?;
         let pubkey = keys::public_key_to_text(&k.verifying_key());
         if self.json {
             println!("{}", serde_json::json!({ "pubkey": pubkey }));

@@ -1,25 +1,14 @@
-//! The one Rust client for Outpost, used by the CLI, the bots and the tests.
+//! The Rust player client for Outpost, used by the CLI, the bots and the tests: connect to an
+//! edge node with a ticket, send reliable frames and unreliable datagrams, receive [`Event`]s,
+//! and see typed close reasons.
 //!
-//! # Layout
-//! - [`tls`]: pinned-certificate QUIC/TLS configs and node certificates (shared with the servers).
-//! - [`http_server`]: the HTTP/1.1 accept loop and reply helpers the servers share.
-//! - [`link`]: the edge → core link (updates with acks, player-state loads).
-//! - [`batch`]: packets of many connections in one `sendmmsg` (the node's player transport).
-//! - [`proto_loop`]: the socket, timer and ECN pieces of a loop that drives `quinn-proto` itself
-//!   (the node's player transport and the `echo-server --driver proto` baseline).
-//! - [`service`]: what every service does the same way at start-up (logging, layered config, tokens).
-//! - this file: [`Client`]: connect to an edge node with a ticket, send reliable frames and
-//!   unreliable datagrams, receive [`Event`]s, and see typed close reasons.
+//! What the servers share (TLS set-up, sockets, HTTP serving, the edge ↔ core link) lives in
+//! `outpost-net`; this crate only uses its pinned client config and socket binding.
 //!
 //! The client does no routing: callers get a ticket, address and pin (from the router, or minted
 //! for tests) and hand them in.
 
-pub mod batch;
-pub mod http_server;
-pub mod link;
-pub mod proto_loop;
-pub mod service;
-pub mod tls;
+use outpost_net::tls;
 
 use outpost_proto::CloseCode;
 use outpost_proto::frame::{self, Frame, FrameDecoder, SavedState};
@@ -141,53 +130,13 @@ impl Default for ConnectOptions {
 
 /// A client-side QUIC endpoint on an ephemeral port; many clients may share one.
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
-    quic_endpoint_sized(bind, None, CLIENT_UDP_BUFFER_BYTES)
+    outpost_net::udp::quic_endpoint_sized(bind, None, CLIENT_UDP_BUFFER_BYTES)
         .map_err(|e| ClientError::Connect(format!("binding {bind}: {e}")))
 }
 
 /// Clients get less than servers: a client socket carries a few connections (or a few hundred
 /// bots), and a deep queue in a starved process only turns loss into seconds of delay.
 pub const CLIENT_UDP_BUFFER_BYTES: usize = 1 << 20;
-
-/// Socket buffer size asked for on QUIC sockets. Linux's default (208 KiB) overflows when a busy
-/// node or a bot process with many connections on one socket falls a few milliseconds behind: the
-/// kernel drops datagrams (`RcvbufErrors`), QUIC backs off, and under sustained loss a connection
-/// can go silent long enough to hit its idle timeout. The kernel caps the request at
-/// `net.core.rmem_max`/`wmem_max` (raise them on busy hosts; see deploy/INSTALL.md).
-pub const UDP_BUFFER_BYTES: usize = 4 << 20;
-
-/// A QUIC endpoint on `bind` with [`UDP_BUFFER_BYTES`] socket buffers (as much of them as the
-/// kernel grants), serving `server` when given.
-pub fn quic_endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
-    quic_endpoint_sized(bind, server, UDP_BUFFER_BYTES)
-}
-
-fn quic_endpoint_sized(
-    bind: SocketAddr,
-    server: Option<quinn::ServerConfig>,
-    buffer: usize,
-) -> std::io::Result<quinn::Endpoint> {
-    let socket = bind_udp(bind, buffer)?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, quic_runtime()?)
-}
-
-/// A UDP socket bound to `bind` with `buffer` bytes of kernel buffers each way.
-pub fn bind_udp(bind: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
-    let domain = if bind.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    if bind.is_ipv6() {
-        // Dual-stack where the OS allows it, as quinn's own binding does.
-        let _ = socket.set_only_v6(false);
-    }
-    let _ = socket.set_recv_buffer_size(buffer);
-    let _ = socket.set_send_buffer_size(buffer);
-    socket.bind(&bind.into())?;
-    Ok(socket.into())
-}
-
-fn quic_runtime() -> std::io::Result<std::sync::Arc<dyn quinn::Runtime>> {
-    quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime to drive the QUIC endpoint"))
-}
 
 /// A joined player connection.
 pub struct Client {

@@ -2,49 +2,30 @@
 //! anything binds; a bad value is one line naming the field.
 
 use clap::Parser;
+use outpost_net::service::CommonArgs;
 use outpost_proto::config::{ConfigError, bad, parse_duration};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// `core-region`: keeps the authoritative state the edges commit.
 #[derive(Parser, Debug, Clone, Serialize, Deserialize)]
 #[command(name = "core-region", version, about)]
 pub struct Args {
-    /// TOML file with any of these settings (snake_case keys); flags and env win over it.
-    #[arg(long, env = "OUTPOST_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Where state lives (the embedded store, the certificate, generated tokens).
-    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = "data/core")]
-    pub data_dir: PathBuf,
+    /// The flags every server takes.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
     /// Edge link QUIC address (port 0 picks a free port).
     #[arg(long, env = "OUTPOST_LISTEN_QUIC", default_value = "0.0.0.0:7710")]
     pub listen_quic: SocketAddr,
     /// HTTP reads and admin (loopback by default: plain HTTP carries the token).
     #[arg(long, env = "OUTPOST_LISTEN_HTTP", default_value = "127.0.0.1:7711")]
     pub listen_http: SocketAddr,
-    /// Write `{"quic","http","cert_sha256"}` here once serving.
-    #[arg(long, env = "OUTPOST_READY_FILE")]
-    pub ready_file: Option<PathBuf>,
-    /// PEM certificate chain for the HTTP reads API: with `--tls-key`, it serves HTTPS (TLS 1.3).
-    #[arg(long, env = "OUTPOST_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `--tls-cert`.
-    #[arg(long, env = "OUTPOST_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
     /// `embedded` (a single-file store in the data dir) or a PostgreSQL URL
     /// (`postgres://user@host/db`, or a libpq `key=value` string).
     #[arg(long, env = "OUTPOST_STORE", default_value = "embedded", hide_env_values = true)]
     pub store: String,
-    /// File holding the cluster token edges authenticate with. Else env OUTPOST_CLUSTER_TOKEN;
-    /// else generated into the data dir.
-    #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
-    pub cluster_token_file: Option<PathBuf>,
-    /// File holding the admin token for reads. Else env OUTPOST_ADMIN_TOKEN; else generated.
-    #[arg(long, env = "OUTPOST_ADMIN_TOKEN_FILE")]
-    pub admin_token_file: Option<PathBuf>,
     /// Largest link frame (a batch), bytes.
     #[arg(long, env = "OUTPOST_MAX_FRAME_BYTES", default_value_t = 8 << 20)]
     pub max_frame_bytes: usize,
@@ -72,12 +53,15 @@ pub struct Config {
     pub idle_timeout: Duration,
 }
 
-impl outpost_client::service::Layered for Args {
-    fn config_file(&self) -> Option<PathBuf> {
-        self.config.clone()
+impl outpost_net::service::Service for Args {
+    const NAME: &'static str = "core-region";
+    const DATA_DIR: &'static str = "data/core";
+    type Config = Config;
+    fn common(&mut self) -> &mut CommonArgs {
+        &mut self.common
     }
-    fn set_config_file(&mut self, path: PathBuf) {
-        self.config = Some(path);
+    fn check(self) -> Result<Config, ConfigError> {
+        self.validate()
     }
 }
 
@@ -88,7 +72,7 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        outpost_client::service::load_args(argv)
+        outpost_net::service::load_args(argv)
     }
 
     /// Checks every field.
@@ -107,7 +91,7 @@ impl Args {
         if idle_timeout < Duration::from_secs(1) {
             return Err(bad("idle_timeout", "must be at least 1s"));
         }
-        let tls = outpost_client::service::https_config(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        let tls = self.common.https()?;
         Ok(Config { args: self, tls, hello_timeout, idle_timeout })
     }
 }

@@ -6,11 +6,9 @@ use crate::store::Store;
 use crate::telemetry::Metrics;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use outpost_client::http_server::{Reply, body, json};
-use outpost_proto::api::ErrorBody;
-use sha2::{Digest, Sha256};
+use outpost_net::http::{HttpError, Reply, body, json};
+use outpost_net::service::Tokens;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// What the handlers share.
 pub struct HttpCtx {
@@ -18,29 +16,18 @@ pub struct HttpCtx {
     pub store: Arc<dyn Store>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// SHA-256 of the admin token.
-    pub admin_hash: [u8; 32],
-    /// SHA-256 of the cluster token.
-    pub cluster_hash: [u8; 32],
+    /// The admin and cluster tokens (either may read).
+    pub tokens: Tokens,
     /// Most keys one prefix read returns.
     pub max_scan: usize,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    json(status, &ErrorBody { error: message.into(), code: code.into() })
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Reply {
+    HttpError::new(status, code, message).reply()
 }
 
 fn authorized(ctx: &HttpCtx, req: &Request<Incoming>) -> bool {
-    let Some(token) = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    bool::from(hash.ct_eq(&ctx.admin_hash)) || bool::from(hash.ct_eq(&ctx.cluster_hash))
+    ctx.tokens.role(req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes())).is_some()
 }
 
 /// One JSON item of a prefix read: the value as text when it is UTF-8, and always as base64.

@@ -7,19 +7,17 @@
 
 use crate::store::{Store, StoreError, Update};
 use crate::telemetry::Metrics;
-use outpost_client::link::{FrameError, FrameStream};
+use outpost_net::link::{FrameError, FrameStream};
 use outpost_proto::link::{CoreFrame, WireUpdate};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 /// What every link handler shares.
 pub struct IngestCtx {
     /// The store.
     pub store: Arc<dyn Store>,
-    /// SHA-256 of the cluster token.
-    pub cluster_hash: [u8; 32],
+    /// The cluster token edges must present.
+    pub cluster: outpost_net::service::TokenHash,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Largest frame.
@@ -111,8 +109,7 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
         Ok(Err(e)) => return Err(s.refuse(e.to_string()).await),
         Err(_) => return Err(s.refuse("no hello in time".into()).await),
     };
-    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if !bool::from(hash.ct_eq(&ctx.cluster_hash)) {
+    if !ctx.cluster.matches(&token) {
         return Err(s.refuse("wrong cluster token".into()).await);
     }
     if outpost_proto::ids::check_name("edge", &edge).is_err() || stream.is_empty() {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 /// Opens the configured store.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     Ok(if config.args.store == "embedded" {
-        let path = config.args.data_dir.join("state.redb");
+        let path = config.args.common.data_dir.join("state.redb");
         Arc::new(store::embedded::EmbeddedStore::open(&path)?)
     } else {
         Arc::new(store::postgres::PostgresStore::connect(&config.args.store)?)
@@ -33,14 +33,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
 
 /// Runs the core until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let data = &config.args.data_dir;
+    let data = &config.args.common.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
-    let args = &config.args;
-    let (admin_hash, cluster_hash) = outpost_client::service::token_hashes(
-        args.admin_token_file.as_deref(),
-        args.cluster_token_file.as_deref(),
-        data,
-    )?;
+    let tokens = config.args.common.tokens()?;
     let store = tokio::task::spawn_blocking({
         let config = config.clone();
         move || open_store(&config)
@@ -48,13 +43,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     .await??;
     let metrics = Arc::new(telemetry::Metrics::default());
 
-    let cert = outpost_client::tls::NodeCert::load_or_generate(data, "core")?;
-    let server = outpost_client::tls::server_config(
+    let cert = outpost_net::tls::NodeCert::load_or_generate(data, "core")?;
+    let server = outpost_net::tls::server_config(
         &cert,
         outpost_proto::link::ALPN_CORE,
-        outpost_client::tls::transport(config.idle_timeout),
+        outpost_net::tls::transport(config.idle_timeout),
     )?;
-    let endpoint = outpost_client::quic_endpoint(config.args.listen_quic, Some(server))
+    let endpoint = outpost_net::udp::quic_endpoint(config.args.listen_quic, Some(server))
         .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
     let http = tokio::net::TcpListener::bind(config.args.listen_http)
         .await
@@ -65,26 +60,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     let ingest = Arc::new(ingest::IngestCtx {
         store: store.clone(),
-        cluster_hash,
+        cluster: tokens.cluster,
         metrics: metrics.clone(),
         max_frame: config.args.max_frame_bytes,
         hello_timeout: config.hello_timeout,
     });
     let ingest_task = tokio::spawn(ingest::serve(endpoint.clone(), ingest));
-    let http_ctx = Arc::new(http::HttpCtx { store, metrics, admin_hash, cluster_hash, max_scan: config.args.max_scan });
+    let http_ctx = Arc::new(http::HttpCtx { store, metrics, tokens, max_scan: config.args.max_scan });
     tracing::info!(quic = %quic_addr, http = %http_addr, cert_sha256 = %cert.sha256(), store = if config.args.store == "embedded" { "embedded" } else { "postgres" }, "core region serving");
-    if let Some(path) = &config.args.ready_file {
-        let ready = outpost_proto::api::CoreReady {
-            quic: quic_addr.to_string(),
-            http: http_addr.to_string(),
-            cert_sha256: cert.sha256(),
-        };
-        outpost_proto::files::write_atomic(path, &serde_json::to_vec(&ready)?)
-            .with_context(|| format!("ready_file: writing {}", path.display()))?;
-    }
+    config.args.common.write_ready(&outpost_proto::api::CoreReady {
+        quic: quic_addr.to_string(),
+        http: http_addr.to_string(),
+        cert_sha256: cert.sha256(),
+    })?;
     let handle = move |req, _peer| http::handle(http_ctx.clone(), req);
-    outpost_client::http_server::serve(http, std::time::Duration::from_secs(10), config.tls.clone(), handle, shutdown)
-        .await;
+    outpost_net::http::serve(http, std::time::Duration::from_secs(10), config.tls.clone(), handle, shutdown).await;
     endpoint.close(0u32.into(), b"core shutting down");
     ingest_task.abort();
     tracing::info!("core region stopped");

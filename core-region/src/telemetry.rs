@@ -1,9 +1,7 @@
-//! Logging set-up and the core's Prometheus metrics: plain atomics, rendered on `GET /metrics`.
+//! The core's Prometheus metrics: plain atomics, rendered on `GET /metrics`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-pub use outpost_client::service::init_logging;
 
 /// Every counter the core exports, with its help text.
 #[derive(Debug, Default)]

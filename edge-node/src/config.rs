@@ -15,16 +15,13 @@ use std::time::Duration;
 #[derive(Parser, Debug, Clone, Serialize, Deserialize)]
 #[command(name = "edge-node", version, about)]
 pub struct Args {
-    /// TOML file with any of these settings (snake_case keys); flags and env win over it.
-    #[arg(long, env = "OUTPOST_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
+    /// The flags every server takes.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
     /// Node id; generated on first start and kept in the data dir when absent.
     #[arg(long, env = "OUTPOST_ID")]
     pub id: Option<String>,
-    /// Where all state lives (modules, compiled cache, node id, tokens).
-    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = "data/edge")]
-    pub data_dir: PathBuf,
     /// Player QUIC address (port 0 picks a free port).
     #[arg(long, env = "OUTPOST_LISTEN_QUIC", default_value = "0.0.0.0:7701")]
     pub listen_quic: SocketAddr,
@@ -84,20 +81,6 @@ pub struct Args {
     /// Admin HTTP address. Loopback by default: plain HTTP carries the admin token.
     #[arg(long, env = "OUTPOST_LISTEN_ADMIN", default_value = "127.0.0.1:7703")]
     pub listen_admin: SocketAddr,
-    /// PEM certificate chain for the admin API: with `--tls-key`, it serves HTTPS (TLS 1.3) so
-    /// the admin token never crosses a network in clear.
-    #[arg(long, env = "OUTPOST_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `--tls-cert`.
-    #[arg(long, env = "OUTPOST_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Write the bound addresses here as JSON once serving.
-    #[arg(long, env = "OUTPOST_READY_FILE")]
-    pub ready_file: Option<PathBuf>,
-    /// File holding the admin token. Else env OUTPOST_ADMIN_TOKEN; else one is generated into
-    /// the data dir (`admin-token`, mode 0600).
-    #[arg(long, env = "OUTPOST_ADMIN_TOKEN_FILE")]
-    pub admin_token_file: Option<PathBuf>,
     /// Room worker threads (default: the cores the runtime threads leave, at least one).
     #[arg(long, env = "OUTPOST_WORKERS")]
     pub workers: Option<usize>,
@@ -157,9 +140,6 @@ pub struct Args {
     /// SHA-256 of an `https://` router's certificate, for a self-signed one.
     #[arg(long, env = "OUTPOST_ROUTER_CERT_SHA256")]
     pub router_cert_sha256: Option<String>,
-    /// File holding the cluster token for heartbeats. Else env OUTPOST_CLUSTER_TOKEN.
-    #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
-    pub cluster_token_file: Option<PathBuf>,
     /// Region label the router shows (e.g. `eu-west`).
     #[arg(long, env = "OUTPOST_REGION", default_value = "default")]
     pub region: String,
@@ -260,15 +240,19 @@ pub struct HeartbeatConfig {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
+pub use outpost_net::service::CommonArgs;
 use outpost_proto::config::bad;
-pub use outpost_proto::config::{ConfigError, parse_duration};
+use outpost_proto::config::{ConfigError, parse_duration};
 
-impl outpost_client::service::Layered for Args {
-    fn config_file(&self) -> Option<PathBuf> {
-        self.config.clone()
+impl outpost_net::service::Service for Args {
+    const NAME: &'static str = "edge-node";
+    const DATA_DIR: &'static str = "data/edge";
+    type Config = Config;
+    fn common(&mut self) -> &mut CommonArgs {
+        &mut self.common
     }
-    fn set_config_file(&mut self, path: PathBuf) {
-        self.config = Some(path);
+    fn check(self) -> Result<Config, ConfigError> {
+        self.validate()
     }
 }
 
@@ -279,7 +263,7 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        outpost_client::service::load_args(argv)
+        outpost_net::service::load_args(argv)
     }
 
     /// Checks every field and derives the runtime settings.
@@ -393,7 +377,7 @@ impl Args {
                     .filter(|r| !r.is_empty() && !r.contains('/'))
                     .ok_or_else(|| bad("router", format!("{url:?} is not a URL like https://host:7700")))?
                     .to_string();
-                use outpost_client::tls::HttpsTrust;
+                use outpost_net::tls::HttpsTrust;
                 let trust = match (&self.router_ca, &self.router_cert_sha256) {
                     (Some(_), Some(_)) => {
                         return Err(bad("router_ca", "give --router-ca or --router-cert-sha256, not both"));
@@ -406,10 +390,7 @@ impl Args {
                     return Err(bad("router", "--router-ca and --router-cert-sha256 need an https:// router"));
                 }
                 let tls = if https {
-                    Some(
-                        outpost_client::tls::https_client_config(&trust)
-                            .map_err(|e| bad("router_ca", e.to_string()))?,
-                    )
+                    Some(outpost_net::tls::https_client_config(&trust).map_err(|e| bad("router_ca", e.to_string()))?)
                 } else {
                     None
                 };
@@ -488,7 +469,7 @@ impl Args {
             max_rooms: self.max_rooms,
             ..SandboxLimits::default()
         };
-        let tls = outpost_client::service::https_config(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        let tls = self.common.https()?;
         Ok(Config {
             tls,
             args: self,

@@ -54,7 +54,7 @@ pub enum HeartbeatError {
 async fn send(ctx: &HeartbeatCtx, hb: &Heartbeat, timeout: Duration) -> Result<HeartbeatAck, HeartbeatError> {
     let connect = |e: &dyn std::fmt::Display| HeartbeatError::Connect(e.to_string());
     let exchange = async {
-        let stream = outpost_client::tls::connect_http(&ctx.router, ctx.tls.as_ref()).await.map_err(|e| connect(&e))?;
+        let stream = outpost_net::tls::connect_http(&ctx.router, ctx.tls.as_ref()).await.map_err(|e| connect(&e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| connect(&e))?;

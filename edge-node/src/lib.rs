@@ -5,7 +5,8 @@
 //! - [`host`]: wasmtime engine, compiled-module cache, one store per room, CPU/memory limits.
 //! - [`modules`]: uploaded modules on disk and their compiled versions.
 //! - [`room`]: worker threads that own rooms and run their ticks.
-//! - [`quic`]: the player endpoint: tickets, joins, frames and datagrams.
+//! - [`session`]: one player's protocol (join hand-off, frames, datagrams, limits), for any carrier.
+//! - [`quic`]: the player endpoint: the socket loop, each connection's carrier, tickets and joins.
 //! - [`admin`]: the admin HTTP API.
 //! - [`beacon`]: the UDP latency-probe echo.
 //! - [`heartbeat`]: reports to the region router.
@@ -23,13 +24,13 @@ pub mod host;
 pub mod modules;
 pub mod quic;
 pub mod room;
+pub mod session;
 pub mod telemetry;
 
 use anyhow::Context as _;
 use config::Config;
 use outpost_proto::api::EdgeReady;
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Reads the node id from the data dir, or makes one and keeps it there.
@@ -37,7 +38,7 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     if let Some(id) = &config.args.id {
         return Ok(id.clone());
     }
-    let path = config.args.data_dir.join("node-id");
+    let path = config.args.common.data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(s) => {
             let id = s.trim().to_string();
@@ -53,31 +54,12 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     }
 }
 
-/// The admin token: from `--admin-token-file`, env `OUTPOST_ADMIN_TOKEN`, or generated once into
-/// the data dir. Never logged.
-fn admin_token(config: &Config) -> anyhow::Result<String> {
-    let args = &config.args;
-    outpost_client::service::token(
-        "admin_token_file",
-        args.admin_token_file.as_deref(),
-        "OUTPOST_ADMIN_TOKEN",
-        &args.data_dir,
-        "admin-token",
-    )
-}
-
-/// Writes the ready file atomically, so a reader never sees half of it.
-pub fn write_ready_file(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    outpost_proto::files::write_atomic(path, &serde_json::to_vec(value)?)
-        .with_context(|| format!("ready_file: writing {}", path.display()))
-}
-
 /// Runs the node until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let data = &config.args.data_dir;
+    let data = &config.args.common.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
     let id = node_id(&config)?;
-    let token = admin_token(&config)?;
+    let admin_token = outpost_net::service::TokenHash::of(&config.args.common.admin_token()?);
     let metrics = Arc::new(telemetry::Metrics::default());
 
     let host = host::WasmHost::new(config.limits.clone(), &data.join("cache"), config.allocator)?;
@@ -95,31 +77,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         outbox.clone(),
     )?);
 
-    let cert = outpost_client::tls::NodeCert::load_or_generate(data, "node")?;
+    let cert = outpost_net::tls::NodeCert::load_or_generate(data, "node")?;
     let cert_sha256 = cert.sha256();
-    let mut transport = outpost_client::tls::player_transport(config.idle_timeout, 1);
+    let mut transport = outpost_net::tls::player_transport(config.idle_timeout, 1);
     let window = config.player_limits.receive_window();
     transport
         .stream_receive_window(window.into())
         .receive_window(window.into())
         .datagram_receive_buffer_size(Some(config.player_limits.datagram_in_bytes))
         .datagram_send_buffer_size(config.player_limits.datagram_out_bytes);
-    let server = outpost_client::tls::server_config(&cert, outpost_client::tls::ALPN_PLAYER, transport)?;
+    let server = outpost_net::tls::server_config(&cert, outpost_net::tls::ALPN_PLAYER, transport)?;
     let listen = config.args.listen_quic;
-    let quic_socket = outpost_client::bind_udp(listen, outpost_client::UDP_BUFFER_BYTES)
+    let quic_socket = outpost_net::udp::bind_udp(listen, outpost_net::udp::UDP_BUFFER_BYTES)
         .with_context(|| format!("listen_quic: binding {listen}"))?;
     let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     if config.ticket_key.is_none() {
         tracing::warn!("no --ticket-pubkey: every player join will be refused");
     }
     let cluster_token = if config.forward.is_some() || config.heartbeat.is_some() {
-        Some(outpost_client::service::token(
-            "cluster_token_file",
-            config.args.cluster_token_file.as_deref(),
-            "OUTPOST_CLUSTER_TOKEN",
-            data,
-            "cluster-token",
-        )?)
+        Some(config.args.common.cluster_token()?)
     } else {
         None
     };
@@ -154,6 +130,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         join_timeout: config.join_timeout,
         relay_max_players: config.args.max_players,
         default_tick_hz: config.args.tick_hz,
+        session: session::SessionCtx {
+            rooms: rooms.clone(),
+            limits: Arc::new(config.player_limits.clone()),
+            metrics: metrics.clone(),
+            join_timeout: config.join_timeout,
+        },
     });
     let player_endpoint = quic::driver::PlayerEndpoint::start(quic_socket, server, players, config.args.udp_send_queue)
         .with_context(|| format!("listen_quic: serving {listen}"))?;
@@ -186,7 +168,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         cert_sha256: cert_sha256.clone(),
         outbox: outbox.clone(),
         udp_stats: player_endpoint.stats.clone(),
-        token_hash: admin::token_hash(&token),
+        admin_token,
         limits: admin::ApiLimits {
             max_upload_bytes: config.args.max_upload_bytes,
             max_body_bytes: 1 << 20,
@@ -270,7 +252,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     };
 
-    if let Some(path) = &config.args.ready_file {
+    {
         let ready = EdgeReady {
             id: id.clone(),
             quic: quic_addr.to_string(),
@@ -278,14 +260,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             admin: admin_addr.to_string(),
             cert_sha256,
             admin_url: admin_url.clone(),
-            admin_tls_sha256: match &config.args.tls_cert {
+            admin_tls_sha256: match &config.args.common.tls_cert {
                 Some(cert) => {
-                    Some(outpost_client::tls::pem_cert_sha256(cert).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?)
+                    Some(outpost_net::tls::pem_cert_sha256(cert).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?)
                 }
                 None => None,
             },
         };
-        write_ready_file(path, &ready)?;
+        config.args.common.write_ready(&ready)?;
     }
     admin::serve(admin, state, config.tls.clone(), shutdown).await;
 

@@ -5,8 +5,8 @@
 //! [`crate::host`]); a restart reloads from there without compiling.
 
 use crate::host::{Compiled, ModuleError, WasmHost};
+use outpost_net::files::write_atomic;
 use outpost_proto::api::ModuleInfo;
-use outpost_proto::files::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,10 @@
-//! Logging set-up and the node's Prometheus metrics.
+//! The node's Prometheus metrics.
 //!
 //! Metrics are plain atomics rendered as Prometheus text on `GET /metrics`: cheap to bump from
 //! room worker threads, no registry locks on the hot path.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-pub use outpost_client::service::init_logging;
 
 /// Upper bounds (seconds) of the tick-duration histogram buckets.
 pub const TICK_BUCKETS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025];

@@ -2,13 +2,12 @@
 //!
 //! A public key in that form is what the router publishes (ready file, `GET /v1/pubkey`) and what
 //! edges take with `--ticket-pubkey`. A signing key file holds the 32-byte seed in the same form.
-//! Key files are written through [`crate::files::write_secret`] (mode 0600, atomic rename), so
-//! every binary writes them the same way.
+//! Key files are read and written by `outpost-net` (mode 0600, atomic rename); this module only
+//! turns text into keys and back.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use std::path::Path;
 
 pub use ed25519_dalek::{SigningKey as Ed25519SigningKey, VerifyingKey as Ed25519PublicKey};
 
@@ -24,14 +23,6 @@ pub enum KeyError {
     /// 32 bytes, but not a valid Ed25519 point.
     #[error("not a valid Ed25519 public key")]
     Invalid,
-    /// The key file could not be read or written.
-    #[error("key file {path}: {source}")]
-    Io {
-        /// Which file.
-        path: String,
-        /// What went wrong.
-        source: std::io::Error,
-    },
 }
 
 fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
@@ -64,21 +55,6 @@ pub fn generate_signing_key() -> SigningKey {
     SigningKey::generate(&mut rand::rngs::OsRng)
 }
 
-/// Reads the signing key at `path`, or generates one and writes it there (mode 0600) if the file
-/// does not exist yet. Used for keys that must survive restarts, like the router's ticket key.
-pub fn load_or_generate_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let io = |source| KeyError::Io { path: path.display().to_string(), source };
-    match std::fs::read_to_string(path) {
-        Ok(text) => signing_key_from_text(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = generate_signing_key();
-            crate::files::write_secret(path, signing_key_to_text(&key).as_bytes()).map_err(io)?;
-            Ok(key)
-        }
-        Err(e) => Err(io(e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,23 +75,5 @@ mod tests {
     fn bad_key_text_is_a_clear_error() {
         assert!(matches!(public_key_from_text("!!"), Err(KeyError::Encoding(_))));
         assert!(matches!(public_key_from_text("AAAA"), Err(KeyError::Length(3))));
-    }
-
-    #[test]
-    fn key_file_is_created_once_with_mode_0600() {
-        let dir = std::env::temp_dir().join(format!("outpost-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ticket.key");
-        let _ = std::fs::remove_file(&path);
-        let a = load_or_generate_signing_key(&path).unwrap();
-        let b = load_or_generate_signing_key(&path).unwrap();
-        assert_eq!(a.to_bytes(), b.to_bytes());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,18 +10,16 @@
 //! - [`link`]: the edge → core link's frames.
 //! - [`api`]: JSON types of the HTTP APIs and ready files.
 //! - [`ids`]: node ids and certificate fingerprints.
-//! - [`files`]: atomic file writes (the only file I/O here).
 //! - [`rate`]: the token bucket every rate limit uses.
 //! - [`procstat`]: CPU time from `/proc` stat lines (handed in as text).
 //!
-//! This crate is sans-I/O: no sockets, no files beyond what a caller hands it as bytes, no async
+//! This crate is sans-I/O: no sockets, no files (`outpost-net` reads and writes them), no async
 //! runtime, and the clock is always an argument, so every decision here is a pure, testable function.
 
 pub mod api;
 pub mod beacon;
 pub mod codes;
 pub mod config;
-pub mod files;
 pub mod frame;
 pub mod ids;
 pub mod keys;

@@ -6,6 +6,7 @@ use crate::estimate::GeoModel;
 use crate::learn::LearnLimits;
 use clap::Parser;
 use ipnet::IpNet;
+use outpost_net::service::CommonArgs;
 use outpost_proto::config::{ConfigError, bad, parse_duration};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -16,34 +17,13 @@ use std::time::Duration;
 #[derive(Parser, Debug, Clone, Serialize, Deserialize)]
 #[command(name = "region-router", version, about)]
 pub struct Args {
-    /// TOML file with any of these settings (snake_case keys); flags and env win over it.
-    #[arg(long, env = "OUTPOST_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Where state lives: the ticket signing key and generated tokens.
-    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = "data/router")]
-    pub data_dir: PathBuf,
+    /// The flags every server takes.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
     /// HTTP address (port 0 picks a free port).
     #[arg(long, env = "OUTPOST_LISTEN_HTTP", default_value = "0.0.0.0:7700")]
     pub listen_http: SocketAddr,
-    /// PEM certificate chain for the HTTP API: with `--tls-key`, it serves HTTPS (TLS 1.3) so
-    /// tokens never cross a network in clear.
-    #[arg(long, env = "OUTPOST_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `--tls-cert`.
-    #[arg(long, env = "OUTPOST_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Write the bound address and the ticket public key here as JSON once serving.
-    #[arg(long, env = "OUTPOST_READY_FILE")]
-    pub ready_file: Option<PathBuf>,
-    /// File holding the admin token (reads the registry, names clients in probes and routes).
-    /// Else env OUTPOST_ADMIN_TOKEN; else generated into the data dir.
-    #[arg(long, env = "OUTPOST_ADMIN_TOKEN_FILE")]
-    pub admin_token_file: Option<PathBuf>,
-    /// File holding the cluster token edges heartbeat with. Else env OUTPOST_CLUSTER_TOKEN; else
-    /// generated into the data dir.
-    #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
-    pub cluster_token_file: Option<PathBuf>,
     /// Secret shared with the game's login service: routes then need
     /// `auth=hex(HMAC-SHA256(secret, player))`.
     #[arg(long, env = "OUTPOST_PLAYER_AUTH_SECRET", hide_env_values = true)]
@@ -147,12 +127,15 @@ pub struct Config {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
-impl outpost_client::service::Layered for Args {
-    fn config_file(&self) -> Option<PathBuf> {
-        self.config.clone()
+impl outpost_net::service::Service for Args {
+    const NAME: &'static str = "region-router";
+    const DATA_DIR: &'static str = "data/router";
+    type Config = Config;
+    fn common(&mut self) -> &mut CommonArgs {
+        &mut self.common
     }
-    fn set_config_file(&mut self, path: PathBuf) {
-        self.config = Some(path);
+    fn check(self) -> Result<Config, ConfigError> {
+        self.validate()
     }
 }
 
@@ -163,12 +146,12 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        outpost_client::service::load_args(argv)
+        outpost_net::service::load_args(argv)
     }
 
     /// Checks every field and derives the runtime settings.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let tls = outpost_client::service::https_config(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        let tls = self.common.https()?;
         let trusted = crate::addr::parse_cidrs(&self.trusted_proxy).map_err(|e| bad("trusted_proxy", e))?;
         let ticket_ttl = parse_duration("ticket_ttl", &self.ticket_ttl)?;
         if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&ticket_ttl) {

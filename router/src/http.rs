@@ -6,19 +6,18 @@
 use crate::routing::{HeartbeatError, ProbeError, RouteRequest, Router};
 use crate::select::NoNode;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
-use outpost_client::http_server::json;
-use outpost_proto::api::{ErrorBody, Heartbeat, HeartbeatAck, NodeList, ProbeBatch};
+use outpost_net::http::{HttpError, json, read_body};
+use outpost_net::service::{Role, Tokens};
+use outpost_proto::api::{Heartbeat, HeartbeatAck, NodeList, ProbeBatch};
 use outpost_proto::rate::TokenBucket;
-use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 /// Longest display name a route accepts, bytes.
@@ -28,10 +27,8 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub struct HttpState {
     /// The router.
     pub router: Arc<Router>,
-    /// SHA-256 of the admin token.
-    pub admin_hash: [u8; 32],
-    /// SHA-256 of the cluster token.
-    pub cluster_hash: [u8; 32],
+    /// The admin and cluster tokens.
+    pub tokens: Tokens,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted: Vec<IpNet>,
     /// The player-auth secret.
@@ -80,27 +77,7 @@ fn limited(state: &HttpState, admin: bool, client: IpAddr) -> Result<(), HttpErr
     ))
 }
 
-type Resp = outpost_client::http_server::Reply;
-
-/// An error reply.
-#[derive(Debug)]
-pub struct HttpError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl HttpError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        HttpError { status, code, message: message.into() }
-    }
-    fn bad_request(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", m)
-    }
-    fn unauthorized(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
-    }
-}
+type Resp = outpost_net::http::Reply;
 
 impl From<HeartbeatError> for HttpError {
     fn from(e: HeartbeatError) -> Self {
@@ -129,7 +106,7 @@ pub async fn serve(
         let state = state.clone();
         async move { handle(&state, req, peer).await }
     };
-    outpost_client::http_server::serve(listener, timeout, tls, handle, shutdown).await;
+    outpost_net::http::serve(listener, timeout, tls, handle, shutdown).await;
 }
 
 async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Resp {
@@ -139,7 +116,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> 
             if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
                 crate::telemetry::Metrics::inc(&state.router.metrics.unauthorized);
             }
-            json(e.status, &ErrorBody { error: e.message, code: e.code.to_string() })
+            e.reply()
         }
     }
 }
@@ -153,42 +130,16 @@ enum Caller {
 }
 
 fn caller(state: &HttpState, req: &Request<Incoming>) -> Caller {
-    let token = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(token) = token else { return Caller::Anonymous };
-    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if bool::from(hash.ct_eq(&state.admin_hash)) {
-        Caller::Admin
-    } else if bool::from(hash.ct_eq(&state.cluster_hash)) {
-        Caller::Cluster
-    } else {
-        Caller::Anonymous
+    match state.tokens.role(req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        Some(Role::Admin) => Caller::Admin,
+        Some(Role::Cluster) => Caller::Cluster,
+        None => Caller::Anonymous,
     }
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, HttpError> {
-    if let Some(len) = req.headers().get(hyper::header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| HttpError::bad_request("Content-Length is not a number"))?;
-        if len > limit as u64 {
-            return Err(HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("body of {len} bytes is over the limit of {limit} bytes"),
-            ));
-        }
-    }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => return Err(HttpError::bad_request(format!("could not read the body: {e}"))),
-    };
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, limit).await?;
     serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("malformed JSON: {e}")))
 }
 

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 /// Builds the router's state from config (opens GeoIP files, loads or makes the signing key).
 pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
-    let data = &config.args.data_dir;
+    let data = &config.args.common.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
     let issuer = ticket::Issuer::load_or_generate(&data.join("ticket-key"), config.ticket_ttl)
         .with_context(|| format!("ticket key in {}", data.display()))?;
@@ -60,15 +60,9 @@ pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
 /// Runs the router until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let router = Arc::new(build(&config)?);
-    let data = &config.args.data_dir;
-    let args = &config.args;
-    let (admin_hash, cluster_hash) = outpost_client::service::token_hashes(
-        args.admin_token_file.as_deref(),
-        args.cluster_token_file.as_deref(),
-        data,
-    )?;
+    let tokens = config.args.common.tokens()?;
     anyhow::ensure!(
-        admin_hash != cluster_hash,
+        tokens.admin != tokens.cluster,
         "cluster_token_file: the cluster token must differ from the admin token"
     );
 
@@ -101,26 +95,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let state = Arc::new(http::HttpState {
         router: router.clone(),
-        admin_hash,
-        cluster_hash,
+        tokens,
         trusted: config.trusted.clone(),
         player_auth_secret: config.player_auth_secret.clone(),
         max_body_bytes: config.args.max_body_bytes,
         header_read_timeout: config.header_read_timeout,
         clients: http::ClientLimiter::new(config.args.client_rate, config.args.client_burst, config.args.client_table),
     });
-    if let Some(path) = &config.args.ready_file {
-        let (url, tls_sha256) = match &config.args.tls_cert {
+    {
+        let (url, tls_sha256) = match &config.args.common.tls_cert {
             Some(cert) => (
                 format!("https://{addr}"),
-                Some(outpost_client::tls::pem_cert_sha256(cert).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?),
+                Some(outpost_net::tls::pem_cert_sha256(cert).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?),
             ),
             None => (format!("http://{addr}"), None),
         };
         let ready =
             RouterReady { http: addr.to_string(), url, tls_sha256, pubkey: router.issuer().pubkey().to_string() };
-        outpost_proto::files::write_atomic(path, &serde_json::to_vec(&ready)?)
-            .with_context(|| format!("ready_file: writing {}", path.display()))?;
+        config.args.common.write_ready(&ready)?;
     }
     http::serve(listener, state, config.tls.clone(), shutdown).await;
     sweeper.abort();

@@ -1,38 +1,10 @@
-//! `region-router` entry point: parse, log, validate, run, stop on SIGTERM or Ctrl-C.
+//! `region-router` entry point: parse and check config, then [`outpost_router::run`] until
+//! SIGTERM/SIGINT.
 
-use outpost_router::config::Args;
+use outpost_net::service;
 
-#[tokio::main]
-async fn main() {
-    outpost_router::telemetry::init_logging();
-    let config = match Args::load_from(std::env::args_os()).and_then(|a| Ok(a.validate()?)) {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
-                clap_err.exit();
-            }
-            eprintln!("region-router: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = outpost_router::run(config, shutdown_signal()).await {
-        eprintln!("region-router: {e:#}");
-        std::process::exit(1);
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("shutdown signal received");
+fn main() {
+    let config = service::start::<outpost_router::config::Args>();
+    let runtime = service::runtime("region-router", None);
+    service::run("region-router", runtime, outpost_router::run(config, service::shutdown_signal()));
 }

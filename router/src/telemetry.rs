@@ -1,9 +1,7 @@
-//! Logging set-up and the router's Prometheus metrics: plain atomics, rendered on `GET /metrics`.
+//! The router's Prometheus metrics: plain atomics, rendered on `GET /metrics`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-pub use outpost_client::service::init_logging;
 
 /// Every counter the router exports.
 #[derive(Debug, Default)]

@@ -24,8 +24,8 @@ pub struct Minted {
 
 impl Issuer {
     /// Loads the signing key from `path`, or makes one there (mode 0600) on first start.
-    pub fn load_or_generate(path: &Path, ttl: Duration) -> Result<Issuer, outpost_proto::keys::KeyError> {
-        Ok(Issuer::new(outpost_proto::keys::load_or_generate_signing_key(path)?, ttl))
+    pub fn load_or_generate(path: &Path, ttl: Duration) -> Result<Issuer, outpost_net::files::KeyFileError> {
+        Ok(Issuer::new(outpost_net::files::load_or_generate_signing_key(path)?, ttl))
     }
 
     /// An issuer with a given key.

@@ -433,7 +433,7 @@ impl Core {
         &self,
         edge: &str,
         stream: &str,
-    ) -> Result<outpost_client::link::CoreLink, outpost_client::link::LinkError> {
+    ) -> Result<outpost_net::link::CoreLink, outpost_net::link::LinkError> {
         self.link_with(CLUSTER_TOKEN, edge, stream).await
     }
 
@@ -443,9 +443,9 @@ impl Core {
         token: &str,
         edge: &str,
         stream: &str,
-    ) -> Result<outpost_client::link::CoreLink, outpost_client::link::LinkError> {
+    ) -> Result<outpost_net::link::CoreLink, outpost_net::link::LinkError> {
         let addr = self.ready.quic.parse().expect("quic addr");
-        outpost_client::link::CoreLink::connect(
+        outpost_net::link::CoreLink::connect(
             addr,
             &self.ready.cert_sha256,
             token,
@@ -525,8 +525,8 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> Reply 
 
 /// One HTTPS request, trusting only the CA in `ca` (a PEM file).
 pub fn https(method: &str, url: &str, token: Option<&str>, body: &[u8], ca: &Path) -> Reply {
-    let trust = outpost_client::tls::HttpsTrust::CaFile(ca.to_path_buf());
-    let tls = outpost_client::tls::https_client_config(&trust).expect("the test CA loads");
+    let trust = outpost_net::tls::HttpsTrust::CaFile(ca.to_path_buf());
+    let tls = outpost_net::tls::https_client_config(&trust).expect("the test CA loads");
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).tls_config(tls).build();
     send(agent, method, url, token, &[], body)
 }

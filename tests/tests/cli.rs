@@ -1,4 +1,4 @@
-//! The `outpost` binary against a real node: tickets and bench.
+//! The `outpost` and `outpost-bench` binaries against a real node: tickets and benchmarks.
 
 use outpost_tests::{Edge, TicketKey, bin, guest};
 use std::process::Command;
@@ -49,8 +49,8 @@ fn ticket_keygen_and_mint_make_tickets_the_node_accepts() {
 }
 
 fn bench(edge_ready: &std::path::Path, key: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin("outpost"))
-        .args(["bench", "--json", "--edge-ready"])
+    let out = Command::new(bin("outpost-bench"))
+        .args(["players", "--json", "--edge-ready"])
         .arg(edge_ready)
         .arg("--key")
         .arg(key)
@@ -181,8 +181,8 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     }
 
     // Bad flags are refused with a clear message.
-    let out = Command::new(bin("outpost"))
-        .args(["bench", "--edge-ready"])
+    let out = Command::new(bin("outpost-bench"))
+        .args(["players", "--edge-ready"])
         .arg(&ready)
         .arg("--key")
         .arg(&key)
@@ -199,8 +199,8 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
         ("--baseline-threads", "257"),
         ("--baseline-threads", "two"),
     ] {
-        let out = Command::new(bin("outpost"))
-            .args(["bench", "--edge-ready"])
+        let out = Command::new(bin("outpost-bench"))
+            .args(["players", "--edge-ready"])
             .arg(&ready)
             .arg("--key")
             .arg(&key)
@@ -215,9 +215,17 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
 #[test]
 fn new_commands_refuse_bad_values_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
+    // Benchmarks and their baselines are `outpost-bench`; the operator commands `outpost`.
     let run = |args: &[&str]| {
-        let out = Command::new(bin("outpost")).args(args).output().unwrap();
-        assert!(!out.status.success(), "outpost {args:?} should fail");
+        let (binary, args) = match args[0] {
+            "bench" => ("outpost-bench", [&["players"], &args[1..]].concat()),
+            "bench-forward" => ("outpost-bench", [&["forward"], &args[1..]].concat()),
+            "bench-probe" => ("outpost-bench", [&["probe"], &args[1..]].concat()),
+            "echo-server" => ("outpost-bench", args.to_vec()),
+            _ => ("outpost", args.to_vec()),
+        };
+        let out = Command::new(bin(binary)).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{binary} {args:?} should fail");
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let ca = dir.path().join("ca");

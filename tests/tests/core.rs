@@ -2,7 +2,7 @@
 //! replay, kill -9 in the middle of a stream, bad links, HTTP reads, and the PostgreSQL store
 //! with two cores sharing it.
 
-use outpost_client::link::{FrameStream, LinkError};
+use outpost_net::link::{FrameStream, LinkError};
 use outpost_proto::link::{CoreFrame, WireUpdate};
 use outpost_tests::pg::PgCluster;
 use outpost_tests::{ADMIN_TOKEN, CLUSTER_TOKEN, Core, wait_for};
@@ -155,8 +155,8 @@ fn bench_core_streams_durable_updates_and_compares_with_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("core.json");
     std::fs::write(&ready, serde_json::to_vec(&core.ready).unwrap()).unwrap();
-    let out = std::process::Command::new(outpost_tests::bin("outpost"))
-        .args(["bench-core", "--json", "--updates", "1000", "--batch", "100", "--core-ready"])
+    let out = std::process::Command::new(outpost_tests::bin("outpost-bench"))
+        .args(["core", "--json", "--updates", "1000", "--batch", "100", "--core-ready"])
         .arg(&ready)
         .arg("--baseline-dir")
         .arg(dir.path())
@@ -177,10 +177,10 @@ fn bench_core_streams_durable_updates_and_compares_with_fsync() {
 async fn a_link_that_never_says_hello_is_refused_with_a_reason() {
     let core = Core::start(&["--hello-timeout", "300ms"]).unwrap();
     let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let cfg = outpost_client::tls::pinned_client_config(
+    let cfg = outpost_net::tls::pinned_client_config(
         &core.ready.cert_sha256,
         outpost_proto::link::ALPN_CORE,
-        outpost_client::tls::transport(std::time::Duration::from_secs(30)),
+        outpost_net::tls::transport(std::time::Duration::from_secs(30)),
     )
     .unwrap();
     let conn = endpoint.connect_with(cfg, core.ready.quic.parse().unwrap(), "outpost-core").unwrap().await.unwrap();

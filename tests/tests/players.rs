@@ -622,10 +622,10 @@ async fn bare_connection(edge: &Edge) -> (quinn::Endpoint, quinn::Connection) {
 /// [`bare_connection`] to `addr`, which passes packets on to the node (a [`DarkRelay`]).
 async fn bare_connection_via(edge: &Edge, addr: std::net::SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
     let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let cfg = outpost_client::tls::pinned_client_config(
+    let cfg = outpost_net::tls::pinned_client_config(
         &edge.ready.cert_sha256,
-        outpost_client::tls::ALPN_PLAYER,
-        outpost_client::tls::transport(Duration::from_secs(30)),
+        outpost_net::tls::ALPN_PLAYER,
+        outpost_net::tls::transport(Duration::from_secs(30)),
     )
     .unwrap();
     let conn = endpoint.connect_with(cfg, addr, "outpost.invalid").unwrap().await.unwrap();
@@ -903,10 +903,10 @@ async fn client_refuses_a_node_whose_certificate_does_not_match_its_pin() {
         other => panic!("expected a bad-pin error, got {:?}", other.map(|c| c.joined)),
     }
     // Another protocol's ALPN is refused in the handshake.
-    let other = outpost_client::tls::pinned_client_config(
+    let other = outpost_net::tls::pinned_client_config(
         &edge.ready.cert_sha256,
         b"h3",
-        outpost_client::tls::transport(Duration::from_secs(30)),
+        outpost_net::tls::transport(Duration::from_secs(30)),
     )
     .unwrap();
     let refused = endpoint.connect_with(other, addr, "outpost.invalid").unwrap().await;

@@ -4,55 +4,13 @@ use crate::host::ModuleError;
 use crate::modules::ModulesError;
 use crate::room::RoomError;
 use hyper::StatusCode;
-use outpost_proto::api::ErrorBody;
 
-/// An error reply.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable code.
-    pub code: &'static str,
-    /// Precise message.
-    pub message: String,
-}
+/// An error reply: the shared shape of every API's errors.
+pub type ApiError = outpost_net::http::HttpError;
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
-    }
-    /// 400.
-    pub fn bad_request(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", m)
-    }
-    /// 401.
-    pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token (Authorization: Bearer ...)")
-    }
-    /// 404.
-    pub fn not_found(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", m)
-    }
-    /// 409.
-    pub fn conflict(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", m)
-    }
-    /// 413.
-    pub fn too_large(got: u64, limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            format!("body of {got} bytes is over the limit of {limit} bytes"),
-        )
-    }
-    /// 500.
-    pub fn internal(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
-    }
-    /// The JSON body.
-    pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: self.message.clone(), code: self.code.to_string() }
-    }
+/// 401 for the admin API.
+pub fn unauthorized() -> ApiError {
+    ApiError::unauthorized("missing or wrong admin token (Authorization: Bearer ...)")
 }
 
 impl From<ModulesError> for ApiError {

@@ -16,15 +16,13 @@ use error::ApiError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use outpost_client::http_server::json;
+use outpost_net::http::json;
 use outpost_proto::api::CreateRoom;
 use outpost_proto::ids::check_name;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 /// Room defaults and limits the API applies.
@@ -52,8 +50,8 @@ pub struct AdminState {
     pub rooms: Arc<Rooms>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// SHA-256 of the admin token (compared in constant time).
-    pub token_hash: [u8; 32],
+    /// The admin token (compared in constant time).
+    pub admin_token: outpost_net::service::TokenHash,
     /// Limits.
     pub limits: ApiLimits,
     /// False while the node refuses joins (health goes 503).
@@ -65,7 +63,7 @@ pub struct AdminState {
     /// The outbox, when the node forwards to a core (for health and gauges).
     pub outbox: Option<Arc<crate::forward::outbox::Outbox>>,
     /// The player transport's packet counters.
-    pub udp_stats: Arc<outpost_client::batch::SendStats>,
+    pub udp_stats: Arc<outpost_net::udp::batch::SendStats>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -81,7 +79,7 @@ pub async fn serve(
         let state = state.clone();
         async move { handle(state, req).await }
     };
-    outpost_client::http_server::serve(listener, std::time::Duration::from_secs(30), tls, handle, shutdown).await;
+    outpost_net::http::serve(listener, std::time::Duration::from_secs(30), tls, handle, shutdown).await;
 }
 
 fn bytes_reply(body: Vec<u8>) -> Resp {
@@ -91,19 +89,9 @@ fn bytes_reply(body: Vec<u8>) -> Resp {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-/// Hashes a token for constant-time comparison (equal lengths, no early exit on content).
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 fn authorized(state: &AdminState, req: &Req) -> bool {
-    let Some(value) = req.parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some(token) = value.strip_prefix("Bearer ") else {
-        return false;
-    };
-    token_hash(token.trim()).ct_eq(&state.token_hash).into()
+    let value = req.parts.headers.get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+    value.and_then(outpost_net::service::bearer).is_some_and(|t| state.admin_token.matches(t))
 }
 
 fn query(req: &Req) -> HashMap<String, String> {
@@ -143,22 +131,8 @@ struct Req {
 
 /// Reads a body of at most `limit` bytes; a declared length over it is refused unread.
 async fn read_body(req: &mut Req, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = req.parts.headers.get(hyper::header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))?;
-        if len > limit as u64 {
-            return Err(ApiError::too_large(len, limit));
-        }
-    }
     let body = req.body.take().ok_or_else(|| ApiError::internal("body read twice"))?;
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit as u64 + 1, limit)),
-        Err(e) => Err(ApiError::bad_request(format!("could not read the body: {e}"))),
-    }
+    outpost_net::http::read_body(&req.parts.headers, body, limit).await
 }
 
 async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Resp {
@@ -211,7 +185,7 @@ async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
         _ => {}
     }
     if !authorized(state, req) {
-        return Err(ApiError::unauthorized());
+        return Err(error::unauthorized());
     }
     match (&method, segs.as_slice()) {
         (&Method::GET, ["v1", "info"]) => {

@@ -4,7 +4,7 @@
 //! for a new player and overwrite real progress, and a player is never stuck on a slow core.
 
 use super::CoreTarget;
-use outpost_client::link::CoreLink;
+use outpost_net::link::CoreLink;
 use outpost_proto::frame::SavedState;
 use std::time::Duration;
 

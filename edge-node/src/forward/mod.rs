@@ -37,7 +37,7 @@ pub async fn run(outbox: Arc<Outbox>, cores: Vec<CoreTarget>, node_id: String, t
     let mut failing = false;
     loop {
         for core in &cores {
-            let link = outpost_client::link::CoreLink::connect(
+            let link = outpost_net::link::CoreLink::connect(
                 core.addr,
                 &core.cert_sha256,
                 &token,

@@ -220,7 +220,7 @@ impl Outbox {
             Ok(s) => s.trim().to_string(),
             Err(_) => {
                 let i = hex::encode(rand::random::<[u8; 8]>());
-                outpost_proto::files::write_atomic(&inc_path, i.as_bytes()).map_err(|e| io(&inc_path, e))?;
+                outpost_net::files::write_atomic(&inc_path, i.as_bytes()).map_err(|e| io(&inc_path, e))?;
                 i
             }
         };
@@ -372,7 +372,7 @@ impl Outbox {
         if deletes {
             // Segments go only after `acked` is on disk past them: on restart the outbox must
             // know where its surviving segments begin.
-            let _ = outpost_proto::files::write_atomic(&acked_path, seq.to_string().as_bytes());
+            let _ = outpost_net::files::write_atomic(&acked_path, seq.to_string().as_bytes());
         } else {
             // No fsync: a stale `acked` only makes the edge resend what the core already has,
             // which its high-water mark ignores; an fsync per ack would halve the forwarding rate.

@@ -29,12 +29,48 @@ pub enum Effect {
     Commit { key: String, value: Vec<u8> },
 }
 
+/// What kind of failure faulted a room. Its text (`cpu-budget`...) is what operators see in
+/// `GET /v1/rooms/{id}`, logs and close reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The guest ran past its per-call CPU budget.
+    CpuBudget,
+    /// The guest tried to grow its memory past the room's limit.
+    MemoryLimit,
+    /// The guest wrote more effects or output than a call may.
+    OutputLimit,
+    /// The guest trapped (a panic, an unreachable, a bad access).
+    Trap,
+    /// The guest committed while the outbox was at its hard limit: the commit could not be kept,
+    /// so the room stops rather than believe its state is saved.
+    OutboxFull,
+}
+
+impl FaultKind {
+    /// The stable text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::CpuBudget => "cpu-budget",
+            FaultKind::MemoryLimit => "memory-limit",
+            FaultKind::OutputLimit => "output-limit",
+            FaultKind::Trap => "trap",
+            FaultKind::OutboxFull => "outbox-full",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a guest call failed; the room is faulted with this.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct GuestFault {
-    /// `cpu-budget`, `memory-limit`, `trap` or `output-limit`.
-    pub kind: &'static str,
+    /// What kind of failure.
+    pub kind: FaultKind,
     /// Detail for the operator (the guest's panic message for a trap).
     pub message: String,
 }
@@ -411,7 +447,7 @@ fn classify(s: &mut RoomState, what: &str, e: wasmtime::Error) -> GuestFault {
     s.effects.clear();
     if cpu {
         return GuestFault {
-            kind: "cpu-budget",
+            kind: FaultKind::CpuBudget,
             // What was charged, and over how long, so an operator can tell a guest that really
             // spun from one that was charged for time it did not have.
             message: format!(
@@ -423,10 +459,10 @@ fn classify(s: &mut RoomState, what: &str, e: wasmtime::Error) -> GuestFault {
         };
     }
     if mem {
-        return GuestFault { kind: "memory-limit", message: format!("{what}: {e:#}") };
+        return GuestFault { kind: FaultKind::MemoryLimit, message: format!("{what}: {e:#}") };
     }
     if out {
-        return GuestFault { kind: "output-limit", message: format!("{what}: {e:#}") };
+        return GuestFault { kind: FaultKind::OutputLimit, message: format!("{what}: {e:#}") };
     }
     let tail = s.log.with(|l| l.lines()).into_iter().rev().take(4).collect::<Vec<_>>();
     let output: Vec<String> = tail.into_iter().rev().collect();
@@ -435,7 +471,7 @@ fn classify(s: &mut RoomState, what: &str, e: wasmtime::Error) -> GuestFault {
         message.push_str(" | guest output: ");
         message.push_str(&output.join(" / "));
     }
-    GuestFault { kind: "trap", message }
+    GuestFault { kind: FaultKind::Trap, message }
 }
 
 fn root_cause(e: &wasmtime::Error) -> String {

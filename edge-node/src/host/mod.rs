@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use guest::{Effect, GuestFault, GuestInstance};
+pub use guest::{Effect, FaultKind, GuestFault, GuestInstance};
 
 /// How often the epoch advances; the CPU budget is counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -287,7 +287,7 @@ impl WasmHost {
 
     fn store_cached(&self, path: &Path, c: &Component) -> anyhow::Result<()> {
         let bytes = c.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        outpost_proto::files::write_atomic(path, &bytes)?;
+        outpost_net::files::write_atomic(path, &bytes)?;
         Ok(())
     }
 }

@@ -17,21 +17,17 @@
 //! join itself (ticket check, take-over, room placement) stays async in [`super`], on the tokio
 //! runtime, because it waits for room workers and the core.
 
-use super::{Admitted, PlayerCtx, admission::ConnSlot};
-use crate::room::player::PlayerLink;
-use crate::room::worker::Command;
-use bytes::{Buf, Bytes, BytesMut};
-use outpost_client::batch::{PacketBatch, SendStats};
-use outpost_client::proto_loop::{self, Dirty, READS_PER_TURN, Receiver, Timers};
+use super::PlayerCtx;
+use super::carrier::QuicPlayer;
+use crate::room::Refusal;
+use crate::room::player::{PlayerLink, PlayerTransport};
+use crate::session::Admitted;
+use bytes::{Bytes, BytesMut};
+use outpost_net::udp::batch::{PacketBatch, SendStats};
+use outpost_net::udp::proto_loop::{self, Dirty, READS_PER_TURN, Receiver, Timers};
 use outpost_proto::CloseCode;
-use outpost_proto::frame::{self, Frame, FrameDecoder};
-use outpost_proto::rate::TokenBucket;
-use outpost_proto::ticket;
 use quinn::udp::{RecvMeta, UdpSockRef, UdpSocketState};
-use quinn_proto::{
-    ConnectionHandle, DatagramEvent, Dir, Endpoint, Event, ReadError, StreamEvent, StreamId, VarInt, WriteError,
-};
-use std::collections::VecDeque;
+use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +60,7 @@ enum Op {
     /// Close the connection.
     Close(ConnKey, CloseCode, String),
     /// The join task's verdict.
-    Admitted(ConnKey, Box<Result<Admitted, (CloseCode, String)>>),
+    Admitted(ConnKey, Box<Result<Admitted, Refusal>>),
     /// Close every connection with `node-shutdown` and stop once they are gone.
     Shutdown,
 }
@@ -151,14 +147,13 @@ pub struct ConnRef {
     inbox: Arc<Inbox>,
 }
 
-impl ConnRef {
-    /// The player's reliable backlog has frames to write.
-    pub fn frames_waiting(&self) {
+impl PlayerTransport for ConnRef {
+    fn frames_waiting(&self) {
         self.inbox.push(Op::Frames(self.key));
     }
 
-    /// Sends a framed datagram, or drops and counts it when too many are waiting.
-    pub fn datagram(&self, d: Bytes) {
+    /// Drops and counts the datagram when too many are waiting for the loop.
+    fn datagram(&self, d: Bytes) {
         if self.inbox.datagrams.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_DATAGRAMS {
             self.inbox.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
             return;
@@ -166,68 +161,8 @@ impl ConnRef {
         self.inbox.push(Op::Datagram(self.key, d));
     }
 
-    /// Closes the connection with `code` and `reason`.
-    pub fn close(&self, code: CloseCode, reason: String) {
+    fn close(&self, code: CloseCode, reason: String) {
         self.inbox.push(Op::Close(self.key, code, reason));
-    }
-}
-
-/// Where a connection is in the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Waiting for the client's stream and its `Join`.
-    AwaitingJoin,
-    /// The join task is checking the ticket and placing the player.
-    Admitting,
-    /// In a room.
-    Joined,
-}
-
-struct Conn {
-    conn: quinn_proto::Connection,
-    serial: u64,
-    /// The deadline this connection holds in the timer set, so it can be replaced exactly.
-    armed: Option<Instant>,
-    phase: Phase,
-    /// Until it has sent its `Join`.
-    join_deadline: Option<Instant>,
-    /// The one bi stream the protocol uses.
-    stream: Option<StreamId>,
-    decoder: FrameDecoder,
-    bucket: TokenBucket,
-    /// The `Joined` or `Refused` frame, written before anything else.
-    preamble: Option<Bytes>,
-    /// Frames taken from the player's backlog, being written.
-    out: VecDeque<Bytes>,
-    /// Writing failed for good (the client stopped or reset its stream).
-    write_dead: bool,
-    /// The client finished or reset its side of the stream: nothing more to read.
-    read_done: bool,
-    /// A message the room worker's full queue did not take; nothing more is read until it does.
-    held: Option<Command>,
-    /// Close once what is written has been handed to the socket (a refusal's frame first).
-    close_after_flush: Option<(CloseCode, String)>,
-    slot: Option<ConnSlot>,
-    link: Option<Arc<PlayerLink>>,
-    /// Room and worker, once joined.
-    placed: Option<(String, usize)>,
-    /// Datagrams read from quinn-proto's queue.
-    read: u64,
-    /// The connection's end was handled (the room told, the datagrams left unread counted).
-    ended: bool,
-    want_read: bool,
-    want_datagrams: bool,
-    want_write: bool,
-}
-
-impl Conn {
-    /// Closes the connection now with `code` (the reason cut to 200 characters).
-    fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
-        let reason: String = reason.chars().take(200).collect();
-        self.conn.close(now, VarInt::from_u32(code.to_u32()), Bytes::from(reason));
-        if let Some(l) = &self.link {
-            l.mark_lost();
-        }
     }
 }
 
@@ -460,7 +395,7 @@ impl Driver {
     }
 
     /// The join task's verdict: write `Joined` and start serving, or write `Refused` and close.
-    fn admitted(&mut self, key: ConnKey, result: Result<Admitted, (CloseCode, String)>) {
+    fn admitted(&mut self, key: ConnKey, result: Result<Admitted, Refusal>) {
         let Some(c) = conn_of(&mut self.conns, key).filter(|c| !c.conn.is_closed()) else {
             // Gone while joining: the room has them, so take them out again.
             if let Ok(a) = result {
@@ -469,37 +404,7 @@ impl Driver {
             }
             return;
         };
-        match result {
-            Err((code, reason)) => {
-                // Counted before the client can read the refusal, so whoever sees it sees it counted.
-                self.ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(code = %code, reason, remote = %c.conn.remote_address(), "join refused");
-                c.preamble = Some(Bytes::from(Frame::Refused { code, reason: reason.clone() }.encode()));
-                c.close_after_flush = Some((code, reason));
-                c.want_write = true;
-            }
-            Ok(a) => {
-                let joined = Frame::Joined {
-                    player_id: a.ticket.player,
-                    room: a.room.clone(),
-                    tick_hz: a.tick_hz,
-                    saved: a.saved,
-                };
-                c.preamble = Some(Bytes::from(joined.encode()));
-                c.phase = Phase::Joined;
-                if let Some(s) = &mut c.slot {
-                    s.joined();
-                }
-                tracing::debug!(player = a.ticket.player, room = %a.room, "player joined");
-                // A frame body is the type byte, the 8-byte peer and the message.
-                c.decoder = FrameDecoder::new(self.ctx.limits.max_message + 9);
-                c.link = Some(a.link);
-                c.placed = Some((a.room, a.worker));
-                c.want_read = true;
-                c.want_datagrams = true;
-                c.want_write = true;
-            }
-        }
+        c.admitted(&self.ctx.session, result);
         self.dirty.push(key.handle);
     }
 
@@ -507,17 +412,13 @@ impl Driver {
         let mut still = Vec::new();
         for ch in std::mem::take(&mut self.held) {
             let Some(c) = self.conns.get_mut(&ch) else { continue };
-            let (Some(cmd), Some((_, worker))) = (c.held.take(), &c.placed) else { continue };
-            match self.ctx.rooms.try_tell(*worker, cmd) {
-                Ok(()) => {
-                    c.want_read = true;
-                    c.want_datagrams = true;
-                    self.dirty.push(ch);
-                }
-                Err(cmd) => {
-                    c.held = Some(cmd);
-                    still.push(ch);
-                }
+            if c.session.retry_held(&self.ctx.session) {
+                c.held_listed = false;
+                c.want_read = true;
+                c.want_datagrams = true;
+                self.dirty.push(ch);
+            } else {
+                still.push(ch);
             }
         }
         self.held = still;
@@ -528,13 +429,11 @@ impl Driver {
     fn sweep_slow(&mut self, now: Instant) {
         self.next_sweep = now + self.ctx.limits.slow_grace / 2;
         for (ch, c) in self.conns.iter_mut() {
-            if c.phase == Phase::Joined
-                && !c.conn.is_closed()
-                && let Some(link) = c.link.as_ref().filter(|l| l.stalled())
-            {
-                link.close(CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
-                c.close(now, CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
-                self.dirty.push(ch);
+            if !c.conn.is_closed() {
+                c.session.check_stalled(now);
+                if c.session.is_closing() {
+                    self.dirty.push(ch);
+                }
             }
         }
     }
@@ -544,13 +443,7 @@ impl Driver {
             let ch = ConnectionHandle(h);
             let Some(c) = self.conns.get_mut(&ch) else { continue };
             c.armed = None;
-            if c.join_deadline.is_some_and(|d| d <= now) {
-                c.join_deadline = None;
-                if c.phase == Phase::AwaitingJoin {
-                    refuse(&self.ctx, c, now, CloseCode::FrameMalformed, "no Join within the join timeout");
-                }
-            }
-            c.conn.handle_timeout(now);
+            c.handle_timeout(&self.ctx.session, now);
             self.dirty.push(ch);
         }
     }
@@ -566,12 +459,19 @@ impl Driver {
         let Some(c) = self.conns.get_mut(&ch) else { return };
         loop {
             // Everything the connection has to do first, so that its packets carry all of it.
-            while work(&mut self.endpoint, &self.ctx, &self.rt, &self.inbox, &mut self.held, c, ch, now) {}
+            while c.work(&mut self.endpoint, ch, &self.ctx.session, now) {}
+            if let Some(ticket) = c.session.poll_join() {
+                admit_later(&self.rt, &self.ctx, &self.inbox, ConnKey { handle: ch, serial: c.serial }, ticket);
+            }
+            if c.session.is_held() && !c.held_listed {
+                c.held_listed = true;
+                self.held.push(ch);
+            }
             while let Some(t) = c.conn.poll_transmit(now, self.io.max_segments, &mut self.io.out) {
                 self.io.send(&t);
             }
             // A refusal's frame has gone into packets above; the close follows it.
-            let Some((code, reason)) = c.close_after_flush.take() else { break };
+            let Some((code, reason)) = c.session.poll_close_after_flush() else { break };
             c.close(now, code, &reason);
         }
         if c.conn.is_closed() && !c.ended {
@@ -579,7 +479,7 @@ impl Driver {
             ended(&self.ctx, &self.rt, c);
         }
         let drained = c.conn.is_drained();
-        let next = if drained { None } else { [c.conn.poll_timeout(), c.join_deadline].into_iter().flatten().min() };
+        let next = if drained { None } else { c.poll_timeout() };
         self.timers.rearm(ch.0, &mut c.armed, next);
         if drained {
             // Dropping the connection drops its slot in the connection caps.
@@ -635,7 +535,8 @@ impl Driver {
                 match self.endpoint.accept(incoming, now, &mut self.io.out, None) {
                     Ok((ch, conn)) => {
                         self.next_serial += 1;
-                        self.conns.insert(ch, new_conn(conn, self.next_serial, slot, now, &self.ctx));
+                        let c = QuicPlayer::new(conn, self.next_serial, Some(slot), &self.ctx.session, now);
+                        self.conns.insert(ch, c);
                         self.dirty.push(ch);
                     }
                     Err(e) => {
@@ -672,70 +573,7 @@ impl Driver {
     }
 }
 
-/// One pass over what connection `c` has to do: its endpoint events, its events (the stream
-/// opened, readable or writable, datagrams in), then reading and writing. Returns whether it did
-/// anything, so the caller passes again until it does not.
-#[allow(clippy::too_many_arguments)]
-fn work(
-    endpoint: &mut Endpoint,
-    ctx: &Arc<PlayerCtx>,
-    rt: &tokio::runtime::Handle,
-    inbox: &Arc<Inbox>,
-    held: &mut Vec<ConnectionHandle>,
-    c: &mut Conn,
-    ch: ConnectionHandle,
-    now: Instant,
-) -> bool {
-    let mut progressed = false;
-    while let Some(ev) = c.conn.poll_endpoint_events() {
-        progressed = true;
-        if let Some(back) = endpoint.handle_event(ch, ev) {
-            c.conn.handle_event(back);
-        }
-    }
-    while let Some(ev) = c.conn.poll() {
-        progressed = true;
-        match ev {
-            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
-                while let Some(id) = c.conn.streams().accept(Dir::Bi) {
-                    // The transport allows one bi stream, so this is the protocol's.
-                    c.stream.get_or_insert(id);
-                }
-                c.want_read = true;
-            }
-            Event::Stream(StreamEvent::Readable { .. }) => c.want_read = true,
-            Event::Stream(StreamEvent::Writable { .. }) => c.want_write = true,
-            Event::Stream(StreamEvent::Stopped { .. }) => {
-                c.write_dead = true;
-                c.out.clear();
-            }
-            Event::DatagramReceived => c.want_datagrams = true,
-            Event::ConnectionLost { reason } => {
-                tracing::debug!(reason = %reason, remote = %c.conn.remote_address(), "player connection lost");
-            }
-            _ => {}
-        }
-    }
-    if std::mem::take(&mut c.want_read) {
-        progressed = true;
-        if read_stream(ctx, rt, inbox, c, ch, now) {
-            held.push(ch);
-        }
-    }
-    if std::mem::take(&mut c.want_datagrams) {
-        progressed = true;
-        if read_datagrams(ctx, c, now) {
-            held.push(ch);
-        }
-    }
-    if std::mem::take(&mut c.want_write) {
-        progressed = true;
-        write_out(c);
-    }
-    progressed
-}
-
-fn conn_of(conns: &mut Conns, key: ConnKey) -> Option<&mut Conn> {
+fn conn_of(conns: &mut Conns, key: ConnKey) -> Option<&mut QuicPlayer> {
     conns.get_mut(&key.handle).filter(|c| c.serial == key.serial)
 }
 
@@ -745,16 +583,16 @@ fn conn_of(conns: &mut Conns, key: ConnKey) -> Option<&mut Conn> {
 /// map of them inline cost 13 KiB per idle player at 1,000 players, BENCHMARKS.md session 15).
 #[derive(Default)]
 struct Conns {
-    slots: Vec<Option<Box<Conn>>>,
+    slots: Vec<Option<Box<QuicPlayer>>>,
     len: usize,
 }
 
 impl Conns {
-    fn get_mut(&mut self, ch: &ConnectionHandle) -> Option<&mut Conn> {
+    fn get_mut(&mut self, ch: &ConnectionHandle) -> Option<&mut QuicPlayer> {
         self.slots.get_mut(ch.0)?.as_deref_mut()
     }
 
-    fn insert(&mut self, ch: ConnectionHandle, c: Conn) {
+    fn insert(&mut self, ch: ConnectionHandle, c: QuicPlayer) {
         if ch.0 >= self.slots.len() {
             self.slots.resize_with(ch.0 + 1, || None);
         }
@@ -773,67 +611,34 @@ impl Conns {
         self.len == 0
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = (ConnectionHandle, &mut Conn)> {
+    fn iter_mut(&mut self) -> impl Iterator<Item = (ConnectionHandle, &mut QuicPlayer)> {
         self.slots.iter_mut().enumerate().filter_map(|(i, c)| Some((ConnectionHandle(i), c.as_deref_mut()?)))
     }
 }
 
-fn new_conn(conn: quinn_proto::Connection, serial: u64, slot: ConnSlot, now: Instant, ctx: &PlayerCtx) -> Conn {
-    Conn {
-        conn,
-        serial,
-        armed: None,
-        phase: Phase::AwaitingJoin,
-        join_deadline: Some(now + ctx.join_timeout),
-        stream: None,
-        decoder: FrameDecoder::new(ticket::MAX_TICKET_LEN + 16),
-        bucket: TokenBucket::new(ctx.limits.burst, now),
-        preamble: None,
-        out: VecDeque::new(),
-        write_dead: false,
-        read_done: false,
-        held: None,
-        close_after_flush: None,
-        slot: Some(slot),
-        link: None,
-        placed: None,
-        read: 0,
-        ended: false,
-        want_read: false,
-        want_datagrams: false,
-        want_write: false,
-    }
-}
-
-/// Refuses a connection that has not joined: counted, logged, closed with `code`.
-fn refuse(ctx: &PlayerCtx, c: &mut Conn, now: Instant, code: CloseCode, reason: &str) {
-    ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(code = %code, reason, remote = %c.conn.remote_address(), "join refused");
-    c.close(now, code, reason);
-}
-
-/// Closes a joined player that broke the protocol or its limits, counted once per close.
-fn breach(ctx: &PlayerCtx, c: &mut Conn, now: Instant, code: CloseCode, reason: &str) {
-    ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
-    c.close(now, code, reason);
-}
-
 /// The connection closed, by either side: the room is told (the guest sees `leave`), and the
 /// player's datagrams that were never read are counted.
-fn ended(ctx: &Arc<PlayerCtx>, rt: &tokio::runtime::Handle, c: &mut Conn) {
-    let Some(link) = c.link.clone() else { return };
-    link.mark_lost();
-    let Some((room, worker)) = c.placed.take() else { return };
-    // quinn-proto keeps at most `datagram_in_bytes` of a player's datagrams and drops the
-    // oldest beyond: while a room worker's queue is full, or before the player has joined.
-    // A held one was read but never reached the room.
-    let held = u64::from(matches!(c.held.take(), Some(Command::Message { reliable: false, .. })));
-    let unread = c.conn.stats().frame_rx.datagram.saturating_sub(c.read) + held;
+fn ended(ctx: &Arc<PlayerCtx>, rt: &tokio::runtime::Handle, c: &mut QuicPlayer) {
+    let Some((d, unread)) = c.end() else { return };
     if unread > 0 {
         ctx.metrics.player_datagrams_in_unread_total.fetch_add(unread, Ordering::Relaxed);
-        tracing::info!(player = link.id, unread, read = c.read, "player datagrams dropped unread");
+        tracing::info!(player = d.link.id, unread, read = d.datagrams_read, "player datagrams dropped unread");
     }
-    leave_later(rt, ctx, link, room, worker);
+    leave_later(rt, ctx, d.link, d.room, d.worker);
+}
+
+/// Runs the join (ticket check, take-over, placement) on the runtime, since it waits for room
+/// workers and the core; its verdict comes back through the inbox.
+fn admit_later(rt: &tokio::runtime::Handle, ctx: &Arc<PlayerCtx>, inbox: &Arc<Inbox>, key: ConnKey, ticket: String) {
+    let (ctx, inbox) = (ctx.clone(), inbox.clone());
+    rt.spawn(async move {
+        let conn: Arc<dyn PlayerTransport> = Arc::new(ConnRef { key, inbox: inbox.clone() });
+        let result = super::admit(&ctx, &ticket, |t| {
+            PlayerLink::new(t.player, t.name.clone(), conn, ctx.limits.clone(), ctx.metrics.clone())
+        })
+        .await;
+        inbox.push(Op::Admitted(key, Box::new(result)));
+    });
 }
 
 fn leave_later(rt: &tokio::runtime::Handle, ctx: &Arc<PlayerCtx>, link: Arc<PlayerLink>, room: String, worker: usize) {
@@ -842,207 +647,6 @@ fn leave_later(rt: &tokio::runtime::Handle, ctx: &Arc<PlayerCtx>, link: Arc<Play
         ctx.rooms.leave(worker, room, link.clone(), false).await;
         super::forget_session(&ctx, &link);
     });
-}
-
-/// Reads the player's stream: the `Join` before joining, then reliable frames for the room.
-/// Returns true when a message is now held for a full room worker queue.
-fn read_stream(
-    ctx: &Arc<PlayerCtx>,
-    rt: &tokio::runtime::Handle,
-    inbox: &Arc<Inbox>,
-    c: &mut Conn,
-    ch: ConnectionHandle,
-    now: Instant,
-) -> bool {
-    let Some(id) = c.stream else { return false };
-    if c.phase == Phase::Admitting || c.held.is_some() || c.conn.is_closed() {
-        return false;
-    }
-    loop {
-        // Frames already buffered first, so a full room queue stops reading right there.
-        loop {
-            let next = c.decoder.next_frame();
-            match (c.phase, next) {
-                (Phase::AwaitingJoin, Ok(Some(Frame::Join { ticket }))) => {
-                    c.phase = Phase::Admitting;
-                    c.join_deadline = None;
-                    let key = ConnKey { handle: ch, serial: c.serial };
-                    let (ctx, inbox) = (ctx.clone(), inbox.clone());
-                    rt.spawn(async move {
-                        let conn = ConnRef { key, inbox: inbox.clone() };
-                        let result = super::admit(&ctx, &ticket, |t| {
-                            PlayerLink::new(t.player, t.name.clone(), conn, ctx.limits.clone(), ctx.metrics.clone())
-                        })
-                        .await;
-                        inbox.push(Op::Admitted(key, Box::new(result)));
-                    });
-                    return false;
-                }
-                (Phase::AwaitingJoin, Ok(Some(other))) => {
-                    let reason = format!("expected Join, got {}", super::frame_name(&other));
-                    refuse(ctx, c, now, CloseCode::FrameMalformed, &reason);
-                    return false;
-                }
-                (Phase::AwaitingJoin, Err(e)) => {
-                    refuse(ctx, c, now, e.code(), &e.to_string());
-                    return false;
-                }
-                (_, Ok(Some(Frame::Message { peer, data }))) => {
-                    if over_rate(ctx, c, now) {
-                        return false;
-                    }
-                    if !to_room(ctx, c, peer, data, true) {
-                        return true;
-                    }
-                }
-                (_, Ok(Some(other))) => {
-                    let reason = format!("unexpected {} frame after join", super::frame_name(&other));
-                    breach(ctx, c, now, CloseCode::FrameMalformed, &reason);
-                    return false;
-                }
-                (_, Err(e)) => {
-                    breach(ctx, c, now, e.code(), &e.to_string());
-                    return false;
-                }
-                (_, Ok(None)) => break,
-            }
-        }
-        if c.read_done {
-            if c.phase == Phase::AwaitingJoin {
-                refuse(ctx, c, now, CloseCode::FrameMalformed, "stream ended before Join");
-            }
-            return false;
-        }
-        // quinn-proto's own received chunks, not a read buffer of ours: an idle player keeps no
-        // buffer of the node's.
-        let mut stream = c.conn.recv_stream(id);
-        let Ok(mut chunks) = stream.read(true) else { return false };
-        let mut got = false;
-        loop {
-            match chunks.next(usize::MAX) {
-                Ok(Some(chunk)) => {
-                    got = true;
-                    c.decoder.push(&chunk.bytes);
-                }
-                Ok(None) | Err(ReadError::Reset(_)) => {
-                    c.read_done = true;
-                    got = true;
-                    break;
-                }
-                Err(ReadError::Blocked) => break,
-            }
-        }
-        let _ = chunks.finalize();
-        if !got {
-            return false;
-        }
-    }
-}
-
-/// Takes one message from the player's rate; when it is over, closes the player and says so.
-fn over_rate(ctx: &PlayerCtx, c: &mut Conn, now: Instant) -> bool {
-    if c.bucket.take(now, ctx.limits.rate, ctx.limits.burst) {
-        return false;
-    }
-    let reason = format!("over {} messages per second", ctx.limits.rate);
-    breach(ctx, c, now, CloseCode::RateLimited, &reason);
-    true
-}
-
-/// Hands a joined player's message to its room's worker. False when the worker's queue is full:
-/// the message is held, and nothing more is read from this player until it goes.
-fn to_room(ctx: &PlayerCtx, c: &mut Conn, to: u64, data: Vec<u8>, reliable: bool) -> bool {
-    let (Some((room, worker)), Some(link)) = (&c.placed, &c.link) else { return true };
-    let cmd = Command::Message { room: room.clone(), player: link.id, to, data, reliable };
-    match ctx.rooms.try_tell(*worker, cmd) {
-        Ok(()) => true,
-        Err(cmd) => {
-            c.held = Some(cmd);
-            false
-        }
-    }
-}
-
-/// Reads the player's datagrams for the room. Every datagram counts against the player's rate,
-/// the ones dropped here included, so junk cannot be sent faster than messages. Returns true
-/// when a message is now held for a full room worker queue.
-fn read_datagrams(ctx: &PlayerCtx, c: &mut Conn, now: Instant) -> bool {
-    if c.phase != Phase::Joined || c.held.is_some() || c.conn.is_closed() {
-        return false;
-    }
-    while let Some(d) = c.conn.datagrams().recv() {
-        c.read += 1;
-        if over_rate(ctx, c, now) {
-            return false;
-        }
-        // QUIC authenticates datagrams, so a short one is the client's own doing, not the path's.
-        let (to, data) = match frame::decode_peer(&d) {
-            Ok(v) => v,
-            Err(e) => {
-                breach(ctx, c, now, e.code(), &format!("datagram: {e}"));
-                return false;
-            }
-        };
-        // Over the cap is not an error: a client cannot know the node's cap, and the path
-        // carried it. Dropped, counted.
-        if data.len() > ctx.limits.datagram_cap {
-            ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        if !to_room(ctx, c, to, data.to_vec(), false) {
-            return true;
-        }
-    }
-    false
-}
-
-/// Writes the preamble, then the player's backlog, as far as flow control allows.
-fn write_out(c: &mut Conn) {
-    let Some(id) = c.stream else { return };
-    if c.write_dead || c.conn.is_closed() {
-        return;
-    }
-    if c.phase == Phase::Joined
-        && c.preamble.is_none()
-        && let Some(link) = &c.link
-    {
-        link.take_frames(&mut c.out);
-    }
-    loop {
-        let counted = c.preamble.is_none();
-        let Some(chunk) = c.preamble.as_mut().or(c.out.front_mut()) else { break };
-        match c.conn.send_stream(id).write(chunk) {
-            Ok(n) => {
-                let whole = n == chunk.len();
-                chunk.advance(n);
-                if counted && let Some(link) = &c.link {
-                    link.written(n);
-                }
-                if !whole {
-                    // Written in part: write again, so that quinn-proto answers `Blocked` and
-                    // registers the stream for a `Writable` event when the window opens. A part
-                    // alone registers nothing, and the backlog would wait for the next frame.
-                    continue;
-                }
-                if counted {
-                    c.out.pop_front();
-                } else {
-                    c.preamble = None;
-                    if c.phase == Phase::Joined
-                        && let Some(link) = &c.link
-                    {
-                        link.take_frames(&mut c.out);
-                    }
-                }
-            }
-            Err(WriteError::Blocked) => break,
-            Err(_) => {
-                c.write_dead = true;
-                c.out.clear();
-                break;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

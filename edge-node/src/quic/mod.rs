@@ -1,23 +1,27 @@
 //! The player endpoint: QUIC (ALPN `outpost/1`), join by signed ticket, then frames and datagrams
 //! between the player and their room.
 //!
-//! [`driver`] runs every connection's QUIC state from one thread: it reads the `Join`, checks every
-//! limit before a byte reaches a room (frame size, message rate, datagram size), and forwards what
-//! the player sends to the room's worker. A misbehaving player is closed with a precise code;
-//! nothing they send can take down the node. This file is the join itself, run as a task per
-//! joining player: verify the ticket offline (signature, expiry, node, single use), take over from
-//! the player's older connection, and place the player in a room.
+//! [`driver`] is the socket loop: it runs every connection's QUIC state from one thread (sockets,
+//! timers, the connection table). [`carrier`] is one connection: quinn-proto's state machine and
+//! the player's [`crate::session::PlayerSession`], which checks every limit before a byte reaches
+//! a room (frame size, message rate, datagram size). A misbehaving player is closed with a
+//! precise code; nothing they send can take down the node. [`admission`] caps connections before
+//! any handshake work. This file is the join itself, run as a task per joining player: verify the
+//! ticket offline (signature, expiry, node, single use), take over from the player's older
+//! connection, and place the player in a room.
 
 pub mod admission;
+pub mod carrier;
 pub mod driver;
 
 use crate::modules::ModuleStore;
-use crate::room::Rooms;
 use crate::room::player::{PlayerLimits, PlayerLink};
 use crate::room::worker::RoomSpec;
+use crate::room::{Refusal, Rooms};
+use crate::session::{Admitted, SessionCtx};
 use crate::telemetry::Metrics;
 use outpost_proto::CloseCode;
-use outpost_proto::frame::{Frame, SavedState};
+use outpost_proto::frame::SavedState;
 use outpost_proto::keys::Ed25519PublicKey;
 use outpost_proto::ticket::{self, ReplayGuard, TicketPayload};
 use std::collections::HashMap;
@@ -58,20 +62,12 @@ pub struct PlayerCtx {
     pub relay_max_players: u32,
     /// Default tick rate (relay rooms report it).
     pub default_tick_hz: u32,
+    /// What the player sessions share.
+    pub session: SessionCtx,
 }
 
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A player let in: the ticket, its link, where it joined, and the saved state it was given.
-pub(crate) struct Admitted {
-    pub(crate) ticket: TicketPayload,
-    pub(crate) link: Arc<PlayerLink>,
-    pub(crate) room: String,
-    pub(crate) worker: usize,
-    pub(crate) tick_hz: u32,
-    pub(crate) saved: SavedState,
 }
 
 /// Verifies the ticket and places the player; returns the room, its worker and the tick rate.
@@ -79,23 +75,28 @@ pub(crate) async fn admit(
     ctx: &PlayerCtx,
     ticket_text: &str,
     link_for: impl FnOnce(&TicketPayload) -> Arc<PlayerLink>,
-) -> Result<Admitted, (CloseCode, String)> {
-    let key = ctx.ticket_key.as_ref().ok_or((CloseCode::BadTicket, "this node has no --ticket-pubkey".to_string()))?;
+) -> Result<Admitted, Refusal> {
+    let key = ctx
+        .ticket_key
+        .as_ref()
+        .ok_or_else(|| Refusal::node(CloseCode::BadTicket, "this node has no --ticket-pubkey"))?;
     let now = now_unix();
-    let t = ticket::verify(ticket_text, key, &ctx.node_id, now).map_err(|e| (e.code(), e.to_string()))?;
+    let t =
+        ticket::verify(ticket_text, key, &ctx.node_id, now).map_err(|e| Refusal::player(e.code(), e.to_string()))?;
     if !ctx.accepting.load(Ordering::Relaxed) {
-        return Err((CloseCode::NodeNotAccepting, "the node is not accepting players".into()));
+        return Err(Refusal::node(CloseCode::NodeNotAccepting, "the node is not accepting players"));
     }
     if t.module != RELAY && ctx.modules.get(&t.module).is_none() {
-        return Err((CloseCode::UnknownModule, format!("no module {:?} on this node", t.module)));
+        return Err(Refusal::node(CloseCode::UnknownModule, format!("no module {:?} on this node", t.module)));
     }
     if let Some(r) = &t.room {
-        outpost_proto::ids::check_name("room", r).map_err(|e| (CloseCode::JoinRefused, e.to_string()))?;
+        outpost_proto::ids::check_name("room", r)
+            .map_err(|e| Refusal::player(CloseCode::JoinRefused, e.to_string()))?;
     }
     // Single use is checked last, so a ticket refused for another reason is not burnt.
     {
         let mut guard = ctx.replay.lock().unwrap_or_else(|e| e.into_inner());
-        guard.check_and_insert(&t, now).map_err(|e| (e.code(), e.to_string()))?;
+        guard.check_and_insert(&t, now).map_err(|e| Refusal::player(e.code(), e.to_string()))?;
     }
     let link = link_for(&t);
     let back_to = take_over(ctx, &link).await;
@@ -141,7 +142,7 @@ async fn place(
     t: &TicketPayload,
     link: &Arc<PlayerLink>,
     back_to: Option<String>,
-) -> Result<(String, usize, u32, SavedState), (CloseCode, String)> {
+) -> Result<(String, usize, u32, SavedState), Refusal> {
     let saved = match &ctx.loader {
         Some(l) => l.load(t.player).await,
         None => SavedState::None,
@@ -153,7 +154,9 @@ async fn place(
         match ctx.rooms.join(&room, worker, link.clone(), saved.clone()).await {
             Ok(joined) => return Ok((joined.room, worker, joined.tick_hz, saved)),
             // The old room refused (its guest, or it faulted meanwhile): place them afresh.
-            Err((code, reason)) => tracing::debug!(player = t.player, %code, reason, "could not rejoin the old room"),
+            Err(r) => {
+                tracing::debug!(player = t.player, code = %r.code, reason = r.reason, "could not rejoin the old room")
+            }
         }
     }
     // Reserve a slot, creating the room when there is none to join; bounded retries cover the
@@ -165,10 +168,10 @@ async fn place(
         }
         create_room(ctx, t).await?;
     }
-    Err((CloseCode::RoomFull, "could not find a room with space".into()))
+    Err(Refusal::node(CloseCode::RoomFull, "could not find a room with space"))
 }
 
-async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), (CloseCode, String)> {
+async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), Refusal> {
     let id = t.room.clone().unwrap_or_else(|| format!("{}-{}", t.module, hex::encode(rand::random::<[u8; 4]>())));
     let result = if t.module == RELAY {
         let spec = RoomSpec {
@@ -186,8 +189,8 @@ async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), (CloseCod
         let module = t.module.clone();
         let (rec, compiled) = tokio::task::spawn_blocking(move || modules.live(&module))
             .await
-            .map_err(|e| (CloseCode::JoinRefused, e.to_string()))?
-            .map_err(|e| (CloseCode::UnknownModule, e.to_string()))?;
+            .map_err(|e| Refusal::node(CloseCode::JoinRefused, e.to_string()))?
+            .map_err(|e| Refusal::node(CloseCode::UnknownModule, e.to_string()))?;
         let spec = RoomSpec {
             id,
             module: rec.name.clone(),
@@ -202,17 +205,8 @@ async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), (CloseCod
     match result {
         Ok(_) | Err(crate::room::RoomError::Exists(_)) => Ok(()),
         Err(crate::room::RoomError::Full(n)) => {
-            Err((CloseCode::RoomFull, format!("the node is at its limit of {n} rooms")))
+            Err(Refusal::node(CloseCode::RoomFull, format!("the node is at its limit of {n} rooms")))
         }
-        Err(e) => Err((CloseCode::JoinRefused, e.to_string())),
-    }
-}
-
-pub(crate) fn frame_name(f: &Frame) -> &'static str {
-    match f {
-        Frame::Join { .. } => "Join",
-        Frame::Joined { .. } => "Joined",
-        Frame::Refused { .. } => "Refused",
-        Frame::Message { .. } => "Message",
+        Err(e) => Err(Refusal::node(CloseCode::JoinRefused, e.to_string())),
     }
 }

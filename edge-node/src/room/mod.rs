@@ -12,6 +12,7 @@
 //!   directory of where each room lives and how full it is.
 
 pub mod player;
+pub mod refusal;
 pub mod worker;
 
 use crate::host::{Compiled, GuestFault, WasmHost};
@@ -20,6 +21,7 @@ use outpost_proto::CloseCode;
 use outpost_proto::api::{RoomCreated, RoomInfo};
 use outpost_proto::frame::SavedState;
 use player::PlayerLink;
+pub use refusal::{Blame, Refusal};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -226,22 +228,24 @@ impl Rooms {
 
     /// Reserves a player slot: in `room` if named (`Ok(None)` when it does not exist yet), else in
     /// the fullest open room of `module` that has space (`Ok(None)` when there is none).
-    pub fn reserve_player(
-        &self,
-        module: &str,
-        room: Option<&str>,
-    ) -> Result<Option<(String, usize)>, (CloseCode, String)> {
+    pub fn reserve_player(&self, module: &str, room: Option<&str>) -> Result<Option<(String, usize)>, Refusal> {
         let mut dir = self.dir();
         if let Some(id) = room {
             let Some(p) = dir.get_mut(id) else { return Ok(None) };
             if p.module != module {
-                return Err((CloseCode::JoinRefused, format!("room {id} runs {}, not {module}", p.module)));
+                return Err(Refusal::player(
+                    CloseCode::JoinRefused,
+                    format!("room {id} runs {}, not {module}", p.module),
+                ));
             }
             if !p.open {
-                return Err((CloseCode::ModuleFault, format!("room {id} is faulted")));
+                return Err(Refusal::guest(CloseCode::ModuleFault, format!("room {id} is faulted")));
             }
             if p.players >= p.max_players {
-                return Err((CloseCode::RoomFull, format!("room {id} is full ({} players)", p.max_players)));
+                return Err(Refusal::node(
+                    CloseCode::RoomFull,
+                    format!("room {id} is full ({} players)", p.max_players),
+                ));
             }
             p.players += 1;
             return Ok(Some((id.to_string(), p.worker)));
@@ -264,16 +268,11 @@ impl Rooms {
         worker: usize,
         link: Arc<PlayerLink>,
         saved: SavedState,
-    ) -> Result<JoinedRoom, (CloseCode, String)> {
+    ) -> Result<JoinedRoom, Refusal> {
         let (tx, rx) = oneshot::channel();
         let cmd = Command::Join { room: room.to_string(), link, saved, reply: tx };
         self.tell(worker, cmd).await;
-        rx.await.unwrap_or_else(|_| Err((CloseCode::NodeShutdown, "room worker stopped".into())))
-    }
-
-    /// Where a room lives.
-    pub fn worker_of(&self, room: &str) -> Option<usize> {
-        self.dir().get(room).map(|p| p.worker)
+        rx.await.unwrap_or_else(|_| Err(Refusal::node(CloseCode::NodeShutdown, "room worker stopped")))
     }
 
     /// Sends an operator signal to the room's guest and returns its reply.

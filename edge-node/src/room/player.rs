@@ -1,20 +1,23 @@
 //! A connected player as a room sees it: where its reliable frames and datagrams go.
 //!
 //! Workers push into a [`PlayerLink`] without ever blocking: reliable frames join a byte-counted
-//! backlog that the transport thread ([`crate::quic::driver`]) drains onto the player's QUIC
-//! stream; datagrams go to the transport's inbox, which drops and counts them when the player's
-//! datagram buffer is full (quinn-proto would otherwise drop the oldest silently). A backlog that
-//! stays over its limit closes the player as a slow consumer, so one stalled client never grows
-//! the node's memory or holds up its room.
+//! backlog that the player's carrier drains onto its reliable stream; datagrams go straight to
+//! the carrier ([`PlayerTransport`]), which drops and counts them when the player is congested.
+//! A backlog that stays over its limit closes the player as a slow consumer, so one stalled
+//! client never grows the node's memory or holds up its room.
+//!
+//! The room side owns [`PlayerTransport`]: a carrier (QUIC today; WebTransport and WebSocket
+//! next) implements it, and a link can be detached from one carrier and attached to another, so
+//! a player can change connections while its room keeps the same link. Nothing here reads a
+//! clock: callers pass the time.
 
-use crate::quic::driver::ConnRef;
 use crate::telemetry::Metrics;
 use bytes::Bytes;
 use outpost_proto::CloseCode;
 use outpost_proto::frame::{self, Frame};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Per-player limits.
@@ -72,6 +75,30 @@ impl Default for PlayerLimits {
     }
 }
 
+/// What a room needs from the connection a player is on. Every call is non-blocking: room
+/// workers call it while running a room's turn.
+pub trait PlayerTransport: Send + Sync {
+    /// The player's reliable backlog went from empty to not: its carrier should take frames.
+    fn frames_waiting(&self);
+    /// An unreliable message, already framed with its sender; dropped and counted when the
+    /// player is congested.
+    fn datagram(&self, d: Bytes);
+    /// Close the player's connection with `code` and `reason`.
+    fn close(&self, code: CloseCode, reason: String);
+}
+
+/// A link's carrier while it has none (detached between two connections): datagrams are
+/// dropped and counted, frames wait in the backlog, and a close is remembered by the link.
+struct Detached(Arc<Metrics>);
+
+impl PlayerTransport for Detached {
+    fn frames_waiting(&self) {}
+    fn datagram(&self, _: Bytes) {
+        self.0.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+    }
+    fn close(&self, _: CloseCode, _: String) {}
+}
+
 #[derive(Debug, Default)]
 struct Backlog {
     frames: VecDeque<Bytes>,
@@ -87,7 +114,9 @@ pub struct PlayerLink {
     pub name: String,
     /// The room and worker it joined, once it has: where a reconnect finds it to take over.
     pub placement: std::sync::OnceLock<(String, usize)>,
-    conn: ConnRef,
+    /// The carrier the player is on now. A read lock per send: attaching happens once per
+    /// connection, sending many times per tick.
+    conn: RwLock<Arc<dyn PlayerTransport>>,
     backlog: Mutex<Backlog>,
     /// Set when the node closes the player or the transport sees the connection gone: read on
     /// every send, so it is an atomic rather than the backlog's lock.
@@ -98,12 +127,18 @@ pub struct PlayerLink {
 
 impl PlayerLink {
     /// A link to the player on connection `conn`.
-    pub fn new(id: u64, name: String, conn: ConnRef, limits: Arc<PlayerLimits>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        id: u64,
+        name: String,
+        conn: Arc<dyn PlayerTransport>,
+        limits: Arc<PlayerLimits>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(PlayerLink {
             id,
             name,
             placement: std::sync::OnceLock::new(),
-            conn,
+            conn: RwLock::new(conn),
             backlog: Mutex::default(),
             closed: AtomicBool::new(false),
             limits,
@@ -115,8 +150,28 @@ impl PlayerLink {
         self.backlog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a reliable message from `from` (0 = the room).
-    pub fn send_reliable(&self, from: u64, data: &[u8]) {
+    fn conn(&self) -> std::sync::RwLockReadGuard<'_, Arc<dyn PlayerTransport>> {
+        self.conn.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the player off its carrier: until [`PlayerLink::attach`], datagrams are dropped
+    /// (counted) and reliable frames wait in the backlog, under its usual limits.
+    pub fn detach(&self) -> Arc<dyn PlayerTransport> {
+        let mut conn = self.conn.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *conn, Arc::new(Detached(self.metrics.clone())))
+    }
+
+    /// Puts the player on carrier `conn`; frames already waiting are announced to it.
+    pub fn attach(&self, conn: Arc<dyn PlayerTransport>) {
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
+        if !self.backlog().frames.is_empty() {
+            self.conn().frames_waiting();
+        }
+    }
+
+    /// Queues a reliable message from `from` (0 = the room); `now` starts the slow-consumer
+    /// clock when the backlog goes over its limit.
+    pub fn send_reliable(&self, from: u64, data: &[u8], now: Instant) {
         if self.is_closed() {
             return;
         }
@@ -128,10 +183,11 @@ impl PlayerLink {
             b.frames.push_back(bytes);
             b.bytes += len;
             let slow = if b.bytes > self.limits.backlog_bytes {
-                let since = *b.over_since.get_or_insert_with(Instant::now);
+                let since = *b.over_since.get_or_insert(now);
                 // Over the hard cap is slow at once (bounded memory); over the limit gets the
                 // grace period, so a burst to a healthy player is not mistaken for a stall.
-                b.bytes > self.limits.backlog_hard_bytes() || since.elapsed() > self.limits.slow_grace
+                b.bytes > self.limits.backlog_hard_bytes()
+                    || now.saturating_duration_since(since) > self.limits.slow_grace
             } else {
                 false
             };
@@ -143,7 +199,7 @@ impl PlayerLink {
             self.close(CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
         } else if first {
             // Frames behind the first are taken with it, so only the first needs telling.
-            self.conn.frames_waiting();
+            self.conn().frames_waiting();
         }
     }
 
@@ -158,13 +214,13 @@ impl PlayerLink {
             self.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.conn.datagram(Bytes::from(frame::encode_peer(from, data)));
+        self.conn().datagram(Bytes::from(frame::encode_peer(from, data)));
     }
 
     /// Sends as the guest asked, falling back to reliable for payloads over the datagram cap.
-    pub fn send(&self, from: u64, data: &[u8], reliable: bool) {
+    pub fn send(&self, from: u64, data: &[u8], reliable: bool, now: Instant) {
         if reliable || data.len() > self.limits.datagram_cap {
-            self.send_reliable(from, data);
+            self.send_reliable(from, data, now);
         } else {
             self.send_unreliable(from, data);
         }
@@ -179,7 +235,7 @@ impl PlayerLink {
             b.bytes = 0;
         }
         let reason: String = reason.chars().take(200).collect();
-        self.conn.close(code, reason);
+        self.conn().close(code, reason);
     }
 
     /// Whether the connection was closed, by the node or the peer.
@@ -187,25 +243,25 @@ impl PlayerLink {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// The transport saw the connection end.
-    pub(crate) fn mark_lost(&self) {
+    /// The carrier saw the connection end.
+    pub fn mark_lost(&self) {
         self.closed.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the backlog has been over its limit for longer than the grace period.
-    pub(crate) fn stalled(&self) -> bool {
+    /// Whether, at `now`, the backlog has been over its limit for longer than the grace period.
+    pub fn stalled(&self, now: Instant) -> bool {
         let b = self.backlog();
-        b.over_since.is_some_and(|t| t.elapsed() > self.limits.slow_grace)
+        b.over_since.is_some_and(|t| now.saturating_duration_since(t) > self.limits.slow_grace)
     }
 
-    /// Moves the queued frames to the transport's writer; their bytes still count against the
+    /// Moves the queued frames to the carrier's writer; their bytes still count against the
     /// backlog until [`PlayerLink::written`] says they are on the stream.
-    pub(crate) fn take_frames(&self, into: &mut VecDeque<Bytes>) {
+    pub fn take_frames(&self, into: &mut VecDeque<Bytes>) {
         into.extend(self.backlog().frames.drain(..));
     }
 
     /// `n` bytes of taken frames went onto the player's stream.
-    pub(crate) fn written(&self, n: usize) {
+    pub fn written(&self, n: usize) {
         let mut b = self.backlog();
         b.bytes = b.bytes.saturating_sub(n);
         if b.bytes <= self.limits.backlog_bytes {

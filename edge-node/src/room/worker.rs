@@ -7,9 +7,9 @@
 
 use crate::host::bindings::{Player, Saved};
 use crate::host::output::RoomLog;
-use crate::host::{Compiled, Effect, GuestFault, GuestInstance, WasmHost};
+use crate::host::{Compiled, Effect, FaultKind, GuestFault, GuestInstance, WasmHost};
 use crate::room::player::PlayerLink;
-use crate::room::{Directory, Placement, RoomError};
+use crate::room::{Directory, Placement, Refusal, RoomError};
 use crate::telemetry::Metrics;
 use flume::{Receiver, RecvTimeoutError};
 use outpost_proto::CloseCode;
@@ -64,12 +64,7 @@ pub enum Command {
     /// Hot upgrade.
     Upgrade { room: String, compiled: Arc<Compiled>, reply: oneshot::Sender<Result<RoomCreated, RoomError>> },
     /// A player asks to join (its slot is already reserved in the directory).
-    Join {
-        room: String,
-        link: Arc<PlayerLink>,
-        saved: SavedState,
-        reply: oneshot::Sender<Result<JoinedRoom, (CloseCode, String)>>,
-    },
+    Join { room: String, link: Arc<PlayerLink>, saved: SavedState, reply: oneshot::Sender<Result<JoinedRoom, Refusal>> },
     /// A player's connection is gone (closed for any reason, or replaced by a reconnect).
     ///
     /// It names the connection's own link: a player who reconnected is in the room under the
@@ -216,6 +211,9 @@ pub struct Worker {
     directory: Directory,
     coalesce: Duration,
     outbox: Option<Arc<crate::forward::outbox::Outbox>>,
+    /// When the worker last woke: the time its players' links are told (their slow-consumer
+    /// clock needs no finer grain than a wake-up, and a clock read per message would cost).
+    now: Instant,
 }
 
 impl Worker {
@@ -229,7 +227,7 @@ impl Worker {
         coalesce: Duration,
         outbox: Option<Arc<crate::forward::outbox::Outbox>>,
     ) -> Self {
-        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory, coalesce, outbox }
+        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory, coalesce, outbox, now: Instant::now() }
     }
 
     /// Runs until every sender is gone or a shutdown command arrives.
@@ -249,6 +247,7 @@ impl Worker {
                     Err(_) => return,
                 },
             };
+            self.now = Instant::now();
             if let Some(c) = cmd {
                 if self.handle(c) {
                     return;
@@ -263,6 +262,7 @@ impl Worker {
                     }
                 }
                 last_wake = Instant::now();
+                self.now = last_wake;
                 // Drain what else is queued before ticking, bounded so ticks are not starved.
                 for _ in 0..1024 {
                     match self.rx.try_recv() {
@@ -285,6 +285,7 @@ impl Worker {
 
     fn run_due_ticks(&mut self) {
         let now = Instant::now();
+        self.now = now;
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
         let due: Vec<String> = self
             .rooms
@@ -322,9 +323,9 @@ impl Worker {
                         self.metrics.guest_oversized_datagrams_total.fetch_add(oversized, Ordering::Relaxed);
                     }
                     let outbox = self.outbox.as_deref().map(|o| (o, id));
-                    match apply_effects(&self.metrics, &slot.players, g.take_effects(), outbox) {
+                    match apply_effects(&self.metrics, &slot.players, g.take_effects(), outbox, self.now) {
                         Ok(()) => Ok(v),
-                        Err(message) => Err(GuestFault { kind: "outbox-full", message }),
+                        Err(message) => Err(GuestFault { kind: FaultKind::OutboxFull, message }),
                     }
                 }
                 None => Ok(v),
@@ -419,7 +420,8 @@ impl Worker {
         let mut guest = self.instantiate(&spec, compiled.clone(), log.clone())?;
         // No player is in a new room yet: init's sends reach nobody; its commits still count.
         let outbox = self.outbox.as_deref().map(|o| (o, spec.id.as_str()));
-        apply_effects(&self.metrics, &HashMap::new(), guest.take_effects(), outbox).map_err(RoomError::Refused)?;
+        apply_effects(&self.metrics, &HashMap::new(), guest.take_effects(), outbox, self.now)
+            .map_err(RoomError::Refused)?;
         let created =
             RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: compiled.version.clone() };
         let id = spec.id.clone();
@@ -445,26 +447,30 @@ impl Worker {
         }
     }
 
-    fn join(
-        &mut self,
-        room: &str,
-        link: Arc<PlayerLink>,
-        saved: SavedState,
-    ) -> Result<JoinedRoom, (CloseCode, String)> {
-        let slot = self.rooms.get_mut(room).ok_or((CloseCode::JoinRefused, format!("room {room} is gone")))?;
+    fn join(&mut self, room: &str, link: Arc<PlayerLink>, saved: SavedState) -> Result<JoinedRoom, Refusal> {
+        let slot = self
+            .rooms
+            .get_mut(room)
+            .ok_or_else(|| Refusal::node(CloseCode::JoinRefused, format!("room {room} is gone")))?;
         if let Some(f) = &slot.fault {
-            return Err((CloseCode::ModuleFault, format!("room {room} is faulted: {}", f.message)));
+            return Err(Refusal::guest(CloseCode::ModuleFault, format!("room {room} is faulted: {}", f.message)));
         }
         if let Some(there) = slot.players.get(&link.id) {
             if !there.is_closed() {
-                return Err((CloseCode::JoinRefused, format!("player {} is already in room {room}", link.id)));
+                return Err(Refusal::player(
+                    CloseCode::JoinRefused,
+                    format!("player {} is already in room {room}", link.id),
+                ));
             }
             // A connection already closed (replaced by this reconnect) whose `Leave` has not
             // arrived yet: carry it out now, so the guest sees `leave` before this `join`.
             let there = there.clone();
             self.leave(room, &there);
         }
-        let slot = self.rooms.get_mut(room).ok_or((CloseCode::JoinRefused, format!("room {room} is gone")))?;
+        let slot = self
+            .rooms
+            .get_mut(room)
+            .ok_or_else(|| Refusal::node(CloseCode::JoinRefused, format!("room {room} is gone")))?;
         let joined = JoinedRoom { room: room.to_string(), tick_hz: slot.spec.tick_hz };
         if slot.relay {
             slot.players.insert(link.id, link);
@@ -478,7 +484,8 @@ impl Worker {
                     SavedState::Unavailable => Saved::Unavailable,
                 },
             };
-            let guest = slot.guest.as_mut().ok_or((CloseCode::ModuleFault, "the room has no guest".to_string()))?;
+            let guest =
+                slot.guest.as_mut().ok_or_else(|| Refusal::guest(CloseCode::ModuleFault, "the room has no guest"))?;
             let r = guest.join(&player);
             // In the room before the effects run, so a welcome message from `join` reaches them.
             if matches!(r, Ok(Ok(()))) {
@@ -486,8 +493,8 @@ impl Worker {
             }
             match self.after_call(room, r) {
                 Some(Ok(())) => {}
-                Some(Err(reason)) => return Err((CloseCode::JoinRefused, reason)),
-                None => return Err((CloseCode::ModuleFault, "the room's guest faulted during join".into())),
+                Some(Err(reason)) => return Err(Refusal::guest(CloseCode::JoinRefused, reason)),
+                None => return Err(Refusal::guest(CloseCode::ModuleFault, "the room's guest faulted during join")),
             }
         }
         self.metrics.players_joined_total.fetch_add(1, Ordering::Relaxed);
@@ -537,11 +544,11 @@ impl Worker {
             if to == 0 {
                 for (id, p) in &slot.players {
                     if *id != player {
-                        p.send(player, &data, reliable);
+                        p.send(player, &data, reliable, self.now);
                     }
                 }
             } else if let Some(p) = slot.players.get(&to) {
-                p.send(player, &data, reliable);
+                p.send(player, &data, reliable, self.now);
             }
             return;
         }
@@ -556,7 +563,7 @@ impl Worker {
         match (&mut slot.guest, &slot.fault) {
             (Some(g), _) => Ok(g),
             (None, Some(f)) => {
-                Err(RoomError::Faulted { room: id.to_string(), kind: f.kind.clone(), message: f.message.clone() })
+                Err(RoomError::Faulted { room: id.to_string(), kind: f.kind.to_string(), message: f.message.clone() })
             }
             (None, None) => Err(RoomError::Refused(format!("room {id:?} is a built-in relay room and has no guest"))),
         }
@@ -568,7 +575,9 @@ impl Worker {
         let fault = r.as_ref().err().cloned();
         match self.after_call(id, r) {
             Some(v) => Ok(v),
-            None => Err(RoomError::Guest(fault.unwrap_or(GuestFault { kind: "trap", message: "unknown".into() }))),
+            None => {
+                Err(RoomError::Guest(fault.unwrap_or(GuestFault { kind: FaultKind::Trap, message: "unknown".into() })))
+            }
         }
     }
 
@@ -580,7 +589,7 @@ impl Worker {
                 Some(s) => s,
                 None => {
                     return Err(RoomError::Guest(
-                        fault.unwrap_or(GuestFault { kind: "trap", message: "snapshot".into() }),
+                        fault.unwrap_or(GuestFault { kind: FaultKind::Trap, message: "snapshot".into() }),
                     ));
                 }
             }
@@ -620,13 +629,13 @@ fn fault(metrics: &Metrics, slot: &mut RoomSlot, f: GuestFault) {
         slot.guest_us = s.guest_us;
         slot.forgiven = s.preemptions_forgiven;
     }
-    tracing::warn!(room = %slot.spec.id, module = %slot.spec.module, kind = f.kind, message = %f.message, "room faulted");
+    tracing::warn!(room = %slot.spec.id, module = %slot.spec.module, kind = %f.kind, message = %f.message, "room faulted");
     metrics.guest_faults_total.fetch_add(1, Ordering::Relaxed);
     let counter = match f.kind {
-        "cpu-budget" => &metrics.guest_faults_cpu_total,
-        "memory-limit" => &metrics.guest_faults_memory_total,
-        "output-limit" => &metrics.guest_faults_output_total,
-        _ => &metrics.guest_faults_trap_total,
+        FaultKind::CpuBudget => &metrics.guest_faults_cpu_total,
+        FaultKind::MemoryLimit => &metrics.guest_faults_memory_total,
+        FaultKind::OutputLimit => &metrics.guest_faults_output_total,
+        FaultKind::Trap | FaultKind::OutboxFull => &metrics.guest_faults_trap_total,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     for p in slot.players.values() {
@@ -643,17 +652,18 @@ fn apply_effects(
     players: &HashMap<u64, Arc<PlayerLink>>,
     effects: Vec<Effect>,
     outbox: Option<(&crate::forward::outbox::Outbox, &str)>,
+    now: Instant,
 ) -> Result<(), String> {
     for e in effects {
         match e {
             Effect::Send { to, data, reliable } => {
                 if let Some(p) = players.get(&to) {
-                    p.send(0, &data, reliable);
+                    p.send(0, &data, reliable, now);
                 }
             }
             Effect::Broadcast { data, reliable } => {
                 for p in players.values() {
-                    p.send(0, &data, reliable);
+                    p.send(0, &data, reliable, now);
                 }
             }
             Effect::Kick { who, reason } => {

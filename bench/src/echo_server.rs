@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use outpost_client::tls;
+use outpost_net::tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,7 +68,8 @@ impl EchoServer {
             let cfg = tls::server_config(&cert, ALPN_ECHO, quinn::TransportConfig::default())?;
             // The node's socket buffers, though: with the kernel's default a burst overflows the
             // socket, and CPU per echo would then measure loss recovery rather than echoing.
-            let endpoint = outpost_client::quic_endpoint(self.listen, Some(cfg)).context("binding the echo server")?;
+            let endpoint =
+                outpost_net::udp::quic_endpoint(self.listen, Some(cfg)).context("binding the echo server")?;
             let ready = serde_json::json!({
                 "quic": endpoint.local_addr()?.to_string(),
                 "cert_sha256": cert.sha256(),
@@ -76,7 +77,7 @@ impl EchoServer {
                 // Read back from the runtime itself, so a report names the threads that ran.
                 "runtime_threads": tokio::runtime::Handle::current().metrics().num_workers(),
             });
-            outpost_proto::files::write_atomic(&self.ready_file, ready.to_string().as_bytes())?;
+            outpost_net::files::write_atomic(&self.ready_file, ready.to_string().as_bytes())?;
             // The count of echoes sent, so the bench divides CPU by what this server really did.
             let echoed = Arc::new(AtomicU64::new(0));
             let stats_path = self.ready_file.with_extension("stats");
@@ -106,7 +107,7 @@ impl EchoServer {
         std::fs::create_dir_all(&self.data_dir)?;
         let cert = tls::NodeCert::load_or_generate(&self.data_dir, "echo")?;
         let cfg = tls::server_config(&cert, ALPN_ECHO, quinn::TransportConfig::default())?;
-        let socket = outpost_client::bind_udp(self.listen, outpost_client::UDP_BUFFER_BYTES)
+        let socket = outpost_net::udp::bind_udp(self.listen, outpost_net::udp::UDP_BUFFER_BYTES)
             .context("binding the echo server")?;
         let ready = serde_json::json!({
             "quic": socket.local_addr()?.to_string(),
@@ -114,7 +115,7 @@ impl EchoServer {
             "pid": std::process::id(),
             "runtime_threads": 1,
         });
-        outpost_proto::files::write_atomic(&self.ready_file, ready.to_string().as_bytes())?;
+        outpost_net::files::write_atomic(&self.ready_file, ready.to_string().as_bytes())?;
         let stats_path = self.ready_file.with_extension("stats");
         let mut last = std::time::Instant::now();
         let never = std::sync::atomic::AtomicBool::new(false);

@@ -57,7 +57,7 @@ impl BenchHttp {
         let rt =
             tokio::runtime::Builder::new_multi_thread().worker_threads(self.threads.max(1)).enable_all().build()?;
         let started = Instant::now();
-        let bar = crate::fleet::spinner(duration, "loading");
+        let bar = outpost_cli::fleet::spinner(duration, "loading");
         let results: Vec<ConnResult> = rt.block_on(async {
             let deadline = tokio::time::Instant::now() + duration;
             let tasks: Vec<_> = (0..self.connections)

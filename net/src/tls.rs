@@ -96,7 +96,7 @@ impl NodeCert {
         let cert = generated.cert.der().to_vec();
         let key = generated.signing_key.serialize_der();
         std::fs::write(&cert_path, &cert).map_err(io(&cert_path))?;
-        outpost_proto::files::write_secret(&key_path, &key).map_err(io(&key_path))?;
+        crate::files::write_secret(&key_path, &key).map_err(io(&key_path))?;
         Ok(NodeCert { cert: CertificateDer::from(cert), key: PrivatePkcs8KeyDer::from(key) })
     }
 }
@@ -351,8 +351,8 @@ impl PrivateCa {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
             let key = rcgen::KeyPair::generate().map_err(cert_err)?;
             let cert = params()?.self_signed(&key).map_err(cert_err)?;
-            outpost_proto::files::write_secret(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-            outpost_proto::files::write_atomic(&cert_path, cert.pem().as_bytes()).map_err(io(&cert_path))?;
+            crate::files::write_secret(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
+            crate::files::write_atomic(&cert_path, cert.pem().as_bytes()).map_err(io(&cert_path))?;
         }
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
         let key = rcgen::KeyPair::from_pem(&key_pem).map_err(cert_err)?;
@@ -386,8 +386,8 @@ impl PrivateCa {
         let cert = params.signed_by(&key, &self.issuer).map_err(cert_err)?;
         std::fs::create_dir_all(out).map_err(io(out))?;
         let (cert_path, key_path) = (out.join(format!("{name}.pem")), out.join(format!("{name}.key")));
-        outpost_proto::files::write_secret(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-        outpost_proto::files::write_atomic(&cert_path, cert.pem().as_bytes()).map_err(io(&cert_path))?;
+        crate::files::write_secret(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
+        crate::files::write_atomic(&cert_path, cert.pem().as_bytes()).map_err(io(&cert_path))?;
         Ok((cert_path, key_path))
     }
 }
@@ -438,11 +438,11 @@ mod https_tests {
         let server = https_server_config(cert, key).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(crate::http_server::serve(
+        tokio::spawn(crate::http::serve(
             listener,
             Duration::from_secs(5),
             Some(server),
-            |_req, _peer| async { crate::http_server::json(hyper::StatusCode::OK, &"ok") },
+            |_req, _peer| async { crate::http::json(hyper::StatusCode::OK, &"ok") },
             std::future::pending(),
         ));
         addr

@@ -131,7 +131,7 @@ impl CoreLink {
         timeout: Duration,
     ) -> Result<CoreLink, LinkError> {
         let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(proto)?;
-        let endpoint = crate::quic_endpoint(bind, None).map_err(|e| LinkError::Connect(e.to_string()))?;
+        let endpoint = crate::udp::quic_endpoint(bind, None).map_err(|e| LinkError::Connect(e.to_string()))?;
         let cfg = tls::pinned_client_config(cert_sha256, ALPN_CORE, tls::transport(Duration::from_secs(30)))
             .map_err(|e| LinkError::Connect(e.to_string()))?;
         let open = async {

@@ -3,9 +3,9 @@
 //! socket that only flips the reply magic) on loopback, in alternating rounds so that drift on a
 //! noisy machine hits both alike, and prints both and their difference.
 
-use crate::probe::{probe_one, summarize};
 use anyhow::{Context as _, bail};
 use clap::Args;
+use outpost_cli::probe::{probe_one, summarize};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ impl BenchProbe {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let timeout = Duration::from_secs(1);
         let (mut beacon, mut bare) = (Vec::new(), Vec::new());
-        let bar = crate::fleet::spinner(interval * self.count * self.rounds * 2, "probing");
+        let bar = outpost_cli::fleet::spinner(interval * self.count * self.rounds * 2, "probing");
         rt.block_on(async {
             for _ in 0..self.rounds {
                 bare.extend(probe_one(echo, self.count, interval, timeout, 64).await);

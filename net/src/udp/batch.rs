@@ -315,7 +315,7 @@ mod tests {
         fn recv(&self) -> (Vec<u8>, RecvMeta) {
             // quinn-udp makes the socket non-blocking: wait for the packet first.
             let mut fds = [libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-            crate::proto_loop::wait(&mut fds, Duration::from_secs(10)).unwrap();
+            crate::udp::proto_loop::wait(&mut fds, Duration::from_secs(10)).unwrap();
             let mut buf = vec![0u8; 2048];
             let mut meta = [RecvMeta::default()];
             let mut bufs = [IoSliceMut::new(&mut buf)];
@@ -326,7 +326,7 @@ mod tests {
     }
 
     fn batch(bind: &str, max: usize) -> (std::net::UdpSocket, PacketBatch, Arc<SendStats>) {
-        let socket = crate::bind_udp(bind.parse().unwrap(), 1 << 20).unwrap();
+        let socket = crate::udp::bind_udp(bind.parse().unwrap(), 1 << 20).unwrap();
         let stats = Arc::new(SendStats::default());
         let v6 = socket.local_addr().unwrap().is_ipv6();
         (socket, PacketBatch::new(v6, max, stats.clone()), stats)
@@ -462,7 +462,7 @@ mod tests {
                 assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
             }
             // The smallest send buffer the kernel allows: a few packets fill it.
-            let sock = crate::bind_udp("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+            let sock = crate::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1).unwrap();
             sock.set_nonblocking(true).unwrap();
             let stats = Arc::new(SendStats::default());
             let mut b = PacketBatch::new(false, 64, stats.clone());

@@ -24,7 +24,7 @@ impl HelloServer {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind(self.listen).await?;
             let addr = listener.local_addr()?;
-            outpost_proto::files::write_atomic(
+            outpost_net::files::write_atomic(
                 &self.ready_file,
                 serde_json::json!({"http": addr.to_string()}).to_string().as_bytes(),
             )?;

@@ -5,10 +5,10 @@
 //! commit-to-ack histogram over a run at half that rate. The append-and-fsync loop of the same
 //! bytes and batch size runs in the same invocation, as the practical limit.
 
-use crate::bench::scrape_url;
-use crate::fleet::Api;
+use crate::players::scrape_url;
 use anyhow::{Context as _, bail};
 use clap::Args;
+use outpost_cli::fleet::Api;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,7 +69,7 @@ impl BenchForward {
         let applied_before = self.core.as_deref().map(scrape_url).transpose()?;
 
         // Peak: as fast as the senders can push, until the core has acked every update.
-        let bar = crate::fleet::spinner(Duration::from_secs(2), "committing at full rate");
+        let bar = outpost_cli::fleet::spinner(Duration::from_secs(2), "committing at full rate");
         let acked0 = self.edge_metrics()?.get(ACKED).copied().unwrap_or(0.0) as u64;
         let started = Instant::now();
         let next = Arc::new(AtomicU64::new(0));
@@ -107,7 +107,7 @@ impl BenchForward {
 
         // Half of peak, paced, for the commit-to-durable-at-core latency.
         let latency = if self.latency_seconds > 0 {
-            let bar = crate::fleet::spinner(Duration::from_secs(self.latency_seconds), "committing at half rate");
+            let bar = outpost_cli::fleet::spinner(Duration::from_secs(self.latency_seconds), "committing at half rate");
             let before = self.edge_metrics()?;
             let acked_start = before.get(ACKED).copied().unwrap_or(0.0) as u64;
             let interval = Duration::from_secs_f64(self.batch as f64 / (rate / 2.0));
@@ -133,9 +133,7 @@ impl BenchForward {
         };
 
         let baseline = match &self.baseline_dir {
-            Some(dir) => {
-                Some(crate::bench_core::fsync_baseline(dir, self.updates, self.batch as usize, self.value_bytes)?)
-            }
+            Some(dir) => Some(crate::ingest::fsync_baseline(dir, self.updates, self.batch as usize, self.value_bytes)?),
             None => None,
         };
         let ratio = baseline.map(|b| rate / b);

@@ -9,7 +9,7 @@
 
 use anyhow::Context as _;
 use bytes::BytesMut;
-use outpost_client::proto_loop::{self, Dirty, READS_PER_TURN, Receiver, Timers};
+use outpost_net::udp::proto_loop::{self, Dirty, READS_PER_TURN, Receiver, Timers};
 use quinn::udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, Event};
 use std::collections::HashMap;
@@ -184,7 +184,7 @@ fn send(state: &UdpSocketState, socket: &UdpSocket, t: &quinn_proto::Transmit, b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_client::tls;
+    use outpost_net::tls;
 
     /// Garbage from the network is dropped, and a real quinn client is then echoed by the same
     /// server: its datagrams come back byte for byte.
@@ -193,7 +193,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cert = tls::NodeCert::load_or_generate(dir.path(), "echo").unwrap();
         let cfg = tls::server_config(&cert, crate::echo_server::ALPN_ECHO, quinn::TransportConfig::default()).unwrap();
-        let socket = outpost_client::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let socket = outpost_net::udp::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
         let addr = socket.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let echoed = Arc::new(std::sync::atomic::AtomicU64::new(0));

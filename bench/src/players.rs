@@ -10,7 +10,8 @@ use crate::echo_server::ALPN_ECHO;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use outpost_client::{Client, ConnectOptions, Event, tls};
+use outpost_client::{Client, ConnectOptions, Event};
+use outpost_net::tls;
 use outpost_proto::api::EdgeReady;
 use outpost_proto::keys;
 use serde::Serialize;
@@ -509,7 +510,7 @@ impl Bench {
             let ticket = move || {
                 let name = format!("bot{i}");
                 let ttl = Duration::from_secs(60);
-                crate::ticket::mint(&key, &node, &module, Some(&room), 1_000_000 + i as u64, &name, ttl)
+                outpost_cli::ticket::mint(&key, &node, &module, Some(&room), 1_000_000 + i as u64, &name, ttl)
             };
             let endpoint = endpoints[i % endpoints.len()].clone();
             let (pin, me, connects) = (ready.cert_sha256.clone(), self.clone(), connects.clone());

@@ -57,10 +57,10 @@ impl BenchCore {
         )?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let stream = format!("bench/{}", hex::encode(rand::random::<[u8; 6]>()));
-        let bar = crate::fleet::spinner(Duration::from_secs(2), "streaming updates");
+        let bar = outpost_cli::fleet::spinner(Duration::from_secs(2), "streaming updates");
         let (elapsed, mut latencies) = rt.block_on(async {
             let addr = ready.quic.parse().context("core quic address")?;
-            let mut link = outpost_client::link::CoreLink::connect(
+            let mut link = outpost_net::link::CoreLink::connect(
                 addr,
                 &ready.cert_sha256,
                 &self.token,
