@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
+# The servers under test; `scripts/bench-ab.sh` points this at another build to compare two.
+srv=${OUTPOST_SERVER_BIN:-$bin}
 updates=${1:-200000}; batch=${2:-500}
 work=$(mktemp -d)
 pids=()
@@ -16,7 +18,7 @@ trap cleanup EXIT
 wait_file() { for _ in $(seq 1 500); do [ -s "$1" ] && return 0; sleep 0.02; done; echo "no $1" >&2; exit 1; }
 export OUTPOST_CLUSTER_TOKEN=bench-cluster OUTPOST_ADMIN_TOKEN=bench-admin
 
-RUST_LOG=warn $bin/core-region --data-dir "$work/core" --listen-quic 127.0.0.1:0 --listen-http 127.0.0.1:0 \
+RUST_LOG=warn $srv/core-region --data-dir "$work/core" --listen-quic 127.0.0.1:0 --listen-http 127.0.0.1:0 \
   --ready-file "$work/core.json" 2> "$work/core.log" &
 pids+=($!)
 wait_file "$work/core.json"
@@ -29,7 +31,7 @@ forward() {
   local ready=$1 name=$2; shift 2
   local quic cert http
   read -r quic cert http < <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['quic'], r['cert_sha256'], r['http'])" "$ready")
-  RUST_LOG=warn $bin/edge-node --data-dir "$work/edge-$name" --listen-quic 127.0.0.1:0 --listen-probe 127.0.0.1:0 \
+  RUST_LOG=warn $srv/edge-node --data-dir "$work/edge-$name" --listen-quic 127.0.0.1:0 --listen-probe 127.0.0.1:0 \
     --listen-admin 127.0.0.1:0 --ready-file "$work/edge-$name.json" --id "bench-$name" \
     --core "$quic" --core-cert-sha256 "$cert" 2> "$work/edge-$name.log" &
   pids+=($!)
@@ -44,7 +46,7 @@ forward() {
 forward "$work/core.json" embedded --baseline-dir "$work/edge-embedded"
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-if [ -n "$pgbin" ] && [ "$(id -u)" = 0 ]; then
+if [ -n "$pgbin" ] && [ "$(id -u)" = 0 ] && [ "${OUTPOST_BENCH_PG:-1}" = 1 ]; then
   echo "== PostgreSQL store (throw-away cluster on a unix socket)" >&2
   chmod 755 "$work" && mkdir -p "$work/pg" && chown postgres "$work/pg"
   runuser -u postgres -- "$pgbin/initdb" -D "$work/pg/data" -A trust -U postgres > /dev/null
@@ -52,7 +54,7 @@ if [ -n "$pgbin" ] && [ "$(id -u)" = 0 ]; then
     2> "$work/pg.log" &
   pids+=($!)
   for _ in $(seq 1 500); do "$pgbin/pg_isready" -q -h "$work/pg" -p 5432 && break; sleep 0.02; done
-  RUST_LOG=warn $bin/core-region --data-dir "$work/core-pg" --listen-quic 127.0.0.1:0 --listen-http 127.0.0.1:0 \
+  RUST_LOG=warn $srv/core-region --data-dir "$work/core-pg" --listen-quic 127.0.0.1:0 --listen-http 127.0.0.1:0 \
     --store "host=$work/pg port=5432 user=postgres dbname=postgres" --ready-file "$work/core-pg.json" \
     2> "$work/core-pg.log" &
   pids+=($!)

@@ -4,6 +4,8 @@
 # player limits high enough that the load is not rate-limited, and `arena` uploaded with
 # max_players=8; it sets $pid (the node) and $admin (its admin address).
 bin=target/release
+# The servers under test; `scripts/bench-ab.sh` points this at another build to compare two.
+srv=${OUTPOST_SERVER_BIN:-$bin}
 work=$(mktemp -d)
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -12,7 +14,7 @@ trap cleanup EXIT
 start_bench_edge() {
   local pub
   pub=$($bin/outpost ticket keygen --key "$work/ticket.key")
-  OUTPOST_ADMIN_TOKEN=bench $bin/edge-node --data-dir "$work/edge" --listen-quic 127.0.0.1:0 \
+  OUTPOST_ADMIN_TOKEN=bench $srv/edge-node --data-dir "$work/edge" --listen-quic 127.0.0.1:0 \
     --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 --ready-file "$work/edge.json" \
     --ticket-pubkey="$pub" --max-rooms 2000 --player-rate 1000 --player-burst 2000 2> "$work/edge.log" &
   pid=$!

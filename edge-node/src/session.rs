@@ -40,6 +40,7 @@ impl RoomSink for Rooms {
 }
 
 /// What every session of a node shares.
+#[derive(Clone)]
 pub struct SessionCtx {
     /// The rooms players' messages go to.
     pub rooms: Arc<dyn RoomSink>,

@@ -348,3 +348,119 @@ impl Rooms {
         self.dir().values().map(|p| p.players as u64).sum()
     }
 }
+
+/// Rooms with players on a fake carrier: what a room sends reaches the carrier the player is on,
+/// and a player's link moves from one carrier to another with nothing lost but the datagrams
+/// sent while it had none (counted).
+#[cfg(test)]
+mod tests {
+    use super::player::{PlayerLimits, PlayerTransport};
+    use super::*;
+    use crate::host::Allocator;
+    use crate::host::limits::SandboxLimits;
+    use bytes::Bytes;
+    use outpost_proto::frame::Frame;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    /// What a carrier was asked to do.
+    #[derive(Debug, PartialEq)]
+    enum Sent {
+        Frames,
+        Datagram(Vec<u8>),
+        Close(CloseCode),
+    }
+
+    struct FakeCarrier(mpsc::UnboundedSender<Sent>);
+
+    impl PlayerTransport for FakeCarrier {
+        fn frames_waiting(&self) {
+            let _ = self.0.send(Sent::Frames);
+        }
+        fn datagram(&self, d: Bytes) {
+            let _ = self.0.send(Sent::Datagram(d.to_vec()));
+        }
+        fn close(&self, code: CloseCode, _reason: String) {
+            let _ = self.0.send(Sent::Close(code));
+        }
+    }
+
+    fn carrier() -> (Arc<dyn PlayerTransport>, mpsc::UnboundedReceiver<Sent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(FakeCarrier(tx)), rx)
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Sent>) -> Sent {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the room answers").unwrap()
+    }
+
+    fn spec(id: &str) -> RoomSpec {
+        RoomSpec {
+            id: id.into(),
+            module: "relay".into(),
+            config: Vec::new(),
+            tick_hz: 20,
+            max_players: 2,
+            seed: 0,
+            ephemeral: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_relay_room_reaches_its_players_through_whatever_carries_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = WasmHost::new(SandboxLimits::default(), dir.path(), Allocator::OnDemand).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let rooms = Rooms::start(host, metrics.clone(), 1, 64, Duration::ZERO, None).unwrap();
+        rooms.create_relay(spec("r")).await.unwrap();
+        let limits = Arc::new(PlayerLimits::default());
+        let mut players = Vec::new();
+        for id in [1, 2] {
+            let (conn, rx) = carrier();
+            let link = PlayerLink::new(id, format!("p{id}"), conn, limits.clone(), metrics.clone());
+            let (room, worker) = rooms.reserve_player("relay", Some("r")).unwrap().unwrap();
+            rooms.join(&room, worker, link.clone(), SavedState::None).await.unwrap();
+            players.push((link, rx, worker));
+        }
+        // The room is full: a third player is refused, and it is the node's doing.
+        let refused = rooms.reserve_player("relay", Some("r")).unwrap_err();
+        assert_eq!((refused.code, refused.blame), (CloseCode::RoomFull, Blame::Node));
+
+        // An unreliable message from player 1 reaches player 2's carrier as a datagram.
+        let worker = players[0].2;
+        let say = |data: &[u8], reliable| Command::Message {
+            room: "r".into(),
+            player: 1,
+            to: 0,
+            data: data.to_vec(),
+            reliable,
+        };
+        rooms.try_tell(worker, say(b"hi", false)).map_err(|_| "queue full").unwrap();
+        let expected = outpost_proto::frame::encode_peer(1, b"hi");
+        assert_eq!(next(&mut players[1].1).await, Sent::Datagram(expected));
+
+        // Player 2 changes carriers: while detached, a datagram is dropped and counted and a
+        // reliable message waits; attached to a new carrier, the waiting message is announced.
+        let (new_conn, mut new_rx) = carrier();
+        let old = players[1].0.detach();
+        drop(old);
+        rooms.try_tell(worker, say(b"lost", false)).map_err(|_| "queue full").unwrap();
+        rooms.try_tell(worker, say(b"kept", true)).map_err(|_| "queue full").unwrap();
+        // The worker handles commands in order: once a later one is seen, both were handled.
+        rooms.info("r").await.unwrap();
+        assert_eq!(metrics.player_datagrams_dropped_total.load(Ordering::Relaxed), 1);
+        players[1].0.attach(new_conn);
+        assert_eq!(next(&mut new_rx).await, Sent::Frames);
+        let mut frames = std::collections::VecDeque::new();
+        players[1].0.take_frames(&mut frames);
+        let kept = Frame::Message { peer: 1, data: b"kept".to_vec() }.encode();
+        assert_eq!(frames.into_iter().map(|b| b.to_vec()).collect::<Vec<_>>(), vec![kept]);
+
+        // Closing the room closes both players through their current carriers.
+        rooms.close("r").await.unwrap();
+        assert_eq!(next(&mut players[0].1).await, Sent::Close(CloseCode::Kicked));
+        assert_eq!(next(&mut new_rx).await, Sent::Close(CloseCode::Kicked));
+        assert!(players[0].0.is_closed() && players[1].0.is_closed());
+    }
+}
