@@ -46,7 +46,9 @@ pub async fn handle(ctx: Arc<HttpCtx>, req: Request<Incoming>) -> Reply {
     }
     match path.as_str() {
         "/healthz" => return json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        "/metrics" => return body(StatusCode::OK, "text/plain; version=0.0.4", ctx.metrics.render().into_bytes()),
+        "/metrics" => {
+            return body(StatusCode::OK, outpost_net::metrics::CONTENT_TYPE, ctx.metrics.render().into_bytes());
+        }
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v1/state") else {

@@ -35,7 +35,7 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<IngestCtx>) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
-            Metrics::add(&ctx.metrics.links_active, 1);
+            ctx.metrics.links_active.inc();
             let remote = conn.remote_address();
             // A refusal is counted where it is made, before the edge can read it.
             if let Err(reason) = link(&conn, &ctx).await {
@@ -45,7 +45,7 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<IngestCtx>) {
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
                 conn.close(CLOSE_REFUSED.into(), reason.as_bytes());
             }
-            ctx.metrics.links_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics.links_active.dec();
         });
     }
 }
@@ -79,7 +79,7 @@ impl Stream {
 
     async fn refuse(&mut self, reason: String) -> String {
         if let Some(ctx) = self.refusals.take() {
-            Metrics::add(&ctx.metrics.links_refused, 1);
+            ctx.metrics.links_refused.inc();
         }
         let _ = self.write(&CoreFrame::Refused { reason: reason.clone() }).await;
         self.frames.finish();
@@ -101,7 +101,9 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
         Ok(Err(e)) => Err(format!("connection: {e}")),
         Err(_) => Err("no update stream before the hello timeout".to_string()),
     };
-    let (send, recv) = opened.inspect_err(|_| Metrics::add(&ctx.metrics.links_refused, 1))?;
+    let (send, recv) = opened.inspect_err(|_| {
+        ctx.metrics.links_refused.inc();
+    })?;
     let mut s = Stream::new(send, recv, ctx.max_frame, Some(ctx.clone()));
     let (token, edge, stream) = match tokio::time::timeout(ctx.hello_timeout, s.read()).await {
         Ok(Ok(Some(CoreFrame::Hello { token, edge, stream }))) => (token, edge, stream),
@@ -157,16 +159,16 @@ async fn updates(s: &mut Stream, ctx: &Arc<IngestCtx>, stream: &str) -> Result<(
         .await;
         match applied {
             Ok(a) => {
-                Metrics::add(&ctx.metrics.updates_applied, a.applied);
-                Metrics::add(&ctx.metrics.updates_replayed, a.replayed);
-                Metrics::add(&ctx.metrics.batches, 1);
+                ctx.metrics.updates_applied.inc_by(a.applied);
+                ctx.metrics.updates_replayed.inc_by(a.replayed);
+                ctx.metrics.batches.inc();
                 if s.write(&CoreFrame::Ack { up_to: a.high_water }).await.is_err() {
                     return Ok(()); // The edge went away; it resends what was not acked.
                 }
             }
             Err(e) => {
                 if matches!(e, StoreError::Backend(_)) {
-                    Metrics::add(&ctx.metrics.store_errors, 1);
+                    ctx.metrics.store_errors.inc();
                 }
                 return Err(s.refuse(e.to_string()).await);
             }
@@ -193,7 +195,7 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
             let store = ctx.store.clone();
             match blocking(move || store.get(&key)).await {
                 Ok(value) => {
-                    Metrics::add(&ctx.metrics.loads, 1);
+                    ctx.metrics.loads.inc();
                     let _ = s.write(&CoreFrame::Value { value }).await;
                     s.frames.finish();
                 }

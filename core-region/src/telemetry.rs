@@ -1,51 +1,46 @@
-//! The core's Prometheus metrics: plain atomics, rendered on `GET /metrics`.
+//! The core's Prometheus metrics (served on `GET /metrics`).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use outpost_net::metrics::{Counter, Gauge, MetricSet};
 
-/// Every counter the core exports, with its help text.
-#[derive(Debug, Default)]
+/// Every metric the core exports.
+#[derive(Debug)]
 pub struct Metrics {
+    set: MetricSet,
     /// Updates written to the store (replays excluded).
-    pub updates_applied: AtomicU64,
+    pub updates_applied: Counter,
     /// Updates skipped as replays (at or below their stream's high-water mark).
-    pub updates_replayed: AtomicU64,
+    pub updates_replayed: Counter,
     /// Batches acknowledged.
-    pub batches: AtomicU64,
+    pub batches: Counter,
     /// Links refused (wrong token, malformed frames, gaps).
-    pub links_refused: AtomicU64,
+    pub links_refused: Counter,
     /// Links open now.
-    pub links_active: AtomicU64,
+    pub links_active: Gauge,
     /// Player-state loads answered.
-    pub loads: AtomicU64,
+    pub loads: Counter,
     /// Store failures.
-    pub store_errors: AtomicU64,
+    pub store_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let set = MetricSet::default();
+        Metrics {
+            updates_applied: set.counter("outpost_core_updates_applied_total", "Updates written to the store."),
+            updates_replayed: set.counter("outpost_core_updates_replayed_total", "Updates skipped as replays."),
+            batches: set.counter("outpost_core_batches_total", "Batches acknowledged."),
+            links_refused: set.counter("outpost_core_links_refused_total", "Edge links refused."),
+            links_active: set.gauge("outpost_core_links_active", "Edge links open now."),
+            loads: set.counter("outpost_core_loads_total", "Player-state loads answered."),
+            store_errors: set.counter("outpost_core_store_errors_total", "Store failures."),
+            set,
+        }
+    }
 }
 
 impl Metrics {
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Prometheus text.
+    /// Prometheus text (0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, kind, help, c) in [
-            ("core_updates_applied_total", "counter", "Updates written to the store.", &self.updates_applied),
-            ("core_updates_replayed_total", "counter", "Updates skipped as replays.", &self.updates_replayed),
-            ("core_batches_total", "counter", "Batches acknowledged.", &self.batches),
-            ("core_links_refused_total", "counter", "Edge links refused.", &self.links_refused),
-            ("core_links_active", "gauge", "Edge links open now.", &self.links_active),
-            ("core_loads_total", "counter", "Player-state loads answered.", &self.loads),
-            ("core_store_errors_total", "counter", "Store failures.", &self.store_errors),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP outpost_{name} {help}\n# TYPE outpost_{name} {kind}\noutpost_{name} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        out
+        self.set.render()
     }
 }

@@ -8,7 +8,6 @@ use crate::telemetry::Metrics;
 use outpost_proto::beacon;
 use outpost_proto::rate::TokenBucket;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::net::UdpSocket;
@@ -42,18 +41,18 @@ pub async fn serve(socket: UdpSocket, limits: BeaconLimits, metrics: Arc<Metrics
         };
         let datagram = &mut buf[..n];
         if !beacon::make_reply(datagram) {
-            metrics.probe_malformed_total.fetch_add(1, Ordering::Relaxed);
+            metrics.probe_malformed_total.inc();
             continue;
         }
         let now = Instant::now();
         let bucket = buckets.get_with(from.ip(), || Arc::new(Mutex::new(TokenBucket::new(limits.burst, now))));
         let allowed = bucket.lock().map(|mut b| b.take(now, limits.per_second, limits.burst)).unwrap_or(false);
         if !allowed {
-            metrics.probe_rate_limited_total.fetch_add(1, Ordering::Relaxed);
+            metrics.probe_rate_limited_total.inc();
             continue;
         }
         if socket.send_to(datagram, from).await.is_ok() {
-            metrics.probe_replies_total.fetch_add(1, Ordering::Relaxed);
+            metrics.probe_replies_total.inc();
         }
     }
 }

@@ -119,7 +119,7 @@ pub async fn run(ctx: Arc<HeartbeatCtx>, interval: Duration) {
         let hb = report(&ctx, cpu);
         match send(&ctx, &hb, interval.max(Duration::from_secs(1))).await {
             Ok(ack) => {
-                ctx.metrics.heartbeats_sent_total.fetch_add(1, Ordering::Relaxed);
+                ctx.metrics.heartbeats_sent_total.inc();
                 if failing {
                     tracing::info!(router = %ctx.router, "heartbeats delivered again");
                     failing = false;
@@ -140,7 +140,7 @@ pub async fn run(ctx: Arc<HeartbeatCtx>, interval: Duration) {
                 }
             }
             Err(e) => {
-                ctx.metrics.heartbeat_failures_total.fetch_add(1, Ordering::Relaxed);
+                ctx.metrics.heartbeat_failures_total.inc();
                 if !failing {
                     tracing::warn!(router = %ctx.router, error = %e, "heartbeat failed; retrying every interval");
                     failing = true;

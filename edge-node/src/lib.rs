@@ -68,6 +68,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Some((_, limits)) => Some(Arc::new(forward::outbox::Outbox::open(&data.join("outbox"), &id, *limits)?)),
         None => None,
     };
+    if let Some(o) = &outbox {
+        metrics.expose_commit_to_ack(o.commit_to_ack().clone());
+    }
     let rooms = Arc::new(room::Rooms::start(
         host.clone(),
         metrics.clone(),

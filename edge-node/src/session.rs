@@ -24,7 +24,6 @@ use outpost_proto::ticket::{self, TicketPayload};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Where a player's messages go: the room workers' queues, which never block the carrier.
@@ -242,7 +241,7 @@ impl PlayerSession {
         // Over the cap is not an error: a client cannot know the node's cap, and the path
         // carried it. Dropped, counted.
         if data.len() > ctx.limits.datagram_cap {
-            ctx.metrics.player_datagrams_in_dropped_total.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.player_datagrams_in_dropped_total.inc();
             return;
         }
         self.hand_to_room(ctx, to, data.to_vec(), false);
@@ -258,7 +257,7 @@ impl PlayerSession {
         match result {
             Err(refusal) => {
                 // Counted before the client can read the refusal, so whoever sees it sees it counted.
-                ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
+                ctx.metrics.players_refused_total.inc();
                 let remote = self.peer;
                 if refusal.is_operators_business() {
                     tracing::warn!(code = %refusal.code, reason = refusal.reason, %remote, "join refused");
@@ -436,7 +435,7 @@ impl PlayerSession {
 
     /// Refuses a connection that has not joined: counted, logged, closed with `code`.
     fn refuse(&mut self, ctx: &SessionCtx, code: CloseCode, reason: &str) {
-        ctx.metrics.players_refused_total.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.players_refused_total.inc();
         tracing::debug!(code = %code, reason, remote = %self.peer, "join refused");
         self.close_now(code, reason);
     }
@@ -446,7 +445,7 @@ impl PlayerSession {
         if self.is_closing() {
             return;
         }
-        ctx.metrics.players_closed_protocol_total.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.players_closed_protocol_total.inc();
         self.close_now(code, reason);
     }
 }

@@ -1,10 +1,9 @@
-//! The node's Prometheus metrics.
+//! The node's Prometheus metrics, served on `GET /metrics` (through `outpost_net::metrics`).
 //!
-//! Metrics are plain atomics rendered as Prometheus text on `GET /metrics`: cheap to bump from
-//! room worker threads, no registry locks on the hot path.
+//! A counter is one atomic: cheap to bump from room worker threads, no registry lock on the
+//! hot path (the registry is locked only at start and per scrape).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use outpost_net::metrics::{Counter, FloatGauge, Histogram, MetricSet};
 
 /// Upper bounds (seconds) of the tick-duration histogram buckets.
 pub const TICK_BUCKETS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025];
@@ -14,172 +13,185 @@ pub const TICK_BUCKETS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 
 pub const ACK_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 4.096, 16.384];
 
-/// A fixed-bucket histogram of durations.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
-    sum_ns: AtomicU64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram::new(&TICK_BUCKETS)
-    }
-}
-
-impl Histogram {
-    /// A histogram with these bucket bounds (seconds, ascending).
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        let buckets = bounds.iter().map(|_| AtomicU64::new(0)).collect();
-        Histogram { bounds, buckets, count: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        for (i, bound) in self.bounds.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    /// Appends the Prometheus text of this histogram.
-    pub fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (i, bound) in self.bounds.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
-}
-
 macro_rules! counters {
-    ($( $(#[doc = $doc:literal])* $field:ident : $kind:literal ),* $(,)?) => {
-        /// Every metric the node exports.
-        #[derive(Debug, Default)]
+    ($( $(#[doc = $doc:literal])* $field:ident ),* $(,)?) => {
+        /// Every metric the node exports. Counters are bumped where things happen; the gauges
+        /// in [`Scraped`] are read when `/metrics` is scraped.
+        #[derive(Debug)]
         pub struct Metrics {
-            $( $(#[doc = $doc])* pub $field: AtomicU64, )*
+            set: MetricSet,
+            $( $(#[doc = $doc])* pub $field: Counter, )*
             /// Guest tick durations.
             pub tick_seconds: Histogram,
+            /// What is measured at each scrape.
+            pub scraped: Scraped,
         }
 
-        impl Metrics {
-            /// Prometheus text exposition, with `gauges` (name, help, value) computed by the caller.
-            pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-                let mut out = String::new();
-                $(
-                    let name = concat!("outpost_", stringify!($field));
-                    let help = concat!($($doc),*).trim();
-                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {}\n{name} {}", $kind, self.$field.load(Ordering::Relaxed));
-                )*
-                for (name, help, value) in gauges {
-                    let _ = writeln!(out, "# HELP outpost_{name} {help}\n# TYPE outpost_{name} gauge\noutpost_{name} {value}");
+        impl Default for Metrics {
+            fn default() -> Self {
+                let set = MetricSet::default();
+                Metrics {
+                    $( $field: set.counter(concat!("outpost_", stringify!($field)), concat!($($doc),*)), )*
+                    tick_seconds: set.histogram("outpost_tick_seconds", "Guest tick duration.", &TICK_BUCKETS),
+                    scraped: Scraped::new(&set),
+                    set,
                 }
-                self.tick_seconds.render(&mut out, "outpost_tick_seconds", "Guest tick duration.");
-                out
             }
         }
     };
 }
 
+/// Gauges the admin API sets when `/metrics` is scraped, from the rooms, the outbox, the modules
+/// and the process.
+#[derive(Debug)]
+pub struct Scraped {
+    /// Rooms on the node.
+    pub rooms: FloatGauge,
+    /// Highest commit sequence number fsynced in the outbox.
+    pub outbox_durable_seq: FloatGauge,
+    /// Highest commit sequence number the core region acked.
+    pub outbox_acked_seq: FloatGauge,
+    /// Bytes of outbox segments on disk.
+    pub outbox_bytes: FloatGauge,
+    /// Modules on the node.
+    pub modules: FloatGauge,
+    /// Connected players.
+    pub players: FloatGauge,
+    /// CPU time of the node process.
+    pub process_cpu_seconds: FloatGauge,
+    /// CPU time of the room worker threads.
+    pub room_workers_cpu_seconds: FloatGauge,
+    /// Resident memory of the node process.
+    pub process_resident_bytes: FloatGauge,
+}
+
+impl Scraped {
+    fn new(set: &MetricSet) -> Scraped {
+        Scraped {
+            rooms: set.float_gauge("outpost_rooms", "Rooms on the node."),
+            outbox_durable_seq: set
+                .float_gauge("outpost_outbox_durable_seq", "Highest commit sequence number fsynced in the outbox."),
+            outbox_acked_seq: set
+                .float_gauge("outpost_outbox_acked_seq", "Highest commit sequence number the core region acked."),
+            outbox_bytes: set.float_gauge("outpost_outbox_bytes", "Bytes of outbox segments on disk."),
+            modules: set.float_gauge("outpost_modules", "Modules on the node."),
+            players: set.float_gauge("outpost_players", "Connected players."),
+            process_cpu_seconds: set.float_gauge("outpost_process_cpu_seconds", "CPU time of the node process."),
+            room_workers_cpu_seconds: set.float_gauge(
+                "outpost_room_workers_cpu_seconds",
+                "CPU time of the room worker threads (guest calls and their effects); the rest of the process CPU is the transport, HTTP and bookkeeping.",
+            ),
+            process_resident_bytes: set.float_gauge("outpost_process_resident_bytes", "Resident memory of the node process."),
+        }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text (0.0.4) of every metric.
+    pub fn render(&self) -> String {
+        self.set.render()
+    }
+
+    /// Exposes the outbox's commit-to-ack histogram (a node that forwards to a core has one).
+    pub fn expose_commit_to_ack(&self, h: Histogram) {
+        self.set.add_histogram(
+            "outpost_outbox_commit_to_ack_seconds",
+            "Time from a guest's commit to the core region's ack of it (durable on both sides).",
+            h,
+        );
+    }
+}
+
 counters! {
     /// Modules compiled from bytes (cold compiles).
-    module_compiles_total: "counter",
+    module_compiles_total,
     /// Modules loaded from the on-disk compiled cache.
-    module_cache_loads_total: "counter",
+    module_cache_loads_total,
     /// Epoch ticks (1 ms each) that bound guest calls; flat while the node has no rooms.
-    epoch_ticks_total: "counter",
+    epoch_ticks_total,
     /// Modules uploaded (new versions).
-    module_uploads_total: "counter",
+    module_uploads_total,
     /// Rooms created.
-    rooms_created_total: "counter",
+    rooms_created_total,
     /// Guest faults of every kind.
-    guest_faults_total: "counter",
+    guest_faults_total,
     /// Guest faults from the CPU budget.
-    guest_faults_cpu_total: "counter",
+    guest_faults_cpu_total,
     /// Guest faults from the memory limit.
-    guest_faults_memory_total: "counter",
+    guest_faults_memory_total,
     /// Guest faults from traps.
-    guest_faults_trap_total: "counter",
+    guest_faults_trap_total,
     /// Guest faults from output over the per-call limit.
-    guest_faults_output_total: "counter",
+    guest_faults_output_total,
     /// Epoch deadlines forgiven because the worker thread was preempted.
-    guest_preemptions_forgiven_total: "counter",
+    guest_preemptions_forgiven_total,
     /// Messages into guests.
-    messages_in_total: "counter",
+    messages_in_total,
     /// Messages out of guests (per addressed delivery).
-    messages_out_total: "counter",
+    messages_out_total,
     /// Payload bytes into guests.
-    bytes_in_total: "counter",
+    bytes_in_total,
     /// Payload bytes out of guests.
-    bytes_out_total: "counter",
+    bytes_out_total,
     /// Unreliable guest sends over the datagram cap.
-    guest_oversized_datagrams_total: "counter",
+    guest_oversized_datagrams_total,
     /// Commits made by guests.
-    guest_commits_total: "counter",
+    guest_commits_total,
     /// Operator signals delivered to guests.
-    signals_total: "counter",
+    signals_total,
     /// Hot upgrades that succeeded.
-    room_upgrades_total: "counter",
+    room_upgrades_total,
     /// Hot upgrades that failed and left the room on its old version.
-    room_upgrades_failed_total: "counter",
+    room_upgrades_failed_total,
     /// Probe beacon replies sent.
-    probe_replies_total: "counter",
+    probe_replies_total,
     /// Probe datagrams dropped as malformed.
-    probe_malformed_total: "counter",
+    probe_malformed_total,
     /// Probe datagrams dropped by the per-source rate limit.
-    probe_rate_limited_total: "counter",
+    probe_rate_limited_total,
     /// Admin requests refused for a missing or wrong token.
-    admin_unauthorized_total: "counter",
+    admin_unauthorized_total,
     /// Players that joined a room.
-    players_joined_total: "counter",
+    players_joined_total,
     /// Batches the core region acked.
-    outbox_forwarded_batches_total: "counter",
+    outbox_forwarded_batches_total,
     /// Failed or lost links to the core region.
-    core_link_failures_total: "counter",
+    core_link_failures_total,
     /// Commits refused because the outbox was full (the room faulted with `outbox-full`).
-    outbox_full_total: "counter",
+    outbox_full_total,
     /// Heartbeats the router took.
-    heartbeats_sent_total: "counter",
+    heartbeats_sent_total,
     /// Heartbeats that failed (router unreachable or refusing).
-    heartbeat_failures_total: "counter",
+    heartbeat_failures_total,
     /// Joins refused, any reason.
-    players_refused_total: "counter",
+    players_refused_total,
     /// Player connections closed by the node for misbehaving (malformed, too large, rate).
-    players_closed_protocol_total: "counter",
+    players_closed_protocol_total,
     /// Player connections closed with `replaced` because the same player joined again.
-    players_replaced_total: "counter",
+    players_replaced_total,
     /// Incoming player connections refused at a connection cap, before any handshake work.
-    player_connections_refused_total: "counter",
+    player_connections_refused_total,
     /// Incoming player connections asked to prove their address first (past half the cap).
-    player_connections_retried_total: "counter",
+    player_connections_retried_total,
     /// Unreliable messages to players dropped because the player was congested.
-    player_datagrams_dropped_total: "counter",
+    player_datagrams_dropped_total,
     /// Incoming datagrams dropped (oversized or malformed).
-    player_datagrams_in_dropped_total: "counter",
+    player_datagrams_in_dropped_total,
     /// Incoming player datagrams quinn received and dropped before the node read them: the
     /// player's receive queue was full, or the player left with some still queued.
-    player_datagrams_in_unread_total: "counter",
+    player_datagrams_in_unread_total,
     /// Player-ticks run (sum over ticks of the players in the room).
-    player_ticks_total: "counter",
+    player_ticks_total,
     /// Player UDP packets handed to the kernel.
-    udp_packets_sent_total: "counter",
+    udp_packets_sent_total,
     /// `sendmmsg` calls of the player transport; packets over batches is the batch size.
-    udp_send_batches_total: "counter",
+    udp_send_batches_total,
     /// Player UDP packets the kernel refused to send (each is lost, as UDP may lose it).
-    udp_send_errors_total: "counter",
+    udp_send_errors_total,
     /// Player packets dropped because the send batch was full while the kernel's buffer was.
-    udp_send_queue_full_total: "counter",
+    udp_send_queue_full_total,
     /// Flushes of the send batch that found the kernel's send buffer full (the rest waited).
-    udp_send_kernel_full_total: "counter",
+    udp_send_kernel_full_total,
 }
 
 #[cfg(test)]
@@ -189,16 +201,18 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.module_compiles_total.fetch_add(2, Ordering::Relaxed);
-        m.tick_seconds.observe(std::time::Duration::from_micros(30));
-        let text = m.render(&[("rooms", "Rooms on the node.", 3.0)]);
+        m.module_compiles_total.inc_by(2);
+        m.tick_seconds.observe(30e-6);
+        m.scraped.rooms.set(3.0);
+        let text = m.render();
         assert!(text.contains("outpost_module_compiles_total 2\n"), "{text}");
         assert!(
             text.contains("# HELP outpost_module_compiles_total Modules compiled from bytes (cold compiles).\n"),
             "{text}"
         );
-        assert!(text.contains("outpost_rooms 3\n"));
-        assert!(text.contains("outpost_tick_seconds_bucket{le=\"0.00005\"} 1\n"));
-        assert!(text.contains("outpost_tick_seconds_count 1\n"));
+        assert!(text.contains("outpost_rooms 3.0\n"), "{text}");
+        // Bounds are written as Rust prints floats; Prometheus reads `5e-05` as 0.00005.
+        assert!(text.contains("outpost_tick_seconds_bucket{le=\"5e-05\"} 1\n"), "{text}");
+        assert!(text.contains("outpost_tick_seconds_count 1\n"), "{text}");
     }
 }

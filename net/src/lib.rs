@@ -10,6 +10,7 @@
 //! - [`udp`]: sockets with large kernel buffers, `sendmmsg` batching and the pieces of a
 //!   `quinn-proto` loop.
 //! - [`link`]: the edge → core link: frames on a QUIC stream, for both ends.
+//! - [`metrics`]: Prometheus metrics through `prometheus-client`, served as text 0.0.4.
 //! - [`files`]: atomic writes and key files.
 //!
 //! What it does not do: decide anything about games, rooms or routing. Formats live in
@@ -18,6 +19,7 @@
 pub mod files;
 pub mod http;
 pub mod link;
+pub mod metrics;
 pub mod service;
 pub mod tls;
 pub mod udp;

@@ -69,7 +69,7 @@ fn limited(state: &HttpState, admin: bool, client: IpAddr) -> Result<(), HttpErr
     if admin || state.clients.allow(client) {
         return Ok(());
     }
-    crate::telemetry::Metrics::inc(&state.router.metrics.rate_limited);
+    state.router.metrics.rate_limited.inc();
     Err(HttpError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited",
@@ -114,7 +114,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> 
         Ok(r) => r,
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
-                crate::telemetry::Metrics::inc(&state.router.metrics.unauthorized);
+                state.router.metrics.unauthorized.inc();
             }
             e.reply()
         }
@@ -179,7 +179,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         (Method::GET, "/metrics") => {
             let counts = router.read_registry().health_counts(Instant::now());
             Ok(Response::builder()
-                .header("content-type", "text/plain; version=0.0.4")
+                .header("content-type", outpost_net::metrics::CONTENT_TYPE)
                 .body(Full::new(Bytes::from(router.metrics.render(counts))))
                 .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
         }
@@ -188,19 +188,19 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         }
         (Method::POST, "/v1/nodes/heartbeat") => {
             if caller(state, &req) != Caller::Cluster {
-                crate::telemetry::Metrics::inc(&router.metrics.heartbeats_rejected);
+                router.metrics.heartbeats_rejected.inc();
                 return Err(HttpError::unauthorized("heartbeats need the cluster token (Authorization: Bearer ...)"));
             }
             let hb: Heartbeat = read_json(req, state.max_body_bytes).await.inspect_err(|_| {
-                crate::telemetry::Metrics::inc(&router.metrics.heartbeats_rejected);
+                router.metrics.heartbeats_rejected.inc();
             })?;
             let id = hb.id.clone();
             router.heartbeat(hb, Instant::now()).map_err(|e| {
-                crate::telemetry::Metrics::inc(&router.metrics.heartbeats_rejected);
+                router.metrics.heartbeats_rejected.inc();
                 tracing::warn!(node = %id, error = %e, "heartbeat refused");
                 HttpError::from(e)
             })?;
-            crate::telemetry::Metrics::inc(&router.metrics.heartbeats);
+            router.metrics.heartbeats.inc();
             Ok(json(StatusCode::OK, &HeartbeatAck { pubkey: router.issuer().pubkey().to_string() }))
         }
         (Method::GET, "/v1/nodes") => {
@@ -214,12 +214,12 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             let admin = caller(state, &req) == Caller::Admin;
             let xff = forwarded_for(&req);
             let batch: ProbeBatch = read_json(req, state.max_body_bytes).await.inspect_err(|_| {
-                crate::telemetry::Metrics::inc(&router.metrics.probe_rejected);
+                router.metrics.probe_rejected.inc();
             })?;
             let client = client_of(state, admin, xff.as_deref(), peer, batch.ip.as_deref())?;
             limited(state, admin, client)?;
             let ack = router.probes(&batch.results, client, Instant::now()).map_err(|e| {
-                crate::telemetry::Metrics::inc(&router.metrics.probe_rejected);
+                router.metrics.probe_rejected.inc();
                 HttpError::from(e)
             })?;
             Ok(json(StatusCode::OK, &ack))

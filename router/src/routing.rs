@@ -240,8 +240,8 @@ impl Router {
             }
             ack.accepted += 1;
         }
-        Metrics::inc(&self.metrics.probe_reports);
-        self.metrics.probe_results.fetch_add(ack.accepted as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.probe_reports.inc();
+        self.metrics.probe_results.inc_by(ack.accepted as u64);
         Ok(ack)
     }
 
@@ -268,16 +268,17 @@ impl Router {
         let d = match self.decide(req.module, req.client, now) {
             Ok(d) => d,
             Err(e) => {
-                Metrics::inc(&self.metrics.routes_unavailable);
+                self.metrics.routes_unavailable.inc();
                 return Err(e);
             }
         };
-        Metrics::inc(match d.method {
+        let by_method = match d.method {
             Method::MeasuredPrefix => &self.metrics.routes_measured_prefix,
             Method::MeasuredCell => &self.metrics.routes_measured_cell,
             Method::Geo => &self.metrics.routes_geo,
             Method::None => &self.metrics.routes_none,
-        });
+        };
+        by_method.inc();
         let minted = self.issuer.mint(req.player, req.name, &d.node.id, req.module, wall);
         let pos = d.geo.as_ref().and_then(|g| g.pos);
         Ok(Route {

@@ -1,82 +1,86 @@
-//! The router's Prometheus metrics: plain atomics, rendered on `GET /metrics`.
+//! The router's Prometheus metrics (served on `GET /metrics`).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use outpost_net::metrics::{Counter, Gauge, MetricSet};
 
-/// Every counter the router exports.
-#[derive(Debug, Default)]
+/// Every metric the router exports.
+#[derive(Debug)]
 pub struct Metrics {
+    set: MetricSet,
     /// Routes answered, by the chosen node's estimate method.
-    pub routes_measured_prefix: AtomicU64,
+    pub routes_measured_prefix: Counter,
     /// See `routes_measured_prefix`.
-    pub routes_measured_cell: AtomicU64,
+    pub routes_measured_cell: Counter,
     /// See `routes_measured_prefix`.
-    pub routes_geo: AtomicU64,
+    pub routes_geo: Counter,
     /// See `routes_measured_prefix`.
-    pub routes_none: AtomicU64,
+    pub routes_none: Counter,
     /// Routes answered 503: no node qualified.
-    pub routes_unavailable: AtomicU64,
+    pub routes_unavailable: Counter,
     /// Probe batches taken.
-    pub probe_reports: AtomicU64,
+    pub probe_reports: Counter,
     /// Probe results learned from.
-    pub probe_results: AtomicU64,
+    pub probe_results: Counter,
     /// Probe batches refused (malformed or absurd).
-    pub probe_rejected: AtomicU64,
+    pub probe_rejected: Counter,
     /// Heartbeats taken.
-    pub heartbeats: AtomicU64,
+    pub heartbeats: Counter,
     /// Heartbeats refused (malformed, registry full).
-    pub heartbeats_rejected: AtomicU64,
+    pub heartbeats_rejected: Counter,
     /// Requests refused for a missing or wrong token or auth.
-    pub unauthorized: AtomicU64,
+    pub unauthorized: Counter,
     /// Routes and probe reports refused by the per-client rate limit.
-    pub rate_limited: AtomicU64,
+    pub rate_limited: Counter,
+    /// Registered nodes: healthy, not accepting, down (set at each scrape).
+    nodes: [Gauge; 3],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let set = MetricSet::default();
+        let routes = set.counters_by(
+            "outpost_router_routes_total",
+            "Routes answered, by estimate method.",
+            "method",
+            &["measured-prefix", "measured-cell", "geo", "none"],
+        );
+        let nodes = set.gauges_by(
+            "outpost_router_nodes",
+            "Registered nodes, by health.",
+            "health",
+            &["healthy", "not-accepting", "down"],
+        );
+        let [routes_measured_prefix, routes_measured_cell, routes_geo, routes_none] =
+            <[Counter; 4]>::try_from(routes).unwrap_or_default();
+        Metrics {
+            routes_measured_prefix,
+            routes_measured_cell,
+            routes_geo,
+            routes_none,
+            nodes: <[Gauge; 3]>::try_from(nodes).unwrap_or_default(),
+            routes_unavailable: set
+                .counter("outpost_router_routes_unavailable_total", "Routes answered 503 because no node qualified."),
+            probe_reports: set.counter("outpost_router_probe_reports_total", "Probe batches taken."),
+            probe_results: set.counter("outpost_router_probe_results_total", "Probe results learned from."),
+            probe_rejected: set.counter("outpost_router_probe_rejected_total", "Probe batches refused."),
+            heartbeats: set.counter("outpost_router_heartbeats_total", "Heartbeats taken."),
+            heartbeats_rejected: set.counter("outpost_router_heartbeats_rejected_total", "Heartbeats refused."),
+            unauthorized: set
+                .counter("outpost_router_unauthorized_total", "Requests refused for a missing or wrong token or auth."),
+            rate_limited: set.counter(
+                "outpost_router_rate_limited_total",
+                "Routes and probe reports refused by the per-client rate limit.",
+            ),
+            set,
+        }
+    }
 }
 
 impl Metrics {
-    /// Bumps a counter.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Prometheus text, with the node counts by health (healthy, not accepting, down).
+    /// Prometheus text (0.0.4), with the node counts by health (healthy, not accepting, down).
     pub fn render(&self, nodes: (u64, u64, u64)) -> String {
-        let mut out = String::new();
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP outpost_router_routes_total Routes answered, by estimate method.");
-        let _ = writeln!(out, "# TYPE outpost_router_routes_total counter");
-        for (method, c) in [
-            ("measured-prefix", &self.routes_measured_prefix),
-            ("measured-cell", &self.routes_measured_cell),
-            ("geo", &self.routes_geo),
-            ("none", &self.routes_none),
-        ] {
-            let _ = writeln!(out, "outpost_router_routes_total{{method=\"{method}\"}} {}", load(c));
+        for (gauge, n) in self.nodes.iter().zip([nodes.0, nodes.1, nodes.2]) {
+            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let _ = writeln!(out, "# HELP outpost_router_nodes Registered nodes, by health.");
-        let _ = writeln!(out, "# TYPE outpost_router_nodes gauge");
-        for (health, n) in [("healthy", nodes.0), ("not-accepting", nodes.1), ("down", nodes.2)] {
-            let _ = writeln!(out, "outpost_router_nodes{{health=\"{health}\"}} {n}");
-        }
-        for (name, help, c) in [
-            ("routes_unavailable_total", "Routes answered 503 because no node qualified.", &self.routes_unavailable),
-            ("probe_reports_total", "Probe batches taken.", &self.probe_reports),
-            ("probe_results_total", "Probe results learned from.", &self.probe_results),
-            ("probe_rejected_total", "Probe batches refused.", &self.probe_rejected),
-            ("heartbeats_total", "Heartbeats taken.", &self.heartbeats),
-            ("heartbeats_rejected_total", "Heartbeats refused.", &self.heartbeats_rejected),
-            ("unauthorized_total", "Requests refused for a missing or wrong token or auth.", &self.unauthorized),
-            (
-                "rate_limited_total",
-                "Routes and probe reports refused by the per-client rate limit.",
-                &self.rate_limited,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP outpost_router_{name} {help}\n# TYPE outpost_router_{name} counter\noutpost_router_{name} {}",
-                load(c)
-            );
-        }
-        out
+        self.set.render()
     }
 }

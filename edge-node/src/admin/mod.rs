@@ -149,7 +149,7 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Resp {
         Ok(r) => r,
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED {
-                state.metrics.admin_unauthorized_total.fetch_add(1, Ordering::Relaxed);
+                state.metrics.admin_unauthorized_total.inc();
             }
             let close = e.status == StatusCode::PAYLOAD_TOO_LARGE;
             let mut r = json(e.status, &e.body());
@@ -235,50 +235,35 @@ async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
 
 fn metrics(state: &AdminState) -> Resp {
     let m = &state.metrics;
-    let host_compiles = state.modules.host().compiles.load(Ordering::Relaxed);
-    let host_loads = state.modules.host().disk_loads.load(Ordering::Relaxed);
-    m.module_compiles_total.store(host_compiles, Ordering::Relaxed);
-    m.module_cache_loads_total.store(host_loads, Ordering::Relaxed);
-    m.epoch_ticks_total.store(state.modules.host().epoch.ticks(), Ordering::Relaxed);
+    // Counters kept elsewhere (the host, the transport's socket) are copied in at each scrape.
+    let host = state.modules.host();
     let u = &state.udp_stats;
-    m.udp_packets_sent_total.store(u.packets.load(Ordering::Relaxed), Ordering::Relaxed);
-    m.udp_send_batches_total.store(u.batches.load(Ordering::Relaxed), Ordering::Relaxed);
-    m.udp_send_errors_total.store(u.errors.load(Ordering::Relaxed), Ordering::Relaxed);
-    m.udp_send_queue_full_total.store(u.queue_full.load(Ordering::Relaxed), Ordering::Relaxed);
-    m.udp_send_kernel_full_total.store(u.kernel_full.load(Ordering::Relaxed), Ordering::Relaxed);
-    let mut text = m.render(&[
-        ("rooms", "Rooms on the node.", state.rooms.len() as f64),
-        (
-            "outbox_durable_seq",
-            "Highest commit sequence number fsynced in the outbox.",
-            state.outbox.as_ref().map_or(0.0, |o| o.durable() as f64),
-        ),
-        (
-            "outbox_acked_seq",
-            "Highest commit sequence number the core region acked.",
-            state.outbox.as_ref().map_or(0.0, |o| o.acked() as f64),
-        ),
-        ("outbox_bytes", "Bytes of outbox segments on disk.", state.outbox.as_ref().map_or(0.0, |o| o.bytes() as f64)),
-        ("modules", "Modules on the node.", state.modules.list().len() as f64),
-        ("players", "Connected players.", state.rooms.players() as f64),
-        ("process_cpu_seconds", "CPU time of the node process.", process_cpu_seconds()),
-        (
-            "room_workers_cpu_seconds",
-            "CPU time of the room worker threads (guest calls and their effects); the rest of the process CPU is the transport, HTTP and bookkeeping.",
-            room_workers_cpu_seconds(),
-        ),
-        ("process_resident_bytes", "Resident memory of the node process.", process_rss_bytes()),
-    ]);
-    if let Some(o) = &state.outbox {
-        o.commit_to_ack().render(
-            &mut text,
-            "outpost_outbox_commit_to_ack_seconds",
-            "Time from a guest's commit to the core region's ack of it (durable on both sides).",
-        );
+    for (counter, value) in [
+        (&m.module_compiles_total, host.compiles.load(Ordering::Relaxed)),
+        (&m.module_cache_loads_total, host.disk_loads.load(Ordering::Relaxed)),
+        (&m.epoch_ticks_total, host.epoch.ticks()),
+        (&m.udp_packets_sent_total, u.packets.load(Ordering::Relaxed)),
+        (&m.udp_send_batches_total, u.batches.load(Ordering::Relaxed)),
+        (&m.udp_send_errors_total, u.errors.load(Ordering::Relaxed)),
+        (&m.udp_send_queue_full_total, u.queue_full.load(Ordering::Relaxed)),
+        (&m.udp_send_kernel_full_total, u.kernel_full.load(Ordering::Relaxed)),
+    ] {
+        counter.inner().store(value, Ordering::Relaxed);
     }
+    let g = &m.scraped;
+    let outbox = |f: fn(&crate::forward::outbox::Outbox) -> u64| state.outbox.as_deref().map_or(0.0, |o| f(o) as f64);
+    g.rooms.set(state.rooms.len() as f64);
+    g.outbox_durable_seq.set(outbox(|o| o.durable()));
+    g.outbox_acked_seq.set(outbox(|o| o.acked()));
+    g.outbox_bytes.set(outbox(|o| o.bytes()));
+    g.modules.set(state.modules.list().len() as f64);
+    g.players.set(state.rooms.players() as f64);
+    g.process_cpu_seconds.set(process_cpu_seconds());
+    g.room_workers_cpu_seconds.set(room_workers_cpu_seconds());
+    g.process_resident_bytes.set(process_rss_bytes());
     Response::builder()
-        .header("content-type", "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(text)))
+        .header("content-type", outpost_net::metrics::CONTENT_TYPE)
+        .body(Full::new(Bytes::from(m.render())))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
@@ -349,7 +334,7 @@ async fn put_module(state: &AdminState, name: &str, req: &mut Req) -> Result<Res
             .await
             .map_err(|e| ApiError::internal(format!("upload task failed: {e}")))??;
     if created {
-        state.metrics.module_uploads_total.fetch_add(1, Ordering::Relaxed);
+        state.metrics.module_uploads_total.inc();
         tracing::info!(module = %rec.name, version = %rec.version, size = rec.size, compile_ms = rec.compile_ms, "module live");
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

@@ -13,7 +13,6 @@ use crate::telemetry::Metrics;
 use outbox::Outbox;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Where the core regions are.
@@ -49,7 +48,7 @@ pub async fn run(outbox: Arc<Outbox>, cores: Vec<CoreTarget>, node_id: String, t
             let mut link = match link {
                 Ok(l) => l,
                 Err(e) => {
-                    metrics.core_link_failures_total.fetch_add(1, Ordering::Relaxed);
+                    metrics.core_link_failures_total.inc();
                     if !failing {
                         tracing::warn!(core = %core.addr, error = %e, "core unreachable; the outbox keeps commits until it is back");
                         failing = true;
@@ -89,13 +88,13 @@ pub async fn run(outbox: Arc<Outbox>, cores: Vec<CoreTarget>, node_id: String, t
                         .map_err(|_| format!("no ack within {ACK_TIMEOUT:?}"))?
                         .map_err(|e| e.to_string())?;
                     outbox.ack(up_to);
-                    metrics.outbox_forwarded_batches_total.fetch_add(1, Ordering::Relaxed);
+                    metrics.outbox_forwarded_batches_total.inc();
                     next = up_to + 1;
                 }
             }
             .await;
             if let Err(e) = result {
-                metrics.core_link_failures_total.fetch_add(1, Ordering::Relaxed);
+                metrics.core_link_failures_total.inc();
                 tracing::warn!(core = %core.addr, error = %e, "core link lost; reconnecting");
                 failing = true;
             }

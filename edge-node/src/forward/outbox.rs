@@ -16,7 +16,8 @@
 //! reads segments through a cursor that remembers where the last read stopped, so draining a
 //! backlog is linear, not a rescan of the segment per batch.
 
-use crate::telemetry::{ACK_BUCKETS, Histogram};
+use crate::telemetry::ACK_BUCKETS;
+use outpost_net::metrics::Histogram;
 use outpost_proto::link::WireUpdate;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -285,7 +286,7 @@ impl Outbox {
             notify,
             on_player_commit: Mutex::new(None),
             cursor: Mutex::new(None),
-            commit_to_ack: Histogram::new(&ACK_BUCKETS),
+            commit_to_ack: Histogram::new(ACK_BUCKETS),
         })
     }
 
@@ -384,7 +385,7 @@ impl Outbox {
             while tail.records.front().is_some_and(|r| r.0 <= seq) {
                 if let Some((_, u, at)) = tail.records.pop_front() {
                     tail.bytes -= record_size(&u);
-                    self.commit_to_ack.observe(now.saturating_duration_since(at));
+                    self.commit_to_ack.observe(now.saturating_duration_since(at).as_secs_f64());
                 }
             }
         }

@@ -155,7 +155,7 @@ impl PlayerTransport for ConnRef {
     /// Drops and counts the datagram when too many are waiting for the loop.
     fn datagram(&self, d: Bytes) {
         if self.inbox.datagrams.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_DATAGRAMS {
-            self.inbox.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+            self.inbox.metrics.player_datagrams_dropped_total.inc();
             return;
         }
         self.inbox.push(Op::Datagram(self.key, d));
@@ -363,12 +363,12 @@ impl Driver {
                 };
                 let metrics = &self.ctx.metrics;
                 if sent {
-                    metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
-                    metrics.bytes_out_total.fetch_add(len, Ordering::Relaxed);
+                    metrics.messages_out_total.inc();
+                    metrics.bytes_out_total.inc_by(len);
                     self.dirty.push(key.handle);
                 } else {
                     // Full, over the path's size, or the connection is gone.
-                    metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+                    metrics.player_datagrams_dropped_total.inc();
                 }
             }
             Op::Frames(key) => {
@@ -548,7 +548,7 @@ impl Driver {
                 }
             }
             super::admission::Verdict::Retry if incoming.may_retry() => {
-                metrics.player_connections_retried_total.fetch_add(1, Ordering::Relaxed);
+                metrics.player_connections_retried_total.inc();
                 match self.endpoint.retry(incoming, &mut self.io.out) {
                     Ok(t) => self.io.send(&t),
                     Err(e) => {
@@ -564,7 +564,7 @@ impl Driver {
                 self.io.send(&t);
             }
             super::admission::Verdict::Refuse(why) => {
-                metrics.player_connections_refused_total.fetch_add(1, Ordering::Relaxed);
+                metrics.player_connections_refused_total.inc();
                 tracing::debug!(%remote, why, "player connection refused");
                 let t = self.endpoint.refuse(incoming, &mut self.io.out);
                 self.io.send(&t);
@@ -621,7 +621,7 @@ impl Conns {
 fn ended(ctx: &Arc<PlayerCtx>, rt: &tokio::runtime::Handle, c: &mut QuicPlayer) {
     let Some((d, unread)) = c.end() else { return };
     if unread > 0 {
-        ctx.metrics.player_datagrams_in_unread_total.fetch_add(unread, Ordering::Relaxed);
+        ctx.metrics.player_datagrams_in_unread_total.inc_by(unread);
         tracing::info!(player = d.link.id, unread, read = d.datagrams_read, "player datagrams dropped unread");
     }
     leave_later(rt, ctx, d.link, d.room, d.worker);
@@ -692,11 +692,11 @@ mod tests {
         for _ in 0..MAX_QUEUED_DATAGRAMS + 10 {
             conn.datagram(Bytes::from_static(b"x"));
         }
-        assert_eq!(metrics.player_datagrams_dropped_total.load(Ordering::Relaxed), 10);
+        assert_eq!(metrics.player_datagrams_dropped_total.get(), 10);
         let mut ops = Vec::new();
         inbox.take(&mut ops);
         assert_eq!(ops.len(), MAX_QUEUED_DATAGRAMS);
         conn.datagram(Bytes::from_static(b"x"));
-        assert_eq!(metrics.player_datagrams_dropped_total.load(Ordering::Relaxed), 10, "room again after a take");
+        assert_eq!(metrics.player_datagrams_dropped_total.get(), 10, "room again after a take");
     }
 }

@@ -119,7 +119,7 @@ pub(crate) async fn admit(
 /// guest sees `leave` before the new `join`. Returns the room the player was in, if any.
 async fn take_over(ctx: &PlayerCtx, link: &Arc<PlayerLink>) -> Option<String> {
     let old = ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(link.id, link.clone())?;
-    ctx.metrics.players_replaced_total.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.players_replaced_total.inc();
     old.close(CloseCode::Replaced, "the player joined again on another connection");
     let (room, worker) = old.placement.get().cloned()?;
     ctx.rooms.leave(worker, room.clone(), old, true).await;

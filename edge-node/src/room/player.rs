@@ -94,7 +94,7 @@ struct Detached(Arc<Metrics>);
 impl PlayerTransport for Detached {
     fn frames_waiting(&self) {}
     fn datagram(&self, _: Bytes) {
-        self.0.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+        self.0.player_datagrams_dropped_total.inc();
     }
     fn close(&self, _: CloseCode, _: String) {}
 }
@@ -193,8 +193,8 @@ impl PlayerLink {
             };
             (slow, first)
         };
-        self.metrics.messages_out_total.fetch_add(1, Ordering::Relaxed);
-        self.metrics.bytes_out_total.fetch_add(len as u64, Ordering::Relaxed);
+        self.metrics.messages_out_total.inc();
+        self.metrics.bytes_out_total.inc_by(len as u64);
         if slow {
             self.close(CloseCode::SlowConsumer, "reliable backlog stayed over its limit");
         } else if first {
@@ -211,7 +211,7 @@ impl PlayerLink {
     /// message.
     pub fn send_unreliable(&self, from: u64, data: &[u8]) {
         if self.is_closed() {
-            self.metrics.player_datagrams_dropped_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.player_datagrams_dropped_total.inc();
             return;
         }
         self.conn().datagram(Bytes::from(frame::encode_peer(from, data)));

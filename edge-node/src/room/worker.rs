@@ -17,7 +17,6 @@ use outpost_proto::api::{Fault, RoomCreated, RoomInfo};
 use outpost_proto::frame::SavedState;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -305,8 +304,8 @@ impl Worker {
                 slot.tick_us.pop_front();
             }
             slot.tick_us.push_back(took.as_secs_f32() * 1e6);
-            self.metrics.tick_seconds.observe(took);
-            self.metrics.player_ticks_total.fetch_add(slot.players.len() as u64, Ordering::Relaxed);
+            self.metrics.tick_seconds.observe(took.as_secs_f64());
+            self.metrics.player_ticks_total.inc_by(slot.players.len() as u64);
             self.after_call(&id, r);
         }
     }
@@ -320,7 +319,7 @@ impl Worker {
                 Some(g) => {
                     let oversized = g.take_oversized();
                     if oversized > 0 {
-                        self.metrics.guest_oversized_datagrams_total.fetch_add(oversized, Ordering::Relaxed);
+                        self.metrics.guest_oversized_datagrams_total.inc_by(oversized);
                     }
                     let outbox = self.outbox.as_deref().map(|o| (o, id));
                     match apply_effects(&self.metrics, &slot.players, g.take_effects(), outbox, self.now) {
@@ -426,7 +425,7 @@ impl Worker {
             RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: compiled.version.clone() };
         let id = spec.id.clone();
         self.rooms.insert(id, RoomSlot::new(spec, compiled.version.clone(), false, Some(guest), log, self.epoch));
-        self.metrics.rooms_created_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rooms_created_total.inc();
         Ok(created)
     }
 
@@ -437,7 +436,7 @@ impl Worker {
         let created = RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: "builtin".into() };
         let log = RoomLog::new(self.host.limits.log_lines, 512);
         self.rooms.insert(created.room.clone(), RoomSlot::new(spec, "builtin".into(), true, None, log, self.epoch));
-        self.metrics.rooms_created_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rooms_created_total.inc();
         Ok(created)
     }
 
@@ -497,7 +496,7 @@ impl Worker {
                 None => return Err(Refusal::guest(CloseCode::ModuleFault, "the room's guest faulted during join")),
             }
         }
-        self.metrics.players_joined_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.players_joined_total.inc();
         Ok(joined)
     }
 
@@ -538,8 +537,8 @@ impl Worker {
         if !slot.players.contains_key(&player) {
             return;
         }
-        self.metrics.messages_in_total.fetch_add(1, Ordering::Relaxed);
-        self.metrics.bytes_in_total.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.metrics.messages_in_total.inc();
+        self.metrics.bytes_in_total.inc_by(data.len() as u64);
         if slot.relay {
             if to == 0 {
                 for (id, p) in &slot.players {
@@ -570,7 +569,7 @@ impl Worker {
     }
 
     fn signal(&mut self, id: &str, data: &[u8]) -> Result<Vec<u8>, RoomError> {
-        self.metrics.signals_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.signals_total.inc();
         let r = self.running(id)?.signal(data);
         let fault = r.as_ref().err().cloned();
         match self.after_call(id, r) {
@@ -611,11 +610,11 @@ impl Worker {
                 slot.guest = Some(g);
                 slot.version = compiled.version.clone();
                 slot.log.with(|l| l.push_line(&format!("host: upgraded to version {}", compiled.version)));
-                self.metrics.room_upgrades_total.fetch_add(1, Ordering::Relaxed);
+                self.metrics.room_upgrades_total.inc();
                 Ok(RoomCreated { room: id.to_string(), module: spec.module, version: compiled.version.clone() })
             }
             Err(e) => {
-                self.metrics.room_upgrades_failed_total.fetch_add(1, Ordering::Relaxed);
+                self.metrics.room_upgrades_failed_total.inc();
                 Err(e)
             }
         }
@@ -630,14 +629,14 @@ fn fault(metrics: &Metrics, slot: &mut RoomSlot, f: GuestFault) {
         slot.forgiven = s.preemptions_forgiven;
     }
     tracing::warn!(room = %slot.spec.id, module = %slot.spec.module, kind = %f.kind, message = %f.message, "room faulted");
-    metrics.guest_faults_total.fetch_add(1, Ordering::Relaxed);
+    metrics.guest_faults_total.inc();
     let counter = match f.kind {
         FaultKind::CpuBudget => &metrics.guest_faults_cpu_total,
         FaultKind::MemoryLimit => &metrics.guest_faults_memory_total,
         FaultKind::OutputLimit => &metrics.guest_faults_output_total,
         FaultKind::Trap | FaultKind::OutboxFull => &metrics.guest_faults_trap_total,
     };
-    counter.fetch_add(1, Ordering::Relaxed);
+    counter.inc();
     for p in slot.players.values() {
         p.close(CloseCode::ModuleFault, &format!("{}: {}", f.kind, f.message));
     }
@@ -672,11 +671,11 @@ fn apply_effects(
                 }
             }
             Effect::Commit { key, value } => {
-                metrics.guest_commits_total.fetch_add(1, Ordering::Relaxed);
+                metrics.guest_commits_total.inc();
                 if let Some((o, room)) = outbox
                     && let Err(e) = o.append(room, key, value)
                 {
-                    metrics.outbox_full_total.fetch_add(1, Ordering::Relaxed);
+                    metrics.outbox_full_total.inc();
                     return Err(e.to_string());
                 }
             }
