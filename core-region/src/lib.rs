@@ -21,6 +21,11 @@ use config::Config;
 use std::future::Future;
 use std::sync::Arc;
 
+/// How long a client of the reads API has to send a request's headers: its callers are tools
+/// and services on a private network, so ten seconds is generous, and a connection that says
+/// nothing is closed then.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens the configured store.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     Ok(if config.args.store == "embedded" {
@@ -74,7 +79,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         cert_sha256: cert.sha256(),
     })?;
     let handle = move |req, _peer| http::handle(http_ctx.clone(), req);
-    outpost_net::http::serve(http, std::time::Duration::from_secs(10), config.tls.clone(), handle, shutdown).await;
+    outpost_net::http::serve(http, HEADER_READ_TIMEOUT, config.tls.clone(), handle, shutdown).await;
     endpoint.close(0u32.into(), b"core shutting down");
     ingest_task.abort();
     tracing::info!("core region stopped");

@@ -12,6 +12,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::net::UdpSocket;
 
+/// Most sources whose rate is tracked at once (the least recently seen are forgotten): a million
+/// probing clients an hour at a minute of idle time each, in a few MB.
+pub const MAX_SOURCES: u64 = 100_000;
+
+/// The beacon's address and limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BeaconSettings {
+    /// UDP address to answer on.
+    pub listen: std::net::SocketAddr,
+    /// Per-source limits.
+    pub limits: BeaconLimits,
+}
+
+/// Binds the beacon's socket.
+pub async fn bind(settings: &BeaconSettings) -> anyhow::Result<UdpSocket> {
+    UdpSocket::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen_probe: binding {}: {e}", settings.listen))
+}
+
 /// Per-source rate limit settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BeaconLimits {

@@ -11,6 +11,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The fastest a room may tick: a millisecond apart is already a worker's whole budget per room
+/// (the CPU budget per call defaults to 10 ms), and the epoch ticker that bounds guest calls runs
+/// at 1 ms.
+pub const MAX_TICK_HZ: u32 = 1000;
+
 /// `edge-node`: hosts WebAssembly game rooms near players.
 #[derive(Parser, Debug, Clone, Serialize, Deserialize)]
 #[command(name = "edge-node", version, about)]
@@ -188,41 +193,36 @@ pub struct Args {
     pub allocator: String,
 }
 
-/// Validated settings.
+/// Validated settings: parsed values, grouped by the subsystem that uses them, each of which
+/// starts from its own module with its own part.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The raw arguments.
-    pub args: Args,
+    /// What every server has: data dir, ready file, tokens, TLS files.
+    pub service: CommonArgs,
+    /// The node id, when `--id` gives one (else it is generated and kept in the data dir).
+    pub id: Option<String>,
     /// Sandbox limits.
     pub limits: SandboxLimits,
+    /// Allocator choice.
+    pub allocator: Allocator,
     /// Room worker threads.
     pub workers: usize,
     /// Async runtime threads.
     pub runtime_threads: usize,
-    /// Allocator choice.
-    pub allocator: Allocator,
-    /// Per-player limits.
-    pub player_limits: PlayerLimits,
-    /// The router's ticket key.
-    pub ticket_key: Option<outpost_proto::keys::Ed25519PublicKey>,
-    /// Longest a ticket may be valid for.
-    pub ticket_lifetime: Duration,
-    /// Join timeout.
-    pub join_timeout: Duration,
-    /// QUIC idle timeout.
-    pub idle_timeout: Duration,
-    /// Shutdown grace.
-    pub shutdown_grace: Duration,
     /// Worker wake-up coalescing window.
     pub worker_coalesce: Duration,
+    /// The player endpoint.
+    pub players: crate::quic::PlayerSettings,
+    /// The latency-probe beacon.
+    pub probe: crate::beacon::BeaconSettings,
+    /// The admin API.
+    pub admin: crate::admin::AdminSettings,
     /// Heartbeats to the router, when `--router` is given.
     pub heartbeat: Option<HeartbeatConfig>,
-    /// HTTPS for the admin API, when `--tls-cert`/`--tls-key` are given.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    /// Join-time saved-state load timeout.
-    pub core_load_timeout: Duration,
     /// Where committed state goes, when `--core` is given.
-    pub forward: Option<(Vec<crate::forward::CoreTarget>, crate::forward::outbox::OutboxLimits)>,
+    pub forward: Option<crate::forward::ForwardSettings>,
+    /// How long a stopping node gives players their close and the core the rest of the outbox.
+    pub shutdown_grace: Duration,
 }
 
 /// Where and how to heartbeat.
@@ -238,6 +238,18 @@ pub struct HeartbeatConfig {
     pub interval: Duration,
     /// TLS to the router, for an `https://` URL.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The node's region name.
+    pub region: String,
+    /// Most players the router sends here.
+    pub capacity: u32,
+    /// Player address others reach, when not the bound one.
+    pub advertise_quic: Option<SocketAddr>,
+    /// Probe address others reach, when not the bound one.
+    pub advertise_probe: Option<SocketAddr>,
+    /// Admin URL others reach, when not the bound one.
+    pub advertise_admin: Option<String>,
+    /// The ticket key the node was given, in text, to check against the router's.
+    pub ticket_pubkey: Option<String>,
 }
 
 pub use outpost_net::service::CommonArgs;
@@ -281,8 +293,8 @@ impl Args {
         if !(1..=100_000).contains(&self.max_rooms) {
             return Err(bad("max_rooms", "must be between 1 and 100000"));
         }
-        if !(1..=1000).contains(&self.tick_hz) {
-            return Err(bad("tick_hz", "must be between 1 and 1000"));
+        if !(1..=MAX_TICK_HZ).contains(&self.tick_hz) {
+            return Err(bad("tick_hz", format!("must be between 1 and {MAX_TICK_HZ}")));
         }
         if self.max_players == 0 {
             return Err(bad("max_players", "must be at least 1"));
@@ -404,7 +416,19 @@ impl Args {
                 if !(Duration::from_millis(50)..=Duration::from_secs(600)).contains(&interval) {
                     return Err(bad("heartbeat_interval", "must be between 50ms and 10m"));
                 }
-                Some(HeartbeatConfig { router, lat, lon, interval, tls })
+                Some(HeartbeatConfig {
+                    router,
+                    lat,
+                    lon,
+                    interval,
+                    tls,
+                    region: self.region.clone(),
+                    capacity: self.capacity,
+                    advertise_quic: self.advertise_quic,
+                    advertise_probe: self.advertise_probe,
+                    advertise_admin: self.advertise_admin.clone(),
+                    ticket_pubkey: self.ticket_pubkey.clone(),
+                })
             }
         };
         if self.core.len() != self.core_cert_sha256.len() {
@@ -430,19 +454,19 @@ impl Args {
         if self.outbox_max_bytes < 1 << 16 || soft > self.outbox_max_bytes {
             return Err(bad("outbox_max_bytes", "must be at least 65536, and outbox_soft_bytes at most it"));
         }
-        let forward = (!self.core.is_empty()).then(|| {
-            let targets = self
+        let forward = (!self.core.is_empty()).then(|| crate::forward::ForwardSettings {
+            cores: self
                 .core
                 .iter()
                 .zip(&self.core_cert_sha256)
                 .map(|(addr, pin)| crate::forward::CoreTarget { addr: *addr, cert_sha256: pin.to_lowercase() })
-                .collect();
-            let limits = crate::forward::outbox::OutboxLimits {
+                .collect(),
+            outbox: crate::forward::outbox::OutboxLimits {
                 soft_bytes: soft,
                 hard_bytes: self.outbox_max_bytes,
                 segment_bytes: (self.outbox_max_bytes / 16).clamp(4096, 8 << 20),
-            };
-            (targets, limits)
+            },
+            load_timeout: core_load_timeout,
         });
         if self.region.is_empty() || self.region.len() > 64 || self.region.chars().any(char::is_control) {
             return Err(bad("region", "must be 1 to 64 bytes of printable text"));
@@ -469,24 +493,53 @@ impl Args {
             max_rooms: self.max_rooms,
             ..SandboxLimits::default()
         };
-        let tls = self.common.https()?;
+        let admin = crate::admin::AdminSettings {
+            listen: self.listen_admin,
+            tls: self.common.https()?,
+            limits: crate::admin::ApiLimits {
+                max_upload_bytes: self.max_upload_bytes,
+                max_body_bytes: crate::admin::MAX_BODY_BYTES,
+                default_tick_hz: self.tick_hz,
+                default_max_players: self.max_players,
+                max_tick_hz: MAX_TICK_HZ,
+            },
+        };
+        let players = crate::quic::PlayerSettings {
+            listen: self.listen_quic,
+            limits: player_limits,
+            ticket_key,
+            ticket_lifetime,
+            max_live_tickets: self.max_live_tickets,
+            max_connections: self.max_connections,
+            max_joining_per_ip: self.max_joining_per_ip,
+            join_timeout,
+            idle_timeout,
+            send_batch: self.udp_send_queue,
+            relay_max_players: self.max_players,
+            default_tick_hz: self.tick_hz,
+        };
+        let probe = crate::beacon::BeaconSettings {
+            listen: self.listen_probe,
+            limits: crate::beacon::BeaconLimits {
+                per_second: self.probe_rate,
+                burst: self.probe_burst,
+                max_sources: crate::beacon::MAX_SOURCES,
+            },
+        };
         Ok(Config {
-            tls,
-            args: self,
+            service: self.common,
+            id: self.id,
             limits,
+            allocator,
             workers,
             runtime_threads,
-            allocator,
-            player_limits,
-            ticket_key,
-            join_timeout,
-            ticket_lifetime,
-            idle_timeout,
-            shutdown_grace,
             worker_coalesce,
+            players,
+            probe,
+            admin,
             heartbeat,
             forward,
-            core_load_timeout,
+            shutdown_grace,
         })
     }
 }
@@ -597,9 +650,9 @@ mod tests {
         let path = dir.join("edge.toml");
         std::fs::write(&path, "max_rooms = 77\ntick_hz = 30\n").unwrap();
         let p = path.to_str().unwrap();
-        let c = load(&["--config", p, "--tick-hz", "10"]).unwrap();
-        assert_eq!(c.args.max_rooms, 77);
-        assert_eq!(c.args.tick_hz, 10);
+        let c = Args::load_from(["edge-node", "--config", p, "--tick-hz", "10"]).unwrap();
+        assert_eq!(c.max_rooms, 77);
+        assert_eq!(c.tick_hz, 10);
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(load(&["--config", p]).unwrap_err().contains("bogus"));
         std::fs::write(&path, "max_rooms = \"many\"\n").unwrap();

@@ -34,6 +34,61 @@ pub struct HeartbeatCtx {
     pub ticket_pubkey: Option<String>,
 }
 
+/// The addresses the node bound, which the heartbeat advertises unless told otherwise.
+pub struct Bound {
+    /// Player QUIC address.
+    pub quic: std::net::SocketAddr,
+    /// Probe beacon address.
+    pub probe: std::net::SocketAddr,
+    /// Admin API URL.
+    pub admin_url: String,
+}
+
+impl HeartbeatCtx {
+    /// What the heartbeat task needs, from the node's settings and parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        hb: &crate::config::HeartbeatConfig,
+        id: &str,
+        cert_sha256: &str,
+        bound: Bound,
+        token: String,
+        rooms: &Arc<Rooms>,
+        modules: &Arc<ModuleStore>,
+        accepting: &Arc<AtomicBool>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<HeartbeatCtx> {
+        let template = Heartbeat {
+            id: id.to_string(),
+            region: hb.region.clone(),
+            lat: hb.lat,
+            lon: hb.lon,
+            quic_addr: hb.advertise_quic.unwrap_or(bound.quic).to_string(),
+            probe_addr: hb.advertise_probe.unwrap_or(bound.probe).to_string(),
+            admin_url: hb.advertise_admin.clone().unwrap_or(bound.admin_url),
+            cert_sha256: cert_sha256.to_string(),
+            capacity: hb.capacity,
+            players: 0,
+            rooms: 0,
+            modules: Vec::new(),
+            cpu: 0.0,
+            interval_ms: hb.interval.as_millis() as u64,
+            accepting: true,
+        };
+        Arc::new(HeartbeatCtx {
+            router: hb.router.clone(),
+            tls: hb.tls.clone(),
+            token,
+            template,
+            rooms: rooms.clone(),
+            modules: modules.clone(),
+            accepting: accepting.clone(),
+            metrics: metrics.clone(),
+            ticket_pubkey: hb.ticket_pubkey.clone(),
+        })
+    }
+}
+
 /// Why one heartbeat failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HeartbeatError {

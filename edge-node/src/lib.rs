@@ -33,12 +33,17 @@ use outpost_proto::api::EdgeReady;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Room commands queued per worker before a joining player or a player's message waits (a
+/// player's reader stops until there is room): about a fifth of a second of 1,000 players at
+/// 20 Hz, so a worker that falls behind holds players back instead of growing memory.
+pub const ROOM_QUEUE: usize = 4096;
+
 /// Reads the node id from the data dir, or makes one and keeps it there.
 fn node_id(config: &Config) -> anyhow::Result<String> {
-    if let Some(id) = &config.args.id {
+    if let Some(id) = &config.id {
         return Ok(id.clone());
     }
-    let path = config.args.common.data_dir.join("node-id");
+    let path = config.service.data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(s) => {
             let id = s.trim().to_string();
@@ -54,261 +59,180 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     }
 }
 
-/// Runs the node until `shutdown` resolves.
+/// Runs the node until `shutdown` resolves, then drains it: players are told, the outbox is
+/// handed to the core for up to the shutdown grace.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let data = &config.args.common.data_dir;
+    // What lives on disk: the data dir, the node's id, its tokens and its QUIC certificate.
+    let data = &config.service.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
     let id = node_id(&config)?;
-    let admin_token = outpost_net::service::TokenHash::of(&config.args.common.admin_token()?);
+    let admin_token = outpost_net::service::TokenHash::of(&config.service.admin_token()?);
+    let cluster_token = match config.forward.is_some() || config.heartbeat.is_some() {
+        true => Some(config.service.cluster_token()?),
+        false => None,
+    };
+    let cert = outpost_net::tls::NodeCert::load_or_generate(data, "node")?;
     let metrics = Arc::new(telemetry::Metrics::default());
 
+    // The game: the sandbox, the modules, the outbox of commits, the rooms.
     let host = host::WasmHost::new(config.limits.clone(), &data.join("cache"), config.allocator)?;
     let modules = Arc::new(modules::ModuleStore::open(host.clone(), &data.join("modules"))?);
     let outbox = match &config.forward {
-        Some((_, limits)) => Some(Arc::new(forward::outbox::Outbox::open(&data.join("outbox"), &id, *limits)?)),
+        Some(f) => Some(Arc::new(forward::outbox::Outbox::open(&data.join("outbox"), &id, f.outbox)?)),
         None => None,
     };
     if let Some(o) = &outbox {
         metrics.expose_commit_to_ack(o.commit_to_ack().clone());
     }
     let rooms = Arc::new(room::Rooms::start(
-        host.clone(),
+        host,
         metrics.clone(),
         config.workers,
-        4096,
+        ROOM_QUEUE,
         config.worker_coalesce,
         outbox.clone(),
     )?);
-
-    let cert = outpost_net::tls::NodeCert::load_or_generate(data, "node")?;
-    let cert_sha256 = cert.sha256();
-    let mut transport = outpost_net::tls::player_transport(config.idle_timeout, 1);
-    let window = config.player_limits.receive_window();
-    transport
-        .stream_receive_window(window.into())
-        .receive_window(window.into())
-        .datagram_receive_buffer_size(Some(config.player_limits.datagram_in_bytes))
-        .datagram_send_buffer_size(config.player_limits.datagram_out_bytes);
-    let server = outpost_net::tls::server_config(&cert, outpost_net::tls::ALPN_PLAYER, transport)?;
-    let listen = config.args.listen_quic;
-    let quic_socket = outpost_net::udp::bind_udp(listen, outpost_net::udp::UDP_BUFFER_BYTES)
-        .with_context(|| format!("listen_quic: binding {listen}"))?;
-    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    if config.ticket_key.is_none() {
-        tracing::warn!("no --ticket-pubkey: every player join will be refused");
-    }
-    let cluster_token = if config.forward.is_some() || config.heartbeat.is_some() {
-        Some(config.args.common.cluster_token()?)
-    } else {
-        None
-    };
     let loader = match (&config.forward, &cluster_token) {
-        (Some((cores, _)), Some(token)) => Some(Arc::new(forward::loader::StateLoader::new(
-            cores.clone(),
-            token.clone(),
-            id.clone(),
-            config.core_load_timeout,
-        ))),
+        (Some(f), Some(token)) => {
+            let l =
+                Arc::new(forward::loader::StateLoader::new(f.cores.clone(), token.clone(), id.clone(), f.load_timeout));
+            if let Some(o) = &outbox {
+                let hook = l.clone();
+                o.on_player_commit(Arc::new(move |id, value| hook.committed(id, value)));
+            }
+            Some(l)
+        }
         _ => None,
     };
-    if let (Some(o), Some(l)) = (&outbox, &loader) {
-        let l = l.clone();
-        o.on_player_commit(Arc::new(move |id, value| l.committed(id, value)));
-    }
-    let players = Arc::new(quic::PlayerCtx {
-        loader,
+
+    // The listeners, each bound by its own module: players, the probe beacon, the admin API.
+    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let player_node = quic::PlayerNode {
         node_id: id.clone(),
-        ticket_key: config.ticket_key,
-        replay: std::sync::Mutex::new(outpost_proto::ticket::ReplayGuard::new(
-            config.args.max_live_tickets,
-            config.ticket_lifetime.as_secs(),
-        )),
-        sessions: std::sync::Mutex::default(),
-        admission: quic::admission::Admission::new(config.args.max_connections, config.args.max_joining_per_ip),
         rooms: rooms.clone(),
         modules: modules.clone(),
         metrics: metrics.clone(),
-        limits: Arc::new(config.player_limits.clone()),
+        loader,
         accepting: accepting.clone(),
-        join_timeout: config.join_timeout,
-        relay_max_players: config.args.max_players,
-        default_tick_hz: config.args.tick_hz,
-        session: session::SessionCtx {
-            rooms: rooms.clone(),
-            limits: Arc::new(config.player_limits.clone()),
-            metrics: metrics.clone(),
-            join_timeout: config.join_timeout,
-        },
-    });
-    let player_endpoint = quic::driver::PlayerEndpoint::start(quic_socket, server, players, config.args.udp_send_queue)
-        .with_context(|| format!("listen_quic: serving {listen}"))?;
-    let quic_addr = player_endpoint.addr;
-
-    let probe = tokio::net::UdpSocket::bind(config.args.listen_probe)
-        .await
-        .with_context(|| format!("listen_probe: binding {}", config.args.listen_probe))?;
-    let admin = tokio::net::TcpListener::bind(config.args.listen_admin)
-        .await
-        .with_context(|| format!("listen_admin: binding {}", config.args.listen_admin))?;
-    let probe_addr = probe.local_addr()?;
-    let admin_addr = admin.local_addr()?;
-    let admin_url = format!("{}://{admin_addr}", if config.tls.is_some() { "https" } else { "http" });
-    if !admin_addr.ip().is_loopback() {
-        tracing::warn!(addr = %admin_addr, "admin API bound to a non-loopback address without TLS: the token crosses the network in clear");
-    }
+    };
+    let players = quic::start(&config.players, &cert, player_node)?;
+    let probe = beacon::bind(&config.probe).await?;
+    let admin = admin::bind(&config.admin).await?;
+    let (quic_addr, probe_addr, admin_addr) = (players.addr, probe.local_addr()?, admin.local_addr()?);
+    let admin_url = format!("{}://{admin_addr}", config.admin.scheme());
     tracing::info!(
         id = %id, quic = %quic_addr, probe = %probe_addr, admin = %admin_addr,
-        workers = config.workers, cert_sha256 = %cert_sha256, "edge node serving"
+        workers = config.workers, cert_sha256 = %cert.sha256(), "edge node serving"
     );
 
-    let state = Arc::new(admin::AdminState {
-        node_id: id.clone(),
-        modules,
-        rooms: rooms.clone(),
-        metrics: metrics.clone(),
-        accepting: accepting.clone(),
-        quic_addr: quic_addr.to_string(),
-        cert_sha256: cert_sha256.clone(),
-        outbox: outbox.clone(),
-        udp_stats: player_endpoint.stats.clone(),
-        admin_token,
-        limits: admin::ApiLimits {
-            max_upload_bytes: config.args.max_upload_bytes,
-            max_body_bytes: 1 << 20,
-            default_tick_hz: config.args.tick_hz,
-            default_max_players: config.args.max_players,
-            max_tick_hz: 1000,
-        },
-    });
-    let beacon_limits = beacon::BeaconLimits {
-        per_second: config.args.probe_rate,
-        burst: config.args.probe_burst,
-        max_sources: 100_000,
-    };
-    let beacon_task = tokio::spawn(beacon::serve(probe, beacon_limits, metrics.clone()));
-    // Joins stop while the outbox is over its soft limit, and resume when it drains.
+    // What runs beside them: the beacon, admission by the outbox's soft limit, forwarding to the
+    // core, heartbeats to the router.
+    let beacon_task = tokio::spawn(beacon::serve(probe, config.probe.limits, metrics.clone()));
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let admission_task = outbox.clone().map(|o| {
-        let (accepting, draining) = (accepting.clone(), draining.clone());
-        tokio::spawn(async move {
-            let mut was_over = false;
-            loop {
-                let over = o.over_soft_limit();
-                if over != was_over {
-                    tracing::warn!(
-                        over_soft_limit = over,
-                        bytes = o.bytes(),
-                        "outbox soft limit: joins {}",
-                        if over { "refused" } else { "accepted again" }
-                    );
-                    was_over = over;
-                }
-                let draining = draining.load(std::sync::atomic::Ordering::Relaxed);
-                accepting.store(!draining && !over, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        })
-    });
+    let admission_task = outbox.clone().map(|o| tokio::spawn(admit_by_outbox(o, accepting.clone(), draining.clone())));
     let forward_task = match (&config.forward, &outbox) {
-        (Some((cores, _)), Some(o)) => {
-            tracing::info!(cores = cores.len(), stream = o.stream(), "forwarding commits to the core region");
+        (Some(f), Some(o)) => {
+            tracing::info!(cores = f.cores.len(), stream = o.stream(), "forwarding commits to the core region");
             let token = cluster_token.clone().unwrap_or_default();
-            Some(tokio::spawn(forward::run(o.clone(), cores.clone(), id.clone(), token, metrics.clone())))
+            Some(tokio::spawn(forward::run(o.clone(), f.cores.clone(), id.clone(), token, metrics.clone())))
         }
         _ => None,
     };
-    let heartbeat_task = match &config.heartbeat {
+    let heartbeat = config.heartbeat.as_ref().map(|hb| {
+        let addrs = heartbeat::Bound { quic: quic_addr, probe: probe_addr, admin_url: admin_url.clone() };
+        let token = cluster_token.clone().unwrap_or_default();
+        let ctx =
+            heartbeat::HeartbeatCtx::new(hb, &id, &cert.sha256(), addrs, token, &rooms, &modules, &accepting, &metrics);
+        tracing::info!(router = %hb.router, interval = ?hb.interval, "heartbeating into the router");
+        (tokio::spawn(heartbeat::run(ctx.clone(), hb.interval)), ctx)
+    });
+
+    // Serving: the ready file says so, and the admin API runs until the shutdown signal.
+    let admin_tls_sha256 = match &config.service.tls_cert {
+        Some(c) => Some(outpost_net::tls::pem_cert_sha256(c).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?),
         None => None,
-        Some(hb) => {
-            let token = cluster_token.clone().unwrap_or_default();
-            let args = &config.args;
-            let template = outpost_proto::api::Heartbeat {
-                id: id.clone(),
-                region: args.region.clone(),
-                lat: hb.lat,
-                lon: hb.lon,
-                quic_addr: args.advertise_quic.unwrap_or(quic_addr).to_string(),
-                probe_addr: args.advertise_probe.unwrap_or(probe_addr).to_string(),
-                admin_url: args.advertise_admin.clone().unwrap_or_else(|| admin_url.clone()),
-                cert_sha256: cert_sha256.clone(),
-                capacity: args.capacity,
-                players: 0,
-                rooms: 0,
-                modules: Vec::new(),
-                cpu: 0.0,
-                interval_ms: hb.interval.as_millis() as u64,
-                accepting: true,
-            };
-            let ctx = Arc::new(heartbeat::HeartbeatCtx {
-                router: hb.router.clone(),
-                tls: hb.tls.clone(),
-                token,
-                template,
-                rooms: rooms.clone(),
-                modules: state.modules.clone(),
-                accepting: accepting.clone(),
-                metrics: metrics.clone(),
-                ticket_pubkey: args.ticket_pubkey.clone(),
-            });
-            tracing::info!(router = %hb.router, interval = ?hb.interval, "heartbeating into the router");
-            Some((tokio::spawn(heartbeat::run(ctx.clone(), hb.interval)), ctx))
-        }
     };
+    config.service.write_ready(&EdgeReady {
+        id: id.clone(),
+        quic: quic_addr.to_string(),
+        probe: probe_addr.to_string(),
+        admin: admin_addr.to_string(),
+        cert_sha256: cert.sha256(),
+        admin_url,
+        admin_tls_sha256,
+    })?;
+    let state = Arc::new(admin::AdminState {
+        node_id: id,
+        modules,
+        rooms: rooms.clone(),
+        metrics,
+        accepting: accepting.clone(),
+        quic_addr: quic_addr.to_string(),
+        cert_sha256: cert.sha256(),
+        outbox: outbox.clone(),
+        udp_stats: players.stats.clone(),
+        admin_token,
+        limits: config.admin.limits.clone(),
+    });
+    admin::serve(admin, state, config.admin.tls.clone(), shutdown).await;
 
-    {
-        let ready = EdgeReady {
-            id: id.clone(),
-            quic: quic_addr.to_string(),
-            probe: probe_addr.to_string(),
-            admin: admin_addr.to_string(),
-            cert_sha256,
-            admin_url: admin_url.clone(),
-            admin_tls_sha256: match &config.args.common.tls_cert {
-                Some(cert) => {
-                    Some(outpost_net::tls::pem_cert_sha256(cert).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?)
-                }
-                None => None,
-            },
-        };
-        config.args.common.write_ready(&ready)?;
-    }
-    admin::serve(admin, state, config.tls.clone(), shutdown).await;
-
-    // Drain: refuse joins, tell every player, then give the close frames time to go out.
+    // Drain: refuse joins, tell the router and every player, then give the close frames and the
+    // outbox the grace period.
     tracing::info!("shutting down: closing players");
     draining.store(true, std::sync::atomic::Ordering::Relaxed);
     accepting.store(false, std::sync::atomic::Ordering::Relaxed);
-    if let Some((task, ctx)) = &heartbeat_task {
+    if let Some((task, ctx)) = &heartbeat {
         task.abort();
         heartbeat::farewell(ctx).await;
     }
     let grace = config.shutdown_grace;
     let _ = tokio::time::timeout(grace, rooms.shutdown()).await;
-    player_endpoint.shutdown(grace).await;
+    players.shutdown(grace).await;
     beacon_task.abort();
     if let Some(t) = admission_task {
         t.abort();
     }
-    // Give the forwarder the grace period to hand the core what is left; the outbox is durable,
-    // so whatever it could not send goes after the restart.
-    if let (Some(o), Some(_)) = (&outbox, &forward_task) {
-        let flushed = async {
-            while o.acked() < o.durable() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        };
-        if tokio::time::timeout(grace, flushed).await.is_err() {
-            tracing::warn!(
-                durable = o.durable(),
-                acked = o.acked(),
-                "stopping with commits the core has not acked; they go after the restart"
-            );
-        }
+    // The outbox is durable, so whatever the core could not take goes after the restart.
+    if let (Some(o), Some(_)) = (&outbox, &forward_task)
+        && tokio::time::timeout(grace, o.caught_up()).await.is_err()
+    {
+        tracing::warn!(
+            durable = o.durable(),
+            acked = o.acked(),
+            "stopping with commits the core has not acked; they go after the restart"
+        );
     }
     if let Some(t) = forward_task {
         t.abort();
     }
-
     tracing::info!("edge node stopped");
     Ok(())
+}
+
+/// Joins stop while the outbox is over its soft limit, and resume when it drains; a draining
+/// node stays closed. Waits for the outbox to say the state changed.
+async fn admit_by_outbox(
+    outbox: Arc<forward::outbox::Outbox>,
+    accepting: Arc<std::sync::atomic::AtomicBool>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut over = outbox.watch_soft_limit();
+    let mut was_over = false;
+    loop {
+        let is_over = *over.borrow_and_update();
+        if is_over != was_over {
+            tracing::warn!(
+                over_soft_limit = is_over,
+                bytes = outbox.bytes(),
+                "outbox soft limit: joins {}",
+                if is_over { "refused" } else { "accepted again" }
+            );
+            was_over = is_over;
+        }
+        let draining = draining.load(std::sync::atomic::Ordering::Relaxed);
+        accepting.store(!draining && !is_over, std::sync::atomic::Ordering::Relaxed);
+        if over.changed().await.is_err() {
+            return;
+        }
+    }
 }

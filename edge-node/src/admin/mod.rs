@@ -25,6 +25,44 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 
+/// Largest request body other than a module upload (a room's create request and config, an
+/// operator signal): a megabyte holds any sane room config, and bounds what one request holds.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// How long a client has to send a request's headers (and a TLS handshake). Operators' tools on
+/// slow links get half a minute; a connection that says nothing is closed then.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where the admin API listens, over what, with what limits.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// TCP address.
+    pub listen: std::net::SocketAddr,
+    /// HTTPS, when `--tls-cert`/`--tls-key` are given.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Room defaults and limits.
+    pub limits: ApiLimits,
+}
+
+impl AdminSettings {
+    /// The URL scheme the API answers on.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
+/// Binds the admin API's listener, warning when the token would cross a network in clear.
+pub async fn bind(settings: &AdminSettings) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen_admin: binding {}: {e}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && settings.tls.is_none() {
+        tracing::warn!(%addr, "admin API bound to a non-loopback address without TLS: the token crosses the network in clear");
+    }
+    Ok(listener)
+}
+
 /// Room defaults and limits the API applies.
 #[derive(Debug, Clone)]
 pub struct ApiLimits {
@@ -79,7 +117,7 @@ pub async fn serve(
         let state = state.clone();
         async move { handle(state, req).await }
     };
-    outpost_net::http::serve(listener, std::time::Duration::from_secs(30), tls, handle, shutdown).await;
+    outpost_net::http::serve(listener, HEADER_READ_TIMEOUT, tls, handle, shutdown).await;
 }
 
 fn bytes_reply(body: Vec<u8>) -> Resp {

@@ -24,6 +24,17 @@ pub struct CoreTarget {
     pub cert_sha256: String,
 }
 
+/// Where committed state goes and how much of it may wait.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    /// The cores, tried in order.
+    pub cores: Vec<CoreTarget>,
+    /// The outbox's limits.
+    pub outbox: outbox::OutboxLimits,
+    /// How long a join waits for the player's saved state.
+    pub load_timeout: Duration,
+}
+
 /// Updates per batch sent to the core.
 const BATCH: usize = 1000;
 /// How long a batch may wait for its ack before the link is taken for dead (a core killed

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -91,8 +91,21 @@ struct Shared {
     bytes: AtomicU64,
     queued_bytes: AtomicU64,
     broken: Mutex<Option<String>>,
-    over_soft: AtomicBool,
+    /// Whether the outbox is over its soft limit; changes are sent, so the node's admission
+    /// waits for them instead of polling.
+    over_soft: tokio::sync::watch::Sender<bool>,
+    /// The acked sequence number, for whoever waits for the core to catch up (a draining node).
+    acked_watch: tokio::sync::watch::Sender<u64>,
     tail: Mutex<Tail>,
+}
+
+impl Shared {
+    /// Sends only a change, so the writer and the acks pay a lock only when the state flips.
+    fn set_over_soft(&self, over: bool) {
+        if *self.over_soft.borrow() != over {
+            self.over_soft.send_replace(over);
+        }
+    }
 }
 
 /// The outbox.
@@ -265,7 +278,8 @@ impl Outbox {
             bytes: AtomicU64::new(bytes),
             queued_bytes: AtomicU64::new(0),
             broken: Mutex::new(None),
-            over_soft: AtomicBool::new(bytes > limits.soft_bytes),
+            over_soft: tokio::sync::watch::Sender::new(bytes > limits.soft_bytes),
+            acked_watch: tokio::sync::watch::Sender::new(acked.min(last_seq)),
             tail: Mutex::new(Tail::default()),
         });
         let (tx, rx) = flume::bounded::<Pending>(65_536);
@@ -342,7 +356,19 @@ impl Outbox {
 
     /// True while the outbox holds more than its soft limit (the node refuses joins).
     pub fn over_soft_limit(&self) -> bool {
-        self.shared.over_soft.load(Ordering::Relaxed)
+        *self.shared.over_soft.borrow()
+    }
+
+    /// Tells of every change of [`Outbox::over_soft_limit`].
+    pub fn watch_soft_limit(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.over_soft.subscribe()
+    }
+
+    /// Waits until the core has acked everything durable now.
+    pub async fn caught_up(&self) {
+        let target = self.durable();
+        let mut acked = self.shared.acked_watch.subscribe();
+        let _ = acked.wait_for(|a| *a >= target).await;
     }
 
     /// Time from a guest's commit to the core's ack of it (commits replayed from disk after a
@@ -363,6 +389,7 @@ impl Outbox {
             return;
         }
         self.shared.acked.store(seq, Ordering::Relaxed);
+        self.shared.acked_watch.send_replace(seq);
         let deletes = self
             .shared
             .segments
@@ -405,7 +432,7 @@ impl Outbox {
         }
         segs.drain(..removed);
         let bytes = self.shared.bytes.load(Ordering::Relaxed);
-        self.shared.over_soft.store(bytes > self.limits.soft_bytes, Ordering::Relaxed);
+        self.shared.set_over_soft(bytes > self.limits.soft_bytes);
     }
 
     /// Up to `max` durable updates from `from` on, in order (for the forwarder).
@@ -530,7 +557,7 @@ impl Writer {
         self.shared
             .queued_bytes
             .fetch_sub(queued.min(self.shared.queued_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-        self.shared.over_soft.store(bytes > self.limits.soft_bytes, Ordering::Relaxed);
+        self.shared.set_over_soft(bytes > self.limits.soft_bytes);
         if let Ok(mut tail) = self.shared.tail.lock() {
             // The writer alone appends, in sequence order, so the tail stays consecutive; trimming
             // its front only sends the reader to disk for the oldest records.

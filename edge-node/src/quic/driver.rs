@@ -427,7 +427,7 @@ impl Driver {
     /// Closes players whose reliable backlog has stayed over its limit past the grace period
     /// while their stream took nothing (a room that stopped sending to them would never check).
     fn sweep_slow(&mut self, now: Instant) {
-        self.next_sweep = now + self.ctx.limits.slow_grace / 2;
+        self.next_sweep = now + self.ctx.session.limits.slow_grace / 2;
         for (ch, c) in self.conns.iter_mut() {
             if !c.conn.is_closed() {
                 c.session.check_stalled(now);
@@ -634,7 +634,7 @@ fn admit_later(rt: &tokio::runtime::Handle, ctx: &Arc<PlayerCtx>, inbox: &Arc<In
     rt.spawn(async move {
         let conn: Arc<dyn PlayerTransport> = Arc::new(ConnRef { key, inbox: inbox.clone() });
         let result = super::admit(&ctx, &ticket, |t| {
-            PlayerLink::new(t.player, t.name.clone(), conn, ctx.limits.clone(), ctx.metrics.clone())
+            PlayerLink::new(t.player, t.name.clone(), conn, ctx.session.limits.clone(), ctx.metrics.clone())
         })
         .await;
         inbox.push(Op::Admitted(key, Box::new(result)));

@@ -50,20 +50,107 @@ pub struct PlayerCtx {
     pub modules: Arc<ModuleStore>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Per-player limits.
-    pub limits: Arc<PlayerLimits>,
     /// False while draining: joins are refused with `node-not-accepting`.
     pub accepting: Arc<AtomicBool>,
     /// Loads joining players' saved state from the core, when the node forwards to one.
     pub loader: Option<Arc<crate::forward::loader::StateLoader>>,
-    /// How long a client has to send its `Join`.
-    pub join_timeout: Duration,
     /// Player cap for relay rooms.
     pub relay_max_players: u32,
     /// Default tick rate (relay rooms report it).
     pub default_tick_hz: u32,
     /// What the player sessions share.
     pub session: SessionCtx,
+}
+
+/// The player endpoint's address and limits.
+#[derive(Debug, Clone)]
+pub struct PlayerSettings {
+    /// UDP address to serve players on.
+    pub listen: std::net::SocketAddr,
+    /// Per-player limits.
+    pub limits: PlayerLimits,
+    /// The router's ticket key; `None` refuses every join.
+    pub ticket_key: Option<Ed25519PublicKey>,
+    /// Longest a ticket may be valid for (and so how long a used nonce is remembered).
+    pub ticket_lifetime: Duration,
+    /// Used nonces remembered at most.
+    pub max_live_tickets: usize,
+    /// Player connections at once.
+    pub max_connections: usize,
+    /// Connections still joining from one address at once.
+    pub max_joining_per_ip: u32,
+    /// How long a connection has to send its `Join`.
+    pub join_timeout: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Most packets in one `sendmmsg` (0: one `sendmsg` each).
+    pub send_batch: usize,
+    /// Player cap of relay rooms.
+    pub relay_max_players: u32,
+    /// Tick rate relay rooms report.
+    pub default_tick_hz: u32,
+}
+
+/// What the player endpoint works with, from the rest of the node.
+pub struct PlayerNode {
+    /// This node's id (tickets must name it).
+    pub node_id: String,
+    /// Rooms.
+    pub rooms: Arc<Rooms>,
+    /// Modules.
+    pub modules: Arc<ModuleStore>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Saved-state loads, when the node forwards to a core.
+    pub loader: Option<Arc<crate::forward::loader::StateLoader>>,
+    /// False while the node refuses joins.
+    pub accepting: Arc<AtomicBool>,
+}
+
+/// Binds the player socket and starts serving players on it, with `cert` as the node's QUIC
+/// certificate.
+pub fn start(
+    settings: &PlayerSettings,
+    cert: &outpost_net::tls::NodeCert,
+    node: PlayerNode,
+) -> anyhow::Result<driver::PlayerEndpoint> {
+    let limits = Arc::new(settings.limits.clone());
+    let mut transport = outpost_net::tls::player_transport(settings.idle_timeout, 1);
+    let window = limits.receive_window();
+    transport
+        .stream_receive_window(window.into())
+        .receive_window(window.into())
+        .datagram_receive_buffer_size(Some(limits.datagram_in_bytes))
+        .datagram_send_buffer_size(limits.datagram_out_bytes);
+    let server = outpost_net::tls::server_config(cert, outpost_net::tls::ALPN_PLAYER, transport)?;
+    let listen = settings.listen;
+    let socket = outpost_net::udp::bind_udp(listen, outpost_net::udp::UDP_BUFFER_BYTES)
+        .map_err(|e| anyhow::anyhow!("listen_quic: binding {listen}: {e}"))?;
+    if settings.ticket_key.is_none() {
+        tracing::warn!("no --ticket-pubkey: every player join will be refused");
+    }
+    let ctx = Arc::new(PlayerCtx {
+        loader: node.loader,
+        node_id: node.node_id,
+        ticket_key: settings.ticket_key,
+        replay: Mutex::new(ReplayGuard::new(settings.max_live_tickets, settings.ticket_lifetime.as_secs())),
+        sessions: Mutex::default(),
+        admission: admission::Admission::new(settings.max_connections, settings.max_joining_per_ip),
+        session: SessionCtx {
+            rooms: node.rooms.clone(),
+            limits,
+            metrics: node.metrics.clone(),
+            join_timeout: settings.join_timeout,
+        },
+        rooms: node.rooms,
+        modules: node.modules,
+        metrics: node.metrics,
+        accepting: node.accepting,
+        relay_max_players: settings.relay_max_players,
+        default_tick_hz: settings.default_tick_hz,
+    });
+    driver::PlayerEndpoint::start(socket, server, ctx, settings.send_batch)
+        .map_err(|e| anyhow::anyhow!("listen_quic: serving {listen}: {e}"))
 }
 
 fn now_unix() -> u64 {
