@@ -52,10 +52,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    let result = match cli.command {
+    outpost_cli::run_command("outpost-bench", || match cli.command {
         Command::Players(b) => b.run(),
         Command::Core(b) => b.run(),
         Command::Forward(b) => b.run(),
@@ -63,11 +60,7 @@ fn main() {
         Command::Http(b) => b.run(),
         Command::HelloServer(h) => h.run(),
         Command::EchoServer(e) => e.run(),
-    };
-    if let Err(e) = result {
-        eprintln!("outpost-bench: {e:#}");
-        std::process::exit(1);
-    }
+    });
 }
 
 #[cfg(test)]

@@ -45,10 +45,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    let result = match cli.command {
+    outpost_cli::run_command("outpost", || match cli.command {
         Command::Ticket(t) => t.run(),
         Command::Cert(c) => c.run(),
         Command::Probe(p) => p.run(),
@@ -58,11 +55,7 @@ fn main() {
         Command::Rooms(r) => r.run(),
         Command::Deploy(d) => d.run(),
         Command::Connect(c) => c.run(),
-    };
-    if let Err(e) = result {
-        eprintln!("outpost: {e:#}");
-        std::process::exit(1);
-    }
+    });
 }
 
 #[cfg(test)]

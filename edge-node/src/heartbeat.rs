@@ -6,7 +6,7 @@ use crate::modules::ModuleStore;
 use crate::room::Rooms;
 use crate::telemetry::Metrics;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use outpost_proto::api::{Heartbeat, HeartbeatAck, NodeModule};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,7 +123,8 @@ async fn send(ctx: &HeartbeatCtx, hb: &Heartbeat, timeout: Duration) -> Result<H
             .map_err(|e| connect(&e))?;
         let resp = sender.send_request(req).await.map_err(|e| connect(&e))?;
         let status = resp.status();
-        let body = Limited::new(resp.into_body(), 64 << 10).collect().await.map_err(|e| connect(&e))?.to_bytes();
+        let (parts, body) = resp.into_parts();
+        let body = outpost_net::http::read_body(&parts.headers, body, 64 << 10).await.map_err(|e| connect(&e))?;
         driver.abort();
         if !status.is_success() {
             return Err(HeartbeatError::Refused {

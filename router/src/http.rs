@@ -5,10 +5,8 @@
 
 use crate::routing::{HeartbeatError, ProbeError, RouteRequest, Router};
 use crate::select::NoNode;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use ipnet::IpNet;
 use outpost_net::http::{HttpError, json, read_body};
 use outpost_net::service::{Role, Tokens};
@@ -178,10 +176,11 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
         (Method::GET, "/healthz") => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         (Method::GET, "/metrics") => {
             let counts = router.read_registry().health_counts(Instant::now());
-            Ok(Response::builder()
-                .header("content-type", outpost_net::metrics::CONTENT_TYPE)
-                .body(Full::new(Bytes::from(router.metrics.render(counts))))
-                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+            Ok(outpost_net::http::body(
+                StatusCode::OK,
+                outpost_net::metrics::CONTENT_TYPE,
+                router.metrics.render(counts).into_bytes(),
+            ))
         }
         (Method::GET, "/v1/pubkey") => {
             Ok(json(StatusCode::OK, &serde_json::json!({"pubkey": router.issuer().pubkey()})))

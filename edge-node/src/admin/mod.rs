@@ -120,13 +120,6 @@ pub async fn serve(
     outpost_net::http::serve(listener, HEADER_READ_TIMEOUT, tls, handle, shutdown).await;
 }
 
-fn bytes_reply(body: Vec<u8>) -> Resp {
-    Response::builder()
-        .header("content-type", "application/octet-stream")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
 fn authorized(state: &AdminState, req: &Req) -> bool {
     let value = req.parts.headers.get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
     value.and_then(outpost_net::service::bearer).is_some_and(|t| state.admin_token.matches(t))
@@ -261,7 +254,11 @@ async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
         (&Method::POST, ["v1", "rooms", id, "signal"]) => {
             let id = id.to_string();
             let body = read_body(req, state.limits.max_body_bytes).await?;
-            Ok(bytes_reply(state.rooms.signal(&id, body.to_vec()).await?))
+            Ok(outpost_net::http::body(
+                StatusCode::OK,
+                "application/octet-stream",
+                state.rooms.signal(&id, body.to_vec()).await?,
+            ))
         }
         (&Method::POST, ["v1", "rooms", id, "upgrade"]) => upgrade_room(state, id).await,
         (_, ["v1", ..]) | (_, ["healthz"]) | (_, ["metrics"]) => {
@@ -299,10 +296,7 @@ fn metrics(state: &AdminState) -> Resp {
     g.process_cpu_seconds.set(process_cpu_seconds());
     g.room_workers_cpu_seconds.set(room_workers_cpu_seconds());
     g.process_resident_bytes.set(process_rss_bytes());
-    Response::builder()
-        .header("content-type", outpost_net::metrics::CONTENT_TYPE)
-        .body(Full::new(Bytes::from(m.render())))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    outpost_net::http::body(StatusCode::OK, outpost_net::metrics::CONTENT_TYPE, m.render().into_bytes())
 }
 
 /// User + system CPU of this process, for `outpost bench` to compute CPU per player-tick.
