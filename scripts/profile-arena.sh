@@ -46,11 +46,13 @@ CATEGORIES = [
     ("quinn-proto: decrypt and process packets (handle_event)", "Connection::handle_event"),
     ("quinn-proto: endpoint demultiplexing", "quinn_proto::endpoint::Endpoint::handle"),
     ("application loop: node transport / echo loop", "edge_node::quic::driver"),
+    ("application loop: node transport / echo loop", "edge_node::quic::carrier"),
+    ("application loop: node transport / echo loop", "edge_node::session"),
     ("application loop: node transport / echo loop", "echo_server"),
     ("application loop: node transport / echo loop", "echo_direct"),
     ("quinn: connection driver, the rest", "ConnectionDriver"),
     ("quinn: endpoint driver, the rest", "EndpointDriver"),
-    ("node: batched send, the rest", "outpost_client::batch"),
+    ("node: batched send, the rest", "outpost_net::udp::batch"),
 ]
 OTHER = "the rest (tokio's scheduler and timers, allocator, epoch ticker)"
 
