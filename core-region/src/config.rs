@@ -51,6 +51,8 @@ pub struct Config {
     pub hello_timeout: Duration,
     /// Idle timeout.
     pub idle_timeout: Duration,
+    /// How long a reader may take over a request's headers and its body.
+    pub http_timeouts: outpost_net::http::Timeouts,
 }
 
 impl outpost_net::service::Service for Args {
@@ -92,7 +94,8 @@ impl Args {
             return Err(bad("idle_timeout", "must be at least 1s"));
         }
         let tls = self.common.https()?;
-        Ok(Config { args: self, tls, hello_timeout, idle_timeout })
+        let http_timeouts = self.common.http_timeouts(crate::HEADER_READ_TIMEOUT)?;
+        Ok(Config { args: self, tls, hello_timeout, idle_timeout, http_timeouts })
     }
 }
 

@@ -4,9 +4,8 @@
 
 use crate::store::Store;
 use crate::telemetry::Metrics;
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
-use outpost_net::http::{HttpError, Reply, body, json};
+use hyper::{Method, StatusCode};
+use outpost_net::http::{HttpError, Reply, Req, body, json};
 use outpost_net::service::Tokens;
 use std::sync::Arc;
 
@@ -26,7 +25,7 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
     HttpError::new(status, code, message).reply()
 }
 
-fn authorized(ctx: &HttpCtx, req: &Request<Incoming>) -> bool {
+fn authorized(ctx: &HttpCtx, req: &Req) -> bool {
     ctx.tokens.role(req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes())).is_some()
 }
 
@@ -39,7 +38,7 @@ struct Item {
 }
 
 /// Handles one request.
-pub async fn handle(ctx: Arc<HttpCtx>, req: Request<Incoming>) -> Reply {
+pub async fn handle(ctx: Arc<HttpCtx>, req: Req) -> Reply {
     let path = req.uri().path().to_string();
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", format!("{} {path}", req.method()));

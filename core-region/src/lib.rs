@@ -78,8 +78,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         http: http_addr.to_string(),
         cert_sha256: cert.sha256(),
     })?;
-    let handle = move |req, _peer| http::handle(http_ctx.clone(), req);
-    outpost_net::http::serve(http, HEADER_READ_TIMEOUT, config.tls.clone(), handle, shutdown).await;
+    let handle = move |req| http::handle(http_ctx.clone(), req);
+    outpost_net::http::serve(http, config.http_timeouts, config.tls.clone(), handle, shutdown).await;
     endpoint.close(0u32.into(), b"core shutting down");
     ingest_task.abort();
     tracing::info!("core region stopped");

@@ -499,6 +499,7 @@ impl Args {
             limits: crate::admin::ApiLimits {
                 max_upload_bytes: self.max_upload_bytes,
                 max_body_bytes: crate::admin::MAX_BODY_BYTES,
+                timeouts: self.common.http_timeouts(crate::admin::HEADER_READ_TIMEOUT)?,
                 default_tick_hz: self.tick_hz,
                 default_max_players: self.max_players,
                 max_tick_hz: MAX_TICK_HZ,

@@ -124,7 +124,8 @@ async fn send(ctx: &HeartbeatCtx, hb: &Heartbeat, timeout: Duration) -> Result<H
         let resp = sender.send_request(req).await.map_err(|e| connect(&e))?;
         let status = resp.status();
         let (parts, body) = resp.into_parts();
-        let body = outpost_net::http::read_body(&parts.headers, body, 64 << 10).await.map_err(|e| connect(&e))?;
+        let body =
+            outpost_net::http::read_body(&parts.headers, body, 64 << 10, timeout).await.map_err(|e| connect(&e))?;
         driver.abort();
         if !status.is_success() {
             return Err(HeartbeatError::Refused {

@@ -44,9 +44,27 @@ pub struct CommonArgs {
     /// OUTPOST_CLUSTER_TOKEN; else generated into the data dir.
     #[arg(long, env = "OUTPOST_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: Option<PathBuf>,
+    /// Longest a client may take to send a request body once the server asks for it (50ms to
+    /// 5m); a slower one gets 408 and the connection closes.
+    #[arg(long, env = "OUTPOST_BODY_READ_TIMEOUT", default_value = "10s")]
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: String,
+}
+
+fn default_body_read_timeout() -> String {
+    "10s".into()
 }
 
 impl CommonArgs {
+    /// The HTTP API's time limits: `header` is the binary's, the body's is `--body-read-timeout`.
+    pub fn http_timeouts(&self, header: std::time::Duration) -> Result<crate::http::Timeouts, ConfigError> {
+        let body = outpost_proto::config::parse_duration("body_read_timeout", &self.body_read_timeout)?;
+        if !(std::time::Duration::from_millis(50)..=std::time::Duration::from_secs(300)).contains(&body) {
+            return Err(bad("body_read_timeout", "must be between 50ms and 5m"));
+        }
+        Ok(crate::http::Timeouts { header, body })
+    }
+
     /// The HTTPS server config from `--tls-cert`/`--tls-key`, checked.
     pub fn https(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
         https_config(self.tls_cert.as_deref(), self.tls_key.as_deref())

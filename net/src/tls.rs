@@ -440,9 +440,9 @@ mod https_tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(crate::http::serve(
             listener,
-            Duration::from_secs(5),
+            crate::http::Timeouts { header: Duration::from_secs(5), body: Duration::from_secs(5) },
             Some(server),
-            |_req, _peer| async { crate::http::json(hyper::StatusCode::OK, &"ok") },
+            |_req| async { crate::http::json(hyper::StatusCode::OK, &"ok") },
             std::future::pending(),
         ));
         addr

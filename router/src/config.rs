@@ -121,8 +121,8 @@ pub struct Config {
     pub geo: GeoModel,
     /// The player-auth secret, if any.
     pub player_auth_secret: Option<Vec<u8>>,
-    /// Header read timeout.
-    pub header_read_timeout: Duration,
+    /// How long a client may take over a request's headers and its body.
+    pub http_timeouts: outpost_net::http::Timeouts,
     /// HTTPS, when `--tls-cert`/`--tls-key` are given.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
@@ -217,6 +217,7 @@ impl Args {
         if !(Duration::from_millis(50)..=Duration::from_secs(300)).contains(&header_read_timeout) {
             return Err(bad("header_read_timeout", "must be between 50ms and 5m"));
         }
+        let http_timeouts = self.common.http_timeouts(header_read_timeout)?;
         let learn = LearnLimits {
             max_prefixes: self.probe_prefixes,
             max_cells: self.probe_cells,
@@ -225,17 +226,7 @@ impl Args {
             ..LearnLimits::default()
         };
         let geo = GeoModel { path_inflation: self.path_inflation, overhead_ms: self.geo_overhead_ms };
-        Ok(Config {
-            tls,
-            args: self,
-            trusted,
-            ticket_ttl,
-            forget_after,
-            learn,
-            geo,
-            player_auth_secret,
-            header_read_timeout,
-        })
+        Ok(Config { tls, args: self, trusted, ticket_ttl, forget_after, learn, geo, player_auth_secret, http_timeouts })
     }
 }
 

@@ -5,10 +5,9 @@
 
 use crate::routing::{HeartbeatError, ProbeError, RouteRequest, Router};
 use crate::select::NoNode;
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use ipnet::IpNet;
-use outpost_net::http::{HttpError, json, read_body};
+use outpost_net::http::{HttpError, Req, json};
 use outpost_net::service::{Role, Tokens};
 use outpost_proto::api::{Heartbeat, HeartbeatAck, NodeList, ProbeBatch};
 use outpost_proto::rate::TokenBucket;
@@ -33,8 +32,8 @@ pub struct HttpState {
     pub player_auth_secret: Option<Vec<u8>>,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// How long a client has to send a request's headers.
-    pub header_read_timeout: std::time::Duration,
+    /// How long a client has to send a request's headers and its body.
+    pub timeouts: outpost_net::http::Timeouts,
     /// Per-client-address limit on routes and probe reports.
     pub clients: ClientLimiter,
 }
@@ -99,16 +98,16 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let timeout = state.header_read_timeout;
-    let handle = move |req, peer| {
+    let timeouts = state.timeouts;
+    let handle = move |req: Req| {
         let state = state.clone();
-        async move { handle(&state, req, peer).await }
+        async move { handle(&state, req).await }
     };
-    outpost_net::http::serve(listener, timeout, tls, handle, shutdown).await;
+    outpost_net::http::serve(listener, timeouts, tls, handle, shutdown).await;
 }
 
-async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Resp {
-    match route(state, req, peer).await {
+async fn handle(state: &HttpState, req: Req) -> Resp {
+    match route(state, &req).await {
         Ok(r) => r,
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
@@ -127,7 +126,7 @@ enum Caller {
     Anonymous,
 }
 
-fn caller(state: &HttpState, req: &Request<Incoming>) -> Caller {
+fn caller(state: &HttpState, req: &Req) -> Caller {
     match state.tokens.role(req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes())) {
         Some(Role::Admin) => Caller::Admin,
         Some(Role::Cluster) => Caller::Cluster,
@@ -135,9 +134,8 @@ fn caller(state: &HttpState, req: &Request<Incoming>) -> Caller {
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, HttpError> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(&parts.headers, body, limit).await?;
+async fn read_json<T: serde::de::DeserializeOwned>(req: &Req, limit: usize) -> Result<T, HttpError> {
+    let body = req.body(limit).await?;
     serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(format!("malformed JSON: {e}")))
 }
 
@@ -165,12 +163,13 @@ fn client_of(
         .map_err(|_| HttpError::bad_request(format!("ip {ip:?} is not an address")))
 }
 
-fn forwarded_for(req: &Request<Incoming>) -> Option<String> {
+fn forwarded_for(req: &Req) -> Option<String> {
     req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, HttpError> {
+async fn route(state: &HttpState, req: &Req) -> Result<Resp, HttpError> {
     let router = &state.router;
+    let peer = req.peer;
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/healthz") => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
@@ -186,7 +185,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             Ok(json(StatusCode::OK, &serde_json::json!({"pubkey": router.issuer().pubkey()})))
         }
         (Method::POST, "/v1/nodes/heartbeat") => {
-            if caller(state, &req) != Caller::Cluster {
+            if caller(state, req) != Caller::Cluster {
                 router.metrics.heartbeats_rejected.inc();
                 return Err(HttpError::unauthorized("heartbeats need the cluster token (Authorization: Bearer ...)"));
             }
@@ -203,20 +202,23 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             Ok(json(StatusCode::OK, &HeartbeatAck { pubkey: router.issuer().pubkey().to_string() }))
         }
         (Method::GET, "/v1/nodes") => {
-            if caller(state, &req) == Caller::Anonymous {
+            if caller(state, req) == Caller::Anonymous {
                 return Err(HttpError::unauthorized("the registry needs the admin or cluster token"));
             }
             let nodes = router.read_registry().status(Instant::now());
             Ok(json(StatusCode::OK, &NodeList { nodes }))
         }
         (Method::POST, "/v1/probes") => {
-            let admin = caller(state, &req) == Caller::Admin;
-            let xff = forwarded_for(&req);
+            let admin = caller(state, req) == Caller::Admin;
+            let xff = forwarded_for(req);
+            if !admin {
+                // Before the body: a client over its rate costs no body read.
+                limited(state, false, client_of(state, false, xff.as_deref(), peer, None)?)?;
+            }
             let batch: ProbeBatch = read_json(req, state.max_body_bytes).await.inspect_err(|_| {
                 router.metrics.probe_rejected.inc();
             })?;
             let client = client_of(state, admin, xff.as_deref(), peer, batch.ip.as_deref())?;
-            limited(state, admin, client)?;
             let ack = router.probes(&batch.results, client, Instant::now()).map_err(|e| {
                 router.metrics.probe_rejected.inc();
                 HttpError::from(e)
@@ -229,8 +231,8 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> R
             let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
             let module = get("module").ok_or_else(|| HttpError::bad_request("module is required"))?;
             outpost_proto::ids::check_name("module", module).map_err(|e| HttpError::bad_request(e.to_string()))?;
-            let admin = caller(state, &req) == Caller::Admin;
-            let client = client_of(state, admin, forwarded_for(&req).as_deref(), peer, get("ip"))?;
+            let admin = caller(state, req) == Caller::Admin;
+            let client = client_of(state, admin, forwarded_for(req).as_deref(), peer, get("ip"))?;
             limited(state, admin, client)?;
             let player = match (get("player"), &state.player_auth_secret) {
                 (Some(p), secret) => {

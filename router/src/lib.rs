@@ -99,7 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         trusted: config.trusted.clone(),
         player_auth_secret: config.player_auth_secret.clone(),
         max_body_bytes: config.args.max_body_bytes,
-        header_read_timeout: config.header_read_timeout,
+        timeouts: config.http_timeouts,
         clients: http::ClientLimiter::new(config.args.client_rate, config.args.client_burst, config.args.client_table),
     });
     {

@@ -26,9 +26,15 @@ pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target")
 }
 
-/// Path of a release binary; fails with the command that builds it.
+/// Path of a release binary; fails with the command that builds it. `OUTPOST_TEST_BIN_DIR`
+/// points the tests at other builds of the servers, e.g. to show that a new test fails on an
+/// older build.
 pub fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join("release").join(name);
+    let dir = std::env::var_os("OUTPOST_TEST_BIN_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.join(name).exists())
+        .unwrap_or_else(|| target_dir().join("release"));
+    let p = dir.join(name);
     assert!(p.exists(), "{} is missing: run `make build`", p.display());
     p
 }
@@ -45,6 +51,17 @@ pub fn cli_env<'a>(cmd: &'a mut Command, router: &str) -> &'a mut Command {
 pub fn guest(name: &str) -> Vec<u8> {
     let p = target_dir().join("guests").join(format!("{name}.wasm"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}: run `make guests`", p.display()))
+}
+
+/// The most memory a process has had resident (`VmHWM`), KiB: what an attack cost at its
+/// worst, since allocators keep freed memory and the current size hides nothing.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM for process {pid}"))
 }
 
 /// Polls `f` until it returns `Some`, or fails after `timeout`.
@@ -288,6 +305,11 @@ impl Router {
         format!("http://{}", self.ready.http)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A request with a token (or none) and extra headers.
     pub fn request(
         &self,
@@ -365,6 +387,11 @@ pub struct Core {
 }
 
 impl Core {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a core on loopback port 0 in a fresh data dir with extra flags.
     pub fn start(extra: &[&str]) -> Result<Core> {
         let tmp = tempfile::tempdir()?;

@@ -13,10 +13,9 @@ use crate::room::worker::RoomSpec;
 use crate::telemetry::Metrics;
 use bytes::Bytes;
 use error::ApiError;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use outpost_net::http::json;
+use http_body_util::Full;
+use hyper::{Method, Response, StatusCode};
+use outpost_net::http::{Req, json};
 use outpost_proto::api::CreateRoom;
 use outpost_proto::ids::check_name;
 use std::collections::HashMap;
@@ -76,6 +75,8 @@ pub struct ApiLimits {
     pub default_max_players: u32,
     /// Highest tick rate a room may ask for.
     pub max_tick_hz: u32,
+    /// How long a client may take over a request's headers and its body.
+    pub timeouts: outpost_net::http::Timeouts,
 }
 
 /// What the handlers share.
@@ -113,11 +114,12 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let handle = move |req, _peer| {
+    let timeouts = state.limits.timeouts;
+    let handle = move |req| {
         let state = state.clone();
         async move { handle(state, req).await }
     };
-    outpost_net::http::serve(listener, HEADER_READ_TIMEOUT, tls, handle, shutdown).await;
+    outpost_net::http::serve(listener, timeouts, tls, handle, shutdown).await;
 }
 
 fn authorized(state: &AdminState, req: &Req) -> bool {
@@ -152,48 +154,25 @@ fn query_u32(
     Ok(Some(n))
 }
 
-/// A request whose body is read at most once, so that an early error reply can still drain a
-/// small unread body (closing with unread bytes makes the kernel reset the connection, and the
-/// client may never see the reply).
-struct Req {
-    parts: hyper::http::request::Parts,
-    body: Option<Incoming>,
+/// Reads a body of at most `limit` bytes; a declared length over it is refused unread. What a
+/// refused request leaves unread is discarded (bounded) by the server after the reply.
+async fn read_body(req: &Req, limit: usize) -> Result<Bytes, ApiError> {
+    req.body(limit).await
 }
 
-/// Reads a body of at most `limit` bytes; a declared length over it is refused unread.
-async fn read_body(req: &mut Req, limit: usize) -> Result<Bytes, ApiError> {
-    let body = req.body.take().ok_or_else(|| ApiError::internal("body read twice"))?;
-    outpost_net::http::read_body(&req.parts.headers, body, limit).await
-}
-
-async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Resp {
-    let (parts, body) = req.into_parts();
-    let mut req = Req { parts, body: Some(body) };
-    let result = route(&state, &mut req).await;
-    if let (Err(e), Some(body)) = (&result, req.body.take())
-        && e.status != StatusCode::PAYLOAD_TOO_LARGE
-    {
-        let drain = Limited::new(body, state.limits.max_body_bytes).collect();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
-    }
-    match result {
+async fn handle(state: Arc<AdminState>, req: Req) -> Resp {
+    match route(&state, &req).await {
         Ok(r) => r,
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED {
                 state.metrics.admin_unauthorized_total.inc();
             }
-            let close = e.status == StatusCode::PAYLOAD_TOO_LARGE;
-            let mut r = json(e.status, &e.body());
-            if close {
-                // The unread body may still be arriving; do not keep reading it for keep-alive.
-                r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
-            }
-            r
+            json(e.status, &e.body())
         }
     }
 }
 
-async fn route(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
+async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
     let path = req.parts.uri.path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.parts.method.clone();
@@ -349,7 +328,7 @@ pub fn process_rss_bytes() -> f64 {
     pages * page
 }
 
-async fn put_module(state: &AdminState, name: &str, req: &mut Req) -> Result<Resp, ApiError> {
+async fn put_module(state: &AdminState, name: &str, req: &Req) -> Result<Resp, ApiError> {
     check_name("module name", name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if name == "relay" {
         return Err(ApiError::conflict("`relay` is the built-in relay room kind and cannot be replaced"));
@@ -391,7 +370,7 @@ async fn delete_module(state: &AdminState, name: &str, force: bool) -> Result<Re
     Ok(json(StatusCode::OK, &serde_json::json!({"name": rec.name, "deleted": true})))
 }
 
-async fn create_room(state: &AdminState, req: &mut Req) -> Result<Resp, ApiError> {
+async fn create_room(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
     let body = read_body(req, state.limits.max_body_bytes).await?;
     let spec: CreateRoom =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad room request: {e}")))?;
