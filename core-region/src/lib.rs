@@ -40,6 +40,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let data = &config.args.common.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
+    outpost_net::files::sweep_temp(data);
     let tokens = config.args.common.tokens()?;
     let store = tokio::task::spawn_blocking({
         let config = config.clone();

@@ -65,6 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // What lives on disk: the data dir, the node's id, its tokens and its QUIC certificate.
     let data = &config.service.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
+    outpost_net::files::sweep_temp(data);
     let id = node_id(&config)?;
     let admin_token = outpost_net::service::TokenHash::of(&config.service.admin_token()?);
     let cluster_token = match config.forward.is_some() || config.heartbeat.is_some() {

@@ -65,6 +65,10 @@ pub struct ModuleStore {
     dir: PathBuf,
     records: Mutex<BTreeMap<String, ModuleRecord>>,
     compiled: moka::sync::Cache<String, Arc<Compiled>>,
+    /// Held while a module's files and record change (upload, delete), so that uploads of one
+    /// name happen one after another: the record on disk and the one in memory then always name
+    /// the version of the upload that finished last. Compiling happens before, outside it.
+    changes: Mutex<()>,
 }
 
 impl ModuleStore {
@@ -76,9 +80,15 @@ impl ModuleStore {
             dir: dir.to_path_buf(),
             records: Mutex::new(BTreeMap::new()),
             compiled: moka::sync::Cache::new(256),
+            changes: Mutex::new(()),
         };
         for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path().join("module.json");
+            let module_dir = entry?.path();
+            // A crash mid-upload leaves a temporary file behind; nothing else reads it.
+            if module_dir.is_dir() {
+                outpost_net::files::sweep_temp(&module_dir);
+            }
+            let path = module_dir.join("module.json");
             let Ok(text) = std::fs::read(&path) else {
                 continue;
             };
@@ -119,6 +129,12 @@ impl ModuleStore {
         defaults: (u32, u32),
     ) -> Result<(ModuleRecord, bool), ModulesError> {
         let version = outpost_proto::ids::sha256_hex(bytes);
+        // Concurrent uploads of the same bytes compile once; the others wait for that compile.
+        let compiled = self
+            .compiled
+            .try_get_with(version.clone(), || self.host.load(bytes).map(Arc::new))
+            .map_err(|e| ModulesError::Invalid((*e).clone()))?;
+        let _changing = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.lock().get(name).cloned();
         if let Some(prev) = &previous
             && prev.version == version
@@ -127,14 +143,6 @@ impl ModuleStore {
         {
             return Ok((prev.clone(), false));
         }
-        let compiled = match self.compiled.get(&version) {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(self.host.load(bytes)?);
-                self.compiled.insert(version.clone(), c.clone());
-                c
-            }
-        };
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         write_atomic(&dir.join(format!("{version}.wasm")), bytes)?;
@@ -184,6 +192,7 @@ impl ModuleStore {
 
     /// Removes a module and its files. Rooms still running keep their compiled instance.
     pub fn delete(&self, name: &str) -> Result<ModuleRecord, ModulesError> {
+        let _changing = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         let rec = self.lock().remove(name).ok_or_else(|| ModulesError::NotFound(name.to_string()))?;
         std::fs::remove_dir_all(self.dir.join(name))?;
         Ok(rec)

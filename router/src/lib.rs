@@ -37,6 +37,7 @@ use std::sync::Arc;
 pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
     let data = &config.args.common.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
+    outpost_net::files::sweep_temp(data);
     let issuer = ticket::Issuer::load_or_generate(&data.join("ticket-key"), config.ticket_ttl)
         .with_context(|| format!("ticket key in {}", data.display()))?;
     let geo: Box<dyn geo::GeoLookup> = if config.args.geoip.is_empty() {

@@ -125,3 +125,41 @@ fn not_wasm_core_module_and_wrong_world_get_422_naming_the_problem() {
     assert_eq!(edge.admin("PUT", "/v1/modules/echo?max_players=lots", &guest("echo")).status, 400);
     assert_eq!(edge.upload("relay", &guest("echo")).status, 409);
 }
+
+#[test]
+fn concurrent_uploads_of_one_name_are_serialised_and_the_last_answered_stays_live_after_a_restart() {
+    let edge = Edge::start(&[]).unwrap();
+    let echo = guest("echo");
+    // Six identical uploads at once: one creates, five find it live; none fails.
+    let mut statuses: Vec<u16> = std::thread::scope(|s| {
+        let uploads: Vec<_> = (0..6).map(|_| s.spawn(|| edge.upload("same", &echo))).collect();
+        uploads.into_iter().map(|u| u.join().unwrap().status).collect()
+    });
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 201]);
+
+    // Different bytes to one name at once: every upload answers 2xx, and the version live
+    // afterwards is the one whose answer came last.
+    let versions = [guest("echo"), guest("relay-chat"), guest("trap")];
+    let answered = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for i in 0..12 {
+            let (edge, answered, bytes) = (&edge, &answered, &versions[i % versions.len()]);
+            s.spawn(move || {
+                let r = edge.upload("raced", bytes);
+                assert!(r.status == 200 || r.status == 201, "{}: {}", r.status, r.text());
+                let version = r.json()["version"].as_str().unwrap().to_string();
+                answered.lock().unwrap().push(version);
+            });
+        }
+    });
+    let last = answered.into_inner().unwrap().pop().unwrap();
+    assert_eq!(edge.admin("GET", "/v1/modules/raced", b"").json()["version"], last.as_str());
+
+    // A crash mid-write leaves a temporary file; the restart removes it and keeps the version.
+    let stale = edge.data_dir.join("modules/raced/module.json.tmp-4242-7");
+    std::fs::write(&stale, b"{half a rec").unwrap();
+    let edge = edge.restart().unwrap();
+    assert_eq!(edge.admin("GET", "/v1/modules/raced", b"").json()["version"], last.as_str());
+    assert!(!stale.exists(), "the stale temporary file is swept at start");
+}

@@ -229,6 +229,7 @@ impl Outbox {
     /// Opens (or creates) the outbox of node `node_id` under `dir` and starts its writer thread.
     pub fn open(dir: &Path, node_id: &str, limits: OutboxLimits) -> anyhow::Result<Outbox> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        outpost_net::files::sweep_temp(dir);
         let inc_path = dir.join("incarnation");
         let incarnation = match std::fs::read_to_string(&inc_path) {
             Ok(s) => s.trim().to_string(),

@@ -116,7 +116,7 @@ pub struct Compiled {
 }
 
 /// Why an upload was refused: each maps to 422 with this message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ModuleError {
     /// Does not start with the wasm magic.
     #[error("not a WebAssembly binary (missing the \\0asm header)")]
@@ -198,6 +198,7 @@ impl WasmHost {
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_tag = format!("{:016x}", h.finish());
         std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
+        outpost_net::files::sweep_temp(cache_dir);
 
         let epoch = EpochGate::new();
         let gate = epoch.clone();
