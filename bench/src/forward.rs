@@ -53,6 +53,8 @@ pub struct BenchForward {
 const ACKED: &str = "outpost_outbox_acked_seq";
 const APPLIED: &str = "outpost_core_updates_applied_total";
 const LATENCY: &str = "outpost_outbox_commit_to_ack_seconds";
+/// How long the oldest commit of each outbox group waited for its fsync.
+const GROUP_COMMIT: &str = "outpost_outbox_group_commit_seconds";
 
 impl BenchForward {
     /// Runs the peak run, the half-peak latency run and the baseline.
@@ -127,7 +129,10 @@ impl BenchForward {
             self.wait_acked(acked_start + sent, Duration::from_secs(60))?;
             let after = self.edge_metrics()?;
             bar.finish_and_clear();
-            Some((sent as f64 / self.latency_seconds as f64, quantiles(&before, &after)?))
+            let ack = quantiles(LATENCY, &before, &after)?;
+            // The window in which players may see a call's effects before its commits are on disk.
+            let group = quantiles(GROUP_COMMIT, &before, &after).ok();
+            Some((sent as f64 / self.latency_seconds as f64, ack, group))
         } else {
             None
         };
@@ -137,16 +142,18 @@ impl BenchForward {
             None => None,
         };
         let ratio = baseline.map(|b| rate / b);
-        let (half_rate, p50, p99) = match latency {
-            Some((r, (p50, p99))) => (Some(r), Some(p50 * 1000.0), Some(p99 * 1000.0)),
-            None => (None, None, None),
+        let (half_rate, p50, p99, group) = match latency {
+            Some((r, (p50, p99), group)) => (Some(r), Some(p50 * 1000.0), Some(p99 * 1000.0), group),
+            None => (None, None, None, None),
         };
+        let (group_p50, group_p99) = (group.map(|g| g.0 * 1000.0), group.map(|g| g.1 * 1000.0));
         if self.json {
             println!(
                 "{}",
                 serde_json::json!({"updates": self.updates, "batch": self.batch, "value_bytes": self.value_bytes,
                     "updates_per_s": rate, "core_applied": applied, "half_peak_updates_per_s": half_rate,
                     "commit_to_ack_p50_ms": p50, "commit_to_ack_p99_ms": p99,
+                    "group_commit_p50_ms": group_p50, "group_commit_p99_ms": group_p99,
                     "baseline_updates_per_s": baseline, "ratio": ratio})
             );
         } else {
@@ -161,6 +168,9 @@ impl BenchForward {
             }
             if let (Some(r), Some(p50), Some(p99)) = (half_rate, p50, p99) {
                 println!("at half peak ({r:.0} updates/s): commit → core ack p50 {p50:.2} ms, p99 {p99:.2} ms");
+            }
+            if let (Some(p50), Some(p99)) = (group_p50, group_p99) {
+                println!("group commit (a commit waiting for its fsync): p50 {p50:.3} ms, p99 {p99:.3} ms");
             }
             if let (Some(b), Some(r)) = (baseline, ratio) {
                 println!("append+fsync baseline: {b:.0} updates/s; ratio {r:.2}");
@@ -201,10 +211,10 @@ fn signal(edge: &Api, room: &str, call: u64, n: u64, bytes: usize) -> anyhow::Re
     Ok(())
 }
 
-/// p50 and p99 (seconds) of the commit-to-ack histogram between two scrapes, interpolated
-/// linearly inside a bucket, as Prometheus' `histogram_quantile` does.
-fn quantiles(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> anyhow::Result<(f64, f64)> {
-    let prefix = format!("{LATENCY}_bucket{{le=\"");
+/// p50 and p99 (seconds) of histogram `name` between two scrapes, interpolated linearly inside a
+/// bucket, as Prometheus' `histogram_quantile` does.
+fn quantiles(name: &str, before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> anyhow::Result<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = after
         .iter()
         .filter_map(|(k, v)| {
@@ -216,7 +226,7 @@ fn quantiles(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> a
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = buckets.last().map_or(0.0, |b| b.1);
     if total <= 0.0 {
-        bail!("the edge timed no commits (is it forwarding to a core?)");
+        bail!("the edge has no {name} observations (is it forwarding to a core?)");
     }
     let q = |p: f64| {
         let rank = p * total;
@@ -247,9 +257,9 @@ mod tests {
         };
         let before = series(&[("0.001", 0.0), ("0.002", 0.0), ("0.004", 0.0), ("+Inf", 0.0)]);
         let after = series(&[("0.001", 0.0), ("0.002", 50.0), ("0.004", 100.0), ("+Inf", 100.0)]);
-        let (p50, p99) = quantiles(&before, &after).unwrap();
+        let (p50, p99) = quantiles(LATENCY, &before, &after).unwrap();
         assert!((p50 - 0.002).abs() < 1e-9, "{p50}");
         assert!((p99 - 0.00396).abs() < 1e-9, "{p99}");
-        assert!(quantiles(&before, &before).is_err(), "no observations is an error, not zero");
+        assert!(quantiles(LATENCY, &before, &before).is_err(), "no observations is an error, not zero");
     }
 }

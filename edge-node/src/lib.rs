@@ -83,7 +83,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         None => None,
     };
     if let Some(o) = &outbox {
-        metrics.expose_commit_to_ack(o.commit_to_ack().clone());
+        metrics.expose_outbox(o.commit_to_ack().clone(), o.group_commit().clone());
     }
     let rooms = Arc::new(room::Rooms::start(
         host,

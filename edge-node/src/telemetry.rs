@@ -12,6 +12,10 @@ pub const TICK_BUCKETS: [f64; 10] = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 
 /// network hop, so milliseconds to seconds (a core outage shows as the long tail).
 pub const ACK_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 4.096, 16.384];
+/// Bounds of `outpost_outbox_group_commit_seconds`, s: an fsync takes from tens of µs to a busy
+/// disk's hundreds of ms.
+pub const GROUP_COMMIT_BUCKETS: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.512];
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $field:ident ),* $(,)?) => {
@@ -92,12 +96,17 @@ impl Metrics {
         self.set.render()
     }
 
-    /// Exposes the outbox's commit-to-ack histogram (a node that forwards to a core has one).
-    pub fn expose_commit_to_ack(&self, h: Histogram) {
+    /// Exposes the outbox's histograms (a node that forwards to a core has an outbox).
+    pub fn expose_outbox(&self, commit_to_ack: Histogram, group_commit: Histogram) {
         self.set.add_histogram(
             "outpost_outbox_commit_to_ack_seconds",
             "Time from a guest's commit to the core region's ack of it (durable on both sides).",
-            h,
+            commit_to_ack,
+        );
+        self.set.add_histogram(
+            "outpost_outbox_group_commit_seconds",
+            "Time the oldest commit of each outbox group waited for its fsync: how long players may see a call's effects before its commits are durable.",
+            group_commit,
         );
     }
 }

@@ -252,3 +252,104 @@ fn arena_scores_reach_postgresql_and_the_edge_fails_over_to_the_second_core() {
     assert_eq!(second.metric("outpost_core_updates_applied_total"), 20.0, "nothing applied twice");
     arena_tag_reaches(&second, &edge);
 }
+
+/// One signal over a fresh connection; `None` when the connection broke before a whole reply
+/// (the node was killed under it).
+fn signal_raw(admin: &str, room: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let head = format!(
+        "POST /v1/rooms/{room}/signal HTTP/1.1\r\nHost: e\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let (_, text) = out.split_once("\r\n\r\n")?;
+    Some((status, text.to_string()))
+}
+
+/// Which of `c{call}/0..per_call` the core holds, as indices.
+fn held(core: &Core, call: usize) -> Vec<usize> {
+    let r = core.get(&format!("/v1/state?prefix=c{call}/&limit=1000"), Some(ADMIN_TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut got: Vec<usize> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap())
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn every_signal_that_answered_committed_is_whole_at_the_core_after_kill_9_at_many_points() {
+    const PER_CALL: usize = 400;
+    let core = Core::start(&[]).unwrap();
+    let mut edge = edge_for(&core, &["--call-budget", "250ms"]);
+    let mut answered: Vec<usize> = Vec::new();
+    let mut cut: Vec<usize> = Vec::new();
+    let mut next = 0usize;
+    for round in 0..8 {
+        // Signals one after another from a thread, each committing PER_CALL keys of its own;
+        // the node is killed after a few have answered, a little later every round.
+        let admin = edge.ready.admin.clone();
+        let first = next;
+        let (tx, rx) = std::sync::mpsc::channel::<Result<usize, usize>>();
+        let sender = std::thread::spawn(move || {
+            for call in first.. {
+                match signal_raw(&admin, "ledger", &format!("commit-bulk c{call}/ {PER_CALL} 8")) {
+                    Some((200, text)) if text == format!("committed {PER_CALL}") => tx.send(Ok(call)).unwrap(),
+                    _ => {
+                        tx.send(Err(call)).unwrap();
+                        return;
+                    }
+                }
+            }
+        });
+        for _ in 0..(2 + round % 3) {
+            answered.push(rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap());
+        }
+        // Varies where in a call (the guest, the outbox queue, the group fsync, the reply) the
+        // kill lands; not a wait for anything.
+        std::thread::sleep(Duration::from_micros(250 * round as u64));
+        edge = edge.restart().unwrap();
+        for r in rx.iter() {
+            match r {
+                Ok(call) => answered.push(call),
+                Err(call) => {
+                    cut.push(call);
+                    next = call + 1;
+                }
+            }
+        }
+        sender.join().unwrap();
+        edge.create_room("echo", "ledger");
+    }
+    // Everything the outbox kept reaches the core.
+    wait_for("the outbox acked", Duration::from_secs(30), || {
+        let (durable, acked) = (edge.metric("outpost_outbox_durable_seq"), edge.metric("outpost_outbox_acked_seq"));
+        (durable > 0.0 && acked == durable).then_some(())
+    })
+    .unwrap();
+    let mut total = 0;
+    for &call in &answered {
+        let got = held(&core, call);
+        assert_eq!(got.len(), PER_CALL, "call {call} answered `committed {PER_CALL}` but the core has {}", got.len());
+        total += PER_CALL;
+    }
+    for &call in &cut {
+        let got = held(&core, call);
+        assert!(got.iter().enumerate().all(|(i, k)| i == *k), "call {call} cut by the kill left a gap: {got:?}");
+        total += got.len();
+    }
+    assert_eq!(held(&core, next).len(), 0, "nothing past the last call");
+    assert_eq!(core.metric("outpost_core_updates_applied_total"), total as f64, "each commit applied once");
+    eprintln!("{} calls answered and whole, {} cut calls: {:?} commits kept", answered.len(), cut.len(), {
+        cut.iter().map(|c| held(&core, *c).len()).collect::<Vec<_>>()
+    });
+}

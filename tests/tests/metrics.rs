@@ -85,6 +85,7 @@ const EDGE: &[&str] = &[
     "outpost_outbox_durable_seq gauge",
     "outpost_outbox_forwarded_batches_total counter",
     "outpost_outbox_full_total counter",
+    "outpost_outbox_group_commit_seconds histogram",
     "outpost_player_connections_refused_total counter",
     "outpost_player_connections_retried_total counter",
     "outpost_player_datagrams_dropped_total counter",
@@ -147,12 +148,20 @@ fn every_service_exposes_its_documented_metrics_by_name_type_and_labels() {
         "edge-node",
         &text,
         EDGE,
-        &["outpost_tick_seconds_bucket{le}", "outpost_outbox_commit_to_ack_seconds_bucket{le}"],
+        &[
+            "outpost_tick_seconds_bucket{le}",
+            "outpost_outbox_commit_to_ack_seconds_bucket{le}",
+            "outpost_outbox_group_commit_seconds_bucket{le}",
+        ],
     );
-    // Without a core there is no outbox, and so no commit-to-ack histogram.
+    // Without a core there is no outbox, and so no outbox histograms.
     let alone = Edge::start(&[]).unwrap();
     let text = alone.admin("GET", "/metrics", b"").text();
-    let without: Vec<&str> = EDGE.iter().copied().filter(|t| !t.starts_with("outpost_outbox_commit_to_ack")).collect();
+    let without: Vec<&str> = EDGE
+        .iter()
+        .copied()
+        .filter(|t| !t.starts_with("outpost_outbox_commit_to_ack") && !t.starts_with("outpost_outbox_group_commit"))
+        .collect();
     check("edge-node without a core", &text, &without, &[]);
 
     let router = Router::start(&[]).unwrap();

@@ -233,11 +233,15 @@ async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
         (&Method::POST, ["v1", "rooms", id, "signal"]) => {
             let id = id.to_string();
             let body = read_body(req, state.limits.max_body_bytes).await?;
-            Ok(outpost_net::http::body(
-                StatusCode::OK,
-                "application/octet-stream",
-                state.rooms.signal(&id, body.to_vec()).await?,
-            ))
+            let out = state.rooms.signal(&id, body.to_vec()).await?;
+            // The reply may say "committed": it waits, here and not on the room's worker, until
+            // the call's commits are on disk (a kill -9 before then would lose them).
+            if let Some(outbox) = state.outbox.as_ref().filter(|_| out.durable_at > 0) {
+                outbox.wait_durable(out.durable_at).await.map_err(|e| {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-durable", format!("the call ran, but {e}"))
+                })?;
+            }
+            Ok(outpost_net::http::body(StatusCode::OK, "application/octet-stream", out.reply))
         }
         (&Method::POST, ["v1", "rooms", id, "upgrade"]) => upgrade_room(state, id).await,
         (_, ["v1", ..]) | (_, ["healthz"]) | (_, ["metrics"]) => {

@@ -16,7 +16,7 @@
 //! reads segments through a cursor that remembers where the last read stopped, so draining a
 //! backlog is linear, not a rescan of the segment per batch.
 
-use crate::telemetry::ACK_BUCKETS;
+use crate::telemetry::{ACK_BUCKETS, GROUP_COMMIT_BUCKETS};
 use outpost_net::metrics::Histogram;
 use outpost_proto::link::WireUpdate;
 use std::collections::VecDeque;
@@ -53,6 +53,8 @@ pub enum OutboxError {
 }
 
 struct Pending {
+    /// Given at `append`, in the order records reach the writer.
+    seq: u64,
     room: String,
     key: String,
     value: Vec<u8>,
@@ -96,6 +98,12 @@ struct Shared {
     over_soft: tokio::sync::watch::Sender<bool>,
     /// The acked sequence number, for whoever waits for the core to catch up (a draining node).
     acked_watch: tokio::sync::watch::Sender<u64>,
+    /// The durable sequence number, for whoever must not answer before a commit is on disk (an
+    /// admin signal's reply). Also poked when the writer breaks, so that nobody waits forever.
+    durable_watch: tokio::sync::watch::Sender<u64>,
+    /// How long the oldest commit of each group waited for its fsync: the window in which
+    /// players may have seen a call's effects while its commits are not yet on disk.
+    group_commit: Histogram,
     tail: Mutex<Tail>,
 }
 
@@ -115,6 +123,9 @@ pub struct Outbox {
     limits: OutboxLimits,
     shared: Arc<Shared>,
     tx: flume::Sender<Pending>,
+    /// The last sequence number handed out. Held while a record is handed to the writer, so the
+    /// writer receives records in sequence order.
+    last_given: Mutex<u64>,
     notify: Arc<tokio::sync::Notify>,
     on_player_commit: Mutex<Option<PlayerCommitHook>>,
     cursor: Mutex<Option<Cursor>>,
@@ -281,6 +292,8 @@ impl Outbox {
             broken: Mutex::new(None),
             over_soft: tokio::sync::watch::Sender::new(bytes > limits.soft_bytes),
             acked_watch: tokio::sync::watch::Sender::new(acked.min(last_seq)),
+            durable_watch: tokio::sync::watch::Sender::new(last_seq),
+            group_commit: Histogram::new(GROUP_COMMIT_BUCKETS),
             tail: Mutex::new(Tail::default()),
         });
         let (tx, rx) = flume::bounded::<Pending>(65_536);
@@ -298,6 +311,7 @@ impl Outbox {
             limits,
             shared,
             tx,
+            last_given: Mutex::new(last_seq),
             notify,
             on_player_commit: Mutex::new(None),
             cursor: Mutex::new(None),
@@ -318,8 +332,10 @@ impl Outbox {
         }
     }
 
-    /// Queues a commit; it becomes durable at the writer's next group fsync.
-    pub fn append(&self, room: &str, key: String, value: Vec<u8>) -> Result<(), OutboxError> {
+    /// Queues a commit; it becomes durable at the writer's next group fsync. Returns the
+    /// sequence number it will be durable at ([`Outbox::wait_durable`]): nothing that leaves the
+    /// node may say "committed" before then.
+    pub fn append(&self, room: &str, key: String, value: Vec<u8>) -> Result<u64, OutboxError> {
         if let Some(e) = self.shared.broken.lock().ok().and_then(|b| b.clone()) {
             return Err(OutboxError::Broken(e));
         }
@@ -335,9 +351,24 @@ impl Outbox {
             hook(id, &value);
         }
         // A full queue blocks the room's worker until the writer catches up: back-pressure, not loss.
+        let mut last = self.last_given.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = *last + 1;
         self.tx
-            .send(Pending { room: room.to_string(), key, value, at: Instant::now() })
-            .map_err(|_| OutboxError::Broken("the writer thread is gone".into()))
+            .send(Pending { seq, room: room.to_string(), key, value, at: Instant::now() })
+            .map_err(|_| OutboxError::Broken("the writer thread is gone".into()))?;
+        *last = seq;
+        Ok(seq)
+    }
+
+    /// Waits until `seq` is on disk (fsynced); an error if the writer broke first.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), OutboxError> {
+        let mut durable = self.shared.durable_watch.subscribe();
+        let broken = || self.shared.broken.lock().ok().and_then(|b| b.clone());
+        let _ = durable.wait_for(|d| *d >= seq || broken().is_some()).await;
+        match broken() {
+            Some(e) if self.durable() < seq => Err(OutboxError::Broken(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Highest sequence number on disk (fsynced).
@@ -376,6 +407,11 @@ impl Outbox {
     /// restart are not timed).
     pub fn commit_to_ack(&self) -> &Histogram {
         &self.commit_to_ack
+    }
+
+    /// How long the oldest commit of each group waited for its fsync.
+    pub fn group_commit(&self) -> &Histogram {
+        &self.shared.group_commit
     }
 
     /// Wakes when something new is durable.
@@ -519,6 +555,7 @@ impl Writer {
                 if let Ok(mut b) = self.shared.broken.lock() {
                     *b = Some(e.to_string());
                 }
+                self.shared.durable_watch.send_modify(|_| {});
                 return;
             }
         }
@@ -531,6 +568,9 @@ impl Writer {
         let mut queued = 0u64;
         for p in &group {
             seq += 1;
+            if p.seq != seq {
+                anyhow::bail!("record {} arrived where {seq} was due", p.seq);
+            }
             encode(buf, seq, p);
             queued += (24 + p.room.len() + p.key.len() + p.value.len()) as u64;
         }
@@ -546,6 +586,9 @@ impl Writer {
         let Some((f, seg)) = self.file.as_mut() else { anyhow::bail!("no segment") };
         f.write_all(buf).map_err(|e| io(&seg.path, e))?;
         f.sync_data().map_err(|e| io(&seg.path, e))?;
+        if let Some(oldest) = group.first() {
+            self.shared.group_commit.observe(oldest.at.elapsed().as_secs_f64());
+        }
         seg.bytes += buf.len() as u64;
         seg.last = seq;
         if let Ok(mut segs) = self.shared.segments.lock()
@@ -575,6 +618,7 @@ impl Writer {
             }
         }
         self.shared.durable.store(seq, Ordering::Release);
+        self.shared.durable_watch.send_replace(seq);
         self.notify.notify_waiters();
         Ok(())
     }
@@ -697,7 +741,7 @@ mod tests {
         let mut taken = 0;
         let err = loop {
             match o.append("r", format!("k{taken}"), vec![b'v'; 100]) {
-                Ok(()) => taken += 1,
+                Ok(_) => taken += 1,
                 Err(e) => break e,
             }
         };
@@ -705,5 +749,36 @@ mod tests {
         wait_durable(&o, taken);
         assert_eq!(o.read(1, 1000).unwrap().len() as u64, taken, "everything taken is kept");
         assert!(o.over_soft_limit());
+    }
+
+    #[test]
+    fn append_tells_the_sequence_number_and_waiting_for_it_means_it_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Arc::new(Outbox::open(dir.path(), "edge-1", limits()).unwrap());
+        assert_eq!(o.append("r", "a".into(), b"1".to_vec()).unwrap(), 1);
+        // Four appenders at once: the numbers they are told are all different and consecutive
+        // overall, and the writer accepts them in that order (it refuses a gap).
+        let mut told: Vec<u64> = std::thread::scope(|s| {
+            let hands: Vec<_> = (0..4)
+                .map(|t| {
+                    let o = o.clone();
+                    s.spawn(move || {
+                        (0..250)
+                            .map(|i| o.append("r", format!("k{t}-{i}"), vec![b'v'; 10]).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hands.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        told.sort();
+        assert_eq!(told, (2..=1001).collect::<Vec<u64>>());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(o.wait_durable(1001)).unwrap();
+        assert!(o.durable() >= 1001);
+        drop(o);
+        let again = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
+        assert_eq!(again.durable(), 1001);
+        assert_eq!(again.append("r", "b".into(), b"2".to_vec()).unwrap(), 1002, "numbering goes on after a reopen");
     }
 }

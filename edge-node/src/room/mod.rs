@@ -276,7 +276,7 @@ impl Rooms {
     }
 
     /// Sends an operator signal to the room's guest and returns its reply.
-    pub async fn signal(&self, room: &str, data: Vec<u8>) -> Result<Vec<u8>, RoomError> {
+    pub async fn signal(&self, room: &str, data: Vec<u8>) -> Result<worker::Signalled, RoomError> {
         let p = self.placement(room)?;
         let room = room.to_string();
         self.ask(p.worker, |reply| Command::Signal { room, data, reply }).await?

@@ -48,6 +48,16 @@ pub struct JoinedRoom {
     pub tick_hz: u32,
 }
 
+/// What an operator signal gave.
+#[derive(Debug, Clone)]
+pub struct Signalled {
+    /// The guest's reply.
+    pub reply: Vec<u8>,
+    /// The outbox sequence number the call's last commit will be durable at (0: it committed
+    /// nothing). The reply must not leave the node before then.
+    pub durable_at: u64,
+}
+
 /// Requests from the async side.
 pub enum Command {
     /// Instantiate and `init` a room.
@@ -55,7 +65,7 @@ pub enum Command {
     /// Create a built-in relay room (no guest).
     CreateRelay { spec: RoomSpec, reply: oneshot::Sender<Result<RoomCreated, RoomError>> },
     /// Operator signal.
-    Signal { room: String, data: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, RoomError>> },
+    Signal { room: String, data: Vec<u8>, reply: oneshot::Sender<Result<Signalled, RoomError>> },
     /// One room's info, or all of this worker's.
     Info { room: Option<String>, reply: oneshot::Sender<Vec<RoomInfo>> },
     /// Close and forget a room.
@@ -213,6 +223,8 @@ pub struct Worker {
     /// When the worker last woke: the time its players' links are told (their slow-consumer
     /// clock needs no finer grain than a wake-up, and a clock read per message would cost).
     now: Instant,
+    /// The outbox sequence number of the last commit of the last call (0: none).
+    call_durable_at: u64,
 }
 
 impl Worker {
@@ -226,7 +238,18 @@ impl Worker {
         coalesce: Duration,
         outbox: Option<Arc<crate::forward::outbox::Outbox>>,
     ) -> Self {
-        Worker { host, metrics, rx, epoch, rooms: HashMap::new(), directory, coalesce, outbox, now: Instant::now() }
+        Worker {
+            host,
+            metrics,
+            rx,
+            epoch,
+            rooms: HashMap::new(),
+            directory,
+            coalesce,
+            outbox,
+            now: Instant::now(),
+            call_durable_at: 0,
+        }
     }
 
     /// Runs until every sender is gone or a shutdown command arrives.
@@ -313,6 +336,7 @@ impl Worker {
     /// Applies a call's effects, or faults the room (the guest faulted, or its commits could not
     /// be kept).
     fn after_call<T>(&mut self, id: &str, r: Result<T, GuestFault>) -> Option<T> {
+        self.call_durable_at = 0;
         let slot = self.rooms.get_mut(id)?;
         let r = match r {
             Ok(v) => match slot.guest.as_mut() {
@@ -323,7 +347,10 @@ impl Worker {
                     }
                     let outbox = self.outbox.as_deref().map(|o| (o, id));
                     match apply_effects(&self.metrics, &slot.players, g.take_effects(), outbox, self.now) {
-                        Ok(()) => Ok(v),
+                        Ok(durable_at) => {
+                            self.call_durable_at = durable_at;
+                            Ok(v)
+                        }
                         Err(message) => Err(GuestFault { kind: FaultKind::OutboxFull, message }),
                     }
                 }
@@ -568,12 +595,12 @@ impl Worker {
         }
     }
 
-    fn signal(&mut self, id: &str, data: &[u8]) -> Result<Vec<u8>, RoomError> {
+    fn signal(&mut self, id: &str, data: &[u8]) -> Result<Signalled, RoomError> {
         self.metrics.signals_total.inc();
         let r = self.running(id)?.signal(data);
         let fault = r.as_ref().err().cloned();
         match self.after_call(id, r) {
-            Some(v) => Ok(v),
+            Some(reply) => Ok(Signalled { reply, durable_at: self.call_durable_at }),
             None => {
                 Err(RoomError::Guest(fault.unwrap_or(GuestFault { kind: FaultKind::Trap, message: "unknown".into() })))
             }
@@ -644,15 +671,20 @@ fn fault(metrics: &Metrics, slot: &mut RoomSlot, f: GuestFault) {
 }
 
 /// Carries out a call's effects on the room's players, and queues its commits in the outbox (when
-/// the node forwards to a core). `Err` means a commit could not be kept: the caller faults the
-/// room rather than let it believe its state is saved.
+/// the node forwards to a core); returns the sequence number the last commit will be durable at
+/// (0: none). `Err` means a commit could not be kept: the caller faults the room rather than let
+/// it believe its state is saved.
+///
+/// Players get the call's messages now, before its commits reach the disk at the outbox's next
+/// group fsync (`outpost_outbox_group_commit_seconds`): waiting would add that to every tick.
 fn apply_effects(
     metrics: &Metrics,
     players: &HashMap<u64, Arc<PlayerLink>>,
     effects: Vec<Effect>,
     outbox: Option<(&crate::forward::outbox::Outbox, &str)>,
     now: Instant,
-) -> Result<(), String> {
+) -> Result<u64, String> {
+    let mut durable_at = 0;
     for e in effects {
         match e {
             Effect::Send { to, data, reliable } => {
@@ -672,16 +704,19 @@ fn apply_effects(
             }
             Effect::Commit { key, value } => {
                 metrics.guest_commits_total.inc();
-                if let Some((o, room)) = outbox
-                    && let Err(e) = o.append(room, key, value)
-                {
-                    metrics.outbox_full_total.inc();
-                    return Err(e.to_string());
+                if let Some((o, room)) = outbox {
+                    match o.append(room, key, value) {
+                        Ok(seq) => durable_at = seq,
+                        Err(e) => {
+                            metrics.outbox_full_total.inc();
+                            return Err(e.to_string());
+                        }
+                    }
                 }
             }
         }
     }
-    Ok(())
+    Ok(durable_at)
 }
 
 #[cfg(test)]
