@@ -138,7 +138,9 @@ impl BenchForward {
         };
 
         let baseline = match &self.baseline_dir {
-            Some(dir) => Some(crate::ingest::fsync_baseline(dir, self.updates, self.batch as usize, self.value_bytes)?),
+            Some(dir) => {
+                Some(crate::ingest::fsync_baseline(dir, self.updates, self.batch as usize, 10_000, self.value_bytes)?)
+            }
             None => None,
         };
         let ratio = baseline.map(|b| rate / b);

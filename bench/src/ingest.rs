@@ -29,6 +29,10 @@ pub struct BenchCore {
     /// Value size, bytes.
     #[arg(long, default_value_t = 64)]
     value_bytes: usize,
+    /// Distinct keys the updates cycle through (ten thousand players' scores by default; as
+    /// many as `--updates` makes every update a new key, so the store grows).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
     /// Where the append-and-fsync baseline writes its file.
     #[arg(long)]
     baseline_dir: Option<PathBuf>,
@@ -37,20 +41,16 @@ pub struct BenchCore {
     json: bool,
 }
 
-fn update(i: u64, value_bytes: usize) -> WireUpdate {
-    // Scores of ten thousand players: keys repeat, as a game's do.
-    WireUpdate {
-        room: "bench-room".into(),
-        key: format!("player/{}/score", i % 10_000),
-        value: vec![b'x'; value_bytes],
-    }
+fn update(i: u64, keys: u64, value_bytes: usize) -> WireUpdate {
+    // Players' scores: keys repeat, as a game's do.
+    WireUpdate { room: "bench-room".into(), key: format!("player/{}/score", i % keys), value: vec![b'x'; value_bytes] }
 }
 
 impl BenchCore {
     /// Runs both measurements.
     pub fn run(self) -> anyhow::Result<()> {
-        if self.updates == 0 || self.updates > 10_000_000 || !(1..=10_000).contains(&self.batch) {
-            bail!("--updates must be 1..=10000000 and --batch 1..=10000");
+        if self.updates == 0 || self.updates > 10_000_000 || !(1..=10_000).contains(&self.batch) || self.keys == 0 {
+            bail!("--updates must be 1..=10000000, --batch 1..=10000 and --keys at least 1");
         }
         let ready: CoreReady = serde_json::from_slice(
             &std::fs::read(&self.core_ready).with_context(|| format!("reading {}", self.core_ready.display()))?,
@@ -74,7 +74,7 @@ impl BenchCore {
             let mut next = 1u64;
             while next <= self.updates {
                 let n = (self.batch as u64).min(self.updates - next + 1);
-                let batch: Vec<WireUpdate> = (next..next + n).map(|i| update(i, self.value_bytes)).collect();
+                let batch: Vec<WireUpdate> = (next..next + n).map(|i| update(i, self.keys, self.value_bytes)).collect();
                 let t = Instant::now();
                 let up_to = link.send_batch(next, batch).await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -90,7 +90,7 @@ impl BenchCore {
         latencies.sort_by(f64::total_cmp);
         let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
         let baseline = match &self.baseline_dir {
-            Some(dir) => Some(fsync_baseline(dir, self.updates, self.batch, self.value_bytes)?),
+            Some(dir) => Some(fsync_baseline(dir, self.updates, self.batch, self.keys, self.value_bytes)?),
             None => None,
         };
         let ratio = baseline.map(|b| rate / b);
@@ -119,7 +119,13 @@ impl BenchCore {
 
 /// The practical limit of durable ingest: the same encoded batches appended to one file in
 /// `dir`, one fsync per batch. Returns updates per second.
-pub fn fsync_baseline(dir: &std::path::Path, updates: u64, batch: usize, value_bytes: usize) -> anyhow::Result<f64> {
+pub fn fsync_baseline(
+    dir: &std::path::Path,
+    updates: u64,
+    batch: usize,
+    keys: u64,
+    value_bytes: usize,
+) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("outpost-fsync-baseline-{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
@@ -127,8 +133,10 @@ pub fn fsync_baseline(dir: &std::path::Path, updates: u64, batch: usize, value_b
     let mut next = 1u64;
     while next <= updates {
         let n = (batch as u64).min(updates - next + 1);
-        let frame =
-            CoreFrame::Batch { first_seq: next, updates: (next..next + n).map(|i| update(i, value_bytes)).collect() };
+        let frame = CoreFrame::Batch {
+            first_seq: next,
+            updates: (next..next + n).map(|i| update(i, keys, value_bytes)).collect(),
+        };
         f.write_all(&frame.encode())?;
         f.sync_data()?;
         next += n;

@@ -26,6 +26,10 @@ pub struct Args {
     /// (`postgres://user@host/db`, or a libpq `key=value` string).
     #[arg(long, env = "OUTPOST_STORE", default_value = "embedded", hide_env_values = true)]
     pub store: String,
+    /// Memory the embedded store may use to cache its file, MiB. Reads of keys outside it go to
+    /// the disk (the page cache). Ignored with PostgreSQL.
+    #[arg(long, env = "OUTPOST_STORE_CACHE_MIB", default_value_t = 64)]
+    pub store_cache_mib: usize,
     /// Largest link frame (a batch), bytes.
     #[arg(long, env = "OUTPOST_MAX_FRAME_BYTES", default_value_t = 8 << 20)]
     pub max_frame_bytes: usize,
@@ -38,6 +42,13 @@ pub struct Args {
     /// QUIC idle timeout of edge links.
     #[arg(long, env = "OUTPOST_IDLE_TIMEOUT", default_value = "30s")]
     pub idle_timeout: String,
+    /// Most edge links (QUIC connections) at once; more are refused at the handshake.
+    #[arg(long, env = "OUTPOST_MAX_LINKS", default_value_t = 1024)]
+    pub max_links: usize,
+    /// Most links at once that have not yet said a valid hello. Each holds a task and a few KiB
+    /// until its hello deadline, and anyone who can reach the port can open one.
+    #[arg(long, env = "OUTPOST_MAX_PENDING_LINKS", default_value_t = 64)]
+    pub max_pending_links: usize,
 }
 
 /// Validated settings.
@@ -87,6 +98,15 @@ impl Args {
         }
         if !(1..=100_000).contains(&self.max_scan) {
             return Err(bad("max_scan", "must be between 1 and 100000"));
+        }
+        if !(1..=1 << 20).contains(&self.store_cache_mib) {
+            return Err(bad("store_cache_mib", "must be between 1 and 1048576"));
+        }
+        if !(1..=100_000).contains(&self.max_links) {
+            return Err(bad("max_links", "must be between 1 and 100000"));
+        }
+        if !(1..=self.max_links).contains(&self.max_pending_links) {
+            return Err(bad("max_pending_links", "must be between 1 and max_links"));
         }
         let hello_timeout = parse_duration("hello_timeout", &self.hello_timeout)?;
         let idle_timeout = parse_duration("idle_timeout", &self.idle_timeout)?;

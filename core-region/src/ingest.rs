@@ -4,13 +4,39 @@
 //! A link that sends a wrong token, a malformed frame, or a batch with a gap is told why
 //! (`Refused`) and closed; nothing it sent after the last ack was applied. Store calls run on
 //! blocking threads so the async runtime keeps serving other links.
+//!
+//! Until its hello is accepted, a connection is a stranger: it may open one stream and send
+//! [`HELLO_WINDOW`] bytes, and must be done by the hello deadline; only then do its windows and
+//! stream count grow to what a link needs ([`transport`], [`LOAD_STREAMS`]). With quinn's
+//! defaults (100 streams each way, 1.25 MB per stream, no connection-wide bound), eight
+//! connections that never said hello made the core buffer half a gigabyte.
 
 use crate::store::{Store, StoreError, Update};
 use crate::telemetry::Metrics;
 use outpost_net::link::{FrameError, FrameStream};
 use outpost_proto::link::{CoreFrame, WireUpdate};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Bytes a connection may send before its hello is accepted: a hello is a token, an edge id and
+/// a stream name, a few hundred bytes.
+pub const HELLO_WINDOW: u32 = 4096;
+
+/// Player-state loads an edge may have in flight on one link, each on a stream of its own.
+pub const LOAD_STREAMS: u32 = 64;
+
+/// The edge link's transport as a stranger gets it: one stream, a hello's worth of window. The
+/// stream window is sized to the largest frame, so a whole batch can be in flight once the
+/// connection's window is raised.
+pub fn transport(idle: Duration, max_frame: usize) -> quinn::TransportConfig {
+    let mut t = outpost_net::tls::transport(idle);
+    t.max_concurrent_bidi_streams(1u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.stream_receive_window(quinn::VarInt::from_u32(u32::try_from(max_frame + 64).unwrap_or(u32::MAX)));
+    t.receive_window(HELLO_WINDOW.into());
+    t
+}
 
 /// What every link handler shares.
 pub struct IngestCtx {
@@ -22,8 +48,51 @@ pub struct IngestCtx {
     pub metrics: Arc<Metrics>,
     /// Largest frame.
     pub max_frame: usize,
-    /// How long a link has to say hello.
+    /// How long a link has to say hello, from its handshake on.
     pub hello_timeout: Duration,
+    /// Most links at once.
+    pub max_links: usize,
+    /// Most links at once that have not said a valid hello.
+    pub max_pending: usize,
+    /// Links open now, and those of them not yet welcomed.
+    pub open: AtomicUsize,
+    /// See [`IngestCtx::open`].
+    pub pending: AtomicUsize,
+}
+
+/// Counts a link in [`IngestCtx::open`] and, until it is welcomed, in [`IngestCtx::pending`].
+struct Slot<'a> {
+    ctx: &'a IngestCtx,
+    pending: bool,
+}
+
+impl Slot<'_> {
+    fn welcomed(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            self.ctx.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.welcomed();
+        self.ctx.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes a place for a new connection, or says which limit is reached.
+fn admit(ctx: &IngestCtx) -> Result<Slot<'_>, &'static str> {
+    if ctx.open.fetch_add(1, Ordering::Relaxed) >= ctx.max_links {
+        ctx.open.fetch_sub(1, Ordering::Relaxed);
+        return Err("max_links");
+    }
+    if ctx.pending.fetch_add(1, Ordering::Relaxed) >= ctx.max_pending {
+        ctx.pending.fetch_sub(1, Ordering::Relaxed);
+        ctx.open.fetch_sub(1, Ordering::Relaxed);
+        return Err("max_pending_links");
+    }
+    Ok(Slot { ctx, pending: true })
 }
 
 /// QUIC application code the core closes a refused link with.
@@ -34,11 +103,20 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<IngestCtx>) {
     while let Some(incoming) = endpoint.accept().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
+            let mut slot = match admit(&ctx) {
+                Ok(slot) => slot,
+                Err(limit) => {
+                    ctx.metrics.links_refused.inc();
+                    tracing::warn!(remote = %incoming.remote_address(), limit, "edge link refused at the handshake: too many links");
+                    incoming.refuse();
+                    return;
+                }
+            };
             let Ok(conn) = incoming.await else { return };
             ctx.metrics.links_active.inc();
             let remote = conn.remote_address();
             // A refusal is counted where it is made, before the edge can read it.
-            if let Err(reason) = link(&conn, &ctx).await {
+            if let Err(reason) = link(&conn, &ctx, &mut slot).await {
                 tracing::warn!(%remote, %reason, "edge link refused");
                 // Closing at once would discard the unsent `Refused`: give the edge a moment to
                 // read it and hang up itself.
@@ -95,8 +173,10 @@ async fn blocking<T: Send + 'static>(
 
 /// One link: hello, then batches until the edge goes away. `Err` is the refusal reason, already
 /// counted; an edge that goes away (its stream or connection lost) is not a refusal.
-async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), String> {
-    let opened = match tokio::time::timeout(ctx.hello_timeout, conn.accept_bi()).await {
+async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>, slot: &mut Slot<'_>) -> Result<(), String> {
+    // One deadline for the stream and the hello on it.
+    let deadline = tokio::time::Instant::now() + ctx.hello_timeout;
+    let opened = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(format!("connection: {e}")),
         Err(_) => Err("no update stream before the hello timeout".to_string()),
@@ -105,7 +185,7 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
         ctx.metrics.links_refused.inc();
     })?;
     let mut s = Stream::new(send, recv, ctx.max_frame, Some(ctx.clone()));
-    let (token, edge, stream) = match tokio::time::timeout(ctx.hello_timeout, s.read()).await {
+    let (token, edge, stream) = match tokio::time::timeout_at(deadline, s.read()).await {
         Ok(Ok(Some(CoreFrame::Hello { token, edge, stream }))) => (token, edge, stream),
         Ok(Ok(other)) => return Err(s.refuse(format!("expected Hello, got {other:?}")).await),
         Ok(Err(e)) => return Err(s.refuse(e.to_string()).await),
@@ -123,6 +203,10 @@ async fn link(conn: &quinn::Connection, ctx: &Arc<IngestCtx>) -> Result<(), Stri
         Ok(h) => h,
         Err(e) => return Err(s.refuse(e.to_string()).await),
     };
+    // A known edge: room for a whole batch in flight and its player-state loads.
+    slot.welcomed();
+    conn.set_receive_window(quinn::VarInt::from_u32(u32::try_from(2 * ctx.max_frame).unwrap_or(u32::MAX)));
+    conn.set_max_concurrent_bi_streams((1 + LOAD_STREAMS).into());
     if s.write(&CoreFrame::Welcome { high_water }).await.is_err() {
         return Ok(()); // The edge went away before it was welcomed.
     }

@@ -30,7 +30,7 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     Ok(if config.args.store == "embedded" {
         let path = config.args.common.data_dir.join("state.redb");
-        Arc::new(store::embedded::EmbeddedStore::open(&path)?)
+        Arc::new(store::embedded::EmbeddedStore::open(&path, config.args.store_cache_mib << 20)?)
     } else {
         Arc::new(store::postgres::PostgresStore::connect(&config.args.store)?)
     })
@@ -53,7 +53,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let server = outpost_net::tls::server_config(
         &cert,
         outpost_proto::link::ALPN_CORE,
-        outpost_net::tls::transport(config.idle_timeout),
+        ingest::transport(config.idle_timeout, config.args.max_frame_bytes),
     )?;
     let endpoint = outpost_net::udp::quic_endpoint(config.args.listen_quic, Some(server))
         .with_context(|| format!("listen_quic: binding {}", config.args.listen_quic))?;
@@ -70,6 +70,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         metrics: metrics.clone(),
         max_frame: config.args.max_frame_bytes,
         hello_timeout: config.hello_timeout,
+        max_links: config.args.max_links,
+        max_pending: config.args.max_pending_links,
+        open: Default::default(),
+        pending: Default::default(),
     });
     let ingest_task = tokio::spawn(ingest::serve(endpoint.clone(), ingest));
     let http_ctx = Arc::new(http::HttpCtx { store, metrics, tokens, max_scan: config.args.max_scan });

@@ -215,3 +215,102 @@ async fn an_edge_that_goes_away_is_not_counted_as_refused() {
     assert_eq!(core.metric("outpost_core_updates_applied_total"), 1.0);
     assert!(core.link("edge-2", "edge-2/a").await.is_ok());
 }
+
+/// A QUIC connection to the core's link port that has said nothing yet.
+async fn stranger(core: &Core) -> Result<quinn::Connection, String> {
+    let addr: std::net::SocketAddr = core.ready.quic.parse().unwrap();
+    let endpoint = outpost_net::udp::quic_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let cfg = outpost_net::tls::pinned_client_config(
+        &core.ready.cert_sha256,
+        outpost_proto::link::ALPN_CORE,
+        outpost_net::tls::transport(std::time::Duration::from_secs(30)),
+    )
+    .unwrap();
+    let conn = endpoint.connect_with(cfg, addr, "outpost-core").unwrap().await.map_err(|e| e.to_string())?;
+    // The endpoint must outlive the connection; the test process ends soon anyway.
+    std::mem::forget(endpoint);
+    Ok(conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_say_hello_cannot_make_the_core_buffer() {
+    use std::time::Duration;
+    let core = Core::start(&["--hello-timeout", "3s"]).unwrap();
+    let pid = core.pid();
+    let before = outpost_tests::peak_rss_kib(pid);
+    // Eight connections, each opening 100 streams and writing 1 MiB to each, without a hello.
+    let mut attackers = Vec::new();
+    for _ in 0..8 {
+        let conn = stranger(&core).await.unwrap();
+        attackers.push(tokio::spawn(async move {
+            let mut writers = Vec::new();
+            for _ in 0..100 {
+                let conn = conn.clone();
+                writers.push(tokio::spawn(async move {
+                    let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                    send.write_all(&vec![0x55u8; 1 << 20]).await.map_err(|e| e.to_string())
+                }));
+            }
+            // Until the core hangs up on the stranger (its hello deadline) or 10 s have gone.
+            let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+            for w in writers {
+                w.abort();
+            }
+            closed.map(|e| e.to_string()).map_err(|_| "the core never closed the connection".to_string())
+        }));
+    }
+    for a in attackers {
+        let closed = a.await.unwrap().unwrap();
+        // Refused for what it sent instead of a hello (here the junk reads as a huge frame).
+        assert!(closed.contains("closed by peer"), "{closed}");
+    }
+    let after = outpost_tests::peak_rss_kib(pid);
+    eprintln!("core peak RSS {before} KiB -> {after} KiB under 8 x 100 streams x 1 MiB without hello");
+    assert!(after - before < 32 << 10, "the core's peak grew {before} -> {after} KiB");
+    assert!(core.metric("outpost_core_links_refused_total") >= 8.0);
+    // A real edge still links, sends a batch bigger than a stranger's window, and loads.
+    let mut link = core.link("edge-1", "edge-1/a").await.unwrap();
+    let big: Vec<WireUpdate> = (0..200).map(|i| upd(&format!("big/{i}"), &"v".repeat(1000))).collect();
+    assert_eq!(link.send_batch(1, big).await.unwrap(), 200);
+    // More loads at once than a link's load streams: they wait for a stream, none fails.
+    let link = std::sync::Arc::new(link);
+    let loads: Vec<_> = (0..100)
+        .map(|i| {
+            let link = link.clone();
+            tokio::spawn(async move { link.load(&format!("big/{i}")).await.map_err(|e| e.to_string()) })
+        })
+        .collect();
+    for l in loads {
+        assert_eq!(l.await.unwrap().unwrap().map(|v| v.len()), Some(1000));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_over_the_pending_and_total_caps_are_refused_at_the_handshake() {
+    use std::time::{Duration, Instant};
+    let core = Core::start(&["--max-pending-links", "2", "--max-links", "3", "--hello-timeout", "30s"]).unwrap();
+    let a = stranger(&core).await.unwrap();
+    let b = stranger(&core).await.unwrap();
+    let third = stranger(&core).await.unwrap_err();
+    assert!(third.contains("refused"), "{third}");
+    // Once the strangers hang up, their places are free again (polled, with a deadline).
+    a.close(0u32.into(), b"bye");
+    b.close(0u32.into(), b"bye");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let _edge1 = loop {
+        match core.link("edge-1", "edge-1/a").await {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("no place freed: {e}"),
+        }
+    };
+    // Two welcomed links and a stranger fill the three places: a third edge is refused.
+    let _edge2 = core.link("edge-2", "edge-2/a").await.unwrap();
+    let _c = stranger(&core).await.unwrap();
+    let over = core.link("edge-3", "edge-3/a").await.err().expect("a fourth link is refused");
+    assert!(over.to_string().contains("refused"), "{over}");
+    assert!(core.metric("outpost_core_links_refused_total") >= 2.0);
+}

@@ -19,9 +19,13 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store file at `path`.
-    pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+    /// Opens (or creates) the store file at `path`, caching at most `cache_bytes` of it in memory
+    /// (redb's own default is 1 GiB, which a core filled after ingesting a few hundred MB).
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<EmbeddedStore, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         // Create both tables up front, so reads never meet a missing table.
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(STATE).map_err(backend)?;
@@ -86,7 +90,7 @@ mod tests {
     fn the_embedded_store_keeps_the_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        super::super::conformance(&|| Box::new(EmbeddedStore::open(&path).unwrap()));
+        super::super::conformance(&|| Box::new(EmbeddedStore::open(&path, 64 << 20).unwrap()));
     }
 
     #[test]
@@ -94,7 +98,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junk.redb");
         std::fs::write(&path, b"this is not a database").unwrap();
-        let e = EmbeddedStore::open(&path).err().expect("junk refused").to_string();
+        let e = EmbeddedStore::open(&path, 64 << 20).err().expect("junk refused").to_string();
         assert!(e.contains("junk.redb"), "{e}");
     }
 }
