@@ -74,6 +74,9 @@ impl HeartbeatCtx {
             cpu: 0.0,
             interval_ms: hb.interval.as_millis() as u64,
             accepting: true,
+            boot_id: Some(hex::encode(rand::random::<[u8; 8]>())),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            redeemed: Some(0),
         };
         Arc::new(HeartbeatCtx {
             router: hb.router.clone(),
@@ -146,6 +149,7 @@ fn report(ctx: &HeartbeatCtx, cpu: f64) -> Heartbeat {
         modules: ctx.modules.list().into_iter().map(|m| NodeModule { name: m.name, version: m.version }).collect(),
         cpu,
         accepting: ctx.accepting.load(Ordering::Relaxed),
+        redeemed: Some(ctx.metrics.tickets_redeemed_total.get()),
         ..ctx.template.clone()
     }
 }

@@ -162,6 +162,9 @@ counters! {
     admin_unauthorized_total,
     /// Players that joined a room.
     players_joined_total,
+    /// Tickets spent by joins (reported to the router as `redeemed`, so it releases the place
+    /// it reserved for each).
+    tickets_redeemed_total,
     /// Batches the core region acked.
     outbox_forwarded_batches_total,
     /// Failed or lost links to the core region.

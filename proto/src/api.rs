@@ -212,6 +212,17 @@ pub struct Heartbeat {
     pub interval_ms: u64,
     /// False while the node refuses joins.
     pub accepting: bool,
+    /// Random per process start: a new value means the node restarted (its counters, such as
+    /// `redeemed`, start again from zero). Absent from nodes older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The node binary's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Tickets the node has redeemed (joins that spent a ticket) since `boot_id` started: the
+    /// router releases the places it reserved for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemed: Option<u64>,
 }
 
 /// The router's reply to a heartbeat.
@@ -228,6 +239,9 @@ pub struct NodeStatus {
     pub health: String,
     /// Seconds since the last heartbeat.
     pub age_s: f64,
+    /// Places held for this router's tickets the node has not redeemed yet (unexpired).
+    #[serde(default)]
+    pub reserved: u32,
     /// The last heartbeat.
     #[serde(flatten)]
     pub heartbeat: Heartbeat,

@@ -52,6 +52,7 @@ fn setup() -> (Router, tempfile::TempDir) {
         learn: LearnLimits::default(),
         geo_model: GeoModel::default(),
         probe_max_results: 64,
+        reserve: Default::default(),
     };
     let issuer = Issuer::new(outpost_proto::keys::generate_signing_key(), Duration::from_secs(60));
     let router = Router::new(Box::new(geo), issuer, settings, 10_000);
@@ -64,6 +65,9 @@ fn setup() -> (Router, tempfile::TempDir) {
             players: i % 50,
             interval_ms: 600_000,
             accepting: i % 37 != 0,
+            boot_id: None,
+            version: None,
+            redeemed: None,
             ..outpost_tests::heartbeat(&format!("node-{i}"), lat, lon, modules)
         };
         router.heartbeat(hb, now).unwrap();

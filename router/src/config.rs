@@ -95,6 +95,25 @@ pub struct Args {
     /// Client addresses whose rate is tracked (the least recently seen are forgotten).
     #[arg(long, env = "OUTPOST_CLIENT_TABLE", default_value_t = 200_000)]
     pub client_table: u64,
+    /// Routes and probe reports per second from one network (an IPv4 /24 or an IPv6 /64), all
+    /// its addresses together: an attacker holding a network has every address in it.
+    #[arg(long, env = "OUTPOST_PREFIX_RATE", default_value_t = 50.0)]
+    pub prefix_rate: f64,
+    /// Burst of routes and probe reports from one network.
+    #[arg(long, env = "OUTPOST_PREFIX_BURST", default_value_t = 200.0)]
+    pub prefix_burst: f64,
+    /// With `--player-auth-secret`: routes per second for one player id, whatever the source
+    /// (a valid player/auth pair replayed from many addresses is still one player).
+    #[arg(long, env = "OUTPOST_PLAYER_ROUTE_RATE", default_value_t = 0.5)]
+    pub player_route_rate: f64,
+    /// With `--player-auth-secret`: burst of routes for one player id.
+    #[arg(long, env = "OUTPOST_PLAYER_ROUTE_BURST", default_value_t = 10.0)]
+    pub player_route_burst: f64,
+    /// The most of a node's free places this router's unredeemed tickets may hold (0 to 1). A
+    /// route reserves a place until the node reports the ticket redeemed or it expires; with
+    /// several routers per fleet, give each its part.
+    #[arg(long, env = "OUTPOST_RESERVE_SHARE", default_value_t = 0.5)]
+    pub reserve_share: f64,
     /// A client must send a request's headers within this time, or the connection is closed
     /// (so slow or idle half-requests cannot pile up).
     #[arg(long, env = "OUTPOST_HEADER_READ_TIMEOUT", default_value = "10s")]
@@ -212,6 +231,15 @@ impl Args {
         }
         if !(self.client_rate > 0.0 && self.client_burst >= 1.0 && self.client_table >= 1) {
             return Err(bad("client_rate", "client_rate must be > 0, client_burst >= 1 and client_table >= 1"));
+        }
+        if !(self.prefix_rate > 0.0 && self.prefix_burst >= 1.0) {
+            return Err(bad("prefix_rate", "prefix_rate must be > 0 and prefix_burst >= 1"));
+        }
+        if !(self.player_route_rate > 0.0 && self.player_route_burst >= 1.0) {
+            return Err(bad("player_route_rate", "player_route_rate must be > 0 and player_route_burst >= 1"));
+        }
+        if !(0.0..=1.0).contains(&self.reserve_share) {
+            return Err(bad("reserve_share", "must be between 0 and 1"));
         }
         let header_read_timeout = parse_duration("header_read_timeout", &self.header_read_timeout)?;
         if !(Duration::from_millis(50)..=Duration::from_secs(300)).contains(&header_read_timeout) {

@@ -3,6 +3,7 @@
 //! Every error is JSON `{"error","code"}`, and the mapping from errors to statuses is here only.
 //! Bodies are bounded: a declared length over the limit is refused unread.
 
+use crate::addr::PrefixKey;
 use crate::routing::{HeartbeatError, ProbeError, RouteRequest, Router};
 use crate::select::NoNode;
 use hyper::{Method, StatusCode};
@@ -34,44 +35,81 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// How long a client has to send a request's headers and its body.
     pub timeouts: outpost_net::http::Timeouts,
-    /// Per-client-address limit on routes and probe reports.
+    /// Per-client limits on routes and probe reports.
     pub clients: ClientLimiter,
+    /// Per-player-id limit on routes, with `--player-auth-secret`.
+    pub players: Buckets<u64>,
 }
 
-/// A token bucket per client address, in a bounded table that forgets idle clients.
-pub struct ClientLimiter {
-    buckets: moka::sync::Cache<IpAddr, Arc<std::sync::Mutex<TokenBucket>>>,
+/// A token bucket per key, in a bounded table that forgets keys idle for ten minutes.
+pub struct Buckets<K> {
+    table: moka::sync::Cache<K, Arc<std::sync::Mutex<TokenBucket>>>,
     per_second: f64,
     burst: f64,
 }
 
-impl ClientLimiter {
-    /// `per_second` sustained, `burst` at once, for at most `clients` addresses.
-    pub fn new(per_second: f64, burst: f64, clients: u64) -> ClientLimiter {
-        let buckets = moka::sync::Cache::builder()
-            .max_capacity(clients)
-            .time_to_idle(std::time::Duration::from_secs(600))
-            .build();
-        ClientLimiter { buckets, per_second, burst }
+impl<K: std::hash::Hash + Eq + Send + Sync + 'static> Buckets<K> {
+    /// `per_second` sustained, `burst` at once, for at most `keys` keys.
+    pub fn new(per_second: f64, burst: f64, keys: u64) -> Buckets<K> {
+        let table =
+            moka::sync::Cache::builder().max_capacity(keys).time_to_idle(std::time::Duration::from_secs(600)).build();
+        Buckets { table, per_second, burst }
     }
 
-    fn allow(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let bucket = self.buckets.get_with(ip, || Arc::new(std::sync::Mutex::new(TokenBucket::new(self.burst, now))));
+    /// Takes a token for `key`, if it has one.
+    pub fn allow(&self, key: K, now: Instant) -> bool {
+        let bucket = self.table.get_with(key, || Arc::new(std::sync::Mutex::new(TokenBucket::new(self.burst, now))));
         bucket.lock().map(|mut b| b.take(now, self.per_second, self.burst)).unwrap_or(false)
     }
 }
 
+/// Limits per client address and per client network (IPv4 /24, IPv6 /64): many addresses of
+/// one network, each under its own limit, still share the network's.
+pub struct ClientLimiter {
+    addresses: Buckets<IpAddr>,
+    networks: Buckets<PrefixKey>,
+}
+
+impl ClientLimiter {
+    /// Limits of `address` and `network` as (per second, burst), for at most `clients` keys each.
+    pub fn new(address: (f64, f64), network: (f64, f64), clients: u64) -> ClientLimiter {
+        ClientLimiter {
+            addresses: Buckets::new(address.0, address.1, clients),
+            networks: Buckets::new(network.0, network.1, clients),
+        }
+    }
+
+    /// Takes a token for `ip` and its network; the error names what is over its limit.
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> Result<(), String> {
+        let ip = crate::addr::canonical(ip);
+        if !self.addresses.allow(ip, now) {
+            return Err(ip.to_string());
+        }
+        let network = PrefixKey::of(ip, NETWORK_V4, NETWORK_V6);
+        if !self.networks.allow(network, now) {
+            let len = if ip.is_ipv4() { NETWORK_V4 } else { NETWORK_V6 };
+            let net = ipnet::IpNet::new(ip, len).map(|n| n.trunc().to_string()).unwrap_or_else(|_| ip.to_string());
+            return Err(format!("the network {net}"));
+        }
+        Ok(())
+    }
+}
+
+/// The network a client's rate is also counted under, per family.
+const NETWORK_V4: u8 = 24;
+/// See [`NETWORK_V4`].
+const NETWORK_V6: u8 = 64;
+
+fn rate_limited(state: &HttpState, who: String) -> HttpError {
+    state.router.metrics.rate_limited.inc();
+    HttpError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", format!("too many requests from {who}; slow down"))
+}
+
 fn limited(state: &HttpState, admin: bool, client: IpAddr) -> Result<(), HttpError> {
-    if admin || state.clients.allow(client) {
+    if admin {
         return Ok(());
     }
-    state.router.metrics.rate_limited.inc();
-    Err(HttpError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-        format!("too many requests from {client}; slow down"),
-    ))
+    state.clients.allow(client, Instant::now()).map_err(|who| rate_limited(state, who))
 }
 
 type Resp = outpost_net::http::Reply;
@@ -243,6 +281,10 @@ async fn route(state: &HttpState, req: &Req) -> Result<Resp, HttpError> {
                         if !outpost_proto::ids::check_player_auth(secret, p, auth) {
                             return Err(HttpError::unauthorized("auth does not match the player id"));
                         }
+                        // One authenticated player, however many addresses replay its pair.
+                        if !admin && !state.players.allow(id, Instant::now()) {
+                            return Err(rate_limited(state, format!("player {id}")));
+                        }
                     }
                     id
                 }
@@ -285,5 +327,33 @@ async fn route(state: &HttpState, req: &Req) -> Result<Resp, HttpError> {
             format!("{} {path}", req.method()),
         )),
         _ => Err(HttpError::new(StatusCode::NOT_FOUND, "not-found", format!("no route {path}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_one_network_share_its_limit_and_other_networks_keep_theirs() {
+        let now = Instant::now();
+        let limits = ClientLimiter::new((1.0, 2.0), (1.0, 10.0), 1000);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Each of 20 addresses of 203.0.113.0/24 is under its own limit; the network is not.
+        let refused: Vec<String> =
+            (1..=20).filter_map(|i| limits.allow(ip(&format!("203.0.113.{i}")), now).err()).collect();
+        assert_eq!(refused.len(), 10);
+        assert!(refused.iter().all(|r| r == "the network 203.0.113.0/24"), "{refused:?}");
+        assert!(limits.allow(ip("198.51.100.7"), now).is_ok(), "another /24 is not held back");
+        // One address over its own limit is named.
+        assert!(limits.allow(ip("198.51.100.7"), now).is_ok());
+        assert_eq!(limits.allow(ip("198.51.100.7"), now).unwrap_err(), "198.51.100.7");
+        // IPv6: a /64 is one network; the next /64 is another; v4-mapped is the v4 address.
+        for i in 1..=10 {
+            assert!(limits.allow(ip(&format!("2001:db8:0:1::{i:x}")), now).is_ok());
+        }
+        assert_eq!(limits.allow(ip("2001:db8:0:1::ff"), now).unwrap_err(), "the network 2001:db8:0:1::/64");
+        assert!(limits.allow(ip("2001:db8:0:2::1"), now).is_ok());
+        assert_eq!(limits.allow(ip("::ffff:203.0.113.99"), now).unwrap_err(), "the network 203.0.113.0/24");
     }
 }

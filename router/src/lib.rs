@@ -54,6 +54,7 @@ pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
         learn: config.learn.clone(),
         geo_model: config.geo,
         probe_max_results: config.args.probe_max_results,
+        reserve: registry::ReservePolicy { ticket_ttl: config.ticket_ttl, share: config.args.reserve_share },
     };
     Ok(routing::Router::new(geo, issuer, settings, config.args.max_nodes))
 }
@@ -101,7 +102,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         player_auth_secret: config.player_auth_secret.clone(),
         max_body_bytes: config.args.max_body_bytes,
         timeouts: config.http_timeouts,
-        clients: http::ClientLimiter::new(config.args.client_rate, config.args.client_burst, config.args.client_table),
+        clients: http::ClientLimiter::new(
+            (config.args.client_rate, config.args.client_burst),
+            (config.args.prefix_rate, config.args.prefix_burst),
+            config.args.client_table,
+        ),
+        players: http::Buckets::new(
+            config.args.player_route_rate,
+            config.args.player_route_burst,
+            config.args.client_table,
+        ),
     });
     {
         let (url, tls_sha256) = match &config.args.common.tls_cert {

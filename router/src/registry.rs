@@ -7,7 +7,8 @@
 
 use crate::estimate::LatLon;
 use outpost_proto::api::{Heartbeat, NodeStatus};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -69,13 +70,90 @@ pub enum RegistryError {
     Full(usize),
 }
 
+/// How the router holds places for the tickets it hands out.
+#[derive(Debug, Clone, Copy)]
+pub struct ReservePolicy {
+    /// A ticket's lifetime: an unredeemed ticket's place is released when it expires.
+    pub ticket_ttl: Duration,
+    /// The most of a node's free places this router's unredeemed tickets may hold, 0 to 1.
+    /// With several routers, give each its part (0.5 among two: 0.25 each).
+    pub share: f64,
+}
+
+impl Default for ReservePolicy {
+    fn default() -> Self {
+        ReservePolicy { ticket_ttl: Duration::from_secs(60), share: 0.5 }
+    }
+}
+
+/// The places a node's unredeemed tickets hold. Anyone may ask for routes, so these must not be
+/// able to make a node look full: they are released when the node reports them redeemed or when
+/// the ticket expires, and placement counts them only up to [`ReservePolicy::share`] of the
+/// node's free places.
+#[derive(Debug, Default)]
+struct Reservations {
+    /// Tickets handed out, by the second (since the registry's epoch) they were made, oldest
+    /// first.
+    by_second: VecDeque<(u64, u32)>,
+    /// The node's `boot_id` and `redeemed` at its last heartbeat.
+    seen: Option<(String, u64)>,
+}
+
+impl Reservations {
+    fn total(&self) -> u32 {
+        self.by_second.iter().fold(0u32, |t, b| t.saturating_add(b.1))
+    }
+
+    fn expire(&mut self, second: u64, ttl_s: u64) {
+        while self.by_second.front().is_some_and(|b| b.0 + ttl_s < second) {
+            self.by_second.pop_front();
+        }
+    }
+
+    /// Releases `n` places, oldest first (tickets are mostly redeemed in the order made).
+    fn release(&mut self, mut n: u64) {
+        while n > 0 {
+            let Some(front) = self.by_second.front_mut() else { return };
+            let take = u64::from(front.1).min(n);
+            front.1 -= take as u32;
+            n -= take;
+            if front.1 == 0 {
+                self.by_second.pop_front();
+            }
+        }
+    }
+
+    /// What the node's heartbeat says about the tickets it redeemed.
+    fn heartbeat(&mut self, boot_id: Option<&str>, redeemed: Option<u64>) {
+        match (boot_id, redeemed) {
+            (Some(boot), Some(redeemed)) => {
+                match &self.seen {
+                    Some((b, before)) if b == boot => self.release(redeemed.saturating_sub(*before)),
+                    // A restarted node spent nothing this router knows of; what it reserved
+                    // before stays until it expires. A node seen for the first time: likewise.
+                    _ => {}
+                }
+                self.seen = Some((boot.to_string(), redeemed));
+            }
+            // A node older than `redeemed`: its player count is the only news, so places are
+            // held until its next heartbeat, as before.
+            _ => {
+                self.by_second.clear();
+                self.seen = None;
+            }
+        }
+    }
+}
+
 /// All nodes.
 #[derive(Debug)]
 pub struct Registry {
     slots: Vec<Option<Node>>,
-    /// Players routed to each slot since its last heartbeat: counted against capacity and load
-    /// until the node's own count includes them, so a burst of routes cannot overfill a node.
-    pending: Vec<AtomicU32>,
+    /// Unredeemed tickets per slot ([`Reservations`]), and their count for lock-free reads.
+    reservations: Vec<Mutex<Reservations>>,
+    reserved: Vec<AtomicU32>,
+    policy: ReservePolicy,
+    epoch: Instant,
     by_id: HashMap<String, usize>,
     /// Module name → bitset over slots.
     modules: HashMap<String, Vec<u64>>,
@@ -88,12 +166,33 @@ impl Registry {
     pub fn new(max_nodes: usize) -> Registry {
         Registry {
             slots: Vec::new(),
-            pending: Vec::new(),
+            reservations: Vec::new(),
+            reserved: Vec::new(),
+            policy: ReservePolicy::default(),
+            epoch: Instant::now(),
             by_id: HashMap::new(),
             modules: HashMap::new(),
             layout: 0,
             max_nodes,
         }
+    }
+
+    /// Sets how places are reserved for tickets.
+    pub fn set_reserve_policy(&mut self, policy: ReservePolicy) {
+        self.policy = policy;
+    }
+
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    /// Runs `f` on a slot's reservations, then refreshes its lock-free count.
+    fn with_reservations(&self, slot: usize, now: Instant, f: impl FnOnce(&mut Reservations)) {
+        let (Some(r), Some(count)) = (self.reservations.get(slot), self.reserved.get(slot)) else { return };
+        let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+        r.expire(self.second(now), self.policy.ticket_ttl.as_secs().max(1));
+        f(&mut r);
+        count.store(r.total(), Ordering::Relaxed);
     }
 
     /// Takes a (validated) heartbeat.
@@ -109,10 +208,13 @@ impl Registry {
                     Some(i) => i,
                     None => {
                         self.slots.push(None);
-                        self.pending.push(AtomicU32::new(0));
+                        self.reservations.push(Mutex::default());
+                        self.reserved.push(AtomicU32::new(0));
                         self.slots.len() - 1
                     }
                 };
+                // A slot taken over by another node starts with nothing reserved.
+                self.with_reservations(i, now, |r| *r = Reservations::default());
                 self.by_id.insert(hb.id.clone(), i);
                 self.layout += 1;
                 i
@@ -136,22 +238,34 @@ impl Registry {
             }
             words[slot / 64] |= 1 << (slot % 64);
         }
+        let (boot, redeemed) = (hb.boot_id.clone(), hb.redeemed);
         self.slots[slot] = Some(Node { hb, last_seen: now, pos });
-        self.pending[slot].store(0, Ordering::Relaxed);
+        self.with_reservations(slot, now, |r| r.heartbeat(boot.as_deref(), redeemed));
         Ok(())
     }
 
-    /// Counts a player sent to `slot`.
-    pub fn note_routed(&self, slot: usize) {
-        if let Some(p) = self.pending.get(slot) {
-            p.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Holds a place on `slot` for a ticket just made.
+    pub fn note_routed(&self, slot: usize, now: Instant) {
+        let second = self.second(now);
+        self.with_reservations(slot, now, |r| match r.by_second.back_mut() {
+            Some(last) if last.0 == second => last.1 = last.1.saturating_add(1),
+            _ => r.by_second.push_back((second, 1)),
+        });
     }
 
-    /// Players on `slot` as placement counts them: the node's last report plus those routed since.
+    /// Unredeemed, unexpired tickets this router made for `slot` (as of the last route or
+    /// heartbeat of that node).
+    pub fn reserved(&self, slot: usize) -> u32 {
+        self.reserved.get(slot).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Players on `slot` as placement counts them: the node's last report plus its reserved
+    /// places, these at most [`ReservePolicy::share`] of the free places.
     pub fn players(&self, slot: usize) -> u32 {
-        let pending = self.pending.get(slot).map_or(0, |p| p.load(Ordering::Relaxed));
-        self.get(slot).map_or(0, |n| n.hb.players.saturating_add(pending))
+        let Some(n) = self.get(slot) else { return 0 };
+        let free = n.hb.capacity.saturating_sub(n.hb.players);
+        let cap = (f64::from(free) * self.policy.share).floor() as u32;
+        n.hb.players.saturating_add(self.reserved(slot).min(cap))
     }
 
     fn clear_module_bit(&mut self, module: &str, slot: usize) {
@@ -177,6 +291,7 @@ impl Registry {
             }
         }
         for &i in &gone {
+            self.with_reservations(i, now, |r| *r = Reservations::default());
             if let Some(n) = self.slots[i].take() {
                 self.by_id.remove(&n.hb.id);
                 for m in &n.hb.modules {
@@ -263,9 +378,10 @@ impl Registry {
     /// `GET /v1/nodes`.
     pub fn status(&self, now: Instant) -> Vec<NodeStatus> {
         self.nodes()
-            .map(|(_, n)| NodeStatus {
+            .map(|(slot, n)| NodeStatus {
                 health: n.health(now).as_str().to_string(),
                 age_s: now.saturating_duration_since(n.last_seen).as_secs_f64(),
+                reserved: self.reserved(slot),
                 heartbeat: n.hb.clone(),
             })
             .collect()
@@ -294,6 +410,9 @@ pub(crate) mod tests {
             cpu: 0.0,
             interval_ms: 2000,
             accepting: true,
+            boot_id: None,
+            version: None,
+            redeemed: None,
         }
     }
 
@@ -350,5 +469,50 @@ pub(crate) mod tests {
         assert_eq!(r.with_module("m").count(), 1);
         r.upsert(hb("c", &["m"]), later).unwrap();
         assert_eq!(r.slot_of("c"), Some(0), "the freed slot is reused");
+    }
+
+    #[test]
+    fn reserved_places_count_up_to_a_share_of_the_free_ones_and_go_when_redeemed_or_expired() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = Registry::new(10);
+        r.set_reserve_policy(ReservePolicy { ticket_ttl: s(60), share: 0.5 });
+        let beat = |players: u32, boot: &str, redeemed: u64| Heartbeat {
+            capacity: 100,
+            players,
+            boot_id: Some(boot.into()),
+            redeemed: Some(redeemed),
+            ..hb("n", &["arena"])
+        };
+        r.upsert(beat(0, "b1", 0), t0).unwrap();
+        let slot = r.slot_of("n").unwrap();
+        for i in 0..80 {
+            r.note_routed(slot, t0 + Duration::from_millis(i * 10));
+        }
+        assert_eq!(r.reserved(slot), 80);
+        assert_eq!(r.players(slot), 50, "80 unredeemed tickets count as at most half the free places");
+        // The node redeemed 30 and has 30 players: 50 stay reserved, capped at half of 70 free.
+        r.upsert(beat(30, "b1", 30), t0 + s(2)).unwrap();
+        assert_eq!(r.reserved(slot), 50);
+        assert_eq!(r.players(slot), 30 + 35);
+        // A restarted node (new boot id) spent nothing this router knows of.
+        r.upsert(beat(0, "b2", 3), t0 + s(4)).unwrap();
+        assert_eq!(r.reserved(slot), 50);
+        r.upsert(beat(5, "b2", 8), t0 + s(6)).unwrap();
+        assert_eq!(r.reserved(slot), 45, "5 redeemed since the restart");
+        // Tickets expire with their lifetime.
+        r.upsert(beat(5, "b2", 8), t0 + s(62)).unwrap();
+        assert_eq!(r.reserved(slot), 0);
+        assert_eq!(r.players(slot), 5);
+        // A node that does not report `redeemed` (older than the field) holds places until its
+        // next heartbeat, as before.
+        r.note_routed(slot, t0 + s(63));
+        assert_eq!(r.reserved(slot), 1);
+        r.upsert(Heartbeat { capacity: 100, ..hb("n", &["arena"]) }, t0 + s(64)).unwrap();
+        assert_eq!(r.reserved(slot), 0);
+        // A full node stays full: no free place, nothing reserved counts.
+        r.upsert(beat(100, "b3", 0), t0 + s(65)).unwrap();
+        r.note_routed(slot, t0 + s(65));
+        assert_eq!(r.players(slot), 100);
     }
 }

@@ -31,6 +31,8 @@ pub struct RouterSettings {
     pub geo_model: GeoModel,
     /// Results in one probe batch.
     pub probe_max_results: usize,
+    /// How places are held for tickets not yet redeemed.
+    pub reserve: crate::registry::ReservePolicy,
 }
 
 /// Geo RTTs from one client position to every registry slot (NaN where a node has no position),
@@ -113,6 +115,8 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
         addr.parse::<SocketAddr>().map_err(|_| Field(field, format!("{addr:?} is not ip:port")))?;
     }
     text("admin_url", &hb.admin_url, 256)?;
+    text("boot_id", hb.boot_id.as_deref().unwrap_or(""), 64)?;
+    text("version", hb.version.as_deref().unwrap_or(""), 64)?;
     if !(hb.admin_url.starts_with("http://") || hb.admin_url.starts_with("https://")) {
         return Err(Field("admin_url", "must be an http:// or https:// URL".into()));
     }
@@ -170,8 +174,10 @@ fn route_node(n: &Heartbeat) -> RouteNode {
 impl Router {
     /// A router over `geo`, signing with `issuer`.
     pub fn new(geo: Box<dyn GeoLookup>, issuer: Issuer, settings: RouterSettings, max_nodes: usize) -> Router {
+        let mut registry = Registry::new(max_nodes);
+        registry.set_reserve_policy(settings.reserve);
         Router {
-            registry: RwLock::new(Registry::new(max_nodes)),
+            registry: RwLock::new(registry),
             geo,
             prefixes: Table::new(settings.learn.max_prefixes),
             cells: Table::new(settings.learn.max_cells),
@@ -387,7 +393,7 @@ impl Router {
         }
         let top = place(pool, self.settings.alternates)?;
         let best = top[0];
-        reg.note_routed(best.index);
+        reg.note_routed(best.index, now);
         let node = |c: &Candidate<'_>| reg.get(c.index).map(|n| route_node(&n.hb));
         let (rtt_ms, method) = best.estimate.map_or((None, Method::None), |(r, m)| (Some(r), m));
         Ok(Decision {
@@ -445,6 +451,8 @@ mod tests {
             ("lat", Heartbeat { lat: f64::NAN, ..good.clone() }),
             ("probe_addr", Heartbeat { probe_addr: "1.2.3.4".into(), ..good.clone() }),
             ("admin_url", Heartbeat { admin_url: "ftp://x".into(), ..good.clone() }),
+            ("boot_id", Heartbeat { boot_id: Some("b".repeat(65)), ..good.clone() }),
+            ("version", Heartbeat { version: Some("1.0\n".into()), ..good.clone() }),
             ("cert_sha256", Heartbeat { cert_sha256: "AB".repeat(32), ..good.clone() }),
             ("cpu", Heartbeat { cpu: f64::INFINITY, ..good.clone() }),
             ("interval_ms", Heartbeat { interval_ms: 10, ..good.clone() }),

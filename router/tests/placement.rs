@@ -56,6 +56,7 @@ fn router(dir: &std::path::Path, client: (f64, f64)) -> Router {
         learn: LearnLimits::default(),
         geo_model: GeoModel::default(),
         probe_max_results: 1024,
+        reserve: Default::default(),
     };
     Router::new(
         Box::new(geo),
@@ -82,6 +83,9 @@ proptest! {
                 players: n.players,
                 interval_ms: 1000,
                 accepting: n.accepting,
+                boot_id: None,
+                version: None,
+                redeemed: None,
                 ..outpost_tests::heartbeat(&format!("n{i:03}"), n.lat, n.lon, modules)
             };
             let seen = if n.down { now - Duration::from_secs(5) } else { now };

@@ -372,6 +372,9 @@ pub fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> outpost_prot
         cpu: 0.1,
         interval_ms: 60_000,
         accepting: true,
+        boot_id: None,
+        version: None,
+        redeemed: None,
     }
 }
 

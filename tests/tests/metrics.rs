@@ -109,6 +109,7 @@ const EDGE: &[&str] = &[
     "outpost_rooms_created_total counter",
     "outpost_signals_total counter",
     "outpost_tick_seconds histogram",
+    "outpost_tickets_redeemed_total counter",
     "outpost_udp_packets_sent_total counter",
     "outpost_udp_send_batches_total counter",
     "outpost_udp_send_errors_total counter",

@@ -185,11 +185,13 @@ fn down_moduleless_full_and_draining_nodes_are_skipped() {
     london(&|_| {});
     assert_eq!(route_for(&r, "81.2.69.1").node.id, "london");
 
-    // Routes fill a node before its next heartbeat says so: capacity 2 takes two routes.
+    // Routed tickets hold places until redeemed, but by default at most half the free ones:
+    // routes alone never make a node look full (see the attack test below); with
+    // `--reserve-share 1` they may (`routed_tickets_hold_places_up_to_the_reserve_share`).
     london(&|hb| hb.capacity = 2);
-    assert_eq!(route_for(&r, "81.2.69.1").node.id, "london");
-    assert_eq!(route_for(&r, "81.2.69.1").node.id, "london");
-    assert_eq!(route_for(&r, "81.2.69.1").node.id, "frankfurt", "london holds two routed players");
+    for _ in 0..3 {
+        assert_eq!(route_for(&r, "81.2.69.1").node.id, "london");
+    }
 
     let none = r.admin_get("/v1/route?module=chess&ip=81.2.69.1");
     assert_eq!(none.status, 503);
@@ -392,4 +394,112 @@ fn one_client_address_is_rate_limited_but_admin_tools_are_not() {
         assert_eq!(r.admin_get("/v1/route?module=arena&ip=81.2.69.1").status, 200);
     }
     assert_eq!(r.metric("outpost_router_rate_limited_total"), 2.0);
+}
+
+/// A heartbeat from a node that reports the tickets it redeemed (so the router's reservations
+/// last until redeemed or expired, not until the next heartbeat).
+fn reporting(id: &str, capacity: u32, redeemed: u64) -> Heartbeat {
+    Heartbeat {
+        capacity,
+        boot_id: Some("boot-1".into()),
+        redeemed: Some(redeemed),
+        ..heartbeat(id, 51.5, -0.12, &["arena"])
+    }
+}
+
+#[test]
+fn routed_tickets_hold_places_up_to_the_reserve_share() {
+    let r = Router::start(&["--reserve-share", "1"]).unwrap();
+    let beat = |players: u32, redeemed: u64| {
+        assert_eq!(r.heartbeat(&Heartbeat { players, ..reporting("london", 2, redeemed) }).status, 200);
+    };
+    let route = || r.admin_get("/v1/route?module=arena&ip=81.2.69.1");
+    let reserved = || r.admin_get("/v1/nodes").json()["nodes"][0]["reserved"].as_u64().unwrap();
+    beat(0, 0);
+    assert_eq!(route().status, 200);
+    assert_eq!(route().status, 200);
+    assert_eq!(reserved(), 2);
+    let full = route();
+    assert_eq!(
+        (full.status, full.json()["code"].as_str()),
+        (503, Some("no-node-available")),
+        "two places, two tickets"
+    );
+    // One ticket redeemed: one player there, one place still held.
+    beat(1, 1);
+    assert_eq!(reserved(), 1);
+    assert_eq!(route().status, 503);
+    // Both redeemed and both players gone: the node is empty again.
+    beat(0, 2);
+    assert_eq!(reserved(), 0);
+    assert_eq!(route().status, 200);
+}
+
+#[test]
+fn anonymous_routes_from_one_network_cannot_fill_a_node_for_clients_elsewhere() {
+    let r = Router::start(&["--trusted-proxy", "127.0.0.0/8"]).unwrap();
+    assert_eq!(r.heartbeat(&reporting("only", 1000, 0)).status, 200);
+    let url = r.url();
+    // 200 addresses of one /24, each within its own limit (5/s, burst 20), asking at once.
+    let attackers: Vec<_> = (0..8)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut tickets = 0;
+                for a in (t * 25 + 1)..=(t * 25 + 25) {
+                    let xff = format!("203.0.113.{a}");
+                    for _ in 0..25 {
+                        let reply = outpost_tests::http_with(
+                            "GET",
+                            &format!("{url}/v1/route?module=arena"),
+                            None,
+                            &[("X-Forwarded-For", xff.as_str())],
+                            b"",
+                        );
+                        tickets += usize::from(reply.status == 200);
+                    }
+                }
+                tickets
+            })
+        })
+        .collect();
+    let tickets: usize = attackers.into_iter().map(|t| t.join().unwrap()).sum();
+    // A hundred players, each from a /24 of its own, during the tickets' lifetime.
+    let mut routed = 0;
+    for i in 1..=100 {
+        let xff = format!("10.{i}.0.1");
+        let reply = r.request("GET", "/v1/route?module=arena", None, &[("X-Forwarded-For", xff.as_str())], b"");
+        assert!(reply.status == 200 || reply.status == 503, "{}: {}", reply.status, reply.text());
+        routed += usize::from(reply.status == 200);
+    }
+    eprintln!("the attack got {tickets} tickets of 5,000 asked; real clients routed {routed} of 100");
+    assert!(routed >= 99, "only {routed} of 100 real clients got a route");
+    assert!(tickets <= 300, "the /24 got {tickets} tickets past its network limit");
+    assert!(r.metric("outpost_router_rate_limited_total") >= 4000.0);
+}
+
+#[test]
+fn one_players_valid_auth_replayed_from_many_addresses_is_still_one_player() {
+    let secret = "login-service-shared-secret";
+    let r =
+        Router::start(&["--trusted-proxy", "127.0.0.0/8", "--player-auth-secret", secret, "--player-route-burst", "5"])
+            .unwrap();
+    register_world(&r, &["arena"]);
+    let auth = outpost_proto::ids::player_auth(secret.as_bytes(), "4242");
+    let statuses: Vec<u16> = (1..=30)
+        .map(|i| {
+            let xff = format!("198.{i}.100.7");
+            let query = format!("/v1/route?module=arena&player=4242&auth={auth}");
+            let reply = r.request("GET", &query, None, &[("X-Forwarded-For", xff.as_str())], b"");
+            if reply.status == 429 {
+                assert_eq!(reply.json()["error"], "too many requests from player 4242; slow down");
+            }
+            reply.status
+        })
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 25, "{statuses:?}");
+    let other = outpost_proto::ids::player_auth(secret.as_bytes(), "77");
+    let reply = r.request("GET", &format!("/v1/route?module=arena&player=77&auth={other}"), None, &[], b"");
+    assert_eq!(reply.status, 200, "another player is not held back: {}", reply.text());
 }

@@ -59,6 +59,8 @@ async fn edges_register_players_join_the_routed_node_and_a_killed_node_is_avoide
     let route = route_berlin(&router).expect("a route");
     assert_eq!(route.node.id, "frankfurt");
     assert_eq!(route.alternates[0].id, "london");
+    let f = nodes(&router).nodes.into_iter().find(|n| n.heartbeat.id == "frankfurt").unwrap();
+    assert_eq!(f.reserved, 1, "the ticket holds a place until it is redeemed");
     let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let client = outpost_client::Client::connect(
         &endpoint,
@@ -70,11 +72,24 @@ async fn edges_register_players_join_the_routed_node_and_a_killed_node_is_avoide
     .await
     .expect("the routed ticket is accepted by the routed node");
     assert_eq!(client.joined.player_id, 5);
-    // The node's next heartbeat counts the player.
+    // The node's next heartbeat counts the player and the redeemed ticket, whose place the
+    // router then releases.
     wait_for("frankfurt to report its player", Duration::from_secs(10), || {
-        nodes(&router).nodes.iter().find(|n| n.heartbeat.id == "frankfurt" && n.heartbeat.players == 1).map(|_| ())
+        nodes(&router)
+            .nodes
+            .iter()
+            .find(|n| {
+                n.heartbeat.id == "frankfurt"
+                    && n.heartbeat.players == 1
+                    && n.heartbeat.redeemed == Some(1)
+                    && n.reserved == 0
+            })
+            .map(|_| ())
     })
     .unwrap();
+    let f = nodes(&router).nodes.into_iter().find(|n| n.heartbeat.id == "frankfurt").unwrap();
+    assert!(f.heartbeat.boot_id.as_ref().is_some_and(|b| b.len() == 16), "{:?}", f.heartbeat.boot_id);
+    assert_eq!(f.heartbeat.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     drop(client);
 
     // Kill Frankfurt: three missed 200 ms intervals later it is down and Berlin goes to London.

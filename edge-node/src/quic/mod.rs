@@ -185,6 +185,7 @@ pub(crate) async fn admit(
         let mut guard = ctx.replay.lock().unwrap_or_else(|e| e.into_inner());
         guard.check_and_insert(&t, now).map_err(|e| Refusal::player(e.code(), e.to_string()))?;
     }
+    ctx.metrics.tickets_redeemed_total.inc();
     let link = link_for(&t);
     let back_to = take_over(ctx, &link).await;
     let placed = place(ctx, &t, &link, back_to).await;
