@@ -8,7 +8,7 @@ GUEST_BUILD := $(CURDIR)/target/guest-build
 GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: all build build-all guests guest-target test test-guests demo bench bench-router geoip postgres-server systemd-tools fmt lint clean
+.PHONY: all build build-all guests guest-target test test-guests demo bench bench-router geoip postgres-server systemd-tools fmt lint clean fuzz soak
 
 all: build guests
 
@@ -62,6 +62,16 @@ systemd-tools:
 
 test: build-all guests test-guests geoip postgres-server systemd-tools
 	$(CARGO) test --release --workspace
+
+# Every fuzz target for FUZZ_SECONDS (60) each with cargo-fuzz (nightly, installed if missing);
+# corpora grow in fuzz/corpus, crashes land in fuzz/artifacts, and `make test` replays both.
+fuzz:
+	bash scripts/fuzz.sh
+
+# Bots, commits and hostile rooms together for SOAK_MINUTES (10), sampling every process;
+# writes the table into RELIABILITY.md. Not part of `make test`.
+soak: build guests
+	bash scripts/soak.sh --minutes $${SOAK_MINUTES:-10}
 
 bench: build guests
 	bash scripts/bench-players.sh

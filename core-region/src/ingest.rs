@@ -243,6 +243,7 @@ async fn updates(s: &mut Stream, ctx: &Arc<IngestCtx>, stream: &str) -> Result<(
         .await;
         match applied {
             Ok(a) => {
+                outpost_net::failpoint::hit("core.before_ack");
                 ctx.metrics.updates_applied.inc_by(a.applied);
                 ctx.metrics.updates_replayed.inc_by(a.replayed);
                 ctx.metrics.batches.inc();

@@ -16,6 +16,7 @@
 //! What it does not do: decide anything about games, rooms or routing. Formats live in
 //! `outpost-proto`; what a player needs to connect lives in `outpost-client`.
 
+pub mod failpoint;
 pub mod files;
 pub mod http;
 pub mod link;

@@ -175,7 +175,8 @@ pub enum HttpsTrust {
     Pins(Vec<String>),
 }
 
-fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
+/// A certificate pin from its text (64 hex digits, spaces around allowed).
+pub fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
     hex::decode(pin.trim()).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| TlsError::BadPin(pin.to_string()))
 }
 

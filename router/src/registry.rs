@@ -1,7 +1,7 @@
 //! The node registry: what each edge last said about itself and when.
 //!
 //! Pure state with the clock as an argument, so the health rule is tested on an injected clock.
-//! Nodes live in stable slots; each module keeps a bitset of the slots that have it, so a route
+//! Nodes live in stable slots; each module keeps the sorted list of the slots that have it, so a route
 //! walks only the nodes with the module, and the per-position geo estimates can be cached by
 //! slot (see [`Registry::layout_generation`]).
 
@@ -155,8 +155,10 @@ pub struct Registry {
     policy: ReservePolicy,
     epoch: Instant,
     by_id: HashMap<String, usize>,
-    /// Module name → bitset over slots.
-    modules: HashMap<String, Vec<u64>>,
+    /// Module name → the slots that have it, ascending. A list, not a bitset over all slots:
+    /// a bitset sized to the highest slot, per module name, grew with a node's slot number for
+    /// each of its up to 1,024 names (gigabytes at the caps); a list holds what exists.
+    modules: HashMap<String, Vec<u32>>,
     layout: u64,
     max_nodes: usize,
 }
@@ -227,16 +229,15 @@ impl Registry {
             }
             for m in &old.hb.modules {
                 if !hb.modules.iter().any(|n| n.name == m.name) {
-                    self.clear_module_bit(&m.name, slot);
+                    self.remove_from_module(&m.name, slot);
                 }
             }
         }
         for m in &hb.modules {
-            let words = self.modules.entry(m.name.clone()).or_default();
-            if words.len() <= slot / 64 {
-                words.resize(slot / 64 + 1, 0);
+            let slots = self.modules.entry(m.name.clone()).or_default();
+            if let Err(at) = slots.binary_search(&(slot as u32)) {
+                slots.insert(at, slot as u32);
             }
-            words[slot / 64] |= 1 << (slot % 64);
         }
         let (boot, redeemed) = (hb.boot_id.clone(), hb.redeemed);
         self.slots[slot] = Some(Node { hb, last_seen: now, pos });
@@ -268,12 +269,12 @@ impl Registry {
         n.hb.players.saturating_add(self.reserved(slot).min(cap))
     }
 
-    fn clear_module_bit(&mut self, module: &str, slot: usize) {
-        if let Some(words) = self.modules.get_mut(module) {
-            if let Some(w) = words.get_mut(slot / 64) {
-                *w &= !(1 << (slot % 64));
+    fn remove_from_module(&mut self, module: &str, slot: usize) {
+        if let Some(slots) = self.modules.get_mut(module) {
+            if let Ok(at) = slots.binary_search(&(slot as u32)) {
+                slots.remove(at);
             }
-            if words.iter().all(|&w| w == 0) {
+            if slots.is_empty() {
                 self.modules.remove(module);
             }
         }
@@ -295,7 +296,7 @@ impl Registry {
             if let Some(n) = self.slots[i].take() {
                 self.by_id.remove(&n.hb.id);
                 for m in &n.hb.modules {
-                    self.clear_module_bit(&m.name, i);
+                    self.remove_from_module(&m.name, i);
                 }
             }
         }
@@ -341,25 +342,14 @@ impl Registry {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|n| (i, n)))
     }
 
-    /// The bitset (over slots) of the nodes that have `module`; empty when none do.
-    pub fn module_bits(&self, module: &str) -> &[u64] {
+    /// The slots of the nodes that have `module`, ascending; empty when none do.
+    pub fn module_slots(&self, module: &str) -> &[u32] {
         self.modules.get(module).map_or(&[][..], Vec::as_slice)
     }
 
     /// The slots of the nodes that have `module`.
     pub fn with_module(&self, module: &str) -> impl Iterator<Item = usize> + '_ {
-        let words = self.modules.get(module).map_or(&[][..], Vec::as_slice);
-        words.iter().enumerate().flat_map(|(wi, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let bit = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(wi * 64 + bit)
-            })
-        })
+        self.module_slots(module).iter().map(|&s| s as usize)
     }
 
     /// Counts by health: (healthy, not accepting, down).
@@ -434,7 +424,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn module_bitsets_follow_heartbeats() {
+    fn module_lists_follow_heartbeats() {
         let t0 = Instant::now();
         let mut r = Registry::new(200);
         for i in 0..130 {
@@ -514,5 +504,26 @@ pub(crate) mod tests {
         r.upsert(beat(100, "b3", 0), t0 + s(65)).unwrap();
         r.note_routed(slot, t0 + s(65));
         assert_eq!(r.players(slot), 100);
+    }
+
+    #[test]
+    fn module_lists_hold_what_exists_whatever_the_slot_numbers() {
+        let mut r = Registry::new(3000);
+        let t0 = Instant::now();
+        for i in 0..2000 {
+            r.upsert(hb(&format!("n{i}"), &["arena"]), t0).unwrap();
+        }
+        // The last slot announces 1,024 module names: one entry each, not 1,024 lists sized
+        // to slot 1,999.
+        let names: Vec<String> = (0..1024).map(|m| format!("m{m}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        r.upsert(hb("n1999", &refs), t0).unwrap();
+        let entries: usize = r.modules.values().map(Vec::len).sum();
+        assert_eq!(entries, 1999 + 1024);
+        assert_eq!(r.with_module("m7").collect::<Vec<_>>(), [r.slot_of("n1999").unwrap()]);
+        // Dropping them drops the lists.
+        r.upsert(hb("n1999", &["arena"]), t0).unwrap();
+        assert_eq!(r.modules.len(), 1);
+        assert_eq!(r.with_module("arena").count(), 2000);
     }
 }

@@ -335,11 +335,11 @@ impl Router {
                 measured.push((s, *rtt, Method::MeasuredCell));
             }
         }
-        let bits = reg.module_bits(module);
-        if bits.iter().all(|&w| w == 0) {
+        let with_module = reg.module_slots(module);
+        if with_module.is_empty() {
             return Err(NoNode::NoModule);
         }
-        let has_module = |slot: usize| bits.get(slot / 64).is_some_and(|w| (w >> (slot % 64)) & 1 == 1);
+        let has_module = |slot: usize| with_module.binary_search(&(slot as u32)).is_ok();
         let is_measured = |slot: usize| measured.iter().any(|m| m.0 == slot);
         let row = pos.map(|p| self.geo_row(&reg, p));
         let scale = row.as_ref().map_or(1.0, |row| geo_calibration(&measured, &row.rtt));

@@ -7,6 +7,7 @@
 use anyhow::{Context, Result, bail};
 pub mod mmdb;
 pub mod pg;
+pub mod relay;
 
 use outpost_proto::api::{EdgeReady, RouterReady};
 use std::path::{Path, PathBuf};
@@ -149,6 +150,11 @@ impl Edge {
         Ok(Edge { child, ready, data_dir: data.to_path_buf(), extra, log, _tmp: None })
     }
 
+    /// Whether the process exited by itself within `timeout`.
+    pub fn exited(&mut self, timeout: Duration) -> bool {
+        exited(&mut self.child, timeout)
+    }
+
     /// Kills the process (SIGKILL) and starts it again on the same data dir.
     pub fn restart(mut self) -> Result<Edge> {
         let _ = self.child.kill();
@@ -241,6 +247,24 @@ impl Edge {
     }
 }
 
+thread_local! {
+    static CHILD_ENV: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `env` set for every process it starts (on this thread): the crash tests switch
+/// failpoints on this way, for one start and not for the restart after it.
+pub fn with_env<T>(env: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
+    CHILD_ENV.with(|e| *e.borrow_mut() = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let out = f();
+    CHILD_ENV.with(|e| e.borrow_mut().clear());
+    out
+}
+
+/// Waits until `child` exits by itself (a failpoint killed it); whether it did within `timeout`.
+fn exited(child: &mut Child, timeout: Duration) -> bool {
+    wait_for("the process to exit", timeout, || child.try_wait().ok().flatten().map(|_| ())).is_ok()
+}
+
 /// Starts `binary` with `--data-dir data --ready-file ...` and the test tokens, logging to a file
 /// beside the data dir, and waits for its ready file (or its early exit, with the log).
 fn spawn_ready<T: serde::de::DeserializeOwned>(
@@ -262,6 +286,7 @@ fn spawn_ready<T: serde::de::DeserializeOwned>(
         .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("OUTPOST_CLUSTER_TOKEN", CLUSTER_TOKEN)
         .env("RUST_LOG", "info")
+        .envs(CHILD_ENV.with(|e| e.borrow().clone()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -404,6 +429,11 @@ impl Core {
         let data = tmp.path().join("data");
         let (child, ready, log) = spawn_ready("core-region", &data, &args)?;
         Ok(Core { child, ready, data, args, log, _tmp: Some(tmp) })
+    }
+
+    /// Whether the process exited by itself within `timeout`.
+    pub fn exited(&mut self, timeout: Duration) -> bool {
+        exited(&mut self.child, timeout)
     }
 
     /// SIGKILLs the process and starts it again on the same data dir (new ports).
@@ -591,4 +621,37 @@ fn send(
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut resp.into_reader(), &mut out).expect("reading the reply");
     Reply { status, body: out }
+}
+
+/// One signal over a fresh connection; `None` when the connection broke before a whole reply
+/// (the node was killed under it).
+pub fn signal_raw(admin: &str, room: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let head = format!(
+        "POST /v1/rooms/{room}/signal HTTP/1.1\r\nHost: e\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let (_, text) = out.split_once("\r\n\r\n")?;
+    Some((status, text.to_string()))
+}
+
+/// Which of `c{call}/0..per_call` the core holds, as indices.
+pub fn held(core: &Core, call: usize) -> Vec<usize> {
+    let r = core.get(&format!("/v1/state?prefix=c{call}/&limit=1000"), Some(ADMIN_TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut got: Vec<usize> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap())
+        .collect();
+    got.sort();
+    got
 }

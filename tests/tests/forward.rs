@@ -1,7 +1,7 @@
 //! Edges forward guests' commits to a real core region through their durable outbox: delivered,
 //! kept while the core is down, kept across an edge kill -9, bounded by the outbox limit.
 
-use outpost_tests::{ADMIN_TOKEN, Core, Edge, guest, wait_for};
+use outpost_tests::{ADMIN_TOKEN, Core, Edge, guest, held, signal_raw, wait_for};
 use std::time::Duration;
 
 fn edge_for(core: &Core, extra: &[&str]) -> Edge {
@@ -251,39 +251,6 @@ fn arena_scores_reach_postgresql_and_the_edge_fails_over_to_the_second_core() {
     assert_eq!(second.get("/v1/state/before", Some(ADMIN_TOKEN)).text(), "1", "one store behind both cores");
     assert_eq!(second.metric("outpost_core_updates_applied_total"), 20.0, "nothing applied twice");
     arena_tag_reaches(&second, &edge);
-}
-
-/// One signal over a fresh connection; `None` when the connection broke before a whole reply
-/// (the node was killed under it).
-fn signal_raw(admin: &str, room: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let head = format!(
-        "POST /v1/rooms/{room}/signal HTTP/1.1\r\nHost: e\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.get(9..12)?.parse().ok()?;
-    let (_, text) = out.split_once("\r\n\r\n")?;
-    Some((status, text.to_string()))
-}
-
-/// Which of `c{call}/0..per_call` the core holds, as indices.
-fn held(core: &Core, call: usize) -> Vec<usize> {
-    let r = core.get(&format!("/v1/state?prefix=c{call}/&limit=1000"), Some(ADMIN_TOKEN));
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut got: Vec<usize> = r.json()["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["key"].as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap())
-        .collect();
-    got.sort();
-    got
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! sch_netem, this machine's kernel lacks). Geography alone sends the client to London; after
 //! one probe report the router sends it to Singapore, which is really nearer in delay.
 //!
-//! Needs root (network namespaces); without it the test says so and passes without checking.
+//! Needs root (network namespaces) and fails without it: a test that passes by skipping would
+//! hide that it never ran. `make test` runs as root in CI.
 
 use outpost_tests::mmdb;
 use outpost_tests::{Edge, Router, bin, cli_env, guest, wait_for};
@@ -139,10 +140,7 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn a_probe_report_sends_the_player_to_the_node_nearest_in_delay_not_in_geography() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: network namespaces need root");
-        return;
-    }
+    assert_eq!(unsafe { libc::geteuid() }, 0, "network namespaces need root: run the tests as root");
     let ns = Netns::create();
     let dir = tempfile::tempdir().unwrap();
     let geoip = dir.path().join("city.mmdb");

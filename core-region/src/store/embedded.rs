@@ -51,6 +51,7 @@ impl Store for EmbeddedStore {
             marks.insert(stream, high_water).map_err(backend)?;
             Applied { applied: fresh.len() as u64, replayed: replayed as u64, high_water }
         };
+        outpost_net::failpoint::hit("store.before_commit");
         tx.commit().map_err(backend)?;
         Ok(applied)
     }

@@ -14,7 +14,7 @@ use crate::telemetry::Metrics;
 use bytes::Bytes;
 use error::ApiError;
 use http_body_util::Full;
-use hyper::{Method, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use outpost_net::http::{Req, json};
 use outpost_proto::api::CreateRoom;
 use outpost_proto::ids::check_name;
@@ -173,32 +173,28 @@ async fn handle(state: Arc<AdminState>, req: Req) -> Resp {
 }
 
 async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
-    let path = req.parts.uri.path().to_string();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.parts.method.clone();
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["healthz"]) => {
-            return Ok(if state.accepting.load(Ordering::Relaxed) {
-                json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-            } else {
-                let reason = match &state.outbox {
-                    Some(o) if o.over_soft_limit() => {
-                        "outbox over its soft limit: the core region is unreachable or slow"
-                    }
-                    _ => "draining",
-                };
-                let body = serde_json::json!({"status": "not-accepting", "reason": reason});
-                json(StatusCode::SERVICE_UNAVAILABLE, &body)
-            });
-        }
-        (&Method::GET, ["metrics"]) => return Ok(metrics(state)),
-        _ => {}
-    }
-    if !authorized(state, req) {
+    use outpost_proto::admin::AdminRoute::*;
+    let uri = &req.parts.uri;
+    let route = outpost_proto::admin::route(req.parts.method.as_str(), uri.path(), uri.query().unwrap_or(""));
+    // Without the token, a path that is not an open route is 401 whether it exists or not.
+    let open = route.as_ref().is_ok_and(|r| !r.needs_token());
+    if !open && !authorized(state, req) {
         return Err(error::unauthorized());
     }
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["v1", "info"]) => {
+    let route = route.map_err(ApiError::not_found)?;
+    match route {
+        Health => Ok(if state.accepting.load(Ordering::Relaxed) {
+            json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        } else {
+            let reason = match &state.outbox {
+                Some(o) if o.over_soft_limit() => "outbox over its soft limit: the core region is unreachable or slow",
+                _ => "draining",
+            };
+            let body = serde_json::json!({"status": "not-accepting", "reason": reason});
+            json(StatusCode::SERVICE_UNAVAILABLE, &body)
+        }),
+        Metrics => Ok(metrics(state)),
+        Info => {
             let info = serde_json::json!({
                 "id": state.node_id,
                 "version": env!("CARGO_PKG_VERSION"),
@@ -208,32 +204,28 @@ async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
             });
             Ok(json(StatusCode::OK, &info))
         }
-        (&Method::PUT, ["v1", "modules", name]) => put_module(state, name, req).await,
-        (&Method::GET, ["v1", "modules"]) => {
+        PutModule(name) => put_module(state, name, req).await,
+        ListModules => {
             let list: Vec<_> =
                 state.modules.list().iter().map(|r| r.info(state.rooms.count_using(&r.name) as u32)).collect();
             Ok(json(StatusCode::OK, &list))
         }
-        (&Method::GET, ["v1", "modules", name]) => {
+        GetModule(name) => {
             let rec =
                 state.modules.get(name).ok_or_else(|| ApiError::not_found(format!("no module named {name:?}")))?;
             Ok(json(StatusCode::OK, &rec.info(state.rooms.count_using(name) as u32)))
         }
-        (&Method::DELETE, ["v1", "modules", name]) => {
-            let force = query(req).get("force").is_some_and(|v| v == "true" || v == "1");
-            delete_module(state, name, force).await
-        }
-        (&Method::POST, ["v1", "rooms"]) => create_room(state, req).await,
-        (&Method::GET, ["v1", "rooms"]) => Ok(json(StatusCode::OK, &state.rooms.list().await?)),
-        (&Method::GET, ["v1", "rooms", id]) => Ok(json(StatusCode::OK, &state.rooms.info(id).await?)),
-        (&Method::DELETE, ["v1", "rooms", id]) => {
+        DeleteModule { name, force } => delete_module(state, name, force).await,
+        CreateRoom => create_room(state, req).await,
+        ListRooms => Ok(json(StatusCode::OK, &state.rooms.list().await?)),
+        GetRoom(id) => Ok(json(StatusCode::OK, &state.rooms.info(id).await?)),
+        CloseRoom(id) => {
             state.rooms.close(id).await?;
             Ok(json(StatusCode::OK, &serde_json::json!({"room": id, "state": "closed"})))
         }
-        (&Method::POST, ["v1", "rooms", id, "signal"]) => {
-            let id = id.to_string();
+        Signal(id) => {
             let body = read_body(req, state.limits.max_body_bytes).await?;
-            let out = state.rooms.signal(&id, body.to_vec()).await?;
+            let out = state.rooms.signal(id, body.to_vec()).await?;
             // The reply may say "committed": it waits, here and not on the room's worker, until
             // the call's commits are on disk (a kill -9 before then would lose them).
             if let Some(outbox) = state.outbox.as_ref().filter(|_| out.durable_at > 0) {
@@ -243,11 +235,7 @@ async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
             }
             Ok(outpost_net::http::body(StatusCode::OK, "application/octet-stream", out.reply))
         }
-        (&Method::POST, ["v1", "rooms", id, "upgrade"]) => upgrade_room(state, id).await,
-        (_, ["v1", ..]) | (_, ["healthz"]) | (_, ["metrics"]) => {
-            Err(ApiError::not_found(format!("no route {method} {path}")))
-        }
-        _ => Err(ApiError::not_found(format!("no route {method} {path}"))),
+        Upgrade(id) => upgrade_room(state, id).await,
     }
 }
 

@@ -136,43 +136,11 @@ pub struct Outbox {
 pub type PlayerCommitHook = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
 
 fn encode(out: &mut Vec<u8>, seq: u64, p: &Pending) {
-    let mut body = Vec::with_capacity(8 + 2 + p.room.len() + 2 + p.key.len() + 4 + p.value.len());
-    body.extend_from_slice(&seq.to_be_bytes());
-    body.extend_from_slice(&(p.room.len() as u16).to_be_bytes());
-    body.extend_from_slice(p.room.as_bytes());
-    body.extend_from_slice(&(p.key.len() as u16).to_be_bytes());
-    body.extend_from_slice(p.key.as_bytes());
-    body.extend_from_slice(&(p.value.len() as u32).to_be_bytes());
-    body.extend_from_slice(&p.value);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    out.extend_from_slice(&body);
+    outpost_proto::outbox::encode_record(out, seq, &p.room, &p.key, &p.value);
 }
 
-/// Decodes the record at the start of `buf`: `Some((seq, update, record length))`, or `None` when
-/// the bytes are not a whole valid record.
 fn decode(buf: &[u8]) -> Option<(u64, WireUpdate, usize)> {
-    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_be_bytes(buf.get(4..8)?.try_into().ok()?);
-    let body = buf.get(8..8 + len)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
-    let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
-    let mut at = 8;
-    let mut field = |width: usize| -> Option<&[u8]> {
-        let n = match width {
-            2 => u16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?) as usize,
-            _ => u32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize,
-        };
-        let v = body.get(at + width..at + width + n)?;
-        at += width + n;
-        Some(v)
-    };
-    let room = String::from_utf8(field(2)?.to_vec()).ok()?;
-    let key = String::from_utf8(field(2)?.to_vec()).ok()?;
-    let value = field(4)?.to_vec();
-    Some((seq, WireUpdate { room, key, value }, 8 + len))
+    outpost_proto::outbox::decode_record(buf)
 }
 
 /// Reads the next whole record's bytes into `buf`: its length, or `None` at the end of the data
@@ -453,6 +421,9 @@ impl Outbox {
                 }
             }
         }
+        if deletes {
+            outpost_net::failpoint::hit("outbox.before_delete");
+        }
         let Ok(mut segs) = self.shared.segments.lock() else { return };
         // Never delete the newest segment: the writer may be appending to it.
         let keep_from = segs.len().saturating_sub(1);
@@ -585,7 +556,9 @@ impl Writer {
         }
         let Some((f, seg)) = self.file.as_mut() else { anyhow::bail!("no segment") };
         f.write_all(buf).map_err(|e| io(&seg.path, e))?;
+        outpost_net::failpoint::hit("outbox.before_fsync");
         f.sync_data().map_err(|e| io(&seg.path, e))?;
+        outpost_net::failpoint::hit("outbox.after_fsync");
         if let Some(oldest) = group.first() {
             self.shared.group_commit.observe(oldest.at.elapsed().as_secs_f64());
         }
