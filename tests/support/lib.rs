@@ -655,3 +655,18 @@ pub fn held(core: &Core, call: usize) -> Vec<usize> {
     got.sort();
     got
 }
+
+/// Issues `name.pem`/`name.key` for 127.0.0.1 from the CA in `dir/ca`; returns the cert's SHA-256.
+pub fn issue_cert(dir: &Path, name: &str) -> String {
+    let out = Command::new(bin("outpost"))
+        .args(["cert", "--json", "--ca-dir"])
+        .arg(dir.join("ca"))
+        .arg("--out-dir")
+        .arg(dir)
+        .args(["--name", name, "--san", "127.0.0.1,localhost"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["sha256"].as_str().unwrap().to_string()
+}

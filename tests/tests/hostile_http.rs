@@ -6,10 +6,9 @@
 //! Before the fix, one connection trickling 26 KB held ~100 MB in the router, and twenty
 //! unauthenticated uploads took the edge from 92 to 592 MB.
 
-use outpost_tests::{Edge, Router, bin, peak_rss_kib};
+use outpost_tests::{Edge, Router, bin, issue_cert, peak_rss_kib};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,24 +124,11 @@ fn refused_uploads_are_answered_after_a_bounded_discard_and_cost_the_edge_little
     assert_eq!(edge.metric("outpost_admin_unauthorized_total"), 20.0);
 }
 
-/// Issues `name.pem`/`name.key` for 127.0.0.1 from the CA in `dir/ca`.
-fn issue(dir: &Path, name: &str) {
-    let out = Command::new(bin("outpost"))
-        .args(["cert", "--ca-dir"])
-        .arg(dir.join("ca"))
-        .arg("--out-dir")
-        .arg(dir)
-        .args(["--name", name, "--san", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_holds_over_https() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let tmp = tempfile::tempdir().unwrap();
-    issue(tmp.path(), "edge");
+    issue_cert(tmp.path(), "edge");
     let path = |f: &str| tmp.path().join(f).to_string_lossy().to_string();
     let edge = Edge::start(&["--tls-cert", &path("edge.pem"), "--tls-key", &path("edge.key")]).unwrap();
     let trust = outpost_net::tls::HttpsTrust::CaFile(tmp.path().join("ca/ca.pem"));

@@ -54,6 +54,14 @@ fn a_cut_core_link_grows_the_outbox_and_heals_with_everything_delivered_once() {
     assert_eq!(core.metric("outpost_core_updates_applied_total"), 620.0, "exactly once");
 }
 
+/// The flags of an edge `id` heartbeating every 200 ms to the router at `url`.
+fn heartbeating(id: &str, url: &str, router: &Router) -> Vec<String> {
+    let pubkey = format!("--ticket-pubkey={}", router.ready.pubkey);
+    ["--id", id, "--router", url, "--lat", "1", "--lon", "1", "--heartbeat-interval", "200ms", &pubkey]
+        .map(String::from)
+        .to_vec()
+}
+
 fn health(router: &Router, id: &str) -> Option<String> {
     let list: NodeList = serde_json::from_slice(&router.admin_get("/v1/nodes").body).ok()?;
     list.nodes.into_iter().find(|n| n.heartbeat.id == id).map(|n| n.health)
@@ -64,21 +72,8 @@ fn a_node_cut_from_the_router_is_down_after_three_intervals_and_back_with_its_ne
     let router = Router::start(&[]).unwrap();
     let link = relay::tcp(router.ready.http.parse().unwrap());
     let url = format!("http://{}", link.addr);
-    let pubkey = format!("--ticket-pubkey={}", router.ready.pubkey);
-    let edge = Edge::start(&[
-        "--id",
-        "cut",
-        "--router",
-        &url,
-        "--lat",
-        "1",
-        "--lon",
-        "1",
-        "--heartbeat-interval",
-        "200ms",
-        &pubkey,
-    ])
-    .unwrap();
+    let args = heartbeating("cut", &url, &router);
+    let edge = Edge::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     wait_for("healthy", Duration::from_secs(10), || (health(&router, "cut")? == "healthy").then_some(())).unwrap();
     link.cut();
     wait_for("down", Duration::from_secs(10), || (health(&router, "cut")? == "down").then_some(())).unwrap();
@@ -100,28 +95,9 @@ fn an_edge_that_reaches_its_router_but_not_its_core_stops_taking_players_until_t
     let router = Router::start(&[]).unwrap();
     let link = relay::udp(core.ready.quic.parse().unwrap());
     let url = router.url();
-    let pubkey = format!("--ticket-pubkey={}", router.ready.pubkey);
-    let edge = edge_via(
-        &core,
-        &link,
-        &[
-            "--id",
-            "halfway",
-            "--router",
-            &url,
-            "--lat",
-            "1",
-            "--lon",
-            "1",
-            "--heartbeat-interval",
-            "200ms",
-            &pubkey,
-            "--outbox-max-bytes",
-            "262144",
-            "--outbox-soft-bytes",
-            "32768",
-        ],
-    );
+    let mut args = heartbeating("halfway", &url, &router);
+    args.extend(["--outbox-max-bytes", "262144", "--outbox-soft-bytes", "32768"].map(String::from));
+    let edge = edge_via(&core, &link, &args.iter().map(String::as_str).collect::<Vec<_>>());
     wait_for("healthy", Duration::from_secs(10), || (health(&router, "halfway")? == "healthy").then_some(())).unwrap();
     link.cut();
     // 20 calls of 20 × 100-byte commits: past the 32 KiB soft limit, under the hard one.

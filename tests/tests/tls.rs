@@ -2,8 +2,7 @@
 //! `--router-ca`) or a pinned certificate hash, and refuse a server whose certificate does not
 //! match.
 
-use outpost_tests::{Edge, Router, bin, cli_env, wait_for};
-use std::path::Path;
+use outpost_tests::{Edge, Router, bin, cli_env, issue_cert as issue, wait_for};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -13,21 +12,6 @@ fn outpost(router: &str, args: &[&str]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-/// Issues `name.pem`/`name.key` for 127.0.0.1 from the CA in `dir/ca`; returns the cert's SHA-256.
-fn issue(dir: &Path, name: &str) -> String {
-    let out = Command::new(bin("outpost"))
-        .args(["cert", "--json", "--ca-dir"])
-        .arg(dir.join("ca"))
-        .arg("--out-dir")
-        .arg(dir)
-        .args(["--name", name, "--san", "127.0.0.1,localhost"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["sha256"].as_str().unwrap().to_string()
 }
 
 #[test]
