@@ -108,6 +108,10 @@ pub struct Args {
     /// CPU budget of one guest call (e.g. `10ms`).
     #[arg(long, env = "OUTPOST_CALL_BUDGET", default_value = "10ms")]
     pub call_budget: String,
+    /// CPU budget of one `message` call (e.g. `2ms`; `--call-budget` if that is smaller): a room's
+    /// spinning message handler takes at most this from its worker per player message.
+    #[arg(long, env = "OUTPOST_MESSAGE_BUDGET", default_value = "2ms")]
+    pub message_budget: String,
     /// Largest module upload, bytes.
     #[arg(long, env = "OUTPOST_MAX_UPLOAD_BYTES", default_value_t = 16 << 20)]
     pub max_upload_bytes: usize,
@@ -287,6 +291,12 @@ impl Args {
         if call_budget < Duration::from_millis(1) || call_budget > Duration::from_secs(10) {
             return Err(bad("call_budget", "must be between 1ms and 10s"));
         }
+        let message_budget = parse_duration("message_budget", &self.message_budget)?;
+        if message_budget < Duration::from_millis(1) || message_budget > Duration::from_secs(10) {
+            return Err(bad("message_budget", "must be between 1ms and 10s"));
+        }
+        // Never more than any other call may take.
+        let message_budget = message_budget.min(call_budget);
         if !(1..=65_536).contains(&self.room_memory_mib) {
             return Err(bad("room_memory_mib", "must be between 1 and 65536"));
         }
@@ -489,6 +499,7 @@ impl Args {
         let limits = SandboxLimits {
             memory_bytes: (self.room_memory_mib << 20) as usize,
             call_budget,
+            message_budget,
             datagram_cap: self.datagram_cap,
             max_rooms: self.max_rooms,
             ..SandboxLimits::default()

@@ -916,3 +916,35 @@ async fn client_refuses_a_node_whose_certificate_does_not_match_its_pin() {
     let c = Client::connect(&endpoint, addr, &edge.ready.cert_sha256, &ticket, &opts).await.unwrap();
     assert_eq!(c.joined.player_id, 1);
 }
+
+/// A room whose `message` handler spins faults at the message budget (2 ms by default), not the
+/// whole call budget (10 ms): twenty such rooms on one worker take 20 × 2 ms from the rooms
+/// beside them, not 20 × 10 ms. The faulted rooms' own guest time shows what each took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_message_handler_takes_its_worker_for_the_message_budget_only() {
+    let key = TicketKey::new();
+    let mut stolen = Vec::new();
+    for (flags, budget) in [(vec!["--workers", "1"], 2.0), (vec!["--workers", "1", "--message-budget", "10ms"], 10.0)] {
+        let edge = edge(&key, &flags);
+        assert_eq!(edge.upload("spin", &guest("spin")).status, 201);
+        let mut us = Vec::new();
+        for i in 0..5u64 {
+            let room = format!("spin-{i}");
+            edge.create_room("spin", &room);
+            let p = edge.player(&key, "spin", Some(&room), 10 + i, "sp").await.unwrap();
+            p.send(0, b"go").await.unwrap();
+            let info = wait_for("the room to fault", WAIT, || {
+                let info = edge.admin("GET", &format!("/v1/rooms/{room}"), b"").json();
+                (info["state"] == "faulted").then_some(info)
+            })
+            .unwrap();
+            let msg = info["fault"]["message"].as_str().unwrap().to_string();
+            assert!(msg.starts_with(&format!("message ran past its CPU budget of {budget}ms")), "{msg}");
+            us.push(info["guest_us"].as_u64().unwrap());
+        }
+        us.sort();
+        stolen.push((budget, us[2]));
+    }
+    // Printed, not asserted: wall time on a shared machine is not a test's business.
+    eprintln!("worker time taken per spinning message (median of 5), by message budget: {stolen:?} µs");
+}

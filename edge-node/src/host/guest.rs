@@ -104,6 +104,8 @@ pub struct RoomState {
     memory_bytes: usize,
     call_started: Instant,
     call_cpu_lower: Duration,
+    /// The running call's CPU budget (`message` has its own).
+    budget: Duration,
     rng: u64,
     stats: GuestStats,
 }
@@ -334,63 +336,76 @@ impl GuestInstance {
             memory_bytes: 0,
             call_started: Instant::now(),
             call_cpu_lower: Duration::ZERO,
+            budget: limits.call_budget,
             rng: seed,
             stats: GuestStats::default(),
         };
         let mut store = Store::new(compiled.pre.engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let data = ctx.data_mut();
+            let budget = data.budget;
+            Ok(on_deadline(data, budget))
+        });
         let budget = limits.call_budget;
-        store.epoch_deadline_callback(move |mut ctx| Ok(on_deadline(ctx.data_mut(), budget)));
-        let bindings = budgeted(&mut store, "instantiate", |store| compiled.pre.instantiate(store))?;
+        let bindings = budgeted(&mut store, "instantiate", budget, |store| compiled.pre.instantiate(store))?;
         Ok(GuestInstance { store, bindings, compiled, _live: live })
     }
 
     /// `init(room, config)`.
     pub fn init(&mut self, room: &str, config: &[u8]) -> Result<Result<(), String>, GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "init", |s| b.call_init(s, room, config))
+        let budget = self.store.data().limits.call_budget;
+        budgeted(&mut self.store, "init", budget, |s| b.call_init(s, room, config))
     }
 
     /// `join(player)`.
     pub fn join(&mut self, p: &Player) -> Result<Result<(), String>, GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "join", |s| b.call_join(s, p))
+        let budget = self.store.data().limits.call_budget;
+        budgeted(&mut self.store, "join", budget, |s| b.call_join(s, p))
     }
 
     /// `leave(id)`.
     pub fn leave(&mut self, who: u64) -> Result<(), GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "leave", |s| b.call_leave(s, who))
+        let budget = self.store.data().limits.call_budget;
+        budgeted(&mut self.store, "leave", budget, |s| b.call_leave(s, who))
     }
 
     /// `message(sender, data)`.
     pub fn message(&mut self, sender: u64, data: &[u8]) -> Result<(), GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "message", |s| b.call_message(s, sender, data))
+        let budget = self.store.data().limits.message_budget;
+        budgeted(&mut self.store, "message", budget, |s| b.call_message(s, sender, data))
     }
 
     /// `tick(now_ms)`.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "tick", |s| b.call_tick(s, now_ms))
+        let budget = self.store.data().limits.call_budget;
+        budgeted(&mut self.store, "tick", budget, |s| b.call_tick(s, now_ms))
     }
 
     /// `signal(data)`.
     pub fn signal(&mut self, data: &[u8]) -> Result<Vec<u8>, GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "signal", |s| b.call_signal(s, data))
+        let budget = self.store.data().limits.call_budget;
+        budgeted(&mut self.store, "signal", budget, |s| b.call_signal(s, data))
     }
 
     /// `snapshot()`.
     pub fn snapshot(&mut self) -> Result<Vec<u8>, GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "snapshot", |s| b.call_snapshot(s))
+        let budget = self.store.data().limits.call_budget;
+        budgeted(&mut self.store, "snapshot", budget, |s| b.call_snapshot(s))
     }
 
     /// `restore(state)`.
     pub fn restore(&mut self, state: &[u8]) -> Result<Result<(), String>, GuestFault> {
         let b = &self.bindings;
-        budgeted(&mut self.store, "restore", |s| b.call_restore(s, state))
+        let budget = self.store.data().limits.call_budget;
+        budgeted(&mut self.store, "restore", budget, |s| b.call_restore(s, state))
     }
 
     /// Effects queued by the calls since the last take.
@@ -421,13 +436,14 @@ impl GuestInstance {
 fn budgeted<T>(
     store: &mut Store<RoomState>,
     what: &str,
+    budget: Duration,
     f: impl FnOnce(&mut Store<RoomState>) -> wasmtime::Result<T>,
 ) -> Result<T, GuestFault> {
-    let ticks = store.data().limits.call_budget.as_millis().max(1) as u64;
-    store.set_epoch_deadline(ticks);
+    store.set_epoch_deadline(budget.as_millis().max(1) as u64);
     let start = Instant::now();
     {
         let s = store.data_mut();
+        s.budget = budget;
         s.call_started = start;
         s.call_cpu_lower = Duration::ZERO;
         s.effect_bytes = 0;
@@ -452,7 +468,7 @@ fn classify(s: &mut RoomState, what: &str, e: wasmtime::Error) -> GuestFault {
             // spun from one that was charged for time it did not have.
             message: format!(
                 "{what} ran past its CPU budget of {:?} (charged {:.1?} of CPU over {:.1?})",
-                s.limits.call_budget,
+                s.budget,
                 s.call_cpu_lower,
                 s.call_started.elapsed()
             ),

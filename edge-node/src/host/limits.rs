@@ -17,6 +17,11 @@ pub struct SandboxLimits {
     pub memories: usize,
     /// CPU budget for one guest call.
     pub call_budget: Duration,
+    /// CPU budget for one `message` call, smaller: a room gets one call per player message, and
+    /// a room whose handler spins would otherwise take a whole `call_budget` of its worker's time
+    /// per message, delaying every other room there (twenty spinning rooms held a relay room's
+    /// messages back 113 ms per burst). A message handler of a real game takes microseconds.
+    pub message_budget: Duration,
     /// Most effects (send, broadcast, commit, kick, log) one guest call may queue.
     pub max_effects_per_call: usize,
     /// Most payload bytes one guest call may queue.
@@ -40,6 +45,7 @@ impl Default for SandboxLimits {
             tables: 32,
             memories: 8,
             call_budget: Duration::from_millis(10),
+            message_budget: Duration::from_millis(2),
             max_effects_per_call: 4096,
             max_effect_bytes_per_call: 4 << 20,
             max_message_bytes: 1 << 20,
