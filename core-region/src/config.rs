@@ -137,6 +137,11 @@ mod tests {
             (vec!["--max-frame-bytes", "1"], "max_frame_bytes"),
             (vec!["--hello-timeout", "soon"], "hello_timeout"),
             (vec!["--max-scan", "0"], "max_scan"),
+            (vec!["--store-cache-mib", "0"], "store_cache_mib"),
+            (vec!["--max-links", "0"], "max_links"),
+            (vec!["--max-links", "4", "--max-pending-links", "5"], "max_pending_links"),
+            (vec!["--max-pending-links", "0"], "max_pending_links"),
+            (vec!["--body-read-timeout", "1ms"], "body_read_timeout"),
         ] {
             let e = load(&argv).unwrap_err();
             assert!(e.contains(field), "{e}");

@@ -597,6 +597,9 @@ mod tests {
     fn bad_values_name_their_field() {
         for (argv, field) in [
             (vec!["--call-budget", "soon"], "call_budget"),
+            (vec!["--message-budget", "0ms"], "message_budget"),
+            (vec!["--message-budget", "later"], "message_budget"),
+            (vec!["--body-read-timeout", "soon"], "body_read_timeout"),
             (vec!["--workers", "0"], "workers"),
             (vec!["--runtime-threads", "0"], "runtime_threads"),
             (vec!["--allocator", "magic"], "allocator"),

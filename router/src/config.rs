@@ -275,6 +275,12 @@ mod tests {
         assert!(c.player_auth_secret.is_none());
         for (argv, field) in [
             (vec!["--trusted-proxy", "10.0.0.0/99"], "trusted_proxy"),
+            (vec!["--reserve-share", "1.5"], "reserve_share"),
+            (vec!["--reserve-share=-0.1"], "reserve_share"),
+            (vec!["--prefix-rate", "0"], "prefix_rate"),
+            (vec!["--prefix-burst", "0.5"], "prefix_rate"),
+            (vec!["--player-route-rate", "0"], "player_route_rate"),
+            (vec!["--player-route-burst", "0"], "player_route_rate"),
             (vec!["--ticket-ttl", "1s"], "ticket_ttl"),
             (vec!["--prefix-v4", "40"], "prefix_v4"),
             (vec!["--cell-deg", "0"], "cell_deg"),
