@@ -91,7 +91,7 @@ for ip in 81.2.69.160 8.8.8.8 1.1.1.1 41.58.0.1 2001:4860:4860::8888; do
   echo "-- $ip"; $bin/outpost route --module arena --ip "$ip"
 done
 
-step "7. Probing every node's beacon from here, and teaching the router (outpost probe --report)"
+step "7. Probing the router's candidate nodes from here, and teaching the router (outpost probe --report)"
 $bin/outpost probe --report --module arena
 say "and now a route for this machine uses the measurement instead of geography:"
 $bin/outpost route --module arena

@@ -1,10 +1,12 @@
-//! `outpost connect`: a real player through the router. Gets a route and ticket, joins the node
+//! `outpost connect`: a real player through the router. Measures the router's candidate nodes
+//! (unless `--no-probe`), gets a route and ticket made from those measurements, joins the node
 //! over QUIC, prints what arrives (one line per message), and sends each stdin line as a reliable
 //! message to the room. Ends at stdin EOF (closing politely) or when the node closes.
 
 use crate::fleet::RouterOpts;
 use anyhow::Context as _;
 use clap::Args;
+use outpost_client::router::Probed;
 use outpost_client::{Client, ConnectOptions, Event};
 use outpost_proto::api::Route;
 use tokio::io::AsyncBufReadExt as _;
@@ -26,6 +28,9 @@ pub struct Connect {
     /// hex(HMAC-SHA256(secret, player)).
     #[arg(long)]
     auth: Option<String>,
+    /// Route without measuring the candidate nodes first (geography and what others measured).
+    #[arg(long)]
+    no_probe: bool,
     /// Largest stdin line sent, bytes.
     #[arg(long, default_value_t = 16 << 10)]
     max_line: usize,
@@ -38,24 +43,31 @@ pub struct Connect {
 impl Connect {
     /// Runs the session.
     pub fn run(self) -> anyhow::Result<()> {
-        let api = self.router.resolve()?;
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        q.append_pair("module", &self.module);
+        let routers = self.router.resolve()?.routers()?;
+        let player = self.player.map(|p| p.to_string());
+        let mut query: Vec<(&str, &str)> = vec![("module", &self.module)];
         if let Some(n) = &self.name {
-            q.append_pair("name", n);
+            query.push(("name", n));
         }
-        if let Some(p) = self.player {
-            q.append_pair("player", &p.to_string());
+        if let Some(p) = &player {
+            query.push(("player", p));
         }
         if let Some(a) = &self.auth {
-            q.append_pair("auth", a);
+            query.push(("auth", a));
         }
-        let route: Route = api.get(&format!("/v1/route?{}", q.finish()))?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        rt.block_on(self.session(route))
+        rt.block_on(async {
+            let (route, probed) = if self.no_probe {
+                (routers.route(&query, &[]).await?, None)
+            } else {
+                let (route, probed) = routers.route_probed(&self.module, &query).await?;
+                (route, Some(probed))
+            };
+            self.session(route, probed).await
+        })
     }
 
-    async fn session(&self, route: Route) -> anyhow::Result<()> {
+    async fn session(&self, route: Route, probed: Option<Probed>) -> anyhow::Result<()> {
         let addr: std::net::SocketAddr = route.node.quic_addr.parse().context("the route's quic_addr")?;
         let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
         let endpoint = outpost_client::client_endpoint(bind.parse()?)?;
@@ -67,9 +79,20 @@ impl Connect {
             println!(
                 "{}",
                 serde_json::json!({"event": "joined", "room": client.joined.room, "node": route.node.id,
-                    "region": route.node.region, "player": client.joined.player_id})
+                    "region": route.node.region, "player": client.joined.player_id,
+                    "method": route.estimate.method, "rtt_ms": route.estimate.rtt_ms,
+                    "probed": probed.as_ref().map(|p| serde_json::json!({
+                        "results": p.results, "probe_ms": p.probe_time.as_secs_f64() * 1000.0}))})
             );
         } else {
+            if let Some(p) = &probed {
+                eprintln!(
+                    "measured {} candidate nodes in {:.0} ms; routed by {}",
+                    p.results.len(),
+                    p.probe_time.as_secs_f64() * 1000.0,
+                    route.estimate.method
+                );
+            }
             eprintln!(
                 "joined room {} on {} ({}) as player {}; type lines to send, Ctrl-D to leave",
                 client.joined.room, route.node.id, route.node.region, client.joined.player_id

@@ -10,10 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a router has to accept a connection when there is another to try.
+const ROUTER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// `--router` and `--token`, shared by the fleet commands.
 #[derive(Args, Debug, Clone)]
 pub struct RouterOpts {
-    /// The region router's URL (e.g. `http://127.0.0.1:7700`).
+    /// The region routers' URLs (e.g. `http://127.0.0.1:7700`), comma-separated: a router that
+    /// cannot be reached is skipped for the next.
     #[arg(long, env = "OUTPOST_ROUTER")]
     pub router: Option<String>,
     /// Admin token for the router (registry, naming client addresses).
@@ -58,6 +62,8 @@ pub struct PerNode<T> {
 pub struct Api {
     /// Base URL without a trailing slash.
     pub base: String,
+    /// Further routers of the fleet, tried in order when `base` cannot be reached.
+    pub fallbacks: Vec<String>,
     /// Bearer token, if any.
     pub token: Option<String>,
     /// The token for nodes' admin APIs (only set on the router's).
@@ -85,9 +91,17 @@ impl RouterOpts {
             self.router.clone().or(file.router).context(
                 "no router: pass --router URL, set OUTPOST_ROUTER, or put router = \"...\" in the config file",
             )?;
-        if !base.starts_with("http://") && !base.starts_with("https://") {
-            bail!("router {base:?} is not an http:// or https:// URL");
+        let mut bases = Vec::new();
+        for b in base.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            if !b.starts_with("http://") && !b.starts_with("https://") {
+                bail!("router {b:?} is not an http:// or https:// URL");
+            }
+            bases.push(b.trim_end_matches('/').to_string());
         }
+        if bases.is_empty() {
+            bail!("router {base:?} names no URL");
+        }
+        let base = bases.remove(0);
         let token = self.token.clone().or(file.admin_token);
         let node_token = self.node_token.clone().or(file.node_token).or_else(|| token.clone());
         let pins =
@@ -99,7 +113,7 @@ impl RouterOpts {
             (None, true) => HttpsTrust::PublicRoots,
         };
         let tls = outpost_net::tls::https_client_config(&trust)?;
-        Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token, tls })
+        Ok(Api { base, fallbacks: bases, token, node_token, tls })
     }
 }
 
@@ -107,17 +121,32 @@ impl Api {
     /// A plain-HTTP API (benchmarks against a local node).
     pub fn plain(base: &str, token: Option<String>) -> anyhow::Result<Api> {
         let tls = outpost_net::tls::https_client_config(&HttpsTrust::PublicRoots)?;
-        Ok(Api { base: base.trim_end_matches('/').to_string(), token, node_token: None, tls })
+        Ok(Api { base: base.trim_end_matches('/').to_string(), fallbacks: Vec::new(), token, node_token: None, tls })
     }
 
     fn agent(&self, timeout: Duration) -> ureq::Agent {
-        ureq::AgentBuilder::new().timeout(timeout).tls_config(self.tls.clone()).build()
+        // A short connect timeout when there is another router to try: a dead one costs that.
+        let connect = if self.fallbacks.is_empty() { timeout } else { ROUTER_CONNECT_TIMEOUT };
+        ureq::AgentBuilder::new().timeout(timeout).timeout_connect(connect).tls_config(self.tls.clone()).build()
+    }
+
+    /// This API's URL, then its fallbacks.
+    pub fn bases(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.base.as_str()).chain(self.fallbacks.iter().map(String::as_str))
+    }
+
+    /// The player-side client for these routers (candidates, probing, routes), with the same
+    /// HTTPS trust.
+    pub fn routers(&self) -> anyhow::Result<outpost_client::router::Routers> {
+        let urls: Vec<String> = self.bases().map(str::to_string).collect();
+        Ok(outpost_client::router::Routers::new(&urls, self.tls.clone(), Default::default())?)
     }
 
     /// A node's admin API, reached with the fleet's node token.
     pub fn node(&self, admin_url: &str) -> Api {
         Api {
             base: admin_url.trim_end_matches('/').to_string(),
+            fallbacks: Vec::new(),
             token: self.node_token.clone(),
             node_token: None,
             tls: self.tls.clone(),
@@ -227,17 +256,25 @@ impl Api {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
         let agent = self.agent(Duration::from_secs(10));
-        let mut req = agent.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+        let mut unreachable = Vec::new();
+        for base in self.bases() {
+            let url = format!("{base}{path}");
+            let mut req = agent.request(method, &url);
+            if let Some(t) = &self.token {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+            let result = match body {
+                Some(b) => req.send_json(b.clone()),
+                None => req.call(),
+            };
+            // Only a router that cannot be reached is skipped; an answer is the fleet's word.
+            match result {
+                Err(ureq::Error::Transport(t)) if !self.fallbacks.is_empty() => unreachable.push(format!("{url}: {t}")),
+                result => return Self::reply(method, &url, result),
+            }
         }
-        let result = match body {
-            Some(b) => req.send_json(b.clone()),
-            None => req.call(),
-        };
-        Self::reply(method, &url, result)
+        bail!("no router reachable: {}", unreachable.join("; "))
     }
 }
 

@@ -21,6 +21,10 @@ pub struct RouteCmd {
     /// hex(HMAC-SHA256(secret, player)) from the game's login service.
     #[arg(long)]
     auth: Option<String>,
+    /// Measure the router's candidate nodes first and route with the results
+    /// (`POST /v1/route`), as `outpost connect` does.
+    #[arg(long, conflicts_with = "ip")]
+    probe: bool,
     /// Print the router's JSON (ticket included).
     #[arg(long)]
     json: bool,
@@ -40,8 +44,23 @@ impl RouteCmd {
         if let Some(a) = &self.auth {
             query.push(("auth", a.clone()));
         }
-        let qs: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
-        let route: Route = api.get(&format!("/v1/route?{qs}"))?;
+        let route: Route = if self.probe {
+            let routers = api.routers()?;
+            let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (route, probed) = rt.block_on(routers.route_probed(&self.module, &pairs))?;
+            if !self.json {
+                println!(
+                    "probed   {} candidates in {:.0} ms",
+                    probed.results.len(),
+                    probed.probe_time.as_secs_f64() * 1e3
+                );
+            }
+            route
+        } else {
+            let qs: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+            api.get(&format!("/v1/route?{qs}"))?
+        };
         if self.json {
             println!("{}", serde_json::to_string_pretty(&route)?);
             return Ok(());

@@ -5,8 +5,12 @@
 //! What the servers share (TLS set-up, sockets, HTTP serving, the edge ↔ core link) lives in
 //! `outpost-net`; this crate only uses its pinned client config and socket binding.
 //!
-//! The client does no routing: callers get a ticket, address and pin (from the router, or minted
-//! for tests) and hand them in.
+//! [`router`] asks the region routers for a route, probing the candidate nodes first
+//! ([`probe`]); [`Client::connect`] then joins with the route's ticket, address and pin (or with
+//! ones minted for tests).
+
+pub mod probe;
+pub mod router;
 
 use outpost_net::tls;
 

@@ -138,8 +138,9 @@ pub struct Args {
     /// Probe burst per source IP.
     #[arg(long, env = "OUTPOST_PROBE_BURST", default_value_t = 40.0)]
     pub probe_burst: f64,
-    /// The region router's URL (`https://host:port`, or `http://` on a private network):
-    /// heartbeat into it so it sends players here.
+    /// The region routers' URLs (`https://host:port`, or `http://` on a private network),
+    /// comma-separated: the node heartbeats into each on its own, so one router down delays
+    /// none of the others.
     #[arg(long, env = "OUTPOST_ROUTER")]
     pub router: Option<String>,
     /// PEM file of the CA that signed an `https://` router's certificate (default: the public
@@ -229,19 +230,29 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+/// One router the node heartbeats into.
+#[derive(Debug, Clone)]
+pub struct RouterTarget {
+    /// Host and port.
+    pub host: String,
+    /// TLS, for an `https://` URL.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Most routers a node heartbeats into.
+pub const MAX_ROUTERS: usize = 16;
+
 /// Where and how to heartbeat.
 #[derive(Debug, Clone)]
 pub struct HeartbeatConfig {
-    /// Router host and port.
-    pub router: String,
+    /// Each router's `host:port` and TLS (for an `https://` URL).
+    pub routers: Vec<RouterTarget>,
     /// The node's position.
     pub lat: f64,
     /// See `lat`.
     pub lon: f64,
     /// Interval.
     pub interval: Duration,
-    /// TLS to the router, for an `https://` URL.
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The node's region name.
     pub region: String,
     /// Most players the router sends here.
@@ -389,16 +400,7 @@ impl Args {
         }
         let heartbeat = match &self.router {
             None => None,
-            Some(url) => {
-                let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-                    (Some(r), _) => (true, Some(r)),
-                    (None, r) => (false, r),
-                };
-                let router = rest
-                    .map(|r| r.trim_end_matches('/'))
-                    .filter(|r| !r.is_empty() && !r.contains('/'))
-                    .ok_or_else(|| bad("router", format!("{url:?} is not a URL like https://host:7700")))?
-                    .to_string();
+            Some(urls) => {
                 use outpost_net::tls::HttpsTrust;
                 let trust = match (&self.router_ca, &self.router_cert_sha256) {
                     (Some(_), Some(_)) => {
@@ -408,14 +410,36 @@ impl Args {
                     (None, Some(pin)) => HttpsTrust::Pins(vec![pin.clone()]),
                     (None, None) => HttpsTrust::PublicRoots,
                 };
-                if !https && !matches!(trust, HttpsTrust::PublicRoots) {
-                    return Err(bad("router", "--router-ca and --router-cert-sha256 need an https:// router"));
+                let mut routers: Vec<RouterTarget> = Vec::new();
+                for url in urls.split(',').map(str::trim) {
+                    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+                        (Some(r), _) => (true, Some(r)),
+                        (None, r) => (false, r),
+                    };
+                    let host = rest
+                        .map(|r| r.trim_end_matches('/'))
+                        .filter(|r| !r.is_empty() && !r.contains('/'))
+                        .ok_or_else(|| bad("router", format!("{url:?} is not a URL like https://host:7700")))?
+                        .to_string();
+                    if !https && !matches!(trust, HttpsTrust::PublicRoots) {
+                        return Err(bad("router", "--router-ca and --router-cert-sha256 need https:// routers"));
+                    }
+                    if routers.iter().any(|r| r.host == host) {
+                        return Err(bad("router", format!("{url:?} is listed twice")));
+                    }
+                    let tls = if https {
+                        Some(
+                            outpost_net::tls::https_client_config(&trust)
+                                .map_err(|e| bad("router_ca", e.to_string()))?,
+                        )
+                    } else {
+                        None
+                    };
+                    routers.push(RouterTarget { host, tls });
                 }
-                let tls = if https {
-                    Some(outpost_net::tls::https_client_config(&trust).map_err(|e| bad("router_ca", e.to_string()))?)
-                } else {
-                    None
-                };
+                if routers.len() > MAX_ROUTERS {
+                    return Err(bad("router", format!("at most {MAX_ROUTERS} routers")));
+                }
                 let (Some(lat), Some(lon)) = (self.lat, self.lon) else {
                     return Err(bad("lat", "--lat and --lon are required with --router"));
                 };
@@ -427,11 +451,10 @@ impl Args {
                     return Err(bad("heartbeat_interval", "must be between 50ms and 10m"));
                 }
                 Some(HeartbeatConfig {
-                    router,
+                    routers,
                     lat,
                     lon,
                     interval,
-                    tls,
                     region: self.region.clone(),
                     capacity: self.capacity,
                     advertise_quic: self.advertise_quic,

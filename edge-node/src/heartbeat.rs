@@ -1,12 +1,12 @@
-//! Heartbeats into the region router (`--router`): who this node is, where, how loaded, which
+//! Heartbeats into the region routers (`--router`): who this node is, where, how loaded, which
 //! modules it runs and whether it takes joins. The router calls a node `down` after three missed
 //! intervals, so a heartbeat that cannot be delivered is retried at the next tick, never queued.
+//! Each router has a loop of its own: a dead router's connect timeout delays no other router's
+//! heartbeats.
 
 use crate::modules::ModuleStore;
 use crate::room::Rooms;
 use crate::telemetry::Metrics;
-use bytes::Bytes;
-use http_body_util::Full;
 use outpost_proto::api::{Heartbeat, HeartbeatAck, NodeModule};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 
 /// What the heartbeat reports and where it goes.
 pub struct HeartbeatCtx {
-    /// Router `host:port`.
-    pub router: String,
-    /// TLS to the router (an `https://` URL).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The routers.
+    pub routers: Vec<crate::config::RouterTarget>,
     /// The cluster token.
     pub token: String,
     /// The fixed part of the report (id, place, addresses, capacity, interval).
@@ -77,10 +75,10 @@ impl HeartbeatCtx {
             boot_id: Some(hex::encode(rand::random::<[u8; 8]>())),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             redeemed: Some(0),
+            features: vec![outpost_proto::api::FEATURE_MATCH_TICKETS.to_string()],
         };
         Arc::new(HeartbeatCtx {
-            router: hb.router.clone(),
-            tls: hb.tls.clone(),
+            routers: hb.routers.clone(),
             token,
             template,
             rooms: rooms.clone(),
@@ -108,37 +106,32 @@ pub enum HeartbeatError {
     },
 }
 
-/// Sends one heartbeat; returns the router's ticket key.
-async fn send(ctx: &HeartbeatCtx, hb: &Heartbeat, timeout: Duration) -> Result<HeartbeatAck, HeartbeatError> {
-    let connect = |e: &dyn std::fmt::Display| HeartbeatError::Connect(e.to_string());
-    let exchange = async {
-        let stream = outpost_net::tls::connect_http(&ctx.router, ctx.tls.as_ref()).await.map_err(|e| connect(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| connect(&e))?;
-        let driver = tokio::spawn(conn);
-        let body = serde_json::to_vec(hb).map_err(|e| connect(&e))?;
-        let req = hyper::Request::post("/v1/nodes/heartbeat")
-            .header(hyper::header::HOST, &ctx.router)
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", ctx.token))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| connect(&e))?;
-        let resp = sender.send_request(req).await.map_err(|e| connect(&e))?;
-        let status = resp.status();
-        let (parts, body) = resp.into_parts();
-        let body =
-            outpost_net::http::read_body(&parts.headers, body, 64 << 10, timeout).await.map_err(|e| connect(&e))?;
-        driver.abort();
-        if !status.is_success() {
-            return Err(HeartbeatError::Refused {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
-            });
-        }
-        serde_json::from_slice::<HeartbeatAck>(&body).map_err(|e| connect(&format!("malformed reply: {e}")))
-    };
-    tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err(connect(&"timed out")))
+/// Sends one heartbeat to `router`; returns its ticket key.
+async fn send(
+    ctx: &HeartbeatCtx,
+    router: &crate::config::RouterTarget,
+    hb: &Heartbeat,
+    timeout: Duration,
+) -> Result<HeartbeatAck, HeartbeatError> {
+    let body = serde_json::to_vec(hb).map_err(|e| HeartbeatError::Connect(e.to_string()))?;
+    let (status, body) = outpost_net::http::post(
+        &router.host,
+        router.tls.as_ref(),
+        "/v1/nodes/heartbeat",
+        &ctx.token,
+        body,
+        64 << 10,
+        timeout,
+    )
+    .await
+    .map_err(|e| HeartbeatError::Connect(e.0))?;
+    if !status.is_success() {
+        return Err(HeartbeatError::Refused {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+        });
+    }
+    serde_json::from_slice::<HeartbeatAck>(&body).map_err(|e| HeartbeatError::Connect(format!("malformed reply: {e}")))
 }
 
 /// The node's report as of now.
@@ -154,18 +147,37 @@ fn report(ctx: &HeartbeatCtx, cpu: f64) -> Heartbeat {
     }
 }
 
-/// One last heartbeat when the node drains (`accepting` is false by then), so the router stops
-/// sending players at once instead of after three missed intervals.
-pub async fn farewell(ctx: &HeartbeatCtx) {
-    match send(ctx, &report(ctx, 0.0), Duration::from_secs(1)).await {
-        Ok(_) => tracing::info!(router = %ctx.router, "told the router this node is draining"),
-        Err(e) => tracing::warn!(router = %ctx.router, error = %e, "could not tell the router this node is draining"),
+/// One last heartbeat to every router when the node drains (`accepting` is false by then), so
+/// they stop sending players at once instead of after three missed intervals.
+pub async fn farewell(ctx: &Arc<HeartbeatCtx>) {
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..ctx.routers.len() {
+        let ctx = ctx.clone();
+        all.spawn(async move {
+            let router = &ctx.routers[i];
+            match send(&ctx, router, &report(&ctx, 0.0), Duration::from_secs(1)).await {
+                Ok(_) => tracing::info!(router = %router.host, "told the router this node is draining"),
+                Err(e) => {
+                    tracing::warn!(router = %router.host, error = %e, "could not tell the router this node is draining")
+                }
+            }
+        });
     }
+    while all.join_next().await.is_some() {}
 }
 
-/// Heartbeats every `interval` until the task is dropped. Logs a failure when it starts and
-/// when it ends, not at every tick.
+/// Heartbeats every router every `interval` until the task is dropped.
 pub async fn run(ctx: Arc<HeartbeatCtx>, interval: Duration) {
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..ctx.routers.len() {
+        all.spawn(run_one(ctx.clone(), i, interval));
+    }
+    while all.join_next().await.is_some() {}
+}
+
+/// Heartbeats router `i`. Logs a failure when it starts and when it ends, not at every tick.
+async fn run_one(ctx: Arc<HeartbeatCtx>, i: usize, interval: Duration) {
+    let router = &ctx.routers[i];
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -178,11 +190,11 @@ pub async fn run(ctx: Arc<HeartbeatCtx>, interval: Duration) {
         let cpu = if wall > 0.0 { ((now.1 - last_cpu.1) / wall).max(0.0) } else { 0.0 };
         last_cpu = now;
         let hb = report(&ctx, cpu);
-        match send(&ctx, &hb, interval.max(Duration::from_secs(1))).await {
+        match send(&ctx, router, &hb, interval.max(Duration::from_secs(1))).await {
             Ok(ack) => {
                 ctx.metrics.heartbeats_sent_total.inc();
                 if failing {
-                    tracing::info!(router = %ctx.router, "heartbeats delivered again");
+                    tracing::info!(router = %router.host, "heartbeats delivered again");
                     failing = false;
                 }
                 if !key_checked {
@@ -203,7 +215,7 @@ pub async fn run(ctx: Arc<HeartbeatCtx>, interval: Duration) {
             Err(e) => {
                 ctx.metrics.heartbeat_failures_total.inc();
                 if !failing {
-                    tracing::warn!(router = %ctx.router, error = %e, "heartbeat failed; retrying every interval");
+                    tracing::warn!(router = %router.host, error = %e, "heartbeat failed; retrying every interval");
                     failing = true;
                 }
             }

@@ -144,7 +144,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let token = cluster_token.clone().unwrap_or_default();
         let ctx =
             heartbeat::HeartbeatCtx::new(hb, &id, &cert.sha256(), addrs, token, &rooms, &modules, &accepting, &metrics);
-        tracing::info!(router = %hb.router, interval = ?hb.interval, "heartbeating into the router");
+        let routers: Vec<&str> = hb.routers.iter().map(|r| r.host.as_str()).collect();
+        tracing::info!(routers = ?routers, interval = ?hb.interval, "heartbeating into the routers");
         (tokio::spawn(heartbeat::run(ctx.clone(), hb.interval)), ctx)
     });
 

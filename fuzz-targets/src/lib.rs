@@ -193,9 +193,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         boot_id: Some("b".into()),
         version: Some("0.1.0".into()),
         redeemed: Some(3),
+        features: vec!["match-tickets".into()],
     };
     out.push(("api_json", serde_json::to_vec(&hb).unwrap_or_default()));
     out.push(("api_json", br#"{"results":[{"node":"n1","rtt_ms":12.5,"loss":0.0}]}"#.to_vec()));
+    out.push((
+        "api_json",
+        br#"{"module":"arena","players":[{"id":1,"name":"a","ip":"1.2.3.4","results":[{"node":"n1","rtt_ms":9}]}],"max_rtt_ms":80}"#.to_vec(),
+    ));
+    let m = outpost_proto::ticket::TicketPayload::for_match(7, "ada", "n1", "arena", "match-1", 8, u64::MAX);
+    out.push(("tickets", m.sign(&ticket_key()).into_bytes()));
     let room = CreateRoom {
         module: "arena".into(),
         room: Some("r".into()),

@@ -97,6 +97,13 @@ pub enum KeyFileError {
     },
 }
 
+/// Reads the signing key at `path`, which must exist.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| KeyFileError::Io { path: path.display().to_string(), source })?;
+    signing_key_from_text(&text).map_err(|source| KeyFileError::Key { path: path.display().to_string(), source })
+}
+
 /// Reads the signing key at `path`, or generates one and writes it there (mode 0600) if the file
 /// does not exist yet. Used for keys that must survive restarts, like the router's ticket key.
 pub fn load_or_generate_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {

@@ -414,3 +414,77 @@ mod tests {
         assert!(!discard(trickle(100, Some(5)), 1 << 20, short).await, "stops at the time bound");
     }
 }
+
+/// Why a [`post`] or [`request`] failed before the server answered.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PostError(pub String);
+
+/// POSTs `body` (JSON) to `path` on `host:port` (over TLS when `tls` is given), with a bearer
+/// token, and returns the status and at most `limit` bytes of the reply, all within `timeout`.
+/// The servers' HTTP client call (heartbeats, a router's forwards to its peers).
+pub async fn post(
+    host_port: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), PostError> {
+    let call = Call { method: hyper::Method::POST, path, token: Some(token), body: Some(body), limit, timeout };
+    request(host_port, tls, timeout, call).await
+}
+
+/// One HTTP/1.1 request for [`request`].
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// Method.
+    pub method: hyper::Method,
+    /// Path and query.
+    pub path: &'a str,
+    /// Bearer token, if any.
+    pub token: Option<&'a str>,
+    /// JSON body, if any.
+    pub body: Option<Vec<u8>>,
+    /// Most reply bytes read.
+    pub limit: usize,
+    /// Deadline for the whole exchange.
+    pub timeout: Duration,
+}
+
+/// Sends `call` to `host:port` (over TLS when `tls` is given): the TCP (and TLS) connection
+/// must be up within `connect_timeout`, so a dead server costs a caller with somewhere else to
+/// go only that long. Returns the status and at most `call.limit` bytes of the reply.
+pub async fn request(
+    host_port: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    call: Call<'_>,
+) -> Result<(StatusCode, Bytes), PostError> {
+    let err = |e: &dyn std::fmt::Display| PostError(e.to_string());
+    let exchange = async {
+        let stream = tokio::time::timeout(connect_timeout, crate::tls::connect_http(host_port, tls))
+            .await
+            .map_err(|_| err(&format!("connecting to {host_port}: timed out after {connect_timeout:?}")))?
+            .map_err(|e| err(&format!("connecting to {host_port}: {e}")))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| err(&e))?;
+        let driver = tokio::spawn(conn);
+        let mut req = Request::builder().method(call.method).uri(call.path).header(hyper::header::HOST, host_port);
+        if let Some(token) = call.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if call.body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(call.body.unwrap_or_default()))).map_err(|e| err(&e))?;
+        let resp = sender.send_request(req).await.map_err(|e| err(&e))?;
+        let status = resp.status();
+        let (parts, body) = resp.into_parts();
+        let body = read_body(&parts.headers, body, call.limit, call.timeout).await.map_err(|e| err(&e))?;
+        driver.abort();
+        Ok((status, body))
+    };
+    tokio::time::timeout(call.timeout, exchange).await.unwrap_or_else(|_| Err(err(&"timed out")))
+}

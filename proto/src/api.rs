@@ -223,7 +223,15 @@ pub struct Heartbeat {
     /// router releases the places it reserved for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redeemed: Option<u64>,
+    /// What the node supports beyond the first contracts ([`FEATURE_MATCH_TICKETS`], ...). The
+    /// router only relies on what a node lists here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
+
+/// Heartbeat feature: the node places v2 tickets that name a reserved room with its
+/// `max_players` (match placement, `POST /v1/matches`).
+pub const FEATURE_MATCH_TICKETS: &str = "match-tickets";
 
 /// The router's reply to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,7 +282,7 @@ pub struct RouteNode {
 pub struct RouteEstimate {
     /// Estimated RTT, ms; absent when nothing is known (`method` = `none`).
     pub rtt_ms: Option<f64>,
-    /// `measured-prefix`, `measured-cell`, `geo` or `none`.
+    /// `measured-self`, `measured-prefix`, `measured-cell`, `geo` or `none`.
     pub method: String,
 }
 
@@ -365,4 +373,95 @@ mod tests {
             "interval_ms":2000,"accepting":true,"gpu":"a field a later edge may send"}"#;
         assert_eq!(serde_json::from_str::<Heartbeat>(hb).unwrap().id, "a");
     }
+}
+
+/// One node a client should measure, in `GET /v1/candidates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeCandidate {
+    /// Node id.
+    pub node: String,
+    /// Region label.
+    pub region: String,
+    /// The node's UDP probe beacon.
+    pub probe_addr: String,
+    /// The router's estimate for this client, ms (absent when nothing is known).
+    pub rtt_ms: Option<f64>,
+    /// How the estimate was made.
+    pub method: String,
+}
+
+/// `GET /v1/candidates`: the nodes to measure, lowest estimate first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateList {
+    /// The candidates.
+    pub candidates: Vec<ProbeCandidate>,
+}
+
+/// `POST /v1/route`: the client's own measurements, made just now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteBody {
+    /// The measurements.
+    pub results: Vec<ProbeResult>,
+}
+
+/// One player of a match in `POST /v1/matches`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchPlayer {
+    /// Player id (as a string or a number in JSON; a whole number).
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+    /// hex(HMAC-SHA256(secret, id)) when the router has a player-auth secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// The player's address, for geography and learned measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The player's own measurements, made just now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ProbeResult>,
+}
+
+/// `POST /v1/matches`: place a whole match on one node, in one room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchRequest {
+    /// Module to run.
+    pub module: String,
+    /// Everyone in the match.
+    pub players: Vec<MatchPlayer>,
+    /// Refuse (503) when the worst player's estimate would be above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rtt_ms: Option<f64>,
+    /// The room id (default: made up by the router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The room's player cap (default: the number of players).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_players: Option<u32>,
+}
+
+/// One player's estimate in a match reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlayerEstimate {
+    /// Estimated RTT to the chosen node, ms (absent when nothing is known).
+    pub rtt_ms: Option<f64>,
+    /// How it was made.
+    pub method: String,
+}
+
+/// The reply to `POST /v1/matches`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchPlacement {
+    /// The node every player joins.
+    pub node: RouteNode,
+    /// The room they all join.
+    pub room: String,
+    /// Player id (as text) → join ticket.
+    pub tickets: std::collections::BTreeMap<String, String>,
+    /// Player id (as text) → that player's estimate to `node`.
+    pub estimates: std::collections::BTreeMap<String, PlayerEstimate>,
+    /// The worst player's estimate, ms.
+    pub worst_rtt_ms: Option<f64>,
+    /// When the tickets expire, RFC 3339 UTC.
+    pub expires_at: String,
 }

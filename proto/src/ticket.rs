@@ -12,8 +12,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::CloseCode;
 
-/// The ticket format version this crate writes and accepts.
+/// The ticket format version of an ordinary ticket (one player, any room of the module, or a
+/// named room).
 pub const TICKET_VERSION: u32 = 1;
+/// The version of a match ticket: it names a room reserved for one match, with the room's
+/// `max_players`. Only nodes that advertise `match-tickets` in their heartbeat are given these.
+pub const TICKET_VERSION_MATCH: u32 = 2;
 /// Largest ticket text accepted, so a hostile client cannot make us decode megabytes.
 pub const MAX_TICKET_LEN: usize = 2048;
 /// Default for how long a ticket may be valid, counted from when a node checks it. Routers issue
@@ -41,6 +45,10 @@ pub struct TicketPayload {
     pub exp: u64,
     /// 16 random bytes, base64url, for single use.
     pub nonce: String,
+    /// v2: the room is reserved for one match and holds at most this many players; a node
+    /// creates it with this cap and places nobody without such a ticket in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_max_players: Option<u32>,
 }
 
 impl TicketPayload {
@@ -56,7 +64,30 @@ impl TicketPayload {
             room: room.map(str::to_owned),
             exp,
             nonce: URL_SAFE_NO_PAD.encode(nonce),
+            match_max_players: None,
         }
+    }
+
+    /// A v2 match ticket: `room` is reserved for the match and holds at most `max_players`.
+    pub fn for_match(
+        player: u64,
+        name: &str,
+        node: &str,
+        module: &str,
+        room: &str,
+        max_players: u32,
+        exp: u64,
+    ) -> Self {
+        TicketPayload {
+            v: TICKET_VERSION_MATCH,
+            match_max_players: Some(max_players),
+            ..TicketPayload::new(player, name, node, module, Some(room), exp)
+        }
+    }
+
+    /// The reserved room and its cap, for a match ticket.
+    pub fn reserved_room(&self) -> Option<(&str, u32)> {
+        Some((self.room.as_deref()?, self.match_max_players?))
     }
 
     /// Signs the payload into the ticket text form.
@@ -124,8 +155,16 @@ pub fn verify(ticket: &str, key: &VerifyingKey, node_id: &str, now_unix: u64) ->
     key.verify(&body, &Signature::from_bytes(&sig)).map_err(|_| TicketError::BadSignature)?;
     let payload: TicketPayload =
         serde_json::from_slice(&body).map_err(|e| TicketError::Malformed(format!("payload json: {e}")))?;
-    if payload.v != TICKET_VERSION {
-        return Err(TicketError::Malformed(format!("unsupported version {}", payload.v)));
+    match (payload.v, &payload.room, payload.match_max_players) {
+        (TICKET_VERSION, _, None) => {}
+        (TICKET_VERSION_MATCH, Some(_), Some(1..)) => {}
+        (TICKET_VERSION | TICKET_VERSION_MATCH, ..) => {
+            return Err(TicketError::Malformed(format!(
+                "a v{} ticket with room {:?} and match_max_players {:?}",
+                payload.v, payload.room, payload.match_max_players
+            )));
+        }
+        (v, ..) => return Err(TicketError::Malformed(format!("unsupported version {v}"))),
     }
     if payload.exp <= now_unix {
         return Err(TicketError::Expired(payload.exp));
@@ -242,6 +281,27 @@ mod tests {
         ];
         for (name, got, code) in cases {
             assert_eq!(got.unwrap_err().code(), code, "{name}");
+        }
+    }
+
+    #[test]
+    fn match_tickets_are_v2_and_must_carry_room_and_cap() {
+        let k = generate_signing_key();
+        let pk = k.verifying_key();
+        let t = TicketPayload::for_match(7, "ada", "node-a", "arena", "m-1", 8, 1000);
+        assert_eq!(t.v, TICKET_VERSION_MATCH);
+        let got = verify(&t.sign(&k), &pk, "node-a", 1).unwrap();
+        assert_eq!(got.reserved_room(), Some(("m-1", 8)));
+        assert_eq!(TicketPayload::new(7, "ada", "node-a", "arena", Some("r"), 1000).reserved_room(), None);
+        let bad = [
+            TicketPayload { match_max_players: None, ..t.clone() },
+            TicketPayload { room: None, ..t.clone() },
+            TicketPayload { match_max_players: Some(0), ..t.clone() },
+            TicketPayload { v: TICKET_VERSION, ..t.clone() },
+            TicketPayload { v: 3, ..t.clone() },
+        ];
+        for b in bad {
+            assert!(matches!(verify(&b.sign(&k), &pk, "node-a", 1), Err(TicketError::Malformed(_))), "{b:?}");
         }
     }
 

@@ -53,6 +53,8 @@ fn setup() -> (Router, tempfile::TempDir) {
         geo_model: GeoModel::default(),
         probe_max_results: 64,
         reserve: Default::default(),
+        candidates: 5,
+        candidates_per_region: 2,
     };
     let issuer = Issuer::new(outpost_proto::keys::generate_signing_key(), Duration::from_secs(60));
     let router = Router::new(Box::new(geo), issuer, settings, 10_000);
@@ -68,6 +70,7 @@ fn setup() -> (Router, tempfile::TempDir) {
             boot_id: None,
             version: None,
             redeemed: None,
+            features: Vec::new(),
             ..outpost_tests::heartbeat(&format!("node-{i}"), lat, lon, modules)
         };
         router.heartbeat(hb, now).unwrap();
@@ -102,7 +105,7 @@ fn bench(c: &mut Criterion) {
     let now = Instant::now();
     // Both agree before either is timed.
     for city in 0..CITIES {
-        let fast = router.decide("arena", city_ip(city), now).unwrap().node.id;
+        let fast = router.decide("arena", city_ip(city), &[], now).unwrap().node.id;
         assert_eq!(Some(fast), naive(&router, city_ip(city), now), "city {city}");
     }
     let mut g = c.benchmark_group("placement_1000_nodes");
@@ -110,7 +113,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("router_decide", |b| {
         b.iter(|| {
             i = (i + 1) % CITIES;
-            black_box(router.decide("arena", city_ip(i), now).unwrap());
+            black_box(router.decide("arena", city_ip(i), &[], now).unwrap());
         })
     });
     g.bench_function("naive_scan_sort", |b| {

@@ -118,6 +118,45 @@ pub struct Args {
     /// (so slow or idle half-requests cannot pile up).
     #[arg(long, env = "OUTPOST_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: String,
+    /// This router's name among its peers (default: its HTTP address).
+    #[arg(long, env = "OUTPOST_ID")]
+    pub id: Option<String>,
+    /// Nodes a client is asked to measure (`GET /v1/candidates`).
+    #[arg(long, env = "OUTPOST_CANDIDATES", default_value_t = 5)]
+    pub candidates: usize,
+    /// Most candidates from one `region` label, so the list reaches into neighbouring regions
+    /// where the estimate may be wrong.
+    #[arg(long, env = "OUTPOST_CANDIDATES_PER_REGION", default_value_t = 2)]
+    pub candidates_per_region: usize,
+    /// Most players in one `POST /v1/matches`.
+    #[arg(long, env = "OUTPOST_MAX_MATCH_PLAYERS", default_value_t = 100)]
+    pub max_match_players: usize,
+    /// File holding the matchmaker's token: it may place matches (`POST /v1/matches`) and
+    /// nothing else. Without it, only the admin token places matches.
+    #[arg(long, env = "OUTPOST_MATCHMAKER_TOKEN_FILE")]
+    pub matchmaker_token_file: Option<PathBuf>,
+    /// The ticket signing key (Ed25519, the `outpost ticket keygen` format). Routers of one
+    /// fleet share one: generate it once and copy it. Default: `ticket-key` in the data dir,
+    /// made on first start.
+    #[arg(long, env = "OUTPOST_TICKET_KEY")]
+    pub ticket_key: Option<PathBuf>,
+    /// The other routers of this fleet (comma-separated URLs): probe reports and measured
+    /// routes made here are forwarded to each, so every router learns them.
+    #[arg(long, env = "OUTPOST_PEER", value_delimiter = ',')]
+    #[serde(default)]
+    pub peer: Vec<String>,
+    /// File holding the token routers of this fleet forward to each other with (not the
+    /// cluster token, which every edge holds). Required with `--peer`; a router without it
+    /// takes no forwards.
+    #[arg(long, env = "OUTPOST_PEER_TOKEN_FILE")]
+    pub peer_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed `https://` peers' certificates (default: the public web's
+    /// roots).
+    #[arg(long, env = "OUTPOST_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
+    /// Reports waiting for each peer; beyond it, new ones are dropped and counted.
+    #[arg(long, env = "OUTPOST_PEER_QUEUE", default_value_t = 4096)]
+    pub peer_queue: usize,
     /// Largest request body (heartbeats, probe batches), bytes.
     #[arg(long, env = "OUTPOST_MAX_BODY_BYTES", default_value_t = 64 << 10)]
     pub max_body_bytes: usize,
@@ -144,6 +183,12 @@ pub struct Config {
     pub http_timeouts: outpost_net::http::Timeouts,
     /// HTTPS, when `--tls-cert`/`--tls-key` are given.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The matchmaker's token, if any.
+    pub matchmaker_token: Option<String>,
+    /// The token peers forward with, if any.
+    pub peer_token: Option<String>,
+    /// The peer routers.
+    pub peers: Vec<crate::peer::PeerTarget>,
 }
 
 impl outpost_net::service::Service for Args {
@@ -241,6 +286,29 @@ impl Args {
         if !(0.0..=1.0).contains(&self.reserve_share) {
             return Err(bad("reserve_share", "must be between 0 and 1"));
         }
+        if !(1..=64).contains(&self.candidates) {
+            return Err(bad("candidates", "must be between 1 and 64"));
+        }
+        if self.candidates_per_region == 0 {
+            return Err(bad("candidates_per_region", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.max_match_players) {
+            return Err(bad("max_match_players", "must be between 1 and 10000"));
+        }
+        if !(1..=1_000_000).contains(&self.peer_queue) {
+            return Err(bad("peer_queue", "must be between 1 and 1000000"));
+        }
+        let matchmaker_token =
+            secret_file("matchmaker_token_file", self.matchmaker_token_file.as_deref(), "OUTPOST_MATCHMAKER_TOKEN")?;
+        let peer_token = secret_file("peer_token_file", self.peer_token_file.as_deref(), "OUTPOST_PEER_TOKEN")?;
+        if !self.peer.is_empty() && peer_token.is_none() {
+            return Err(bad("peer_token_file", "--peer needs --peer-token-file (or OUTPOST_PEER_TOKEN)"));
+        }
+        let peers = self
+            .peer
+            .iter()
+            .map(|url| crate::peer::PeerTarget::parse(url, self.peer_ca.as_deref()).map_err(|e| bad("peer", e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let header_read_timeout = parse_duration("header_read_timeout", &self.header_read_timeout)?;
         if !(Duration::from_millis(50)..=Duration::from_secs(300)).contains(&header_read_timeout) {
             return Err(bad("header_read_timeout", "must be between 50ms and 5m"));
@@ -254,8 +322,38 @@ impl Args {
             ..LearnLimits::default()
         };
         let geo = GeoModel { path_inflation: self.path_inflation, overhead_ms: self.geo_overhead_ms };
-        Ok(Config { tls, args: self, trusted, ticket_ttl, forget_after, learn, geo, player_auth_secret, http_timeouts })
+        Ok(Config {
+            tls,
+            args: self,
+            trusted,
+            ticket_ttl,
+            forget_after,
+            learn,
+            geo,
+            player_auth_secret,
+            http_timeouts,
+            matchmaker_token,
+            peer_token,
+            peers,
+        })
     }
+}
+
+/// A token from `file`, else from the env variable `env`; at least 16 bytes.
+fn secret_file(field: &str, file: Option<&std::path::Path>, env: &str) -> Result<Option<String>, ConfigError> {
+    let token = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| bad(field, format!("reading {}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var(env).ok().map(|t| t.trim().to_string()),
+    };
+    if token.as_ref().is_some_and(|t| t.len() < 16) {
+        return Err(bad(field, "the token must be at least 16 bytes"));
+    }
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -290,6 +388,12 @@ mod tests {
             (vec!["--forget-after", "0s"], "forget_after"),
             (vec!["--client-rate", "0"], "client_rate"),
             (vec!["--alternates", "99"], "alternates"),
+            (vec!["--candidates", "0"], "candidates"),
+            (vec!["--candidates-per-region", "0"], "candidates_per_region"),
+            (vec!["--max-match-players", "0"], "max_match_players"),
+            (vec!["--peer-queue", "0"], "peer_queue"),
+            (vec!["--peer", "http://127.0.0.1:1"], "peer_token_file"),
+            (vec!["--matchmaker-token-file", "/nonexistent/token"], "matchmaker_token_file"),
         ] {
             let e = load(&argv).unwrap_err();
             assert!(e.contains(field), "{argv:?}: {e}");

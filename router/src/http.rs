@@ -4,13 +4,15 @@
 //! Bodies are bounded: a declared length over the limit is refused unread.
 
 use crate::addr::PrefixKey;
-use crate::routing::{HeartbeatError, ProbeError, RouteRequest, Router};
+use crate::routing::{HeartbeatError, MatchError, ProbeError, RouteRequest, Router};
 use crate::select::NoNode;
 use hyper::{Method, StatusCode};
 use ipnet::IpNet;
 use outpost_net::http::{HttpError, Req, json};
-use outpost_net::service::{Role, Tokens};
-use outpost_proto::api::{Heartbeat, HeartbeatAck, NodeList, ProbeBatch};
+use outpost_net::service::{Role, TokenHash, Tokens};
+use outpost_proto::api::{
+    CandidateList, Heartbeat, HeartbeatAck, MatchRequest, NodeList, ProbeBatch, ProbeResult, RouteBody,
+};
 use outpost_proto::rate::TokenBucket;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +41,14 @@ pub struct HttpState {
     pub clients: ClientLimiter,
     /// Per-player-id limit on routes, with `--player-auth-secret`.
     pub players: Buckets<u64>,
+    /// The matchmaker's token, if any.
+    pub matchmaker: Option<TokenHash>,
+    /// The token peer routers forward with, if any.
+    pub peer_token: Option<TokenHash>,
+    /// Where what this router learns is forwarded.
+    pub peers: crate::peer::Peers,
+    /// Most players in one match.
+    pub max_match_players: usize,
 }
 
 /// A token bucket per key, in a bounded table that forgets keys idle for ten minutes.
@@ -161,14 +171,26 @@ async fn handle(state: &HttpState, req: Req) -> Resp {
 enum Caller {
     Admin,
     Cluster,
+    Matchmaker,
+    Peer,
     Anonymous,
 }
 
 fn caller(state: &HttpState, req: &Req) -> Caller {
-    match state.tokens.role(req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes())) {
-        Some(Role::Admin) => Caller::Admin,
-        Some(Role::Cluster) => Caller::Cluster,
-        None => Caller::Anonymous,
+    let auth = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+    match state.tokens.role(auth) {
+        Some(Role::Admin) => return Caller::Admin,
+        Some(Role::Cluster) => return Caller::Cluster,
+        None => {}
+    }
+    let token = auth.and_then(outpost_net::service::bearer);
+    let is = |hash: &Option<TokenHash>| matches!((hash, token), (Some(h), Some(t)) if h.matches(t));
+    if is(&state.matchmaker) {
+        Caller::Matchmaker
+    } else if is(&state.peer_token) {
+        Caller::Peer
+    } else {
+        Caller::Anonymous
     }
 }
 
@@ -261,72 +283,267 @@ async fn route(state: &HttpState, req: &Req) -> Result<Resp, HttpError> {
                 router.metrics.probe_rejected.inc();
                 HttpError::from(e)
             })?;
+            state.peers.forward(crate::peer::Learned { ip: client.to_string(), results: batch.results });
             Ok(json(StatusCode::OK, &ack))
         }
-        (Method::GET, "/v1/route") => {
-            let q: Vec<(String, String)> =
-                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+        (Method::POST, crate::peer::PATH) => {
+            if state.peer_token.is_none() {
+                return Err(HttpError::unauthorized("this router has no --peer-token-file: it takes no forwards"));
+            }
+            if caller(state, req) != Caller::Peer {
+                return Err(HttpError::unauthorized("forwards need the peer token (Authorization: Bearer ...)"));
+            }
+            let fwd: crate::peer::Forward = read_json(req, PEER_BODY_BYTES).await?;
+            if fwd.reports.len() > PEER_MAX_REPORTS {
+                return Err(HttpError::bad_request(format!("at most {PEER_MAX_REPORTS} reports per forward")));
+            }
+            // Learned here, never forwarded again: each report travels one hop.
+            let (mut taken, mut refused) = (0u64, 0u64);
+            for r in &fwd.reports {
+                let learned =
+                    r.ip.parse::<IpAddr>().ok().and_then(|ip| router.probes(&r.results, ip, Instant::now()).ok());
+                if learned.is_some() { taken += 1 } else { refused += 1 }
+            }
+            router.metrics.peer_received.inc_by(taken);
+            if refused > 0 {
+                tracing::warn!(origin = %fwd.origin, refused, "peer forward held reports that do not check");
+            }
+            Ok(json(StatusCode::OK, &serde_json::json!({"taken": taken, "refused": refused})))
+        }
+        (Method::GET, "/v1/candidates") => {
+            let q = query(req);
             let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-            let module = get("module").ok_or_else(|| HttpError::bad_request("module is required"))?;
-            outpost_proto::ids::check_name("module", module).map_err(|e| HttpError::bad_request(e.to_string()))?;
+            let module = checked_module(get("module"))?;
             let admin = caller(state, req) == Caller::Admin;
             let client = client_of(state, admin, forwarded_for(req).as_deref(), peer, get("ip"))?;
             limited(state, admin, client)?;
-            let player = match (get("player"), &state.player_auth_secret) {
-                (Some(p), secret) => {
-                    let id: u64 =
-                        p.parse().map_err(|_| HttpError::bad_request(format!("player {p:?} is not a whole number")))?;
-                    if let Some(secret) = secret {
-                        let auth = get("auth").ok_or_else(|| HttpError::unauthorized("auth is required"))?;
-                        if !outpost_proto::ids::check_player_auth(secret, p, auth) {
-                            return Err(HttpError::unauthorized("auth does not match the player id"));
-                        }
-                        // One authenticated player, however many addresses replay its pair.
-                        if !admin && !state.players.allow(id, Instant::now()) {
-                            return Err(rate_limited(state, format!("player {id}")));
-                        }
-                    }
-                    id
-                }
-                (None, Some(_)) => return Err(HttpError::unauthorized("player and auth are required")),
-                (None, None) => rand::random(),
-            };
-            let default_name;
-            let name = match get("name") {
-                Some(n) => {
-                    if n.is_empty() || n.len() > MAX_NAME_BYTES || n.chars().any(char::is_control) {
-                        return Err(HttpError::bad_request(format!(
-                            "name must be 1 to {MAX_NAME_BYTES} bytes of printable text"
-                        )));
-                    }
-                    n
-                }
-                None => {
-                    default_name = format!("player-{}", player % 100_000);
-                    &default_name
-                }
-            };
-            let request = RouteRequest { module, player, name, client };
-            match router.route(&request, Instant::now(), SystemTime::now()) {
-                Ok(r) => Ok(json(StatusCode::OK, &r)),
-                Err(e) => {
-                    let code = match e {
-                        NoNode::NoModule => "no-module",
-                        NoNode::NoneAvailable => "no-node-available",
-                    };
-                    Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.reason(module)))
-                }
+            match router.candidates(module, client, Instant::now()) {
+                Ok(candidates) => Ok(json(StatusCode::OK, &CandidateList { candidates })),
+                Err(e) => Err(no_node(e, module)),
             }
+        }
+        (Method::POST, "/v1/route") => {
+            let q = query(req);
+            let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let admin = caller(state, req) == Caller::Admin;
+            let client = client_of(state, admin, forwarded_for(req).as_deref(), peer, get("ip"))?;
+            // Before the body: a client over its rate costs no body read.
+            limited(state, admin, client)?;
+            let body: RouteBody = read_json(req, state.max_body_bytes).await?;
+            router.check_results(&body.results).map_err(|e| HttpError::bad_request(e.to_string()))?;
+            let reply = route_for(state, &q, admin, client, &body.results)?;
+            // Learned as a probe report would be, once the route itself was valid.
+            if router.probes(&body.results, client, Instant::now()).is_ok() {
+                state.peers.forward(crate::peer::Learned { ip: client.to_string(), results: body.results });
+            }
+            Ok(reply)
+        }
+        (Method::POST, "/v1/matches") => {
+            let who = caller(state, req);
+            if !matches!(who, Caller::Admin | Caller::Matchmaker | Caller::Cluster) {
+                return Err(HttpError::unauthorized(
+                    "placing a match needs the matchmaker, admin or cluster token (Authorization: Bearer ...)",
+                ));
+            }
+            let body: MatchRequest = read_json(req, state.max_body_bytes.max(MATCH_BODY_BYTES)).await?;
+            place_match(state, body)
+        }
+        (Method::GET, "/v1/route") => {
+            let q = query(req);
+            let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let admin = caller(state, req) == Caller::Admin;
+            let client = client_of(state, admin, forwarded_for(req).as_deref(), peer, get("ip"))?;
+            limited(state, admin, client)?;
+            route_for(state, &q, admin, client, &[])
         }
         (
             _,
-            "/healthz" | "/metrics" | "/v1/pubkey" | "/v1/nodes/heartbeat" | "/v1/nodes" | "/v1/probes" | "/v1/route",
+            "/healthz"
+            | "/metrics"
+            | "/v1/pubkey"
+            | "/v1/nodes/heartbeat"
+            | "/v1/nodes"
+            | "/v1/probes"
+            | "/v1/route"
+            | "/v1/candidates"
+            | "/v1/matches"
+            | crate::peer::PATH,
         ) => Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             format!("{} {path}", req.method()),
         )),
         _ => Err(HttpError::new(StatusCode::NOT_FOUND, "not-found", format!("no route {path}"))),
+    }
+}
+
+/// Largest forward a peer may send, bytes.
+const PEER_BODY_BYTES: usize = 4 << 20;
+/// Most reports in one forward.
+const PEER_MAX_REPORTS: usize = 256;
+/// Largest match body, bytes (100 players with their results do not fit the default 64 KiB).
+const MATCH_BODY_BYTES: usize = 1 << 20;
+
+fn query(req: &Req) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+fn checked_module(module: Option<&str>) -> Result<&str, HttpError> {
+    let module = module.ok_or_else(|| HttpError::bad_request("module is required"))?;
+    outpost_proto::ids::check_name("module", module).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    Ok(module)
+}
+
+fn no_node(e: NoNode, module: &str) -> HttpError {
+    let code = match e {
+        NoNode::NoModule => "no-module",
+        NoNode::NoneAvailable => "no-node-available",
+    };
+    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.reason(module))
+}
+
+fn check_display_name(n: &str) -> Result<(), HttpError> {
+    if n.is_empty() || n.len() > MAX_NAME_BYTES || n.chars().any(char::is_control) {
+        return Err(HttpError::bad_request(format!("name must be 1 to {MAX_NAME_BYTES} bytes of printable text")));
+    }
+    Ok(())
+}
+
+/// A route (GET, or POST with the client's results `own`) from its query.
+fn route_for(
+    state: &HttpState,
+    q: &[(String, String)],
+    admin: bool,
+    client: IpAddr,
+    own: &[ProbeResult],
+) -> Result<Resp, HttpError> {
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let module = checked_module(get("module"))?;
+    let player = match (get("player"), &state.player_auth_secret) {
+        (Some(p), secret) => {
+            let id: u64 =
+                p.parse().map_err(|_| HttpError::bad_request(format!("player {p:?} is not a whole number")))?;
+            if let Some(secret) = secret {
+                let auth = get("auth").ok_or_else(|| HttpError::unauthorized("auth is required"))?;
+                if !outpost_proto::ids::check_player_auth(secret, p, auth) {
+                    return Err(HttpError::unauthorized("auth does not match the player id"));
+                }
+                // One authenticated player, however many addresses replay its pair.
+                if !admin && !state.players.allow(id, Instant::now()) {
+                    return Err(rate_limited(state, format!("player {id}")));
+                }
+            }
+            id
+        }
+        (None, Some(_)) => return Err(HttpError::unauthorized("player and auth are required")),
+        (None, None) => rand::random(),
+    };
+    let default_name;
+    let name = match get("name") {
+        Some(n) => {
+            check_display_name(n)?;
+            n
+        }
+        None => {
+            default_name = format!("player-{}", player % 100_000);
+            &default_name
+        }
+    };
+    let request = RouteRequest { module, player, name, client, own };
+    match state.router.route(&request, Instant::now(), SystemTime::now()) {
+        Ok(r) => Ok(json(StatusCode::OK, &r)),
+        Err(e) => Err(no_node(e, module)),
+    }
+}
+
+/// `POST /v1/matches`: checks the whole body, then places it.
+fn place_match(state: &HttpState, body: MatchRequest) -> Result<Resp, HttpError> {
+    let router = &state.router;
+    outpost_proto::ids::check_name("module", &body.module).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let n = body.players.len();
+    if n == 0 || n > state.max_match_players {
+        return Err(HttpError::bad_request(format!(
+            "a match holds 1 to {} players (--max-match-players), got {n}",
+            state.max_match_players
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut clients = Vec::with_capacity(n);
+    for (i, p) in body.players.iter().enumerate() {
+        if !seen.insert(p.id) {
+            return Err(HttpError::bad_request(format!("players[{i}].id: player {} is listed twice", p.id)));
+        }
+        check_display_name(&p.name).map_err(|e| HttpError::bad_request(format!("players[{i}].{}", e.message)))?;
+        if let Some(secret) = &state.player_auth_secret {
+            let ok =
+                p.auth.as_deref().is_some_and(|a| outpost_proto::ids::check_player_auth(secret, &p.id.to_string(), a));
+            if !ok {
+                return Err(HttpError::unauthorized(format!(
+                    "players[{i}].auth does not match player {} (or is missing)",
+                    p.id
+                )));
+            }
+        }
+        if !p.results.is_empty() {
+            router.check_results(&p.results).map_err(|e| HttpError::bad_request(format!("players[{i}].{e}")))?;
+        }
+        let ip = match &p.ip {
+            Some(ip) => Some(
+                ip.parse::<IpAddr>()
+                    .map(crate::addr::canonical)
+                    .map_err(|_| HttpError::bad_request(format!("players[{i}].ip {ip:?} is not an address")))?,
+            ),
+            None => None,
+        };
+        clients.push(ip);
+    }
+    if let Some(max) = body.max_rtt_ms
+        && !(max.is_finite() && max > 0.0)
+    {
+        return Err(HttpError::bad_request(format!("max_rtt_ms must be a positive number, got {max}")));
+    }
+    if let Some(room) = &body.room {
+        outpost_proto::ids::check_name("room", room).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    }
+    if let Some(m) = body.max_players
+        && (m as usize) < n
+    {
+        return Err(HttpError::bad_request(format!("max_players {m} is below the {n} players of the match")));
+    }
+    let now = Instant::now();
+    for (p, ip) in body.players.iter().zip(&clients) {
+        if let Some(ip) = ip
+            && !p.results.is_empty()
+            && router.probes(&p.results, *ip, now).is_ok()
+        {
+            state.peers.forward(crate::peer::Learned { ip: ip.to_string(), results: p.results.clone() });
+        }
+    }
+    match router.place_match(&body, &clients, now, SystemTime::now()) {
+        Ok(placed) => Ok(json(StatusCode::OK, &placed)),
+        Err(e) => {
+            router.metrics.matches_refused.inc();
+            match e {
+                MatchError::NoNode(reason) => {
+                    Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "no-node-available", reason))
+                }
+                MatchError::TooFar { worst, best } => {
+                    let best: serde_json::Map<String, serde_json::Value> =
+                        best.into_iter().map(|(id, b)| (id.to_string(), serde_json::json!(b))).collect();
+                    let max = body.max_rtt_ms.unwrap_or_default();
+                    let error = match worst {
+                        Some(w) => format!("the best node's worst player estimate is {w:.1} ms, over max_rtt_ms {max}"),
+                        None => {
+                            format!("some players have no estimate to any node; max_rtt_ms {max} cannot be shown met")
+                        }
+                    };
+                    Ok(json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &serde_json::json!({"error": error, "code": "max-rtt-exceeded", "best_rtt_ms": best}),
+                    ))
+                }
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`ticket`]: the signing key and minting.
 //! - [`routing`]: the decisions over live state (heartbeat, probes, route), clock passed in.
 //! - [`http`]: the HTTP API over [`routing`].
+//! - [`peer`]: forwarding what this router learns to the other routers of the fleet.
 //! - [`telemetry`]: logging and metrics.
 //!
 //! [`run`] takes validated config and a shutdown future, so tests and `main` start it the same way.
@@ -21,6 +22,7 @@ pub mod estimate;
 pub mod geo;
 pub mod http;
 pub mod learn;
+pub mod peer;
 pub mod registry;
 pub mod routing;
 pub mod select;
@@ -38,8 +40,14 @@ pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
     let data = &config.args.common.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("data_dir: creating {}", data.display()))?;
     outpost_net::files::sweep_temp(data);
-    let issuer = ticket::Issuer::load_or_generate(&data.join("ticket-key"), config.ticket_ttl)
-        .with_context(|| format!("ticket key in {}", data.display()))?;
+    let key_path = config.args.ticket_key.clone().unwrap_or_else(|| data.join("ticket-key"));
+    let issuer = match &config.args.ticket_key {
+        // A fleet's shared key is made once and copied: a missing one is an error, never a
+        // fresh key that would split the fleet.
+        Some(path) => ticket::Issuer::load(path, config.ticket_ttl),
+        None => ticket::Issuer::load_or_generate(&key_path, config.ticket_ttl),
+    }
+    .with_context(|| format!("ticket_key: {}", key_path.display()))?;
     let geo: Box<dyn geo::GeoLookup> = if config.args.geoip.is_empty() {
         tracing::warn!("no --geoip database: routes use measurements, then load");
         Box::new(geo::NoGeo)
@@ -55,6 +63,8 @@ pub fn build(config: &Config) -> anyhow::Result<routing::Router> {
         geo_model: config.geo,
         probe_max_results: config.args.probe_max_results,
         reserve: registry::ReservePolicy { ticket_ttl: config.ticket_ttl, share: config.args.reserve_share },
+        candidates: config.args.candidates,
+        candidates_per_region: config.args.candidates_per_region,
     };
     Ok(routing::Router::new(geo, issuer, settings, config.args.max_nodes))
 }
@@ -95,7 +105,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         })
     };
 
+    let metrics = router.metrics.clone();
+    let origin = config.args.id.clone().unwrap_or_else(|| addr.to_string());
+    let peers = match &config.peer_token {
+        Some(token) if !config.peers.is_empty() => {
+            let urls: Vec<&str> = config.peers.iter().map(|p| p.url.as_str()).collect();
+            tracing::info!(peers = ?urls, origin = %origin, "forwarding what this router learns to its peers");
+            peer::Peers::start(origin, &config.peers, token.clone(), config.args.peer_queue, metrics.clone())
+        }
+        _ => peer::Peers::none(metrics.clone()),
+    };
+    let hash = |t: &Option<String>| t.as_deref().map(outpost_net::service::TokenHash::of);
     let state = Arc::new(http::HttpState {
+        matchmaker: hash(&config.matchmaker_token),
+        peer_token: hash(&config.peer_token),
+        peers,
+        max_match_players: config.args.max_match_players,
         router: router.clone(),
         tokens,
         trusted: config.trusted.clone(),

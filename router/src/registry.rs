@@ -403,6 +403,7 @@ pub(crate) mod tests {
             boot_id: None,
             version: None,
             redeemed: None,
+            features: Vec::new(),
         }
     }
 
@@ -472,6 +473,7 @@ pub(crate) mod tests {
             players,
             boot_id: Some(boot.into()),
             redeemed: Some(redeemed),
+            features: Vec::new(),
             ..hb("n", &["arena"])
         };
         r.upsert(beat(0, "b1", 0), t0).unwrap();

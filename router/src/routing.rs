@@ -7,10 +7,13 @@ use crate::estimate::{GeoModel, LatLon};
 use crate::geo::{CellKey, GeoInfo, GeoLookup};
 use crate::learn::{LearnLimits, Measurement, SampleError, Table, check_sample};
 use crate::registry::{Health, Registry, RegistryError};
-use crate::select::{Candidate, Method, NoNode, place};
+use crate::select::{Candidate, MatchNode, Method, NoMatch, NoNode, place};
 use crate::telemetry::Metrics;
 use crate::ticket::Issuer;
-use outpost_proto::api::{Heartbeat, ProbeAck, ProbeResult, Route, RouteClient, RouteEstimate, RouteNode};
+use outpost_proto::api::{
+    FEATURE_MATCH_TICKETS, Heartbeat, MatchPlacement, MatchRequest, PlayerEstimate, ProbeAck, ProbeCandidate,
+    ProbeResult, Route, RouteClient, RouteEstimate, RouteNode,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
@@ -33,6 +36,10 @@ pub struct RouterSettings {
     pub probe_max_results: usize,
     /// How places are held for tickets not yet redeemed.
     pub reserve: crate::registry::ReservePolicy,
+    /// Nodes in a candidate list.
+    pub candidates: usize,
+    /// Most candidates from one region.
+    pub candidates_per_region: usize,
 }
 
 /// Geo RTTs from one client position to every registry slot (NaN where a node has no position),
@@ -57,7 +64,7 @@ pub struct Router {
     issuer: Issuer,
     settings: RouterSettings,
     /// Counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A heartbeat that cannot be taken.
@@ -96,6 +103,8 @@ pub struct RouteRequest<'a> {
     pub name: &'a str,
     /// The client address.
     pub client: IpAddr,
+    /// The client's own measurements, made just now (checked and learned by the caller).
+    pub own: &'a [ProbeResult],
 }
 
 /// Checks a heartbeat's fields; the registry only ever holds checked ones.
@@ -122,6 +131,12 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
     }
     if hb.cert_sha256.len() != 64 || !hb.cert_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(Field("cert_sha256", "must be 64 lowercase hex digits".into()));
+    }
+    if hb.features.len() > 32 {
+        return Err(Field("features", "at most 32".into()));
+    }
+    for f in &hb.features {
+        text("features", f, 64)?;
     }
     if hb.modules.len() > 1024 {
         return Err(Field("modules", "at most 1024".into()));
@@ -184,7 +199,7 @@ impl Router {
             rows: moka::sync::Cache::new(2048),
             issuer,
             settings,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
         }
     }
 
@@ -215,8 +230,9 @@ impl Router {
         Ok(())
     }
 
-    /// Learns from a client's measurements. The whole batch is checked before any of it counts.
-    pub fn probes(&self, results: &[ProbeResult], client: IpAddr, now: Instant) -> Result<ProbeAck, ProbeError> {
+    /// Checks a batch of client measurements: 1 to `--probe-max-results` of them, each with a
+    /// valid node id and a plausible RTT and loss.
+    pub fn check_results(&self, results: &[ProbeResult]) -> Result<(), ProbeError> {
         let max = self.settings.probe_max_results;
         if results.is_empty() || results.len() > max {
             return Err(ProbeError::Count(max, results.len()));
@@ -225,6 +241,12 @@ impl Router {
             outpost_proto::ids::check_name("node", &r.node).map_err(|e| ProbeError::Node(i, e.to_string()))?;
             check_sample(r.rtt_ms, r.loss).map_err(|e| ProbeError::Sample(i, e))?;
         }
+        Ok(())
+    }
+
+    /// Learns from a client's measurements. The whole batch is checked before any of it counts.
+    pub fn probes(&self, results: &[ProbeResult], client: IpAddr, now: Instant) -> Result<ProbeAck, ProbeError> {
+        self.check_results(results)?;
         let client = crate::addr::canonical(client);
         let prefix = PrefixKey::of(client, self.settings.prefix_v4, self.settings.prefix_v6);
         let cell = self.locate(client).and_then(|g| g.pos).map(|p| CellKey::of(p, self.settings.cell_deg));
@@ -271,7 +293,7 @@ impl Router {
 
     /// Chooses a node for `req` and mints its ticket.
     pub fn route(&self, req: &RouteRequest<'_>, now: Instant, wall: SystemTime) -> Result<Route, NoNode> {
-        let d = match self.decide(req.module, req.client, now) {
+        let d = match self.decide(req.module, req.client, req.own, now) {
             Ok(d) => d,
             Err(e) => {
                 self.metrics.routes_unavailable.inc();
@@ -279,6 +301,7 @@ impl Router {
             }
         };
         let by_method = match d.method {
+            Method::MeasuredSelf => &self.metrics.routes_measured_self,
             Method::MeasuredPrefix => &self.metrics.routes_measured_prefix,
             Method::MeasuredCell => &self.metrics.routes_measured_cell,
             Method::Geo => &self.metrics.routes_geo,
@@ -307,91 +330,199 @@ impl Router {
         })
     }
 
-    /// The placement decision alone (no ticket): the chosen node, the alternates and the
-    /// estimate. Counts the player against the chosen node until its next heartbeat.
-    pub fn decide(&self, module: &str, client: IpAddr, now: Instant) -> Result<Decision, NoNode> {
-        let client = crate::addr::canonical(client);
-        let geo = self.locate(client);
+    /// What the router knows of one client's paths: its own measurements (`own`), then its
+    /// prefix's, then its cell's, then geography scaled by [`geo_calibration`].
+    fn view(&self, reg: &Registry, client: Option<IpAddr>, own: &[ProbeResult], now: Instant) -> ClientView {
+        let geo = client.and_then(|c| self.locate(c));
         let pos = geo.as_ref().and_then(|g| g.pos);
         let limits = &self.settings.learn;
-        let prefix = PrefixKey::of(client, self.settings.prefix_v4, self.settings.prefix_v6);
-        let by_prefix = self.prefixes.estimates(&prefix, now, limits);
+        let by_prefix = match client {
+            Some(c) => self.prefixes.estimates(
+                &PrefixKey::of(c, self.settings.prefix_v4, self.settings.prefix_v6),
+                now,
+                limits,
+            ),
+            None => Vec::new(),
+        };
         let by_cell = match pos {
             Some(p) => self.cells.estimates(&CellKey::of(p, self.settings.cell_deg), now, limits),
             None => Vec::new(),
         };
-        let reg = self.read_registry();
-        // Measured paths win over the model: per slot, the prefix estimate, else the cell's.
-        let mut measured: Vec<(usize, f64, Method)> = Vec::with_capacity(by_prefix.len() + by_cell.len());
-        for (id, rtt) in &by_prefix {
-            if let Some(s) = reg.slot_of(id) {
-                measured.push((s, *rtt, Method::MeasuredPrefix));
-            }
-        }
-        for (id, rtt) in &by_cell {
+        // Measured paths win over the model: per slot, the client's own, else the prefix's,
+        // else the cell's.
+        let mut measured: Vec<(usize, f64, Method)> = Vec::with_capacity(own.len() + by_prefix.len() + by_cell.len());
+        let mut add = |id: &str, rtt: f64, method: Method| {
             if let Some(s) = reg.slot_of(id)
                 && !measured.iter().any(|m| m.0 == s)
             {
-                measured.push((s, *rtt, Method::MeasuredCell));
+                measured.push((s, rtt, method));
             }
+        };
+        for r in own {
+            add(&r.node, r.rtt_ms + r.loss * limits.loss_penalty_ms, Method::MeasuredSelf);
         }
+        for (id, rtt) in &by_prefix {
+            add(id, *rtt, Method::MeasuredPrefix);
+        }
+        for (id, rtt) in &by_cell {
+            add(id, *rtt, Method::MeasuredCell);
+        }
+        let row = pos.map(|p| self.geo_row(reg, p));
+        let scale = row.as_ref().map_or(1.0, |row| geo_calibration(&measured, &row.rtt));
+        ClientView { geo, measured, row, scale }
+    }
+
+    fn candidate<'r>(
+        reg: &'r Registry,
+        slot: usize,
+        estimate: Option<(f64, Method)>,
+        now: Instant,
+    ) -> Option<Candidate<'r>> {
+        let n = reg.get(slot)?;
+        let health = n.health(now);
+        Some(Candidate {
+            index: slot,
+            id: &n.hb.id,
+            healthy: health != Health::Down,
+            accepting: health == Health::Healthy,
+            has_module: true,
+            capacity: n.hb.capacity,
+            players: reg.players(slot),
+            estimate,
+        })
+    }
+
+    /// Eligible nodes with `module` for the client of `view`, lowest estimate first, lazily:
+    /// the measured ones merged into the geo order, then the nodes with no position. A caller
+    /// that needs a few stops early instead of sorting the fleet.
+    fn by_estimate<'r>(
+        &self,
+        reg: &'r Registry,
+        view: &'r ClientView,
+        module: &'r str,
+        now: Instant,
+    ) -> impl Iterator<Item = Candidate<'r>> + 'r {
         let with_module = reg.module_slots(module);
-        if with_module.is_empty() {
+        let has_module = move |slot: usize| with_module.binary_search(&(slot as u32)).is_ok();
+        let mut measured: Vec<Candidate<'r>> = view
+            .measured
+            .iter()
+            .filter(|m| has_module(m.0))
+            .filter_map(|m| Self::candidate(reg, m.0, Some((m.1, m.2)), now))
+            .filter(Candidate::eligible)
+            .collect();
+        measured.sort_by(|a, b| {
+            a.estimate.map(|e| e.0).unwrap_or(f64::INFINITY).total_cmp(&b.estimate.map_or(f64::INFINITY, |e| e.0))
+        });
+        let scale = view.scale;
+        let is_measured = move |slot: usize| view.measured.iter().any(|m| m.0 == slot);
+        let (order, unplaced): (
+            Box<dyn Iterator<Item = Candidate<'r>> + 'r>,
+            Box<dyn Iterator<Item = Candidate<'r>> + 'r>,
+        ) = match &view.row {
+            Some(row) => (
+                Box::new(
+                    row.order
+                        .iter()
+                        .map(|&s| s as usize)
+                        .filter(move |&s| has_module(s) && !is_measured(s))
+                        .filter_map(move |s| {
+                            Self::candidate(reg, s, Some((row.rtt[s] as f64 * scale, Method::Geo)), now)
+                        }),
+                ),
+                Box::new(
+                    row.unplaced
+                        .iter()
+                        .map(|&s| s as usize)
+                        .filter(move |&s| has_module(s) && !is_measured(s))
+                        .filter_map(move |s| Self::candidate(reg, s, None, now)),
+                ),
+            ),
+            None => (
+                Box::new(std::iter::empty()),
+                Box::new(
+                    with_module
+                        .iter()
+                        .map(|&s| s as usize)
+                        .filter(move |&s| !is_measured(s))
+                        .filter_map(move |s| Self::candidate(reg, s, None, now)),
+                ),
+            ),
+        };
+        let mut geo = order.filter(Candidate::eligible).peekable();
+        let mut measured = measured.into_iter().peekable();
+        let merged = std::iter::from_fn(move || {
+            let key = |c: &Candidate<'_>| c.estimate.map_or(f64::INFINITY, |e| e.0);
+            match (measured.peek(), geo.peek()) {
+                (Some(m), Some(g)) if key(g) < key(m) => geo.next(),
+                (Some(_), _) => measured.next(),
+                (None, _) => geo.next(),
+            }
+        });
+        merged.chain(unplaced.filter(Candidate::eligible))
+    }
+
+    /// The nodes a client should measure for `module`: `--candidates` eligible nodes with the
+    /// lowest estimates, at most `--candidates-per-region` from one region.
+    pub fn candidates(&self, module: &str, client: IpAddr, now: Instant) -> Result<Vec<ProbeCandidate>, NoNode> {
+        let client = crate::addr::canonical(client);
+        let reg = self.read_registry();
+        if reg.module_slots(module).is_empty() {
             return Err(NoNode::NoModule);
         }
-        let has_module = |slot: usize| with_module.binary_search(&(slot as u32)).is_ok();
-        let is_measured = |slot: usize| measured.iter().any(|m| m.0 == slot);
-        let row = pos.map(|p| self.geo_row(&reg, p));
-        let scale = row.as_ref().map_or(1.0, |row| geo_calibration(&measured, &row.rtt));
-        let candidate = |slot: usize, estimate: Option<(f64, Method)>| {
-            let n = reg.get(slot)?;
-            let health = n.health(now);
-            Some(Candidate {
-                index: slot,
-                id: &n.hb.id,
-                healthy: health != Health::Down,
-                accepting: health == Health::Healthy,
-                has_module: true,
-                capacity: n.hb.capacity,
-                players: reg.players(slot),
-                estimate,
-            })
-        };
-        // Measured nodes always compete; of the rest, walk by geo RTT and stop once enough
-        // eligible nodes are in hand and the next one is strictly farther (it cannot place).
-        let keep = self.settings.alternates + 1;
-        let mut pool: Vec<Candidate<'_>> =
-            measured.iter().filter(|m| has_module(m.0)).filter_map(|m| candidate(m.0, Some((m.1, m.2)))).collect();
-        match &row {
-            Some(row) => {
-                let (mut eligible, mut last) = (0, f32::NEG_INFINITY);
-                for &slot in &row.order {
-                    let slot = slot as usize;
-                    let g = row.rtt[slot];
-                    if eligible >= keep && g > last {
-                        break;
-                    }
-                    if !has_module(slot) || is_measured(slot) {
-                        continue;
-                    }
-                    let Some(c) = candidate(slot, Some((g as f64 * scale, Method::Geo))) else { continue };
-                    if c.eligible() {
-                        eligible += 1;
-                        last = g;
-                    }
-                    pool.push(c);
-                }
-                if eligible < keep {
-                    let rest = row.unplaced.iter().map(|&s| s as usize);
-                    pool.extend(rest.filter(|&s| has_module(s) && !is_measured(s)).filter_map(|s| candidate(s, None)));
-                }
-            }
-            None => {
-                let rest = reg.with_module(module).filter(|&s| !is_measured(s));
-                pool.extend(rest.filter_map(|s| candidate(s, None)).collect::<Vec<_>>());
-            }
+        let view = self.view(&reg, Some(client), &[], now);
+        let region = |c: &Candidate<'_>| reg.get(c.index).map_or("", |n| n.hb.region.as_str());
+        let ordered = self.by_estimate(&reg, &view, module, now).map(|c| (region(&c), c));
+        let picked =
+            crate::select::pick_candidates(ordered, self.settings.candidates, self.settings.candidates_per_region);
+        if picked.is_empty() {
+            return Err(NoNode::NoneAvailable);
         }
-        let top = place(pool, self.settings.alternates)?;
+        self.metrics.candidate_lists.inc();
+        Ok(picked
+            .iter()
+            .filter_map(|c| {
+                let n = reg.get(c.index)?;
+                Some(ProbeCandidate {
+                    node: n.hb.id.clone(),
+                    region: n.hb.region.clone(),
+                    probe_addr: n.hb.probe_addr.clone(),
+                    rtt_ms: c.estimate.map(|e| round1(e.0)),
+                    method: c.estimate.map_or(Method::None, |e| e.1).as_str().into(),
+                })
+            })
+            .collect())
+    }
+
+    /// The placement decision alone (no ticket): the chosen node, the alternates and the
+    /// estimate, from the client's own measurements `own` first. Counts the player against the
+    /// chosen node until its next heartbeat.
+    pub fn decide(&self, module: &str, client: IpAddr, own: &[ProbeResult], now: Instant) -> Result<Decision, NoNode> {
+        let client = crate::addr::canonical(client);
+        let reg = self.read_registry();
+        if reg.module_slots(module).is_empty() {
+            return Err(NoNode::NoModule);
+        }
+        let view = self.view(&reg, Some(client), own, now);
+        // Lowest estimate first, so the best `1 + alternates` are the first ones; load breaks
+        // exact ties among them (placement sorts them again with its full order).
+        let keep = self.settings.alternates + 1;
+        let mut pool: Vec<Candidate<'_>> = Vec::with_capacity(keep + 4);
+        let mut last = f64::NEG_INFINITY;
+        for c in self.by_estimate(&reg, &view, module, now) {
+            let e = c.estimate.map_or(f64::INFINITY, |e| e.0);
+            if pool.len() >= keep && e > last {
+                break;
+            }
+            last = e;
+            pool.push(c);
+        }
+        let top = if pool.is_empty() {
+            // Every node with the module is down, not accepting or full.
+            return Err(NoNode::NoneAvailable);
+        } else {
+            place(pool, self.settings.alternates)?
+        };
         let best = top[0];
         reg.note_routed(best.index, now);
         let node = |c: &Candidate<'_>| reg.get(c.index).map(|n| route_node(&n.hb));
@@ -402,8 +533,128 @@ impl Router {
             rtt_ms,
             method,
             client,
-            geo,
+            geo: view.geo,
         })
+    }
+
+    /// Places a whole match on one node (see [`crate::select::place_match`]): only nodes that
+    /// advertise match tickets and have room for every player. Mints one v2 ticket per player.
+    pub fn place_match(
+        &self,
+        req: &MatchRequest,
+        clients: &[Option<IpAddr>],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<MatchPlacement, MatchError> {
+        let reg = self.read_registry();
+        let module = req.module.as_str();
+        let with_module = reg.module_slots(module);
+        if with_module.is_empty() {
+            return Err(MatchError::NoNode(NoNode::NoModule.reason(module)));
+        }
+        let players = req.players.len() as u32;
+        let max_players = req.max_players.unwrap_or(players);
+        let nodes: Vec<MatchNode<'_>> = with_module
+            .iter()
+            .filter_map(|&s| {
+                let c = Self::candidate(&reg, s as usize, None, now)?;
+                let n = reg.get(s as usize)?;
+                let fits = c.healthy && c.accepting && c.players.saturating_add(players) <= c.capacity;
+                let supports = n.hb.features.iter().any(|f| f == FEATURE_MATCH_TICKETS);
+                (fits && supports).then(|| MatchNode { index: c.index, id: c.id, load: c.load() })
+            })
+            .collect();
+        if nodes.is_empty() {
+            return Err(MatchError::NoNode(format!(
+                "no healthy node with module {module:?} supports match tickets and has room for {players} players"
+            )));
+        }
+        let views: Vec<ClientView> = req
+            .players
+            .iter()
+            .zip(clients)
+            .map(|(p, &ip)| self.view(&reg, ip.map(crate::addr::canonical), &p.results, now))
+            .collect();
+        let estimate = |p: usize, slot: usize| views[p].estimate(slot).map(|e| e.0);
+        let (node, score) =
+            crate::select::place_match(&nodes, views.len(), estimate, req.max_rtt_ms).map_err(|e| match e {
+                NoMatch::NoNode => MatchError::NoNode(format!("no node can take a match of {players} for {module:?}")),
+                NoMatch::TooFar { worst, best_per_player } => MatchError::TooFar {
+                    worst,
+                    best: req.players.iter().zip(best_per_player).map(|(p, b)| (p.id, b.map(round1))).collect(),
+                },
+            })?;
+        for _ in 0..players {
+            reg.note_routed(node.index, now);
+        }
+        let hb = &reg.get(node.index).ok_or(MatchError::NoNode("the chosen node was forgotten".into()))?.hb;
+        let room = req.room.clone().unwrap_or_else(|| format!("match-{}", hex_id()));
+        let mut tickets = std::collections::BTreeMap::new();
+        let mut estimates = std::collections::BTreeMap::new();
+        let mut expires_at = String::new();
+        for (p, view) in req.players.iter().zip(&views) {
+            let minted = self.issuer.mint_match(p.id, &p.name, &hb.id, module, &room, max_players, wall);
+            expires_at = minted.expires_at;
+            tickets.insert(p.id.to_string(), minted.ticket);
+            let e = view.estimate(node.index);
+            estimates.insert(
+                p.id.to_string(),
+                PlayerEstimate {
+                    rtt_ms: e.map(|e| round1(e.0)),
+                    method: e.map_or(Method::None, |e| e.1).as_str().into(),
+                },
+            );
+        }
+        self.metrics.matches_placed.inc();
+        Ok(MatchPlacement {
+            node: route_node(hb),
+            room,
+            tickets,
+            estimates,
+            worst_rtt_ms: (score.unknown == 0).then_some(round1(score.worst)),
+            expires_at,
+        })
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn hex_id() -> String {
+    rand::random::<[u8; 6]>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a match was not placed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchError {
+    /// No node can take it (the reason says why).
+    NoNode(String),
+    /// The best node is over `max_rtt_ms` for some player.
+    TooFar {
+        /// The best node's worst estimate.
+        worst: Option<f64>,
+        /// Each player's best reachable estimate, by id.
+        best: Vec<(u64, Option<f64>)>,
+    },
+}
+
+/// One client's measured paths and geo row, for placing it.
+struct ClientView {
+    geo: Option<Arc<GeoInfo>>,
+    measured: Vec<(usize, f64, Method)>,
+    row: Option<Arc<GeoRow>>,
+    scale: f64,
+}
+
+impl ClientView {
+    /// This client's estimate to the node in `slot`.
+    fn estimate(&self, slot: usize) -> Option<(f64, Method)> {
+        if let Some(m) = self.measured.iter().find(|m| m.0 == slot) {
+            return Some((m.1, m.2));
+        }
+        let g = *self.row.as_ref()?.rtt.get(slot)?;
+        g.is_finite().then_some((g as f64 * self.scale, Method::Geo))
     }
 }
 
@@ -456,6 +707,8 @@ mod tests {
             ("cert_sha256", Heartbeat { cert_sha256: "AB".repeat(32), ..good.clone() }),
             ("cpu", Heartbeat { cpu: f64::INFINITY, ..good.clone() }),
             ("interval_ms", Heartbeat { interval_ms: 10, ..good.clone() }),
+            ("features", Heartbeat { features: vec!["x".into(); 33], ..good.clone() }),
+            ("features", Heartbeat { features: vec!["a\u{0}".into()], ..good.clone() }),
         ];
         for (field, hb) in cases {
             let e = check_heartbeat(&hb).unwrap_err().to_string();

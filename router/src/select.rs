@@ -5,6 +5,8 @@
 /// How an estimate was made, best first. Serialized as `estimate.method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Method {
+    /// Measured by this client just now (`POST /v1/route` with results).
+    MeasuredSelf,
     /// Measured by clients in the same network prefix.
     MeasuredPrefix,
     /// Measured by clients in the same geo cell.
@@ -19,6 +21,7 @@ impl Method {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Method::MeasuredSelf => "measured-self",
             Method::MeasuredPrefix => "measured-prefix",
             Method::MeasuredCell => "measured-cell",
             Method::Geo => "geo",
@@ -54,7 +57,8 @@ impl Candidate<'_> {
         self.healthy && self.accepting && self.has_module && self.players < self.capacity
     }
 
-    fn load(&self) -> f64 {
+    /// Players over capacity.
+    pub fn load(&self) -> f64 {
         self.players as f64 / self.capacity.max(1) as f64
     }
 
@@ -116,6 +120,117 @@ pub fn place<'a>(
         return Err(NoNode::NoneAvailable);
     }
     Ok(top)
+}
+
+/// The nodes a client should measure: walks `ordered` (eligible nodes, lowest estimate first)
+/// and takes up to `n`, at most `per_region` from any one region, so that the list reaches into
+/// the neighbouring regions where the estimate may be wrong.
+pub fn pick_candidates<'a, T>(ordered: impl IntoIterator<Item = (&'a str, T)>, n: usize, per_region: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    let mut regions: Vec<(&str, usize)> = Vec::new();
+    for (region, item) in ordered {
+        if out.len() >= n {
+            break;
+        }
+        match regions.iter_mut().find(|r| r.0 == region) {
+            Some(r) if r.1 >= per_region => continue,
+            Some(r) => r.1 += 1,
+            None => regions.push((region, 1)),
+        }
+        out.push(item);
+    }
+    out
+}
+
+/// A node as match placement sees it: eligible, with room for the whole match.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchNode<'a> {
+    /// Carried through to the answer.
+    pub index: usize,
+    /// Node id, the last tie-breaker.
+    pub id: &'a str,
+    /// Players over capacity, the tie-breaker after the mean.
+    pub load: f64,
+}
+
+/// A node's score for one match: players it has no estimate for (fewest first), then the worst
+/// player's estimate, then the mean, then load, then id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchScore {
+    /// Players with no estimate to the node.
+    pub unknown: usize,
+    /// The worst known estimate, ms (0 when none is known).
+    pub worst: f64,
+    /// The mean known estimate, ms.
+    pub mean: f64,
+}
+
+impl MatchScore {
+    fn key_cmp(&self, o: &MatchScore) -> std::cmp::Ordering {
+        self.unknown.cmp(&o.unknown).then(self.worst.total_cmp(&o.worst)).then(self.mean.total_cmp(&o.mean))
+    }
+}
+
+/// Why no node was chosen for a match.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoMatch {
+    /// No node has the module, supports match tickets and has room for every player.
+    NoNode,
+    /// The best node's worst estimate is above `max_rtt_ms`; each player's best reachable
+    /// estimate (over every node that could take the match) is given, in player order.
+    TooFar {
+        /// The best node's worst estimate, ms (`None` when some player has no estimate).
+        worst: Option<f64>,
+        /// Each player's lowest estimate to any node that could take the match.
+        best_per_player: Vec<Option<f64>>,
+    },
+}
+
+/// Places a whole match: the node minimising the worst player's estimate (ties: the lower mean,
+/// then the lower load, then the id). `estimate(player, node)` gives one player's estimate to
+/// one node. Returns the node and its score; with `max_rtt_ms`, refuses a worst estimate above it.
+pub fn place_match<'a>(
+    nodes: &[MatchNode<'a>],
+    players: usize,
+    estimate: impl Fn(usize, usize) -> Option<f64>,
+    max_rtt_ms: Option<f64>,
+) -> Result<(MatchNode<'a>, MatchScore), NoMatch> {
+    let score = |n: &MatchNode<'_>| {
+        let (mut unknown, mut worst, mut sum, mut known) = (0, 0.0f64, 0.0, 0usize);
+        for p in 0..players {
+            match estimate(p, n.index) {
+                Some(e) => {
+                    worst = worst.max(e);
+                    sum += e;
+                    known += 1;
+                }
+                None => unknown += 1,
+            }
+        }
+        MatchScore { unknown, worst, mean: if known == 0 { 0.0 } else { sum / known as f64 } }
+    };
+    let mut best: Option<(MatchNode<'a>, MatchScore)> = None;
+    for n in nodes {
+        let s = score(n);
+        let better = match &best {
+            None => true,
+            Some((b, bs)) => {
+                s.key_cmp(bs).then(n.load.total_cmp(&b.load)).then(n.id.cmp(b.id)) == std::cmp::Ordering::Less
+            }
+        };
+        if better {
+            best = Some((*n, s));
+        }
+    }
+    let (node, s) = best.ok_or(NoMatch::NoNode)?;
+    if let Some(max) = max_rtt_ms
+        && (s.unknown > 0 || s.worst > max)
+    {
+        let best_per_player =
+            (0..players).map(|p| nodes.iter().filter_map(|n| estimate(p, n.index)).min_by(f64::total_cmp)).collect();
+        return Err(NoMatch::TooFar { worst: (s.unknown == 0).then_some(s.worst), best_per_player });
+    }
+    Ok((node, s))
 }
 
 #[cfg(test)]
@@ -186,5 +301,64 @@ mod tests {
         assert_eq!(top.iter().map(|c| c.id).collect::<Vec<_>>(), vec!["n9", "n8", "n7", "n6"]);
         assert_eq!(Method::MeasuredCell.as_str(), "measured-cell");
         assert!(Method::MeasuredPrefix < Method::Geo);
+    }
+
+    #[test]
+    fn candidates_are_capped_per_region_in_estimate_order() {
+        let ordered = [("eu", 1), ("eu", 2), ("eu", 3), ("af", 4), ("eu", 5), ("me", 6), ("af", 7), ("af", 8)];
+        assert_eq!(pick_candidates(ordered, 3, 2), vec![1, 2, 4]);
+        assert_eq!(pick_candidates(ordered, 5, 1), vec![1, 4, 6]);
+        assert_eq!(pick_candidates(ordered, 10, 2), vec![1, 2, 4, 6, 7]);
+        assert_eq!(pick_candidates(ordered, 0, 2), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn table_of_match_placements() {
+        let n = |index, id, load| MatchNode { index, id, load };
+        let nodes = [n(0, "a", 0.5), n(1, "b", 0.1), n(2, "c", 0.0)];
+        // est[player][node]
+        type Table = Vec<Vec<Option<f64>>>;
+        let run = |est: &Table, max: Option<f64>| {
+            place_match(&nodes, est.len(), |p, i| est[p][i], max).map(|(node, s)| (node.id, s.worst, s.mean))
+        };
+        let some = |v: &[f64]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+        type Want = Result<(&'static str, f64, f64), NoMatch>;
+        let cases: Vec<(&str, Table, Option<f64>, Want)> = vec![
+            (
+                "the worst player decides, not the mean",
+                vec![some(&[10.0, 40.0, 30.0]), some(&[90.0, 45.0, 50.0])],
+                None,
+                Ok(("b", 45.0, 42.5)),
+            ),
+            (
+                "equal worst: the lower mean",
+                vec![some(&[50.0, 50.0, 50.0]), some(&[10.0, 40.0, 20.0])],
+                None,
+                Ok(("a", 50.0, 30.0)),
+            ),
+            (
+                "equal worst and mean: the lower load",
+                vec![some(&[50.0, 50.0, 50.0]), some(&[20.0, 20.0, 20.0])],
+                None,
+                Ok(("c", 50.0, 35.0)),
+            ),
+            (
+                "a node some player has no estimate for comes last",
+                vec![vec![Some(10.0), Some(200.0), None], some(&[10.0, 200.0, 1.0])],
+                None,
+                Ok(("a", 10.0, 10.0)),
+            ),
+            ("max_rtt_ms met", vec![some(&[30.0, 60.0, 90.0])], Some(30.0), Ok(("a", 30.0, 30.0))),
+            (
+                "max_rtt_ms missed: each player's best reachable",
+                vec![some(&[30.0, 60.0, 90.0]), some(&[80.0, 70.0, 75.0])],
+                Some(50.0),
+                Err(NoMatch::TooFar { worst: Some(70.0), best_per_player: vec![Some(30.0), Some(70.0)] }),
+            ),
+        ];
+        for (name, est, max, want) in cases {
+            assert_eq!(run(&est, max), want, "{name}");
+        }
+        assert_eq!(place_match(&[], 3, |_, _| Some(1.0), None).unwrap_err(), NoMatch::NoNode);
     }
 }

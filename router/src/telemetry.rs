@@ -7,6 +7,8 @@ use outpost_net::metrics::{Counter, Gauge, MetricSet};
 pub struct Metrics {
     set: MetricSet,
     /// Routes answered, by the chosen node's estimate method.
+    pub routes_measured_self: Counter,
+    /// See `routes_measured_self`.
     pub routes_measured_prefix: Counter,
     /// See `routes_measured_prefix`.
     pub routes_measured_cell: Counter,
@@ -30,6 +32,18 @@ pub struct Metrics {
     pub unauthorized: Counter,
     /// Routes and probe reports refused by the per-client rate limit.
     pub rate_limited: Counter,
+    /// Candidate lists answered.
+    pub candidate_lists: Counter,
+    /// Matches placed.
+    pub matches_placed: Counter,
+    /// Matches refused: no node could take them, or over `max_rtt_ms`.
+    pub matches_refused: Counter,
+    /// Reports forwarded to peer routers (delivered).
+    pub peer_forwarded: Counter,
+    /// Reports not forwarded to a peer: its queue was full or it stayed unreachable.
+    pub peer_dropped: Counter,
+    /// Reports taken from peer routers.
+    pub peer_received: Counter,
     /// Registered nodes: healthy, not accepting, down (set at each scrape).
     nodes: [Gauge; 3],
 }
@@ -41,7 +55,7 @@ impl Default for Metrics {
             "outpost_router_routes_total",
             "Routes answered, by estimate method.",
             "method",
-            &["measured-prefix", "measured-cell", "geo", "none"],
+            &["measured-self", "measured-prefix", "measured-cell", "geo", "none"],
         );
         let nodes = set.gauges_by(
             "outpost_router_nodes",
@@ -49,9 +63,25 @@ impl Default for Metrics {
             "health",
             &["healthy", "not-accepting", "down"],
         );
-        let [routes_measured_prefix, routes_measured_cell, routes_geo, routes_none] =
-            <[Counter; 4]>::try_from(routes).unwrap_or_default();
+        let [routes_measured_self, routes_measured_prefix, routes_measured_cell, routes_geo, routes_none] =
+            <[Counter; 5]>::try_from(routes).unwrap_or_default();
         Metrics {
+            routes_measured_self,
+            candidate_lists: set.counter("outpost_router_candidate_lists_total", "Candidate lists answered."),
+            matches_placed: set.counter("outpost_router_matches_placed_total", "Matches placed on one node."),
+            matches_refused: set.counter(
+                "outpost_router_matches_refused_total",
+                "Matches refused: no node could take them, or over max_rtt_ms.",
+            ),
+            peer_forwarded: set.counter(
+                "outpost_router_peer_forwarded_total",
+                "Probe reports and measured routes delivered to peer routers.",
+            ),
+            peer_dropped: set.counter(
+                "outpost_router_peer_dropped_total",
+                "Reports not forwarded to a peer router: its queue was full or it stayed unreachable.",
+            ),
+            peer_received: set.counter("outpost_router_peer_received_total", "Reports taken from peer routers."),
             routes_measured_prefix,
             routes_measured_cell,
             routes_geo,

@@ -28,6 +28,11 @@ impl Issuer {
         Ok(Issuer::new(outpost_net::files::load_or_generate_signing_key(path)?, ttl))
     }
 
+    /// Loads the signing key from `path`, which must exist (a fleet's shared key).
+    pub fn load(path: &Path, ttl: Duration) -> Result<Issuer, outpost_net::files::KeyFileError> {
+        Ok(Issuer::new(outpost_net::files::load_signing_key(path)?, ttl))
+    }
+
     /// An issuer with a given key.
     pub fn new(key: SigningKey, ttl: Duration) -> Issuer {
         let pubkey = outpost_proto::keys::public_key_to_text(&key.verifying_key());
@@ -41,10 +46,32 @@ impl Issuer {
 
     /// A ticket for `player` into `module` on `node`, valid from `now` for the configured TTL.
     pub fn mint(&self, player: u64, name: &str, node: &str, module: &str, now: SystemTime) -> Minted {
-        let exp_time = now + self.ttl;
-        // Whole seconds, rounded up, so a ticket never expires before its TTL.
-        let exp = exp_time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-        let payload = TicketPayload::new(player, name, node, module, None, exp);
+        let exp = self.exp(now);
+        self.sign(TicketPayload::new(player, name, node, module, None, exp), exp)
+    }
+
+    /// A v2 match ticket: `player` into the reserved `room` of `max_players` on `node`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mint_match(
+        &self,
+        player: u64,
+        name: &str,
+        node: &str,
+        module: &str,
+        room: &str,
+        max_players: u32,
+        now: SystemTime,
+    ) -> Minted {
+        let exp = self.exp(now);
+        self.sign(TicketPayload::for_match(player, name, node, module, room, max_players, exp), exp)
+    }
+
+    /// Whole seconds, rounded up, so a ticket never expires before its TTL.
+    fn exp(&self, now: SystemTime) -> u64 {
+        (now + self.ttl).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    }
+
+    fn sign(&self, payload: TicketPayload, exp: u64) -> Minted {
         Minted {
             ticket: payload.sign(&self.key),
             expires_at: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(exp)).to_string(),

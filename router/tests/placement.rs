@@ -57,6 +57,8 @@ fn router(dir: &std::path::Path, client: (f64, f64)) -> Router {
         geo_model: GeoModel::default(),
         probe_max_results: 1024,
         reserve: Default::default(),
+        candidates: 5,
+        candidates_per_region: 2,
     };
     Router::new(
         Box::new(geo),
@@ -86,6 +88,7 @@ proptest! {
                 boot_id: None,
                 version: None,
                 redeemed: None,
+                features: Vec::new(),
                 ..outpost_tests::heartbeat(&format!("n{i:03}"), n.lat, n.lon, modules)
             };
             let seen = if n.down { now - Duration::from_secs(5) } else { now };
@@ -133,7 +136,7 @@ proptest! {
             });
             place(all.collect::<Vec<_>>(), 2).map(|top| top.iter().map(|c| c.id.to_string()).collect::<Vec<_>>())
         };
-        let got = r.decide("m", ip, now).map(|d| {
+        let got = r.decide("m", ip, &[], now).map(|d| {
             std::iter::once(d.node.id).chain(d.alternates.into_iter().map(|a| a.id)).collect::<Vec<_>>()
         });
         prop_assert_eq!(got, want);

@@ -141,10 +141,13 @@ impl Edge {
     }
 
     fn spawn(data: &Path, extra: Vec<String>) -> Result<Edge> {
-        let mut args: Vec<String> =
-            ["--listen-probe", "127.0.0.1:0", "--listen-admin", "127.0.0.1:0", "--listen-quic", "127.0.0.1:0"]
-                .map(String::from)
-                .to_vec();
+        // Loopback on port 0 for each listener the caller does not place itself.
+        let mut args: Vec<String> = Vec::new();
+        for flag in ["--listen-probe", "--listen-admin", "--listen-quic"] {
+            if !extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+                args.extend([flag.to_string(), "127.0.0.1:0".to_string()]);
+            }
+        }
         args.extend(extra.iter().cloned());
         let (child, ready, log) = spawn_ready::<EdgeReady>("edge-node", data, &args)?;
         Ok(Edge { child, ready, data_dir: data.to_path_buf(), extra, log, _tmp: None })
@@ -330,6 +333,12 @@ impl Router {
         format!("http://{}", self.ready.http)
     }
 
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -400,6 +409,7 @@ pub fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> outpost_prot
         boot_id: None,
         version: None,
         redeemed: None,
+        features: Vec::new(),
     }
 }
 

@@ -51,7 +51,11 @@ fn probe_reports_teach_the_router_and_route_explains_the_choice() {
     let before = json(&outpost(&router, &["route", "--module", "echo", "--json"]));
     assert_eq!(before["estimate"]["method"], "none");
 
-    let rows = json(&outpost(&router, &["probe", "--count", "5", "--interval", "5ms", "--report", "--json"]));
+    // The candidates for the module by default (here both nodes), the router's pick marked.
+    let rows = json(&outpost(
+        &router,
+        &["probe", "--module", "echo", "--count", "5", "--interval", "5ms", "--report", "--json"],
+    ));
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     for r in rows {

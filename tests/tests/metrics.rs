@@ -118,9 +118,15 @@ const EDGE: &[&str] = &[
 ];
 
 const ROUTER: &[&str] = &[
+    "outpost_router_candidate_lists_total counter",
     "outpost_router_heartbeats_rejected_total counter",
     "outpost_router_heartbeats_total counter",
+    "outpost_router_matches_placed_total counter",
+    "outpost_router_matches_refused_total counter",
     "outpost_router_nodes gauge",
+    "outpost_router_peer_dropped_total counter",
+    "outpost_router_peer_forwarded_total counter",
+    "outpost_router_peer_received_total counter",
     "outpost_router_probe_rejected_total counter",
     "outpost_router_probe_reports_total counter",
     "outpost_router_probe_results_total counter",

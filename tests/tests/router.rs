@@ -403,6 +403,7 @@ fn reporting(id: &str, capacity: u32, redeemed: u64) -> Heartbeat {
         capacity,
         boot_id: Some("boot-1".into()),
         redeemed: Some(redeemed),
+        features: Vec::new(),
         ..heartbeat(id, 51.5, -0.12, &["arena"])
     }
 }

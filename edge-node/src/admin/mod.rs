@@ -397,6 +397,7 @@ async fn create_room(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
                 max_players: spec.max_players.unwrap_or(rec.max_players),
                 seed: rand::random(),
                 ephemeral: false,
+                reserved: false,
             },
             compiled,
         )

@@ -237,7 +237,7 @@ async fn place(
     };
     if t.room.is_none()
         && let Some(room) = back_to
-        && let Ok(Some((room, worker))) = ctx.rooms.reserve_player(&t.module, Some(&room))
+        && let Ok(Some((room, worker))) = ctx.rooms.reserve_player(&t.module, Some(&room), false)
     {
         match ctx.rooms.join(&room, worker, link.clone(), saved.clone()).await {
             Ok(joined) => return Ok((joined.room, worker, joined.tick_hz, saved)),
@@ -250,7 +250,9 @@ async fn place(
     // Reserve a slot, creating the room when there is none to join; bounded retries cover the
     // race where another player takes the last slot of a room we just created.
     for _ in 0..4 {
-        if let Some((room, worker)) = ctx.rooms.reserve_player(&t.module, t.room.as_deref())? {
+        if let Some((room, worker)) =
+            ctx.rooms.reserve_player(&t.module, t.room.as_deref(), t.reserved_room().is_some())?
+        {
             let joined = ctx.rooms.join(&room, worker, link.clone(), saved.clone()).await?;
             return Ok((joined.room, worker, joined.tick_hz, saved));
         }
@@ -261,15 +263,22 @@ async fn place(
 
 async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), Refusal> {
     let id = t.room.clone().unwrap_or_else(|| format!("{}-{}", t.module, hex::encode(rand::random::<[u8; 4]>())));
+    // A match room holds its match's players, never more than the module allows.
+    let cap = |module_max: u32| match t.reserved_room() {
+        Some((_, n)) => (n.min(module_max), true),
+        None => (module_max, false),
+    };
     let result = if t.module == RELAY {
+        let (max_players, reserved) = cap(ctx.relay_max_players);
         let spec = RoomSpec {
             id,
             module: RELAY.into(),
             config: Vec::new(),
             tick_hz: ctx.default_tick_hz,
-            max_players: ctx.relay_max_players,
+            max_players,
             seed: 0,
             ephemeral: true,
+            reserved,
         };
         ctx.rooms.create_relay(spec).await
     } else {
@@ -279,14 +288,16 @@ async fn create_room(ctx: &PlayerCtx, t: &TicketPayload) -> Result<(), Refusal> 
             .await
             .map_err(|e| Refusal::node(CloseCode::JoinRefused, e.to_string()))?
             .map_err(|e| Refusal::node(CloseCode::UnknownModule, e.to_string()))?;
+        let (max_players, reserved) = cap(rec.max_players);
         let spec = RoomSpec {
             id,
             module: rec.name.clone(),
             config: Vec::new(),
             tick_hz: rec.tick_hz,
-            max_players: rec.max_players,
+            max_players,
             seed: rand::random(),
             ephemeral: true,
+            reserved,
         };
         ctx.rooms.create(spec, compiled).await
     };

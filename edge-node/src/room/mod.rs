@@ -83,6 +83,8 @@ pub struct Placement {
     pub max_players: u32,
     /// False once faulted: no new players.
     pub open: bool,
+    /// Reserved for one match: only its match tickets place players here.
+    pub reserved: bool,
 }
 
 /// Room id → placement, shared by the async side and the workers.
@@ -199,6 +201,7 @@ impl Rooms {
                 players: 0,
                 max_players: spec.max_players.max(1),
                 open: true,
+                reserved: spec.reserved,
             },
         );
         Ok(worker)
@@ -227,11 +230,22 @@ impl Rooms {
     }
 
     /// Reserves a player slot: in `room` if named (`Ok(None)` when it does not exist yet), else in
-    /// the fullest open room of `module` that has space (`Ok(None)` when there is none).
-    pub fn reserve_player(&self, module: &str, room: Option<&str>) -> Result<Option<(String, usize)>, Refusal> {
+    /// the fullest open room of `module` that has space (`Ok(None)` when there is none). A room
+    /// reserved for a match takes only that match's tickets (`match_ticket`) and is never chosen
+    /// for an unnamed placement.
+    pub fn reserve_player(
+        &self,
+        module: &str,
+        room: Option<&str>,
+        match_ticket: bool,
+    ) -> Result<Option<(String, usize)>, Refusal> {
         let mut dir = self.dir();
         if let Some(id) = room {
             let Some(p) = dir.get_mut(id) else { return Ok(None) };
+            if p.reserved != match_ticket {
+                let why = if p.reserved { "is reserved for a match" } else { "is not a match room" };
+                return Err(Refusal::player(CloseCode::JoinRefused, format!("room {id} {why}")));
+            }
             if p.module != module {
                 return Err(Refusal::player(
                     CloseCode::JoinRefused,
@@ -253,7 +267,7 @@ impl Rooms {
         // Fill rooms before opening new ones: the fullest room that still has space.
         let best = dir
             .iter_mut()
-            .filter(|(_, p)| p.module == module && p.open && p.players < p.max_players)
+            .filter(|(_, p)| p.module == module && p.open && !p.reserved && p.players < p.max_players)
             .max_by_key(|(id, p)| (p.players, std::cmp::Reverse((*id).clone())));
         Ok(best.map(|(id, p)| {
             p.players += 1;
@@ -403,7 +417,32 @@ mod tests {
             max_players: 2,
             seed: 0,
             ephemeral: false,
+            reserved: false,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_match_room_takes_only_its_match_tickets_and_is_never_chosen_unnamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = WasmHost::new(SandboxLimits::default(), dir.path(), Allocator::OnDemand).unwrap();
+        let rooms = Rooms::start(host, Arc::new(Metrics::default()), 1, 64, Duration::ZERO, None).unwrap();
+        rooms.create_relay(RoomSpec { reserved: true, ..spec("m") }).await.unwrap();
+        rooms.create_relay(spec("open")).await.unwrap();
+        // Unnamed placement fills the open room, never the match room, however empty.
+        assert_eq!(rooms.reserve_player("relay", None, false).unwrap().unwrap().0, "open");
+        // A named ordinary ticket cannot enter the match room; a match ticket cannot enter an
+        // ordinary room.
+        let r = rooms.reserve_player("relay", Some("m"), false).unwrap_err();
+        assert_eq!(r.code, CloseCode::JoinRefused);
+        assert!(r.reason.contains("reserved for a match"), "{}", r.reason);
+        assert!(rooms.reserve_player("relay", Some("open"), true).unwrap_err().reason.contains("not a match room"));
+        // Match tickets fill it to its cap, then it is full.
+        for _ in 0..2 {
+            assert_eq!(rooms.reserve_player("relay", Some("m"), true).unwrap().unwrap().0, "m");
+        }
+        assert_eq!(rooms.reserve_player("relay", Some("m"), true).unwrap_err().code, CloseCode::RoomFull);
+        assert_eq!(rooms.reserve_player("relay", None, false).unwrap().unwrap().0, "open");
+        assert!(rooms.reserve_player("relay", None, false).unwrap().is_none(), "both open places taken");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -418,12 +457,12 @@ mod tests {
         for id in [1, 2] {
             let (conn, rx) = carrier();
             let link = PlayerLink::new(id, format!("p{id}"), conn, limits.clone(), metrics.clone());
-            let (room, worker) = rooms.reserve_player("relay", Some("r")).unwrap().unwrap();
+            let (room, worker) = rooms.reserve_player("relay", Some("r"), false).unwrap().unwrap();
             rooms.join(&room, worker, link.clone(), SavedState::None).await.unwrap();
             players.push((link, rx, worker));
         }
         // The room is full: a third player is refused, and it is the node's doing.
-        let refused = rooms.reserve_player("relay", Some("r")).unwrap_err();
+        let refused = rooms.reserve_player("relay", Some("r"), false).unwrap_err();
         assert_eq!((refused.code, refused.blame), (CloseCode::RoomFull, Blame::Node));
 
         // An unreliable message from player 1 reaches player 2's carrier as a datagram.

@@ -37,6 +37,8 @@ pub struct RoomSpec {
     pub seed: u64,
     /// Made for a joining player (not by an operator): closed when its last player leaves.
     pub ephemeral: bool,
+    /// Reserved for one match: only its match tickets place players here.
+    pub reserved: bool,
 }
 
 /// What a joining player learns.
