@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The router issue's HTTP scenario: GET /v1/route with 100 registered nodes against a minimal hyper
-# "hello" server, loaded by the same generator (`outpost-bench http`) in the same run, alternating
-# rounds so that machine noise hits both. Uses the DB-IP City Lite files from `make geoip` when they
+# The router issue's HTTP scenario: GET /v1/route, and POST /v1/route with five results a probing
+# client measured, with 100 registered nodes, against a minimal hyper "hello" server, loaded by the
+# same generator (`outpost-bench http`) in the same run, alternating rounds so that machine noise
+# hits all three. Uses the DB-IP City Lite files from `make geoip` when they
 # are present (routes then pay a real GeoIP lookup); without them, routes use no geography.
 # Usage: scripts/bench-router.sh [rounds] [seconds-per-round] [connections]
 set -euo pipefail
@@ -45,20 +46,34 @@ PY
 # A London client named by the admin token (the socket is loopback, which no GeoIP knows).
 route="http://$router/v1/route?module=arena&player=42&name=bench&ip=81.2.69.160"
 echo "route sample: $(curl -sS -H 'Authorization: Bearer bench-admin' "$route" | head -c 400)" >&2
+results='{"results":[{"node":"node-3","rtt_ms":31.5,"loss":0},{"node":"node-17","rtt_ms":22.0,"loss":0},{"node":"node-42","rtt_ms":80.2,"loss":0.1},{"node":"node-64","rtt_ms":45.0,"loss":0},{"node":"node-88","rtt_ms":120.0,"loss":0}]}'
+# The POST leg needs a router with it (a base build for bench-ab.sh may predate it).
+post=1
+if [ "$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: Bearer bench-admin' -d "$results" "$route")" != 200 ]; then post=0; fi
 for r in $(seq 1 "$rounds"); do
   OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost-bench http --json --url "http://$hello/" --duration "${secs}s" --connections "$conns" > "$work/hello-$r.json"
   OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost-bench http --json --url "$route" --duration "${secs}s" --connections "$conns" > "$work/route-$r.json"
+  if [ $post = 1 ]; then
+    OUTPOST_BENCH_TOKEN=bench-admin $bin/outpost-bench http --json --url "$route" --body "$results" --duration "${secs}s" --connections "$conns" > "$work/post-$r.json"
+  fi
 done
-python3 - "$work" "$rounds" "${#geo[@]}" <<'PY'
+python3 - "$work" "$rounds" "${#geo[@]}" "$post" <<'PY'
 import json, sys, statistics as st
-work, rounds, geo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) > 0
+work, rounds, geo, post = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) > 0, sys.argv[4] == "1"
 h = [json.load(open(f"{work}/hello-{r}.json")) for r in range(1, rounds + 1)]
 t = [json.load(open(f"{work}/route-{r}.json")) for r in range(1, rounds + 1)]
-assert all(x["errors"] == 0 for x in h + t), "errors during the run"
-for name, xs in (("hello", h), ("route", t)):
-    print(f"{name}: rps per round {[round(x['rps']) for x in xs]}, p99 ms {[round(x['p99_ms'], 3) for x in xs]}")
+p = [json.load(open(f"{work}/post-{r}.json")) for r in range(1, rounds + 1)] if post else []
+assert all(x["errors"] == 0 for x in h + t + p), "errors during the run"
+for name, xs in (("hello", h), ("route", t), ("post-route", p)):
+    if xs:
+        print(f"{name}: rps per round {[round(x['rps']) for x in xs]}, p99 ms {[round(x['p99_ms'], 3) for x in xs]}")
 hr, rr = st.median(x["rps"] for x in h), st.median(x["rps"] for x in t)
-print(json.dumps({"hello_rps": round(hr), "route_rps": round(rr), "ratio": round(rr / hr, 3),
-                  "hello_p99_ms": st.median(x["p99_ms"] for x in h), "route_p99_ms": st.median(x["p99_ms"] for x in t),
-                  "geoip": geo, "nodes": 100, "connections": t[0]["connections"]}))
+out = {"hello_rps": round(hr), "route_rps": round(rr), "ratio": round(rr / hr, 3),
+       "hello_p99_ms": st.median(x["p99_ms"] for x in h), "route_p99_ms": st.median(x["p99_ms"] for x in t),
+       "geoip": geo, "nodes": 100, "connections": t[0]["connections"]}
+if p:
+    pr = st.median(x["rps"] for x in p)
+    out.update({"post_route_rps": round(pr), "post_ratio": round(pr / hr, 3),
+                "post_route_p99_ms": st.median(x["p99_ms"] for x in p)})
+print(json.dumps(out))
 PY

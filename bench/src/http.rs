@@ -1,12 +1,13 @@
 //! `outpost bench-http`: a closed-loop HTTP/1.1 load generator. Each of `--connections` keep-alive
-//! connections sends a GET, waits for the reply, and sends the next, for `--duration`. Reports
+//! connections sends a GET (or, with `--body`, a POST of that JSON), waits for the reply, and
+//! sends the next, for `--duration`. Reports
 //! requests per second and latency percentiles. The same generator loads the router and the
 //! hello baseline, so their ratio compares the servers, not the tools.
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use std::time::{Duration, Instant};
 
 /// Latency samples kept per connection; later ones overwrite at random, so memory is bounded.
@@ -24,6 +25,9 @@ pub struct BenchHttp {
     /// How long to load.
     #[arg(long, default_value = "5s")]
     duration: String,
+    /// POST this JSON body instead of a GET (e.g. a measured route's results).
+    #[arg(long)]
+    body: Option<String>,
     /// Bearer token to send.
     #[arg(long, env = "OUTPOST_BENCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -63,7 +67,10 @@ impl BenchHttp {
             let tasks: Vec<_> = (0..self.connections)
                 .map(|_| {
                     let (authority, path, token) = (authority.clone(), path.clone(), self.token.clone());
-                    tokio::spawn(async move { one_connection(&authority, &path, token.as_deref(), deadline).await })
+                    let body = self.body.clone().map(Bytes::from);
+                    tokio::spawn(
+                        async move { one_connection(&authority, &path, token.as_deref(), body, deadline).await },
+                    )
                 })
                 .collect();
             let mut out = Vec::new();
@@ -101,6 +108,7 @@ async fn one_connection(
     authority: &str,
     path: &str,
     token: Option<&str>,
+    body: Option<Bytes>,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<ConnResult> {
     let stream = tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting {authority}"))?;
@@ -110,11 +118,15 @@ async fn one_connection(
     let mut r = ConnResult { ok: 0, errors: 0, samples_us: Vec::new() };
     let mut seen = 0u64;
     while tokio::time::Instant::now() < deadline {
-        let mut req = hyper::Request::get(path).header(hyper::header::HOST, authority);
+        let method = if body.is_some() { hyper::Method::POST } else { hyper::Method::GET };
+        let mut req = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, authority);
         if let Some(t) = token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Empty::<Bytes>::new())?;
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(body.clone().unwrap_or_default()))?;
         let t0 = Instant::now();
         sender.ready().await?;
         let resp = sender.send_request(req).await?;

@@ -18,6 +18,7 @@ mod hello_server;
 mod http;
 mod ingest;
 mod players;
+mod route_probed;
 mod wan;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,11 @@ enum Command {
     Probe(beacon::BenchProbe),
     /// Load an HTTP endpoint (closed loop, keep-alive) and report requests/s and latency.
     Http(http::BenchHttp),
+    /// Route the way a client does, probing the router's candidates first, and report how long
+    /// that takes (p50/p99).
+    RouteProbed(route_probed::RouteProbed),
+    /// A UDP relay that delays datagrams toward one edge's beacon (the 60 ms probing scenario).
+    UdpRelay(route_probed::UdpRelay),
     /// The minimal hyper server `http` compares the router against.
     HelloServer(hello_server::HelloServer),
     /// A raw quinn datagram echo server: the transport baseline for `players --baseline`.
@@ -59,6 +65,8 @@ fn main() {
         Command::Probe(b) => b.run(),
         Command::Http(b) => b.run(),
         Command::HelloServer(h) => h.run(),
+        Command::RouteProbed(b) => b.run(),
+        Command::UdpRelay(r) => r.run(),
         Command::EchoServer(e) => e.run(),
     });
 }

@@ -61,7 +61,7 @@ impl Default for RouterOptions {
             // Three probes each stay far inside a beacon's default limit (20/s, burst 40 per
             // source address) and give a median that one late reply does not move.
             probes: 3,
-            probe_interval: Duration::from_millis(10),
+            probe_interval: Duration::from_millis(5),
             probe_budget: Duration::from_millis(250),
         }
     }

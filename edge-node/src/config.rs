@@ -637,6 +637,8 @@ mod tests {
             (vec!["--player-datagram-out-bytes", "999999999"], "player_datagram_out_bytes"),
             (vec!["--player-rate", "0"], "player_rate"),
             (vec!["--router", "ftp://x"], "router"),
+            (vec!["--router", "http://a:1,http://a:1", "--lat", "1", "--lon", "0"], "router"),
+            (vec!["--router", "http://a:1,,http://b:1", "--lat", "1", "--lon", "0"], "router"),
             (vec!["--router", "http://127.0.0.1:7700"], "lat"),
             (vec!["--router", "http://r:1", "--lat", "91", "--lon", "0"], "lat"),
             (

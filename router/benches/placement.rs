@@ -2,12 +2,14 @@
 //! per-position geo rows, single-pass top-k) against a naive scan that computes every node's
 //! great-circle estimate, filters and sorts, in the same run.
 //!
-//! Also times minting one ticket (the Ed25519 signature every route pays).
+//! Also times minting one ticket (the Ed25519 signature every route pays), the candidate list a
+//! probing client asks for, a route from the client's own measurements, and match placement for
+//! 8 and 100 players.
 //!
 //! `cargo bench -p outpost-router --bench placement`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use outpost_proto::api::Heartbeat;
+use outpost_proto::api::{Heartbeat, MatchPlayer, MatchRequest, ProbeResult};
 use outpost_router::estimate::{GeoModel, LatLon};
 use outpost_router::learn::LearnLimits;
 use outpost_router::registry::Health;
@@ -70,7 +72,7 @@ fn setup() -> (Router, tempfile::TempDir) {
             boot_id: None,
             version: None,
             redeemed: None,
-            features: Vec::new(),
+            features: vec![outpost_proto::api::FEATURE_MATCH_TICKETS.into()],
             ..outpost_tests::heartbeat(&format!("node-{i}"), lat, lon, modules)
         };
         router.heartbeat(hb, now).unwrap();
@@ -122,6 +124,48 @@ fn bench(c: &mut Criterion) {
             black_box(naive(&router, city_ip(i), now));
         })
     });
+    // What a probing client asks first, and the route it then asks for with five results.
+    g.bench_function("candidates", |b| {
+        b.iter(|| {
+            i = (i + 1) % CITIES;
+            black_box(router.candidates("arena", city_ip(i), now).unwrap());
+        })
+    });
+    let own: Vec<ProbeResult> = (1..=5u32)
+        .map(|k| ProbeResult { node: format!("node-{}", k * 7), rtt_ms: 20.0 + k as f64, loss: 0.0 })
+        .collect();
+    g.bench_function("measured_route_decide", |b| {
+        b.iter(|| {
+            i = (i + 1) % CITIES;
+            black_box(router.decide("arena", city_ip(i), &own, now).unwrap());
+        })
+    });
+    for players in [8usize, 100] {
+        let req = MatchRequest {
+            module: "arena".into(),
+            players: (0..players as u64)
+                .map(|p| MatchPlayer {
+                    id: p,
+                    name: format!("p{p}"),
+                    auth: None,
+                    ip: Some(city_ip(p as u32 % CITIES).to_string()),
+                    results: Vec::new(),
+                })
+                .collect(),
+            max_rtt_ms: None,
+            room: Some("bench".into()),
+            max_players: None,
+        };
+        let clients: Vec<Option<IpAddr>> =
+            req.players.iter().map(|p| p.ip.as_ref().map(|ip| ip.parse().unwrap())).collect();
+        let wall = std::time::SystemTime::now();
+        g.bench_function(format!("match_{players}_players_decide"), |b| {
+            b.iter(|| black_box(router.decide_match(&req, &clients, now).unwrap()));
+        });
+        g.bench_function(format!("match_{players}_players_with_tickets"), |b| {
+            b.iter(|| black_box(router.place_match(&req, &clients, now, wall).unwrap()));
+        });
+    }
     g.finish();
 
     // What every route pays besides placement: one Ed25519 ticket signature.

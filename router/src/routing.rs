@@ -546,6 +546,37 @@ impl Router {
         now: Instant,
         wall: SystemTime,
     ) -> Result<MatchPlacement, MatchError> {
+        let d = self.decide_match(req, clients, now)?;
+        let players = req.players.len() as u32;
+        let max_players = req.max_players.unwrap_or(players);
+        let room = req.room.clone().unwrap_or_else(|| format!("match-{}", hex_id()));
+        let mut tickets = std::collections::BTreeMap::new();
+        let mut estimates = std::collections::BTreeMap::new();
+        let mut expires_at = String::new();
+        for (p, e) in req.players.iter().zip(&d.estimates) {
+            let minted = self.issuer.mint_match(p.id, &p.name, &d.node.id, &req.module, &room, max_players, wall);
+            expires_at = minted.expires_at;
+            tickets.insert(p.id.to_string(), minted.ticket);
+            estimates.insert(
+                p.id.to_string(),
+                PlayerEstimate {
+                    rtt_ms: e.map(|e| round1(e.0)),
+                    method: e.map_or(Method::None, |e| e.1).as_str().into(),
+                },
+            );
+        }
+        self.metrics.matches_placed.inc();
+        Ok(MatchPlacement { node: d.node, room, tickets, estimates, worst_rtt_ms: d.worst_rtt_ms, expires_at })
+    }
+
+    /// The match decision alone (no tickets): the node and each player's estimate to it.
+    /// Counts the players against the node until its next heartbeat.
+    pub fn decide_match(
+        &self,
+        req: &MatchRequest,
+        clients: &[Option<IpAddr>],
+        now: Instant,
+    ) -> Result<MatchDecision, MatchError> {
         let reg = self.read_registry();
         let module = req.module.as_str();
         let with_module = reg.module_slots(module);
@@ -553,7 +584,6 @@ impl Router {
             return Err(MatchError::NoNode(NoNode::NoModule.reason(module)));
         }
         let players = req.players.len() as u32;
-        let max_players = req.max_players.unwrap_or(players);
         let nodes: Vec<MatchNode<'_>> = with_module
             .iter()
             .filter_map(|&s| {
@@ -588,33 +618,23 @@ impl Router {
             reg.note_routed(node.index, now);
         }
         let hb = &reg.get(node.index).ok_or(MatchError::NoNode("the chosen node was forgotten".into()))?.hb;
-        let room = req.room.clone().unwrap_or_else(|| format!("match-{}", hex_id()));
-        let mut tickets = std::collections::BTreeMap::new();
-        let mut estimates = std::collections::BTreeMap::new();
-        let mut expires_at = String::new();
-        for (p, view) in req.players.iter().zip(&views) {
-            let minted = self.issuer.mint_match(p.id, &p.name, &hb.id, module, &room, max_players, wall);
-            expires_at = minted.expires_at;
-            tickets.insert(p.id.to_string(), minted.ticket);
-            let e = view.estimate(node.index);
-            estimates.insert(
-                p.id.to_string(),
-                PlayerEstimate {
-                    rtt_ms: e.map(|e| round1(e.0)),
-                    method: e.map_or(Method::None, |e| e.1).as_str().into(),
-                },
-            );
-        }
-        self.metrics.matches_placed.inc();
-        Ok(MatchPlacement {
+        Ok(MatchDecision {
             node: route_node(hb),
-            room,
-            tickets,
-            estimates,
+            estimates: views.iter().map(|v| v.estimate(node.index)).collect(),
             worst_rtt_ms: (score.unknown == 0).then_some(round1(score.worst)),
-            expires_at,
         })
     }
+}
+
+/// Where a match goes.
+#[derive(Debug, Clone)]
+pub struct MatchDecision {
+    /// The node.
+    pub node: RouteNode,
+    /// Each player's estimate to it and how it was made, in player order.
+    pub estimates: Vec<Option<(f64, Method)>>,
+    /// The worst player's estimate, when every player has one.
+    pub worst_rtt_ms: Option<f64>,
 }
 
 fn round1(v: f64) -> f64 {

@@ -195,7 +195,10 @@ pub fn place_match<'a>(
     estimate: impl Fn(usize, usize) -> Option<f64>,
     max_rtt_ms: Option<f64>,
 ) -> Result<(MatchNode<'a>, MatchScore), NoMatch> {
-    let score = |n: &MatchNode<'_>| {
+    // A node's score, or `None` as soon as it cannot beat `bound`: the players' unknown count
+    // and worst estimate only grow as more are counted, so once both reach past the bound's the
+    // node has lost, and most of a fleet is far from someone.
+    let score = |n: &MatchNode<'_>, bound: Option<&MatchScore>| {
         let (mut unknown, mut worst, mut sum, mut known) = (0, 0.0f64, 0.0, 0usize);
         for p in 0..players {
             match estimate(p, n.index) {
@@ -206,12 +209,24 @@ pub fn place_match<'a>(
                 }
                 None => unknown += 1,
             }
+            if let Some(b) = bound
+                && (unknown > b.unknown || (unknown == b.unknown && worst > b.worst))
+            {
+                return None;
+            }
         }
-        MatchScore { unknown, worst, mean: if known == 0 { 0.0 } else { sum / known as f64 } }
+        Some(MatchScore { unknown, worst, mean: if known == 0 { 0.0 } else { sum / known as f64 } })
     };
-    let mut best: Option<(MatchNode<'a>, MatchScore)> = None;
+    // Seed the bound with the node nearest the first player: usually a fair answer, so the
+    // full pass below drops most nodes after a player or two.
+    let seed = nodes
+        .iter()
+        .filter_map(|n| Some((n, estimate(0, n.index)?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .and_then(|(n, _)| Some((*n, score(n, None)?)));
+    let mut best: Option<(MatchNode<'a>, MatchScore)> = seed;
     for n in nodes {
-        let s = score(n);
+        let Some(s) = score(n, best.as_ref().map(|b| &b.1)) else { continue };
         let better = match &best {
             None => true,
             Some((b, bs)) => {

@@ -117,7 +117,7 @@ fn bad_input_to_the_new_endpoints_gets_a_precise_status() {
         (0..65).map(|i| serde_json::json!({"node": format!("n{i}"), "rtt_ms": 10.0})).collect();
     expect(post(&r, &q, None, &serde_json::json!({"results": many})), 400, "bad-request", "1 to 64 results");
     expect(post(&r, &q, None, &serde_json::json!({"results": []})), 400, "bad-request", "1 to 64 results");
-    let huge = vec![b'x'; 200 << 10];
+    let huge = vec![b'x'; 65 << 10];
     expect(r.request("POST", &q, None, &[], &huge), 413, "too-large", "");
     expect(post(&r, "/v1/route?module=arena&player=7&auth=00", None, &body(10.0.into())), 401, "unauthorized", "auth");
 
@@ -255,6 +255,13 @@ async fn eight_players_from_four_places_get_one_node_and_one_room_of_eight_that_
     assert!(best_ny < 20.0, "New York's best is its own node: {v}");
     assert!(v["best_rtt_ms"]["103"].as_f64().unwrap() > 20.0, "Lagos has no node within 20 ms: {v}");
     assert_eq!(router.metric("outpost_router_matches_placed_total"), 1.0);
+
+    // A node asks where a room's players are best served (cluster token, players by address).
+    let ask = serde_json::json!({"module": "echo", "players": [
+        {"id": 1, "name": "a", "ip": NEW_YORK}, {"id": 2, "name": "b", "ip": NEW_YORK}]});
+    let reply = post(&router, "/v1/matches", Some(CLUSTER_TOKEN), &ask);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["node"]["id"], "newyork");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
