@@ -153,6 +153,19 @@ impl Edge {
         Ok(Edge { child, ready, data_dir: data.to_path_buf(), extra, log, _tmp: None })
     }
 
+    /// A node that heartbeats into `router` every 200 ms from (`lat`, `lon`) with its ticket
+    /// key, and `extra` flags, with the `echo` guest uploaded.
+    pub fn routed(router: &Router, id: &str, lat: &str, lon: &str, extra: &[&str]) -> Edge {
+        let (url, pubkey) = (router.url(), format!("--ticket-pubkey={}", router.ready.pubkey));
+        let mut args = vec!["--id", id, "--router", &url, "--lat", lat, "--lon", lon, "--heartbeat-interval", "200ms"];
+        args.push(&pubkey);
+        args.extend_from_slice(extra);
+        let e = Edge::start(&args).unwrap_or_else(|e| panic!("starting edge {id}: {e:#}"));
+        let up = e.upload("echo", &guest("echo"));
+        assert_eq!(up.status, 201, "uploading echo to {id}: {}", up.text());
+        e
+    }
+
     /// Whether the process exited by itself within `timeout`.
     pub fn exited(&mut self, timeout: Duration) -> bool {
         exited(&mut self.child, timeout)

@@ -153,15 +153,6 @@ fn bad_input_to_the_new_endpoints_gets_a_precise_status() {
     assert_eq!(r.metric("outpost_router_peer_received_total"), 1.0);
 }
 
-fn match_edge(router: &Router, id: &str, lat: &str, lon: &str) -> Edge {
-    let pubkey = format!("--ticket-pubkey={}", router.ready.pubkey);
-    let url = router.url();
-    let args = ["--id", id, "--router", &url, "--lat", lat, "--lon", lon, "--heartbeat-interval", "200ms", &pubkey];
-    let e = Edge::start(&args).unwrap();
-    assert_eq!(e.upload("echo", &guest("echo")).status, 201);
-    e
-}
-
 fn nodes(r: &Router) -> NodeList {
     serde_json::from_slice(&r.admin_get("/v1/nodes").body).unwrap()
 }
@@ -191,8 +182,8 @@ async fn eight_players_from_four_places_get_one_node_and_one_room_of_eight_that_
         mm_token.to_str().unwrap(),
     ])
     .unwrap();
-    let frankfurt = match_edge(&router, "frankfurt", "50.11", "8.68");
-    let _newyork = match_edge(&router, "newyork", "40.71", "-74.0");
+    let frankfurt = Edge::routed(&router, "frankfurt", "50.11", "8.68", &[]);
+    let _newyork = Edge::routed(&router, "newyork", "40.71", "-74.0", &[]);
     // A node nearer to the group's worst player than Frankfurt, whose heartbeat lacks the
     // match-tickets feature: it must never be chosen for a match.
     let mut old = heartbeat("paris-old", 48.85, 2.35, &["echo"]);

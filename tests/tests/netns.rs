@@ -10,7 +10,7 @@
 //! hide that it never ran. `make test` runs as root in CI.
 
 use outpost_tests::mmdb;
-use outpost_tests::{Edge, Router, bin, cli_env, guest, wait_for};
+use outpost_tests::{Edge, Router, bin, cli_env, wait_for};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -157,24 +157,8 @@ fn a_probe_report_sends_the_player_to_the_node_nearest_in_delay_not_in_geography
     let mut edges = Vec::new();
     for (id, lat, lon, delay_ms) in [("london", "51.50", "-0.12", 40), ("singapore", "1.35", "103.82", 1)] {
         let mut relay = DelayRelay::bind(Duration::from_millis(delay_ms));
-        let advertise = relay.addr.to_string();
-        let edge = Edge::start(&[
-            "--id",
-            id,
-            "--router",
-            &url,
-            "--lat",
-            lat,
-            "--lon",
-            lon,
-            "--heartbeat-interval",
-            "200ms",
-            "--advertise-probe",
-            &advertise,
-        ])
-        .unwrap();
+        let edge = Edge::routed(&router, id, lat, lon, &["--advertise-probe", &relay.addr.to_string()]);
         relay.start(edge.ready.probe.parse().unwrap());
-        assert_eq!(edge.upload("echo", &guest("echo")).status, 201);
         relays.push(relay);
         edges.push(edge);
     }
@@ -248,32 +232,13 @@ fn probing_the_candidates_finds_the_node_that_geography_misses() {
     ];
     let mut relays = Vec::new();
     let mut edges = Vec::new();
-    let pubkey = format!("--ticket-pubkey={}", router.ready.pubkey);
+    let quic = format!("{HOST_IP}:0");
     for (id, region, lat, lon, delay_ms) in fleet {
         let mut relay = DelayRelay::bind(Duration::from_millis(delay_ms));
         let advertise = relay.addr.to_string();
-        let edge = Edge::start(&[
-            "--id",
-            id,
-            "--region",
-            region,
-            "--router",
-            &url,
-            "--lat",
-            lat,
-            "--lon",
-            lon,
-            "--heartbeat-interval",
-            "200ms",
-            "--advertise-probe",
-            &advertise,
-            "--listen-quic",
-            &format!("{HOST_IP}:0"),
-            &pubkey,
-        ])
-        .unwrap();
+        let extra = ["--region", region, "--advertise-probe", &advertise, "--listen-quic", &quic];
+        let edge = Edge::routed(&router, id, lat, lon, &extra);
         relay.start(edge.ready.probe.parse().unwrap());
-        assert_eq!(edge.upload("echo", &guest("echo")).status, 201);
         relays.push(relay);
         edges.push(edge);
     }

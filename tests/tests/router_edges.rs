@@ -3,16 +3,11 @@
 
 use outpost_proto::api::{NodeList, Route};
 use outpost_tests::mmdb;
-use outpost_tests::{Edge, Router, guest, wait_for};
+use outpost_tests::{Edge, Router, wait_for};
 use std::time::Duration;
 
 fn edge(router: &Router, id: &str, lat: &str, lon: &str) -> Edge {
-    let pubkey = format!("--ticket-pubkey={}", router.ready.pubkey);
-    let url = router.url();
-    let args = ["--id", id, "--router", &url, "--lat", lat, "--lon", lon, "--heartbeat-interval", "200ms", &pubkey];
-    let e = Edge::start(&args).unwrap();
-    assert_eq!(e.upload("echo", &guest("echo")).status, 201);
-    e
+    Edge::routed(router, id, lat, lon, &[])
 }
 
 fn nodes(r: &Router) -> NodeList {
