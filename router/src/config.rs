@@ -118,6 +118,12 @@ pub struct Args {
     /// (so slow or idle half-requests cannot pile up).
     #[arg(long, env = "OUTPOST_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: String,
+    /// Origins whose browser pages may call the public routes (route, candidates, probes,
+    /// pubkey): exact origins like `https://game.example.com`, repeatable or comma-separated, or
+    /// `*` for any. None by default.
+    #[arg(long, env = "OUTPOST_CORS_ORIGIN", value_delimiter = ',')]
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
     /// This router's name among its peers (default: its HTTP address).
     #[arg(long, env = "OUTPOST_ID")]
     pub id: Option<String>,
@@ -189,6 +195,8 @@ pub struct Config {
     pub peer_token: Option<String>,
     /// The peer routers.
     pub peers: Vec<crate::peer::PeerTarget>,
+    /// Which pages may call the public routes.
+    pub cors: crate::http::Cors,
 }
 
 impl outpost_net::service::Service for Args {
@@ -309,6 +317,7 @@ impl Args {
             .iter()
             .map(|url| crate::peer::PeerTarget::parse(url, self.peer_ca.as_deref()).map_err(|e| bad("peer", e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let cors = crate::http::Cors::new(&self.cors_origin).map_err(|e| bad("cors_origin", e))?;
         let header_read_timeout = parse_duration("header_read_timeout", &self.header_read_timeout)?;
         if !(Duration::from_millis(50)..=Duration::from_secs(300)).contains(&header_read_timeout) {
             return Err(bad("header_read_timeout", "must be between 50ms and 5m"));
@@ -335,6 +344,7 @@ impl Args {
             matchmaker_token,
             peer_token,
             peers,
+            cors,
         })
     }
 }
@@ -392,6 +402,8 @@ mod tests {
             (vec!["--candidates-per-region", "0"], "candidates_per_region"),
             (vec!["--max-match-players", "0"], "max_match_players"),
             (vec!["--peer-queue", "0"], "peer_queue"),
+            (vec!["--cors-origin", "https://game.example.com/"], "cors_origin"),
+            (vec!["--cors-origin", "game.example.com"], "cors_origin"),
             (vec!["--peer", "http://127.0.0.1:1"], "peer_token_file"),
             (vec!["--matchmaker-token-file", "/nonexistent/token"], "matchmaker_token_file"),
         ] {

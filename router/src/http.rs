@@ -49,6 +49,8 @@ pub struct HttpState {
     pub peers: crate::peer::Peers,
     /// Most players in one match.
     pub max_match_players: usize,
+    /// Which pages may call the public routes.
+    pub cors: Cors,
 }
 
 /// A token bucket per key, in a bounded table that forgets keys idle for ten minutes.
@@ -155,7 +157,14 @@ pub async fn serve(
 }
 
 async fn handle(state: &HttpState, req: Req) -> Resp {
-    match route(state, &req).await {
+    let public = PUBLIC_PATHS.contains(&req.uri().path());
+    let origin = req.headers().get(hyper::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // A browser's preflight: answered here, without a token and without spending the client's
+    // rate limit.
+    if public && req.method() == Method::OPTIONS {
+        return preflight(&state.cors, origin.as_deref());
+    }
+    let mut reply = match route(state, &req).await {
         Ok(r) => r,
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
@@ -163,7 +172,72 @@ async fn handle(state: &HttpState, req: Req) -> Resp {
             }
             e.reply()
         }
+    };
+    // On errors too, or a page cannot read why it was refused.
+    if public && let Some(allowed) = state.cors.allows(origin.as_deref()) {
+        let h = reply.headers_mut();
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&allowed) {
+            h.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        h.insert(hyper::header::VARY, hyper::header::HeaderValue::from_static("origin"));
     }
+    reply
+}
+
+/// The routes a browser page may call: what a player does, never what an operator does.
+const PUBLIC_PATHS: &[&str] = &["/v1/route", "/v1/probes", "/v1/pubkey", "/v1/candidates"];
+
+/// The origins whose pages may call the public routes (`--cors-origin`).
+#[derive(Debug, Clone, Default)]
+pub struct Cors {
+    origins: Vec<String>,
+    any: bool,
+}
+
+impl Cors {
+    /// Exact origins (`https://game.example.com`, scheme, host and port as a browser sends
+    /// them), or `*` for any; none allows no page.
+    pub fn new(origins: &[String]) -> Result<Cors, String> {
+        let mut cors = Cors::default();
+        for o in origins.iter().map(|o| o.trim()) {
+            if o == "*" {
+                cors.any = true;
+                continue;
+            }
+            let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+            let ok = rest.is_some_and(|r| !r.is_empty() && !r.contains('/') && !r.contains(char::is_whitespace));
+            if !ok {
+                return Err(format!("{o:?} is not an origin like https://game.example.com (no path, no trailing /)"));
+            }
+            cors.origins.push(o.to_string());
+        }
+        Ok(cors)
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if it is allowed.
+    pub fn allows(&self, origin: Option<&str>) -> Option<String> {
+        let origin = origin?;
+        (self.any || self.origins.iter().any(|o| o == origin)).then(|| origin.to_string())
+    }
+}
+
+fn preflight(cors: &Cors, origin: Option<&str>) -> Resp {
+    let Some(allowed) = cors.allows(origin) else {
+        let why = match origin {
+            Some(o) => format!("origin {o} is not allowed here (--cors-origin)"),
+            None => "a preflight needs an Origin header".to_string(),
+        };
+        return HttpError::new(StatusCode::FORBIDDEN, "cors-origin", why).reply();
+    };
+    hyper::Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed)
+        .header(hyper::header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS")
+        .header(hyper::header::ACCESS_CONTROL_ALLOW_HEADERS, "content-type")
+        .header(hyper::header::ACCESS_CONTROL_MAX_AGE, "600")
+        .header(hyper::header::VARY, "origin")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap_or_else(|_| HttpError::internal("preflight reply").reply())
 }
 
 /// Which token a request carries, compared in constant time.

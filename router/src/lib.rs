@@ -121,6 +121,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         peer_token: hash(&config.peer_token),
         peers,
         max_match_players: config.args.max_match_players,
+        cors: config.cors.clone(),
         router: router.clone(),
         tokens,
         trusted: config.trusted.clone(),

@@ -588,9 +588,16 @@ pub struct Reply {
     pub status: u16,
     /// Body.
     pub body: Vec<u8>,
+    /// Headers, names lowercase.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
+    /// The value of header `name` (lowercase), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     /// Body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -641,9 +648,14 @@ fn send(
         Err(e) => panic!("{method} {url}: {e}"),
     };
     let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| Some((n.to_ascii_lowercase(), resp.header(&n)?.to_string())))
+        .collect();
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut resp.into_reader(), &mut out).expect("reading the reply");
-    Reply { status, body: out }
+    Reply { status, body: out, headers }
 }
 
 /// One signal over a fresh connection; `None` when the connection broke before a whole reply

@@ -351,3 +351,53 @@ async fn three_routers_share_a_key_and_what_they_learn_and_losing_one_stops_noth
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn browser_pages_of_configured_origins_may_call_the_public_routes_and_read_their_errors() {
+    const GAME: &str = "https://game.example.com";
+    // Without --cors-origin nothing changes: no page is allowed.
+    let plain = Router::start(&["--client-burst", "2", "--client-rate", "0.01"]).unwrap();
+    let pre = plain.request("OPTIONS", "/v1/route", None, &[("Origin", GAME)], b"");
+    assert_eq!(pre.status, 403, "{}", pre.text());
+    assert!(pre.text().contains("cors-origin") && pre.text().contains(GAME), "{}", pre.text());
+    let get = plain.request("GET", "/v1/pubkey", None, &[("Origin", GAME)], b"");
+    assert_eq!((get.status, get.header("access-control-allow-origin")), (200, None));
+
+    let r = Router::start(&["--cors-origin", GAME, "--client-burst", "2", "--client-rate", "0.01"]).unwrap();
+    assert_eq!(r.heartbeat(&heartbeat("london", 51.5, -0.12, &["arena"])).status, 200);
+    // Preflight of every public route: answered without a token, and never spending the
+    // client's rate limit (a burst of 2 here, and 40 preflights).
+    for _ in 0..10 {
+        for path in ["/v1/route", "/v1/probes", "/v1/pubkey", "/v1/candidates"] {
+            let pre =
+                r.request("OPTIONS", path, None, &[("Origin", GAME), ("Access-Control-Request-Method", "POST")], b"");
+            assert_eq!(pre.status, 204, "{path}: {}", pre.text());
+            assert_eq!(pre.header("access-control-allow-origin"), Some(GAME));
+            assert!(pre.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")));
+            assert!(pre.header("access-control-allow-headers").is_some_and(|h| h.contains("content-type")));
+        }
+    }
+    let ok = r.request("GET", "/v1/route?module=arena", None, &[("Origin", GAME)], b"");
+    assert_eq!(ok.status, 200, "the preflights spent nothing: {}", ok.text());
+    assert_eq!(ok.header("access-control-allow-origin"), Some(GAME));
+    assert_eq!(ok.header("vary"), Some("origin"));
+    // Errors carry the headers too, so the page can read why: a 400, a 503, a 429.
+    let bad = r.request("POST", "/v1/probes", None, &[("Origin", GAME)], b"{");
+    assert_eq!((bad.status, bad.header("access-control-allow-origin")), (400, Some(GAME)));
+    let limited = r.request("GET", "/v1/candidates?module=golf", None, &[("Origin", GAME)], b"");
+    assert_eq!(
+        (limited.status, limited.header("access-control-allow-origin")),
+        (429, Some(GAME)),
+        "{}",
+        limited.text()
+    );
+    // Another origin, and an operator route, get no CORS headers; a preflight for them is 403
+    // or not a route at all.
+    let evil = r.request("GET", "/v1/pubkey", None, &[("Origin", "https://evil.example.net")], b"");
+    assert_eq!((evil.status, evil.header("access-control-allow-origin")), (200, None));
+    let pre = r.request("OPTIONS", "/v1/route", None, &[("Origin", "https://evil.example.net")], b"");
+    assert_eq!(pre.status, 403);
+    let nodes = r.request("GET", "/v1/nodes", Some(ADMIN_TOKEN), &[("Origin", GAME)], b"");
+    assert_eq!((nodes.status, nodes.header("access-control-allow-origin")), (200, None));
+    assert_eq!(r.request("OPTIONS", "/v1/nodes", None, &[("Origin", GAME)], b"").status, 405);
+}
