@@ -174,6 +174,20 @@ pub struct Args {
     /// Admin API URL others reach (default: `http://` + the bound address).
     #[arg(long, env = "OUTPOST_ADVERTISE_ADMIN")]
     pub advertise_admin: Option<String>,
+    /// TCP address of the WebSocket player endpoint (`ws://`, path `/v1/ws`), for browsers and
+    /// networks without WebTransport; e.g. the player port on TCP. Off unless given.
+    #[arg(long, env = "OUTPOST_LISTEN_WEBSOCKET")]
+    pub listen_websocket: Option<SocketAddr>,
+    /// The WebSocket URL players reach (default: `ws://` + the bound address + `/v1/ws`), e.g.
+    /// a `wss://` URL of a TLS proxy in front.
+    #[arg(long, env = "OUTPOST_ADVERTISE_WEBSOCKET")]
+    pub advertise_websocket: Option<String>,
+    /// Origins whose browser pages may open WebSocket player connections (exact origins like
+    /// `https://game.example.com`, repeatable or comma-separated, or `*`). A connection without
+    /// an `Origin` (not a browser) needs none. None by default.
+    #[arg(long, env = "OUTPOST_CORS_ORIGIN", value_delimiter = ',')]
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
     /// Core region QUIC addresses (comma-separated), tried in order. Without one, guests' commits
     /// are counted but not kept.
     #[arg(long, env = "OUTPOST_CORE", value_delimiter = ',')]
@@ -228,6 +242,10 @@ pub struct Config {
     pub forward: Option<crate::forward::ForwardSettings>,
     /// How long a stopping node gives players their close and the core the rest of the outbox.
     pub shutdown_grace: Duration,
+    /// The WebSocket player endpoint, when `--listen-websocket` is given.
+    pub websocket: Option<crate::websocket::WsSettings>,
+    /// The WebSocket URL to advertise instead of the bound one.
+    pub advertise_websocket: Option<String>,
 }
 
 /// One router the node heartbeats into.
@@ -509,6 +527,20 @@ impl Args {
         {
             return Err(bad("advertise_admin", format!("{url:?} is not an http:// or https:// URL")));
         }
+        if let Some(url) = &self.advertise_websocket
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(bad("advertise_websocket", format!("{url:?} is not a ws:// or wss:// URL")));
+        }
+        for o in &self.cors_origin {
+            let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+            if o != "*" && !rest.is_some_and(|r| !r.is_empty() && !r.contains('/')) {
+                return Err(bad("cors_origin", format!("{o:?} is not an origin like https://game.example.com")));
+            }
+        }
+        let websocket = self
+            .listen_websocket
+            .map(|listen| crate::websocket::WsSettings { listen, origins: self.cors_origin.clone() });
         let player_limits = PlayerLimits {
             max_message: self.max_message_bytes,
             rate: self.player_rate,
@@ -575,6 +607,8 @@ impl Args {
             heartbeat,
             forward,
             shutdown_grace,
+            websocket,
+            advertise_websocket: self.advertise_websocket,
         })
     }
 }
@@ -646,6 +680,8 @@ mod tests {
                 "heartbeat_interval",
             ),
             (vec!["--advertise-admin", "ftp://x"], "advertise_admin"),
+            (vec!["--advertise-websocket", "http://x/v1/ws"], "advertise_websocket"),
+            (vec!["--cors-origin", "game.example.com"], "cors_origin"),
             (vec!["--router", "http://r:1", "--lat", "1", "--lon", "0", "--router-ca", "/ca.pem"], "router"),
             (
                 vec![

@@ -40,6 +40,8 @@ pub struct Bound {
     pub probe: std::net::SocketAddr,
     /// Admin API URL.
     pub admin_url: String,
+    /// WebSocket player URL, when the node serves one.
+    pub websocket: Option<String>,
 }
 
 impl HeartbeatCtx {
@@ -76,6 +78,7 @@ impl HeartbeatCtx {
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             redeemed: Some(0),
             features: vec![outpost_proto::api::FEATURE_MATCH_TICKETS.to_string()],
+            websocket: bound.websocket.map(|url| outpost_proto::api::WebSocketEndpoint { url }),
         };
         Arc::new(HeartbeatCtx {
             routers: hb.routers.clone(),

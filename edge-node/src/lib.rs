@@ -26,6 +26,7 @@ pub mod quic;
 pub mod room;
 pub mod session;
 pub mod telemetry;
+pub mod websocket;
 
 use anyhow::Context as _;
 use config::Config;
@@ -117,6 +118,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         accepting: accepting.clone(),
     };
     let players = quic::start(&config.players, &cert, player_node)?;
+    let websocket = match &config.websocket {
+        Some(s) => Some(websocket::WsEndpoint::start(s.clone(), players.ctx.clone()).await?),
+        None => None,
+    };
+    let websocket_url = config
+        .advertise_websocket
+        .clone()
+        .or_else(|| websocket.as_ref().map(|w| format!("ws://{}{}", w.addr, websocket::PATH)));
     let probe = beacon::bind(&config.probe).await?;
     let admin = admin::bind(&config.admin).await?;
     let (quic_addr, probe_addr, admin_addr) = (players.addr, probe.local_addr()?, admin.local_addr()?);
@@ -140,7 +149,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         _ => None,
     };
     let heartbeat = config.heartbeat.as_ref().map(|hb| {
-        let addrs = heartbeat::Bound { quic: quic_addr, probe: probe_addr, admin_url: admin_url.clone() };
+        let addrs = heartbeat::Bound {
+            quic: quic_addr,
+            probe: probe_addr,
+            admin_url: admin_url.clone(),
+            websocket: websocket_url.clone(),
+        };
         let token = cluster_token.clone().unwrap_or_default();
         let ctx =
             heartbeat::HeartbeatCtx::new(hb, &id, &cert.sha256(), addrs, token, &rooms, &modules, &accepting, &metrics);
@@ -162,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         cert_sha256: cert.sha256(),
         admin_url,
         admin_tls_sha256,
+        websocket: websocket_url,
     })?;
     let state = Arc::new(admin::AdminState {
         node_id: id,
@@ -190,6 +205,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let grace = config.shutdown_grace;
     let _ = tokio::time::timeout(grace, rooms.shutdown()).await;
     players.shutdown(grace).await;
+    if let Some(ws) = &websocket {
+        ws.shutdown();
+    }
     beacon_task.abort();
     if let Some(t) = admission_task {
         t.abort();

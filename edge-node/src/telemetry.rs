@@ -187,6 +187,9 @@ counters! {
     player_connections_retried_total,
     /// Unreliable messages to players dropped because the player was congested.
     player_datagrams_dropped_total,
+    /// Unreliable messages sent reliably and in order, to players whose carrier has no
+    /// unreliable channel (WebSocket).
+    player_unreliable_as_reliable_total,
     /// Incoming datagrams dropped (oversized or malformed).
     player_datagrams_in_dropped_total,
     /// Incoming player datagrams quinn received and dropped before the node read them: the

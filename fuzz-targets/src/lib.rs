@@ -194,6 +194,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         version: Some("0.1.0".into()),
         redeemed: Some(3),
         features: vec!["match-tickets".into()],
+        websocket: None,
     };
     out.push(("api_json", serde_json::to_vec(&hb).unwrap_or_default()));
     out.push(("api_json", br#"{"results":[{"node":"n1","rtt_ms":12.5,"loss":0.0}]}"#.to_vec()));

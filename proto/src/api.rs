@@ -31,6 +31,9 @@ pub struct EdgeReady {
     /// takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_tls_sha256: Option<String>,
+    /// The WebSocket player endpoint's URL, when the node serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
 }
 
 /// A module as the admin API reports it.
@@ -227,6 +230,16 @@ pub struct Heartbeat {
     /// router only relies on what a node lists here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// The node's WebSocket player endpoint, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketEndpoint>,
+}
+
+/// A node's WebSocket player endpoint (heartbeats, routes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSocketEndpoint {
+    /// `ws://host:port/v1/ws` or `wss://...`.
+    pub url: String,
 }
 
 /// Heartbeat feature: the node places v2 tickets that name a reserved room with its
@@ -275,6 +288,9 @@ pub struct RouteNode {
     pub region: String,
     /// The node's probe beacon, so a client can measure it and report back.
     pub probe_addr: String,
+    /// The node's WebSocket player endpoint, when it has one (browsers without WebTransport).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketEndpoint>,
 }
 
 /// How the router estimated the chosen node's RTT.

@@ -86,6 +86,35 @@ impl fmt::Display for CloseCode {
     }
 }
 
+/// WebSocket close codes 4000–4999 are for applications; ours (0x101–0x1ff) map to
+/// `4000 + (code − 0x100)`.
+pub const WEBSOCKET_BASE: u16 = 4000;
+/// The longest close reason a WebSocket close frame carries (125 bytes of payload less the
+/// 2-byte code).
+pub const WEBSOCKET_REASON_BYTES: usize = 123;
+
+impl CloseCode {
+    /// The WebSocket close code: `4000 + (code − 0x100)`.
+    pub fn to_websocket(self) -> u16 {
+        WEBSOCKET_BASE + (self.to_u32() - 0x100) as u16
+    }
+
+    /// The code for a WebSocket close code, if it is one of ours.
+    pub fn from_websocket(n: u16) -> Option<Self> {
+        let n = n.checked_sub(WEBSOCKET_BASE)?;
+        CloseCode::from_u32(0x100 + u32::from(n))
+    }
+}
+
+/// A close reason cut to what a WebSocket close frame carries, on a character boundary.
+pub fn websocket_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(WEBSOCKET_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// A code string that is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown close code {0:?}")]
@@ -104,6 +133,21 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", c.as_str()));
         }
         assert_eq!(CloseCode::ALL.len(), 16);
+    }
+
+    #[test]
+    fn websocket_codes_are_4000_plus_and_reasons_fit_a_close_frame() {
+        assert_eq!(CloseCode::BadTicket.to_websocket(), 4001);
+        assert_eq!(CloseCode::Replaced.to_websocket(), 4016);
+        for &c in CloseCode::ALL {
+            assert_eq!(CloseCode::from_websocket(c.to_websocket()), Some(c));
+        }
+        assert_eq!(CloseCode::from_websocket(1000), None);
+        assert_eq!(CloseCode::from_websocket(4999), None);
+        let long = "é".repeat(100);
+        let cut = websocket_reason(&long);
+        assert!(cut.len() <= 123 && cut.len() >= 122 && long.starts_with(cut));
+        assert_eq!(websocket_reason("short"), "short");
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn setup() -> (Router, tempfile::TempDir) {
             version: None,
             redeemed: None,
             features: vec![outpost_proto::api::FEATURE_MATCH_TICKETS.into()],
+            websocket: None,
             ..outpost_tests::heartbeat(&format!("node-{i}"), lat, lon, modules)
         };
         router.heartbeat(hb, now).unwrap();

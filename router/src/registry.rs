@@ -404,6 +404,7 @@ pub(crate) mod tests {
             version: None,
             redeemed: None,
             features: Vec::new(),
+            websocket: None,
         }
     }
 
@@ -474,6 +475,7 @@ pub(crate) mod tests {
             boot_id: Some(boot.into()),
             redeemed: Some(redeemed),
             features: Vec::new(),
+            websocket: None,
             ..hb("n", &["arena"])
         };
         r.upsert(beat(0, "b1", 0), t0).unwrap();

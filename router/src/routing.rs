@@ -132,6 +132,12 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
     if hb.cert_sha256.len() != 64 || !hb.cert_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(Field("cert_sha256", "must be 64 lowercase hex digits".into()));
     }
+    if let Some(ws) = &hb.websocket {
+        text("websocket", &ws.url, 256)?;
+        if !(ws.url.starts_with("ws://") || ws.url.starts_with("wss://")) {
+            return Err(Field("websocket", "url must be a ws:// or wss:// URL".into()));
+        }
+    }
     if hb.features.len() > 32 {
         return Err(Field("features", "at most 32".into()));
     }
@@ -183,6 +189,7 @@ fn route_node(n: &Heartbeat) -> RouteNode {
         cert_sha256: n.cert_sha256.clone(),
         region: n.region.clone(),
         probe_addr: n.probe_addr.clone(),
+        websocket: n.websocket.clone(),
     }
 }
 

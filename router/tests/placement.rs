@@ -89,6 +89,7 @@ proptest! {
                 version: None,
                 redeemed: None,
                 features: Vec::new(),
+                websocket: None,
                 ..outpost_tests::heartbeat(&format!("n{i:03}"), n.lat, n.lon, modules)
             };
             let seen = if n.down { now - Duration::from_secs(5) } else { now };

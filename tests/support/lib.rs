@@ -423,6 +423,7 @@ pub fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> outpost_prot
         version: None,
         redeemed: None,
         features: Vec::new(),
+        websocket: None,
     }
 }
 

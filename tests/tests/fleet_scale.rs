@@ -117,8 +117,15 @@ fn bad_input_to_the_new_endpoints_gets_a_precise_status() {
         (0..65).map(|i| serde_json::json!({"node": format!("n{i}"), "rtt_ms": 10.0})).collect();
     expect(post(&r, &q, None, &serde_json::json!({"results": many})), 400, "bad-request", "1 to 64 results");
     expect(post(&r, &q, None, &serde_json::json!({"results": []})), 400, "bad-request", "1 to 64 results");
-    let huge = vec![b'x'; 65 << 10];
-    expect(r.request("POST", &q, None, &[], &huge), 413, "too-large", "");
+    // A body declared over --max-body-bytes is refused before it is read (so the request is
+    // sent by hand: a client writing the whole body would meet a closed connection).
+    let mut tcp = std::net::TcpStream::connect(&r.ready.http).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!("POST {q} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{", 65 << 10);
+    std::io::Write::write_all(&mut tcp, head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut tcp, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("too-large"), "{answer}");
     expect(post(&r, "/v1/route?module=arena&player=7&auth=00", None, &body(10.0.into())), 401, "unauthorized", "auth");
 
     // Matches: empty, oversized, duplicated, one bad auth, no token, a bad max_rtt_ms.
@@ -182,7 +189,7 @@ async fn eight_players_from_four_places_get_one_node_and_one_room_of_eight_that_
         mm_token.to_str().unwrap(),
     ])
     .unwrap();
-    let frankfurt = Edge::routed(&router, "frankfurt", "50.11", "8.68", &[]);
+    let frankfurt = Edge::routed(&router, "frankfurt", "50.11", "8.68", &["--listen-websocket", "127.0.0.1:0"]);
     let _newyork = Edge::routed(&router, "newyork", "40.71", "-74.0", &[]);
     // A node nearer to the group's worst player than Frankfurt, whose heartbeat lacks the
     // match-tickets feature: it must never be chosen for a match.
@@ -213,6 +220,8 @@ async fn eight_players_from_four_places_get_one_node_and_one_room_of_eight_that_
     let placed: MatchPlacement = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(placed.node.id, "frankfurt", "lowest worst-player RTT among nodes that support matches: {placed:?}");
     assert_eq!(placed.tickets.len(), 8);
+    let ws = placed.node.websocket.as_ref().map(|w| w.url.clone());
+    assert_eq!(ws, frankfurt.ready.websocket, "the node's WebSocket URL travels in its heartbeat to the reply");
     assert!(placed.worst_rtt_ms.is_some_and(|w| w > 50.0), "New York to Frankfurt by geography: {placed:?}");
     assert_eq!(placed.estimates["102"].method, "geo");
 

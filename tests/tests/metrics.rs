@@ -92,6 +92,7 @@ const EDGE: &[&str] = &[
     "outpost_player_datagrams_in_dropped_total counter",
     "outpost_player_datagrams_in_unread_total counter",
     "outpost_player_ticks_total counter",
+    "outpost_player_unreliable_as_reliable_total counter",
     "outpost_players gauge",
     "outpost_players_closed_protocol_total counter",
     "outpost_players_joined_total counter",

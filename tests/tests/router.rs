@@ -404,6 +404,7 @@ fn reporting(id: &str, capacity: u32, redeemed: u64) -> Heartbeat {
         boot_id: Some("boot-1".into()),
         redeemed: Some(redeemed),
         features: Vec::new(),
+        websocket: None,
         ..heartbeat(id, 51.5, -0.12, &["arena"])
     }
 }

@@ -230,6 +230,8 @@ pub struct PlayerEndpoint {
     pub addr: SocketAddr,
     /// Packets sent, batches, errors.
     pub stats: Arc<SendStats>,
+    /// What every player session shares, for the other carriers (WebSocket).
+    pub ctx: Arc<PlayerCtx>,
     inbox: Arc<Inbox>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
@@ -270,7 +272,7 @@ impl PlayerEndpoint {
             dirty: Dirty::default(),
             held: Vec::new(),
             inbox: inbox.clone(),
-            ctx,
+            ctx: ctx.clone(),
             rt,
             next_serial: 0,
             shutting_down: false,
@@ -293,7 +295,7 @@ impl PlayerEndpoint {
             }
             let _ = done_tx.send(());
         })?;
-        Ok(PlayerEndpoint { addr, stats, inbox, done })
+        Ok(PlayerEndpoint { addr, stats, ctx, inbox, done })
     }
 
     /// Closes every player with `node-shutdown` and waits up to `grace` for the close to reach

@@ -1,0 +1,324 @@
+//! The WebSocket player endpoint (`--listen-websocket`), for browsers and networks without
+//! WebTransport: the same player session as QUIC ([`crate::session`]), the same ticket check,
+//! placement, limits and codes, over one TCP connection.
+//!
+//! - The upgrade is taken only on [`PATH`], and only from pages of `--cors-origin` origins (a
+//!   request without `Origin` is not a browser's and is let through); the node's connection caps
+//!   apply before the handshake, which must finish within the join timeout.
+//! - One binary message is exactly one frame (the same length-prefixed frames as the QUIC
+//!   stream); a text message, or a message that is not exactly one frame, closes the player
+//!   `frame-malformed`. The library's message and frame size are bounded by the node's largest
+//!   frame, and its write buffer by the player's backlog limit (its defaults are 64 MiB and
+//!   unbounded).
+//! - WebSocket has no unreliable channel: the room's unreliable messages go reliably and in
+//!   order, counted (`outpost_player_unreliable_as_reliable_total`), through a bounded queue
+//!   (dropped and counted past it, as a congested QUIC player's datagrams are).
+//! - Close codes are `4000 + (code − 0x100)` with the reason cut to 123 bytes (a close frame
+//!   cannot carry 0x101–0x110); a refused join gets its `Refused` frame, then the close.
+
+use crate::quic::PlayerCtx;
+use crate::room::player::{PlayerLink, PlayerTransport};
+use crate::session::PlayerSession;
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use outpost_proto::CloseCode;
+use outpost_proto::frame::{self, Frame};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketConfig, frame::coding};
+
+/// The upgrade path.
+pub const PATH: &str = "/v1/ws";
+/// Unreliable messages waiting for one player's socket; past it they are dropped and counted.
+const MAX_QUEUED_UNRELIABLE: usize = 256;
+/// How often a connection looks at its slow-consumer clock and a held message.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+
+/// Where the endpoint listens and whom it lets in.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    /// TCP address.
+    pub listen: SocketAddr,
+    /// Browser origins whose pages may connect (`*` for any); none lets no page in.
+    pub origins: Vec<String>,
+}
+
+/// The bound endpoint.
+pub struct WsEndpoint {
+    /// The bound address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    shutdown: Arc<Notify>,
+}
+
+impl WsEndpoint {
+    /// Binds `settings.listen` and serves players of `ctx` on it.
+    pub async fn start(settings: WsSettings, ctx: Arc<PlayerCtx>) -> anyhow::Result<WsEndpoint> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("listen_websocket: binding {}: {e}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let shutdown = Arc::new(Notify::new());
+        let task = tokio::spawn(accept_loop(listener, Arc::new(settings), ctx, shutdown.clone()));
+        Ok(WsEndpoint { addr, task, shutdown })
+    }
+
+    /// Closes every WebSocket player with `node-shutdown` and stops accepting.
+    pub fn shutdown(&self) {
+        self.shutdown.notify_waiters();
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, settings: Arc<WsSettings>, ctx: Arc<PlayerCtx>, shutdown: Arc<Notify>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(error = %e, "websocket accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = match ctx.admission.admit(peer.ip(), true) {
+            crate::quic::admission::Verdict::Accept(slot) => slot,
+            crate::quic::admission::Verdict::Retry | crate::quic::admission::Verdict::Refuse(_) => {
+                ctx.metrics.player_connections_refused_total.inc();
+                continue;
+            }
+        };
+        let (ctx, settings, shutdown) = (ctx.clone(), settings.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut slot = slot;
+            connection(stream, peer, &settings, &ctx, &mut slot, &shutdown).await;
+        });
+    }
+}
+
+/// Whether a page of `origin` may connect.
+fn origin_allowed(origins: &[String], origin: Option<&str>) -> bool {
+    match origin {
+        None => true,
+        Some(o) => origins.iter().any(|a| a == "*" || a == o),
+    }
+}
+
+fn refuse(status: u16, why: String) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(why));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::FORBIDDEN);
+    r
+}
+
+/// The library's limits from the node's: a message is one frame, at most the largest frame; the
+/// write buffer is bounded by the player's backlog cap.
+fn ws_config(ctx: &PlayerCtx) -> WebSocketConfig {
+    let limits = &ctx.session.limits;
+    let max_frame = limits.max_message + 9 + 4;
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.backlog_hard_bytes().max(max_frame * 2))
+}
+
+/// What the room side of one WebSocket player does: wake the connection for frames, queue
+/// unreliable messages (bounded), ask for a close.
+struct WsTransport {
+    wake: Notify,
+    unreliable: mpsc::Sender<Bytes>,
+    close: std::sync::Mutex<Option<(CloseCode, String)>>,
+    metrics: Arc<crate::telemetry::Metrics>,
+}
+
+impl PlayerTransport for WsTransport {
+    fn frames_waiting(&self) {
+        self.wake.notify_one();
+    }
+    fn datagram(&self, d: Bytes) {
+        if self.unreliable.try_send(d).is_err() {
+            self.metrics.player_datagrams_dropped_total.inc();
+        } else {
+            self.wake.notify_one();
+        }
+    }
+    fn close(&self, code: CloseCode, reason: String) {
+        *self.close.lock().unwrap_or_else(|e| e.into_inner()) = Some((code, reason));
+        self.wake.notify_one();
+    }
+}
+
+// The upgrade callback's error type is the library's (an HTTP response), large by nature.
+#[allow(clippy::result_large_err)]
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: &WsSettings,
+    ctx: &Arc<PlayerCtx>,
+    slot: &mut crate::quic::admission::ConnSlot,
+    shutdown: &Notify,
+) {
+    let origins = settings.origins.clone();
+    let check = move |req: &Request, resp: Response| {
+        if req.uri().path() != PATH {
+            return Err(refuse(404, format!("no websocket endpoint at {}; use {PATH}", req.uri().path())));
+        }
+        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+        if !origin_allowed(&origins, origin) {
+            return Err(refuse(403, format!("origin {} is not allowed here (--cors-origin)", origin.unwrap_or(""))));
+        }
+        Ok(resp)
+    };
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config(ctx)));
+    let mut ws = match tokio::time::timeout(ctx.session.join_timeout, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            ctx.metrics.players_refused_total.inc();
+            tracing::debug!(remote = %peer, error = %e, "websocket upgrade refused");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.players_refused_total.inc();
+            return;
+        }
+    };
+    let (unreliable_tx, mut unreliable) = mpsc::channel(MAX_QUEUED_UNRELIABLE);
+    let transport = Arc::new(WsTransport {
+        wake: Notify::new(),
+        unreliable: unreliable_tx,
+        close: std::sync::Mutex::new(None),
+        metrics: ctx.metrics.clone(),
+    });
+    let mut session = PlayerSession::new(&ctx.session, peer, Instant::now());
+    let (admitted_tx, mut admitted) = mpsc::channel(1);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let close: Option<(CloseCode, String)> = loop {
+        // Write what the session has: the preamble, then the player's backlog, one frame per
+        // message (a chunk is always one whole frame here: nothing is written in part).
+        while let Some(chunk) = session.next_chunk() {
+            let bytes = chunk.clone();
+            let n = bytes.len();
+            if ws.send(Message::Binary(bytes)).await.is_err() {
+                session.write_failed();
+                break;
+            }
+            session.wrote(n);
+        }
+        if let Some(c) = session.poll_close().or_else(|| session.poll_close_after_flush()) {
+            break Some(c);
+        }
+        if let Some(ticket) = session.poll_join() {
+            let (ctx, tx, conn) = (ctx.clone(), admitted_tx.clone(), transport.clone());
+            tokio::spawn(async move {
+                let result = crate::quic::admit(&ctx, &ticket, |t| {
+                    let conn: Arc<dyn PlayerTransport> = conn;
+                    PlayerLink::new(t.player, t.name.clone(), conn, ctx.session.limits.clone(), ctx.metrics.clone())
+                })
+                .await;
+                let _ = tx.send(result).await;
+            });
+            continue;
+        }
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            msg = ws.next(), if session.wants_stream_data() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    // One message, one frame: the length prefix must cover exactly the rest.
+                    let whole = b.len() >= 4 && u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize == b.len() - 4;
+                    if !whole {
+                        session.close_now(CloseCode::FrameMalformed, "a WebSocket message must be exactly one frame");
+                        continue;
+                    }
+                    session.handle_stream_data(&b);
+                    session.process_frames(&ctx.session, Instant::now());
+                }
+                Some(Ok(Message::Text(_))) => {
+                    session.close_now(CloseCode::FrameMalformed, "text messages are not frames; send binary");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | None => {
+                    session.handle_stream_end();
+                    session.process_frames(&ctx.session, Instant::now());
+                    break None;
+                }
+                Some(Err(e)) => {
+                    use tokio_tungstenite::tungstenite::Error;
+                    match e {
+                        Error::Capacity(c) => {
+                            session.close_now(CloseCode::MessageTooLarge, &format!("message over the node's limit: {c}"));
+                        }
+                        _ => break None,
+                    }
+                }
+            },
+            Some(result) = admitted.recv() => {
+                if result.is_ok() {
+                    slot.joined();
+                }
+                session.handle_admitted(&ctx.session, result);
+            }
+            Some(d) = unreliable.recv() => {
+                // No unreliable channel here: the room's datagram goes as a reliable frame.
+                if let Ok((from, data)) = frame::decode_peer(&d) {
+                    ctx.metrics.player_unreliable_as_reliable_total.inc();
+                    let f = Frame::Message { peer: from, data: data.to_vec() }.encode();
+                    if ws.send(Message::Binary(Bytes::from(f))).await.is_err() {
+                        session.write_failed();
+                        break None;
+                    }
+                }
+            }
+            _ = transport.wake.notified() => {
+                let asked = transport.close.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some((code, reason)) = asked {
+                    session.close_now(code, &reason);
+                }
+            }
+            _ = housekeeping.tick() => {
+                let now = Instant::now();
+                session.check_stalled(now);
+                if session.is_held() && session.retry_held(&ctx.session) {
+                    session.process_frames(&ctx.session, now);
+                }
+            }
+            _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
+                session.handle_timeout(&ctx.session, Instant::now());
+            }
+            _ = shutdown.notified() => {
+                session.close_now(CloseCode::NodeShutdown, "the node is shutting down");
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code: coding::CloseCode::from(code.to_websocket()),
+            reason: outpost_proto::codes::websocket_reason(&reason).into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    }
+    session.handle_closed();
+    if let Some(d) = session.end() {
+        ctx.rooms.leave(d.worker, d.room, d.link.clone(), false).await;
+        crate::quic::forget_session(ctx, &d.link);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_need_an_allowed_origin_and_other_clients_need_none() {
+        let allowed = vec!["https://game.example.com".to_string()];
+        assert!(origin_allowed(&allowed, Some("https://game.example.com")));
+        assert!(!origin_allowed(&allowed, Some("https://evil.example.net")));
+        assert!(origin_allowed(&allowed, None), "not a browser");
+        assert!(!origin_allowed(&[], Some("https://game.example.com")), "none by default");
+        assert!(origin_allowed(&["*".into()], Some("https://any.example")));
+    }
+}

@@ -1,0 +1,194 @@
+//! WebSocket players (`--listen-websocket`) join the same rooms as native QUIC players, with
+//! the same tickets, frames, limits and codes (close code 4000 + (code − 0x100)), from a real
+//! WebSocket client over TCP; bad upgrades and bad frames are refused precisely.
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use outpost_client::{Client, ConnectOptions, Event};
+use outpost_proto::CloseCode;
+use outpost_proto::frame::{Frame, FrameDecoder};
+use outpost_tests::{Edge, TicketKey, wait_for};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+const GAME: &str = "https://game.example.com";
+const WAIT: Duration = Duration::from_secs(10);
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+fn edge(key: &TicketKey, extra: &[&str]) -> Edge {
+    let pk = format!("--ticket-pubkey={}", key.public);
+    let mut args = vec!["--listen-websocket", "127.0.0.1:0", "--cors-origin", GAME, &pk, "--max-message-bytes", "1024"];
+    args.extend_from_slice(extra);
+    Edge::start(&args).unwrap()
+}
+
+/// Opens a WebSocket to the edge's advertised URL with `origin` (and `path` instead of the
+/// advertised one when given); the HTTP status on a refused upgrade.
+async fn open(edge: &Edge, origin: Option<&str>, path: Option<&str>) -> Result<Ws, u16> {
+    let url = edge.ready.websocket.clone().expect("the ready file has the websocket URL");
+    let url = match path {
+        Some(p) => format!("ws://{}{p}", url.trim_start_matches("ws://").split('/').next().unwrap()),
+        None => url,
+    };
+    let mut req = url.as_str().into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    let host = url.trim_start_matches("ws://").split('/').next().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn send_frame(ws: &mut Ws, f: Frame) {
+    ws.send(Message::Binary(Bytes::from(f.encode()))).await.unwrap();
+}
+
+/// The next frame, or the close (code, reason).
+async fn next(ws: &mut Ws) -> Result<Frame, (u16, String)> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Binary(b))) => {
+                let mut d = FrameDecoder::new(1 << 20);
+                d.push(&b);
+                return Ok(d.next_frame().unwrap().expect("one whole frame per message"));
+            }
+            Some(Ok(Message::Close(Some(c)))) => return Err((u16::from(c.code), c.reason.to_string())),
+            Some(Ok(Message::Close(None))) | None => return Err((0, String::new())),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err((0, e.to_string())),
+        }
+    }
+}
+
+fn code(c: CloseCode) -> u16 {
+    c.to_websocket()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_player_and_a_quic_player_share_a_room() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &[]);
+    let url = edge.ready.websocket.clone().unwrap();
+    assert!(url.starts_with("ws://127.0.0.1:") && url.ends_with("/v1/ws"), "{url}");
+
+    // The page joins over WebSocket with the same Join frame and ticket as on QUIC.
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    send_frame(&mut ws, Frame::Join { ticket: key.ticket(&edge, "relay", Some("r1"), 1, "web") }).await;
+    match next(&mut ws).await {
+        Ok(Frame::Joined { player_id, room, .. }) => assert_eq!((player_id, room.as_str()), (1, "r1")),
+        other => panic!("{other:?}"),
+    }
+    // A native player joins the same room.
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let ticket = key.ticket(&edge, "relay", Some("r1"), 2, "native");
+    let mut native = Client::connect(
+        &endpoint,
+        edge.ready.quic.parse().unwrap(),
+        &edge.ready.cert_sha256,
+        &ticket,
+        &ConnectOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(native.joined.room, "r1");
+
+    // WebSocket → QUIC, reliable.
+    send_frame(&mut ws, Frame::Message { peer: 2, data: b"hello from the page".to_vec() }).await;
+    loop {
+        match native.recv_timeout(WAIT).await {
+            Some(Event::Message { from: 1, data, .. }) => {
+                assert_eq!(data, b"hello from the page");
+                break;
+            }
+            Some(Event::Message { .. }) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    // QUIC → WebSocket, reliable and unreliable: both arrive as frames, the unreliable one
+    // counted as sent reliably.
+    native.send(1, b"reliable to the page").await.unwrap();
+    native.send_datagram(1, b"unreliable to the page").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match next(&mut ws).await {
+            Ok(Frame::Message { peer: 2, data }) => got.push(data),
+            Ok(_) => continue,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    got.sort();
+    assert_eq!(got, vec![b"reliable to the page".to_vec(), b"unreliable to the page".to_vec()]);
+    wait_for("the unreliable message counted as reliable", WAIT, || {
+        (edge.metric("outpost_player_unreliable_as_reliable_total") >= 1.0).then_some(())
+    })
+    .unwrap();
+
+    // The page leaves politely; the native player is told by the room.
+    ws.close(None).await.unwrap();
+    wait_for("the page's player to leave", WAIT, || {
+        let info = edge.admin("GET", "/v1/rooms/r1", b"").json();
+        (info["players"] == 1).then_some(())
+    })
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_upgrades_tickets_and_frames_are_refused_with_the_websocket_code() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--join-timeout", "1s"]);
+    // The path and the origin are checked before the upgrade.
+    assert_eq!(open(&edge, Some(GAME), Some("/elsewhere")).await.err(), Some(404));
+    assert_eq!(open(&edge, Some("https://evil.example.net"), None).await.err(), Some(403));
+    assert!(open(&edge, None, None).await.is_ok(), "a client that is not a browser sends no Origin");
+
+    // A forged ticket: the Refused frame first, so the page can show why, then the close.
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    let forged = TicketKey::new().ticket(&edge, "relay", None, 5, "eve");
+    send_frame(&mut ws, Frame::Join { ticket: forged }).await;
+    match next(&mut ws).await {
+        Ok(Frame::Refused { code: c, reason }) => {
+            assert_eq!(c, CloseCode::BadTicket);
+            assert!(reason.contains("signature"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (c, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!(c, 4001, "bad-ticket is 4000 + 0x01");
+    assert!(reason.contains("signature"), "{reason}");
+
+    // A message that is not exactly one frame, a text message, a frame over the size limit.
+    let join = |id: u64| Frame::Join { ticket: key.ticket(&edge, "relay", Some("r2"), id, "p") };
+    let mut two = join(6).encode();
+    two.extend(Frame::Message { peer: 0, data: b"x".to_vec() }.encode());
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    ws.send(Message::Binary(Bytes::from(two))).await.unwrap();
+    assert_eq!(next(&mut ws).await.unwrap_err().0, code(CloseCode::FrameMalformed));
+
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    ws.send(Message::Text("{\"join\":1}".into())).await.unwrap();
+    let (c, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!((c, reason.contains("binary")), (code(CloseCode::FrameMalformed), true), "{reason}");
+
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    send_frame(&mut ws, join(7)).await;
+    assert!(matches!(next(&mut ws).await, Ok(Frame::Joined { .. })));
+    send_frame(&mut ws, Frame::Message { peer: 0, data: vec![0; 4096] }).await;
+    assert_eq!(next(&mut ws).await.unwrap_err().0, code(CloseCode::MessageTooLarge));
+
+    // A session that never joins is closed at the join timeout.
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    let (c, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!(c, code(CloseCode::FrameMalformed), "{reason}");
+    assert!(reason.contains("join timeout"), "{reason}");
+
+    // The node is fine: a good player still joins.
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    send_frame(&mut ws, join(8)).await;
+    assert!(matches!(next(&mut ws).await, Ok(Frame::Joined { .. })));
+}
