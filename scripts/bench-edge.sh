@@ -2,7 +2,8 @@
 # and $work (a scratch directory), and a trap that stops the node and removes $work on exit.
 # `start_bench_edge` starts one release edge node on loopback in $work, with a fresh ticket key,
 # player limits high enough that the load is not rate-limited, and `arena` uploaded with
-# max_players=8; it sets $pid (the node) and $admin (its admin address).
+# max_players=8; it sets $pid (the node) and $admin (its admin address). Arguments are extra
+# edge-node flags.
 bin=target/release
 # The servers under test; `scripts/bench-ab.sh` points this at another build to compare two.
 srv=${OUTPOST_SERVER_BIN:-$bin}
@@ -16,7 +17,7 @@ start_bench_edge() {
   pub=$($bin/outpost ticket keygen --key "$work/ticket.key")
   OUTPOST_ADMIN_TOKEN=bench $srv/edge-node --data-dir "$work/edge" --listen-quic 127.0.0.1:0 \
     --listen-probe 127.0.0.1:0 --listen-admin 127.0.0.1:0 --ready-file "$work/edge.json" \
-    --ticket-pubkey="$pub" --max-rooms 2000 --player-rate 1000 --player-burst 2000 2> "$work/edge.log" &
+    --ticket-pubkey="$pub" --max-rooms 2000 --player-rate 1000 --player-burst 2000 "$@" 2> "$work/edge.log" &
   pid=$!
   for _ in $(seq 1 500); do [ -s "$work/edge.json" ] && break; sleep 0.02; done
   admin=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$work/edge.json")

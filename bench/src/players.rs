@@ -86,9 +86,23 @@ pub struct Bench {
     /// Bots join and stay connected for the duration without sending (memory per idle player).
     #[arg(long)]
     idle: bool,
+    /// How the bots reach the node: `quic` (native players) or `websocket` (the node's
+    /// `--listen-websocket` endpoint; every message goes reliably, as a browser's would).
+    #[arg(long, value_enum, default_value_t = Carrier::Quic)]
+    carrier: Carrier,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// How the bots reach the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Carrier {
+    /// Native QUIC players (datagrams for unreliable messages).
+    Quic,
+    /// WebSocket players (one binary message per frame, all reliable).
+    Websocket,
 }
 
 /// What one run measured.
@@ -516,8 +530,19 @@ impl Bench {
             let (pin, me, connects) = (ready.cert_sha256.clone(), self.clone(), connects.clone());
             let gate = Gate { go: go.clone(), settled: settled.clone() };
             let phase = self.phase(i);
+            let ws_url = ready.websocket.clone();
             tasks.push(tokio::spawn(async move {
-                me.node_bot(endpoint, addr, pin, ticket, connects, t0, gate, phase).await
+                match (me.carrier, ws_url) {
+                    (Carrier::Websocket, Some(url)) => me.ws_bot(url, ticket, connects, t0, gate, phase).await,
+                    (Carrier::Websocket, None) => {
+                        let _ = gate.wait().await;
+                        BotStats {
+                            join_failure: Some("the node has no --listen-websocket".into()),
+                            ..BotStats::default()
+                        }
+                    }
+                    (Carrier::Quic, _) => me.node_bot(endpoint, addr, pin, ticket, connects, t0, gate, phase).await,
+                }
             }));
         }
         // Every bot has joined (or failed) before anyone sends, so the node's memory per player
@@ -631,6 +656,112 @@ impl Bench {
         }
         s.udp = udp_datagrams(client.connection()) - udp0;
         client.close();
+        s
+    }
+
+    /// A bot on the node's WebSocket endpoint: the same messages as [`Bench::node_bot`], each a
+    /// reliable frame in its own binary message.
+    async fn ws_bot(
+        self,
+        url: String,
+        ticket: impl FnOnce() -> String,
+        connects: Arc<Semaphore>,
+        t0: Instant,
+        gate: Gate,
+        phase: Duration,
+    ) -> BotStats {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use outpost_proto::frame::{Frame, FrameDecoder};
+        use tokio_tungstenite::tungstenite::Message;
+        let mut s = BotStats::default();
+        let joined = {
+            let _permit = connects.acquire().await;
+            ws_join(&url, &ticket()).await
+        };
+        let start_at = gate.wait().await;
+        let (mut ws, me) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                s.join_failure = Some(e.chars().take(60).collect());
+                return s;
+            }
+        };
+        s.joined = true;
+        let relay = self.module == "relay";
+        let frame_of = |b: &[u8]| {
+            let mut d = FrameDecoder::new(1 << 20);
+            d.push(b);
+            d.next_frame().ok().flatten()
+        };
+        let on = |s: &mut BotStats, m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>| match m {
+            Some(Ok(Message::Binary(b))) => {
+                if let Some(Frame::Message { peer, data }) = frame_of(&b) {
+                    s.on_message(relay, me, peer, &data, t0);
+                }
+                true
+            }
+            Some(Ok(Message::Close(c))) => {
+                s.disconnect = Some(c.map_or("closed".into(), |c| {
+                    outpost_proto::CloseCode::from_websocket(c.code.into())
+                        .map_or(c.code.to_string(), |k| k.to_string())
+                }));
+                false
+            }
+            Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                s.disconnect = Some(e.to_string().chars().take(40).collect());
+                false
+            }
+            None => false,
+        };
+        let end = start_at + Duration::from_secs_f64(self.duration);
+        tokio::time::sleep_until(start_at.into()).await;
+        if self.idle {
+            while let Ok(m) = tokio::time::timeout_at(end.into(), ws.next()).await {
+                if !on(&mut s, m) {
+                    break;
+                }
+            }
+            let _ = ws.close(None).await;
+            return s;
+        }
+        let mut tick = tokio::time::interval_at((start_at + phase).into(), Duration::from_secs_f64(1.0 / self.rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut seq: u64 = rand::random::<u8>() as u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if Instant::now() >= end { break; }
+                    seq += 1;
+                    let ping = seq.is_multiple_of(self.ping_every);
+                    let (to, data) = match (relay, ping) {
+                        (true, true) => (me, ping_payload(t0, b'P', self.payload)),
+                        (true, false) => (0, ping_payload(t0, b'D', self.payload)),
+                        (false, true) => (0, ping_payload(t0, b'P', 9)),
+                        (false, false) => (0, vec![b'M', (seq as u8).wrapping_mul(37), (seq as u8).wrapping_mul(91)]),
+                    };
+                    s.pings += ping as u64;
+                    let f = Frame::Message { peer: to, data }.encode();
+                    match ws.send(Message::Binary(bytes::Bytes::from(f))).await {
+                        Ok(()) => s.sent += 1,
+                        Err(_) => { s.send_failures += 1; break; }
+                    }
+                }
+                m = ws.next() => if !on(&mut s, m) { break },
+            }
+        }
+        let drain_until = Instant::now() + Duration::from_millis(300);
+        while s.disconnect.is_none() {
+            match tokio::time::timeout_at(drain_until.into(), ws.next()).await {
+                Ok(m) => {
+                    if !on(&mut s, m) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = ws.close(None).await;
         s
     }
 
@@ -928,5 +1059,30 @@ fn print_report(r: &Report) {
     }
     if let Some(x) = r.transport_cpu_per_player_tick_ratio {
         println!("  of which outside the room workers (the transport) / raw echo{median}: {x:.2}");
+    }
+}
+
+type WsStream = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens `url` (`ws://host:port/path`), sends the `Join` and waits for `Joined`: the socket and
+/// the player id, or why not.
+async fn ws_join(url: &str, ticket: &str) -> Result<(WsStream, u64), String> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use outpost_proto::frame::{Frame, FrameDecoder};
+    use tokio_tungstenite::tungstenite::Message;
+    let host = url.strip_prefix("ws://").and_then(|r| r.split('/').next()).ok_or("not a ws:// URL")?;
+    let tcp = tokio::net::TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.map_err(|e| e.to_string())?;
+    let join = Frame::Join { ticket: ticket.to_string() }.encode();
+    ws.send(Message::Binary(bytes::Bytes::from(join))).await.map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.map_err(|_| "join timed out")?;
+    let Some(Ok(Message::Binary(b))) = answer else { return Err(format!("no Joined: {answer:?}")) };
+    let mut d = FrameDecoder::new(1 << 20);
+    d.push(&b);
+    match d.next_frame() {
+        Ok(Some(Frame::Joined { player_id, .. })) => Ok((ws, player_id)),
+        Ok(Some(Frame::Refused { code, .. })) => Err(code.to_string()),
+        other => Err(format!("unexpected {other:?}")),
     }
 }
