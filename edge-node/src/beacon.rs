@@ -43,12 +43,34 @@ pub struct BeaconLimits {
     pub max_sources: u64,
 }
 
+/// A token bucket per source address, in a bounded table that forgets idle sources: the UDP
+/// beacon's and the browsers' WebSocket probes' limit.
+pub struct ProbeLimiter {
+    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<TokenBucket>>>,
+    limits: BeaconLimits,
+}
+
+impl ProbeLimiter {
+    /// A limiter with `limits`.
+    pub fn new(limits: BeaconLimits) -> ProbeLimiter {
+        let buckets = moka::sync::Cache::builder()
+            .max_capacity(limits.max_sources)
+            .time_to_idle(std::time::Duration::from_secs(60))
+            .build();
+        ProbeLimiter { buckets, limits }
+    }
+
+    /// Takes a token for `ip`, if it has one.
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let (burst, rate) = (self.limits.burst, self.limits.per_second);
+        let bucket = self.buckets.get_with(ip.to_canonical(), || Arc::new(Mutex::new(TokenBucket::new(burst, now))));
+        bucket.lock().map(|mut b| b.take(now, rate, burst)).unwrap_or(false)
+    }
+}
+
 /// Answers probes on `socket` forever.
 pub async fn serve(socket: UdpSocket, limits: BeaconLimits, metrics: Arc<Metrics>) {
-    let buckets: moka::sync::Cache<IpAddr, Arc<Mutex<TokenBucket>>> = moka::sync::Cache::builder()
-        .max_capacity(limits.max_sources)
-        .time_to_idle(std::time::Duration::from_secs(60))
-        .build();
+    let limiter = ProbeLimiter::new(limits);
     // One byte more than the largest valid probe, so an oversized datagram is seen as such.
     let mut buf = vec![0u8; beacon::MAX_LEN + 1];
     loop {
@@ -64,10 +86,7 @@ pub async fn serve(socket: UdpSocket, limits: BeaconLimits, metrics: Arc<Metrics
             metrics.probe_malformed_total.inc();
             continue;
         }
-        let now = Instant::now();
-        let bucket = buckets.get_with(from.ip(), || Arc::new(Mutex::new(TokenBucket::new(limits.burst, now))));
-        let allowed = bucket.lock().map(|mut b| b.take(now, limits.per_second, limits.burst)).unwrap_or(false);
-        if !allowed {
+        if !limiter.allow(from.ip(), Instant::now()) {
             metrics.probe_rate_limited_total.inc();
             continue;
         }

@@ -538,9 +538,15 @@ impl Args {
                 return Err(bad("cors_origin", format!("{o:?} is not an origin like https://game.example.com")));
             }
         }
-        let websocket = self
-            .listen_websocket
-            .map(|listen| crate::websocket::WsSettings { listen, origins: self.cors_origin.clone() });
+        let websocket = self.listen_websocket.map(|listen| crate::websocket::WsSettings {
+            listen,
+            origins: self.cors_origin.clone(),
+            probe: crate::beacon::BeaconLimits {
+                per_second: self.probe_rate,
+                burst: self.probe_burst,
+                max_sources: crate::beacon::MAX_SOURCES,
+            },
+        });
         let player_limits = PlayerLimits {
             max_message: self.max_message_bytes,
             rate: self.player_rate,

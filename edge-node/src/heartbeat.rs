@@ -78,7 +78,10 @@ impl HeartbeatCtx {
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             redeemed: Some(0),
             features: vec![outpost_proto::api::FEATURE_MATCH_TICKETS.to_string()],
-            websocket: bound.websocket.map(|url| outpost_proto::api::WebSocketEndpoint { url }),
+            websocket: bound.websocket.map(|url| outpost_proto::api::WebSocketEndpoint {
+                probe_url: Some(crate::websocket::probe_url(&url)),
+                url,
+            }),
         };
         Arc::new(HeartbeatCtx {
             routers: hb.routers.clone(),

@@ -31,8 +31,21 @@ use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketConfig, frame::coding};
 
-/// The upgrade path.
+/// The upgrade path of players.
 pub const PATH: &str = "/v1/ws";
+/// The upgrade path of browsers' RTT probes: each binary message is a beacon probe, answered
+/// with the beacon's reply (never larger), under the beacon's per-source rate limit.
+pub const PROBE_PATH: &str = "/v1/probe";
+/// How long one probe session may stay open: a page measures a few round trips, then goes.
+const PROBE_SESSION: Duration = Duration::from_secs(10);
+
+/// The probe URL that goes with a player URL (`.../v1/ws` → `.../v1/probe`).
+pub fn probe_url(play_url: &str) -> String {
+    match play_url.strip_suffix(PATH) {
+        Some(base) => format!("{base}{PROBE_PATH}"),
+        None => format!("{}{PROBE_PATH}", play_url.trim_end_matches('/')),
+    }
+}
 /// Unreliable messages waiting for one player's socket; past it they are dropped and counted.
 const MAX_QUEUED_UNRELIABLE: usize = 256;
 /// How often a connection looks at its slow-consumer clock and a held message.
@@ -45,6 +58,8 @@ pub struct WsSettings {
     pub listen: SocketAddr,
     /// Browser origins whose pages may connect (`*` for any); none lets no page in.
     pub origins: Vec<String>,
+    /// The beacon's per-source limit, which probe sessions share.
+    pub probe: crate::beacon::BeaconLimits,
 }
 
 /// The bound endpoint.
@@ -63,7 +78,8 @@ impl WsEndpoint {
             .map_err(|e| anyhow::anyhow!("listen_websocket: binding {}: {e}", settings.listen))?;
         let addr = listener.local_addr()?;
         let shutdown = Arc::new(Notify::new());
-        let task = tokio::spawn(accept_loop(listener, Arc::new(settings), ctx, shutdown.clone()));
+        let limiter = Arc::new(crate::beacon::ProbeLimiter::new(settings.probe));
+        let task = tokio::spawn(accept_loop(listener, Arc::new(settings), ctx, limiter, shutdown.clone()));
         Ok(WsEndpoint { addr, task, shutdown })
     }
 
@@ -74,7 +90,13 @@ impl WsEndpoint {
     }
 }
 
-async fn accept_loop(listener: TcpListener, settings: Arc<WsSettings>, ctx: Arc<PlayerCtx>, shutdown: Arc<Notify>) {
+async fn accept_loop(
+    listener: TcpListener,
+    settings: Arc<WsSettings>,
+    ctx: Arc<PlayerCtx>,
+    limiter: Arc<crate::beacon::ProbeLimiter>,
+    shutdown: Arc<Notify>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -92,11 +114,11 @@ async fn accept_loop(listener: TcpListener, settings: Arc<WsSettings>, ctx: Arc<
                 continue;
             }
         };
-        let (ctx, settings, shutdown) = (ctx.clone(), settings.clone(), shutdown.clone());
+        let (ctx, settings, shutdown, limiter) = (ctx.clone(), settings.clone(), shutdown.clone(), limiter.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let mut slot = slot;
-            connection(stream, peer, &settings, &ctx, &mut slot, &shutdown).await;
+            connection(stream, peer, &settings, &ctx, &limiter, &mut slot, &shutdown).await;
         });
     }
 }
@@ -163,13 +185,20 @@ async fn connection(
     peer: SocketAddr,
     settings: &WsSettings,
     ctx: &Arc<PlayerCtx>,
+    limiter: &crate::beacon::ProbeLimiter,
     slot: &mut crate::quic::admission::ConnSlot,
     shutdown: &Notify,
 ) {
     let origins = settings.origins.clone();
+    let is_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe_flag = is_probe.clone();
     let check = move |req: &Request, resp: Response| {
-        if req.uri().path() != PATH {
-            return Err(refuse(404, format!("no websocket endpoint at {}; use {PATH}", req.uri().path())));
+        match req.uri().path() {
+            PATH => {}
+            PROBE_PATH => probe_flag.store(true, std::sync::atomic::Ordering::Relaxed),
+            other => {
+                return Err(refuse(404, format!("no websocket endpoint at {other}; use {PATH} or {PROBE_PATH}")));
+            }
         }
         let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
         if !origin_allowed(&origins, origin) {
@@ -190,6 +219,9 @@ async fn connection(
             return;
         }
     };
+    if is_probe.load(std::sync::atomic::Ordering::Relaxed) {
+        return probe_session(ws, peer, ctx, limiter).await;
+    }
     let (unreliable_tx, mut unreliable) = mpsc::channel(MAX_QUEUED_UNRELIABLE);
     let transport = Arc::new(WsTransport {
         wake: Notify::new(),
@@ -309,6 +341,47 @@ async fn connection(
         ctx.rooms.leave(d.worker, d.room, d.link.clone(), false).await;
         crate::quic::forget_session(ctx, &d.link);
     }
+}
+
+/// A browser's probe session: each binary message a beacon probe, answered in place (the reply
+/// is never larger than the probe) within the source's rate; anything else ends the session,
+/// as does [`PROBE_SESSION`].
+async fn probe_session(
+    mut ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    peer: SocketAddr,
+    ctx: &PlayerCtx,
+    limiter: &crate::beacon::ProbeLimiter,
+) {
+    let end = tokio::time::Instant::now() + PROBE_SESSION;
+    let why = loop {
+        let msg = match tokio::time::timeout_at(end, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => return,
+            Err(_) => break "the probe session's time is up",
+        };
+        match msg {
+            Message::Binary(b) => {
+                let mut reply = b.to_vec();
+                if !outpost_proto::beacon::make_reply(&mut reply) {
+                    ctx.metrics.probe_malformed_total.inc();
+                    break "not a beacon probe";
+                }
+                if !limiter.allow(peer.ip(), Instant::now()) {
+                    ctx.metrics.probe_rate_limited_total.inc();
+                    continue;
+                }
+                if ws.send(Message::Binary(Bytes::from(reply))).await.is_err() {
+                    return;
+                }
+                ctx.metrics.probe_replies_total.inc();
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Text(_) => break "probes are binary",
+            Message::Close(_) => return,
+        }
+    };
+    let frame = CloseFrame { code: coding::CloseCode::Policy, reason: why.into() };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
 }
 
 #[cfg(test)]

@@ -240,6 +240,10 @@ pub struct Heartbeat {
 pub struct WebSocketEndpoint {
     /// `ws://host:port/v1/ws` or `wss://...`.
     pub url: String,
+    /// Where a browser measures its RTT to the node: a WebSocket that echoes beacon probes
+    /// (the UDP beacon's format), rate-limited per source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_url: Option<String>,
 }
 
 /// Heartbeat feature: the node places v2 tickets that name a reserved room with its
@@ -400,6 +404,9 @@ pub struct ProbeCandidate {
     pub region: String,
     /// The node's UDP probe beacon.
     pub probe_addr: String,
+    /// Where a browser probes the node (a WebSocket echoing beacon probes), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_probe: Option<String>,
     /// The router's estimate for this client, ms (absent when nothing is known).
     pub rtt_ms: Option<f64>,
     /// How the estimate was made.

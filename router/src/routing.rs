@@ -133,9 +133,11 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
         return Err(Field("cert_sha256", "must be 64 lowercase hex digits".into()));
     }
     if let Some(ws) = &hb.websocket {
-        text("websocket", &ws.url, 256)?;
-        if !(ws.url.starts_with("ws://") || ws.url.starts_with("wss://")) {
-            return Err(Field("websocket", "url must be a ws:// or wss:// URL".into()));
+        for url in std::iter::once(&ws.url).chain(&ws.probe_url) {
+            text("websocket", url, 256)?;
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(Field("websocket", "urls must be ws:// or wss:// URLs".into()));
+            }
         }
     }
     if hb.features.len() > 32 {
@@ -494,6 +496,7 @@ impl Router {
                     node: n.hb.id.clone(),
                     region: n.hb.region.clone(),
                     probe_addr: n.hb.probe_addr.clone(),
+                    websocket_probe: n.hb.websocket.as_ref().and_then(|w| w.probe_url.clone()),
                     rtt_ms: c.estimate.map(|e| round1(e.0)),
                     method: c.estimate.map_or(Method::None, |e| e.1).as_str().into(),
                 })

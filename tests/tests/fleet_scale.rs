@@ -222,6 +222,11 @@ async fn eight_players_from_four_places_get_one_node_and_one_room_of_eight_that_
     assert_eq!(placed.tickets.len(), 8);
     let ws = placed.node.websocket.as_ref().map(|w| w.url.clone());
     assert_eq!(ws, frankfurt.ready.websocket, "the node's WebSocket URL travels in its heartbeat to the reply");
+    let list: CandidateList =
+        serde_json::from_slice(&router.admin_get(&format!("/v1/candidates?module=echo&ip={BERLIN}")).body).unwrap();
+    let f = list.candidates.iter().find(|c| c.node == "frankfurt").unwrap();
+    let probe = f.websocket_probe.as_deref().unwrap_or_default();
+    assert!(probe.starts_with("ws://127.0.0.1:") && probe.ends_with("/v1/probe"), "browsers get a probe URL: {f:?}");
     assert!(placed.worst_rtt_ms.is_some_and(|w| w > 50.0), "New York to Frankfurt by geography: {placed:?}");
     assert_eq!(placed.estimates["102"].method, "geo");
 

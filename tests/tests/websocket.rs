@@ -192,3 +192,29 @@ async fn bad_upgrades_tickets_and_frames_are_refused_with_the_websocket_code() {
     send_frame(&mut ws, join(8)).await;
     assert!(matches!(next(&mut ws).await, Ok(Frame::Joined { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_probe_over_websocket_within_the_beacons_rate_and_never_get_more_than_they_sent() {
+    use outpost_proto::beacon::{Probe, encode_request, parse_reply};
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--probe-rate", "0.01", "--probe-burst", "3"]);
+    let mut ws = open(&edge, Some(GAME), Some("/v1/probe")).await.unwrap();
+    let mut answered = 0;
+    for seq in 0..5u32 {
+        let probe = encode_request(Probe { seq, sent_us: 7 }, 64);
+        ws.send(Message::Binary(Bytes::from(probe.clone()))).await.unwrap();
+        if let Ok(Some(Ok(Message::Binary(b)))) = tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+            assert!(b.len() <= probe.len(), "never more bytes than the probe");
+            assert_eq!(parse_reply(&b).map(|r| r.seq), Some(seq));
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3, "the burst of 3, then the source's rate");
+    assert_eq!(edge.metric("outpost_probe_rate_limited_total"), 2.0);
+    // Anything that is not a probe ends the session with a policy close.
+    ws.send(Message::Binary(Bytes::from_static(b"not a probe at all"))).await.unwrap();
+    let (c, reason) = next(&mut ws).await.unwrap_err();
+    assert_eq!((c, reason.as_str()), (1008, "not a beacon probe"));
+    // The probe URL is the play URL's sibling, and other origins are refused here too.
+    assert_eq!(open(&edge, Some("https://evil.example.net"), Some("/v1/probe")).await.err(), Some(403));
+}
