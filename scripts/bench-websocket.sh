@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
 # The browser issue's WebSocket scenario: the node's CPU per arena player-tick with WebSocket bots
 # (every message a reliable frame, as a browser without WebTransport sends it) against the same
-# bots as native QUIC players, on the same node, rounds alternated; then memory per idle player
-# for each.
+# bots as native QUIC players, on the same node, rounds alternated; first, memory per idle
+# player for each.
 # Usage: scripts/bench-websocket.sh [bots] [seconds] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-edge.sh
 bots=${1:-500}; secs=${2:-10}; rounds=${3:-3}
-start_bench_edge --listen-websocket 127.0.0.1:0 --max-joining-per-ip 100000 --max-connections 100000
+flags=(--listen-websocket 127.0.0.1:0 --max-joining-per-ip 100000 --max-connections 100000)
+fresh() { # a new node, for a memory measurement no earlier run has touched
+  if [ -n "$pid" ]; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work/edge" "$work/edge.json"
+  start_bench_edge "${flags[@]}"
+}
 run() { # carrier extra...
   local c=$1; shift
   $bin/outpost-bench players --json --edge-ready "$work/edge.json" --key "$work/ticket.key" --module arena \
     --bots "$bots" --rate 20 --duration "$secs" --room-size 8 --carrier "$c" "$@"
 }
+# Idle players, each carrier on a fresh node: after other runs the allocator reuses freed memory
+# and the resident growth per player reads low.
+fresh; run quic --idle > "$work/quic-idle.json"
+fresh; run websocket --idle > "$work/websocket-idle.json"
+fresh
 for r in $(seq 1 "$rounds"); do
   if [ $((r % 2)) = 1 ]; then order="quic websocket"; else order="websocket quic"; fi
   for c in $order; do run "$c" > "$work/$c-$r.json"; done
 done
-run quic --idle > "$work/quic-idle.json"
-run websocket --idle > "$work/websocket-idle.json"
 python3 - "$work" "$rounds" "$bots" <<'PY'
 import json, sys, statistics as st
 work, rounds, bots = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -22,7 +22,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Probe every node's latency beacon; `--report` teaches the router.
+    /// Probe the candidate nodes for a module (or every node with `--all`); `--report` teaches the router.
     Probe(probe::ProbeCmd),
     /// What the router would choose for a client, and why.
     Route(route::RouteCmd),
