@@ -182,6 +182,13 @@ pub struct Args {
     /// a `wss://` URL of a TLS proxy in front.
     #[arg(long, env = "OUTPOST_ADVERTISE_WEBSOCKET")]
     pub advertise_websocket: Option<String>,
+    /// PEM certificate chain for `wss://` on the WebSocket endpoint (a CA-signed pair: browsers
+    /// cannot pin a WebSocket certificate, so a self-signed one cannot work there).
+    #[arg(long, env = "OUTPOST_WEBSOCKET_CERT")]
+    pub websocket_cert: Option<PathBuf>,
+    /// PEM private key for `--websocket-cert`.
+    #[arg(long, env = "OUTPOST_WEBSOCKET_KEY")]
+    pub websocket_key: Option<PathBuf>,
     /// Origins whose browser pages may open WebSocket player connections (exact origins like
     /// `https://game.example.com`, repeatable or comma-separated, or `*`). A connection without
     /// an `Origin` (not a browser) needs none. None by default.
@@ -538,7 +545,18 @@ impl Args {
                 return Err(bad("cors_origin", format!("{o:?} is not an origin like https://game.example.com")));
             }
         }
+        let ws_tls = match (&self.websocket_cert, &self.websocket_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                Some(outpost_net::tls::https_server_config(c, k).map_err(|e| bad("websocket_cert", e.to_string()))?)
+            }
+            _ => return Err(bad("websocket_cert", "--websocket-cert and --websocket-key go together")),
+        };
+        if ws_tls.is_some() && self.listen_websocket.is_none() {
+            return Err(bad("websocket_cert", "--websocket-cert needs --listen-websocket"));
+        }
         let websocket = self.listen_websocket.map(|listen| crate::websocket::WsSettings {
+            tls: ws_tls.clone(),
             listen,
             origins: self.cors_origin.clone(),
             probe: crate::beacon::BeaconLimits {
@@ -688,6 +706,11 @@ mod tests {
             (vec!["--advertise-admin", "ftp://x"], "advertise_admin"),
             (vec!["--advertise-websocket", "http://x/v1/ws"], "advertise_websocket"),
             (vec!["--cors-origin", "game.example.com"], "cors_origin"),
+            (vec!["--websocket-cert", "/no/such.pem"], "websocket_cert"),
+            (
+                vec!["--listen-websocket", "127.0.0.1:0", "--websocket-cert", "/a.pem", "--websocket-key", "/b.pem"],
+                "websocket_cert",
+            ),
             (vec!["--router", "http://r:1", "--lat", "1", "--lon", "0", "--router-ca", "/ca.pem"], "router"),
             (
                 vec![

@@ -122,10 +122,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Some(s) => Some(websocket::WsEndpoint::start(s.clone(), players.ctx.clone()).await?),
         None => None,
     };
-    let websocket_url = config
-        .advertise_websocket
-        .clone()
-        .or_else(|| websocket.as_ref().map(|w| format!("ws://{}{}", w.addr, websocket::PATH)));
+    let websocket_url = config.advertise_websocket.clone().or_else(|| {
+        let tls = config.websocket.as_ref().is_some_and(|s| s.tls.is_some());
+        websocket.as_ref().map(|w| w.url(tls))
+    });
     let probe = beacon::bind(&config.probe).await?;
     let admin = admin::bind(&config.admin).await?;
     let (quic_addr, probe_addr, admin_addr) = (players.addr, probe.local_addr()?, admin.local_addr()?);

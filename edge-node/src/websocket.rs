@@ -26,7 +26,7 @@ use outpost_proto::frame::{self, Frame};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketConfig, frame::coding};
@@ -60,6 +60,9 @@ pub struct WsSettings {
     pub origins: Vec<String>,
     /// The beacon's per-source limit, which probe sessions share.
     pub probe: crate::beacon::BeaconLimits,
+    /// `wss://` with a CA-signed pair (`--websocket-cert`/`--websocket-key`): WebSocket has no
+    /// certificate pinning, so a browser needs a certificate it already trusts.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The bound endpoint.
@@ -71,6 +74,11 @@ pub struct WsEndpoint {
 }
 
 impl WsEndpoint {
+    /// The URL players reach the bound endpoint at (`wss://` with TLS).
+    pub fn url(&self, tls: bool) -> String {
+        format!("{}://{}{PATH}", if tls { "wss" } else { "ws" }, self.addr)
+    }
+
     /// Binds `settings.listen` and serves players of `ctx` on it.
     pub async fn start(settings: WsSettings, ctx: Arc<PlayerCtx>) -> anyhow::Result<WsEndpoint> {
         let listener = TcpListener::bind(settings.listen)
@@ -118,7 +126,21 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let mut slot = slot;
-            connection(stream, peer, &settings, &ctx, &limiter, &mut slot, &shutdown).await;
+            match settings.tls.clone() {
+                None => connection(stream, peer, &settings, &ctx, &limiter, &mut slot, &shutdown).await,
+                Some(tls) => {
+                    // The TLS handshake shares the upgrade's deadline.
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                    match tokio::time::timeout(ctx.session.join_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            connection(stream, peer, &settings, &ctx, &limiter, &mut slot, &shutdown).await
+                        }
+                        _ => {
+                            ctx.metrics.players_refused_total.inc();
+                        }
+                    }
+                }
+            }
         });
     }
 }
@@ -180,8 +202,8 @@ impl PlayerTransport for WsTransport {
 
 // The upgrade callback's error type is the library's (an HTTP response), large by nature.
 #[allow(clippy::result_large_err)]
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
     peer: SocketAddr,
     settings: &WsSettings,
     ctx: &Arc<PlayerCtx>,
@@ -346,8 +368,8 @@ async fn connection(
 /// A browser's probe session: each binary message a beacon probe, answered in place (the reply
 /// is never larger than the probe) within the source's rate; anything else ends the session,
 /// as does [`PROBE_SESSION`].
-async fn probe_session(
-    mut ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+async fn probe_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
     peer: SocketAddr,
     ctx: &PlayerCtx,
     limiter: &crate::beacon::ProbeLimiter,

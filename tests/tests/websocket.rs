@@ -218,3 +218,36 @@ async fn browsers_probe_over_websocket_within_the_beacons_rate_and_never_get_mor
     // The probe URL is the play URL's sibling, and other origins are refused here too.
     assert_eq!(open(&edge, Some("https://evil.example.net"), Some("/v1/probe")).await.err(), Some(403));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_a_ca_signed_pair_carries_the_same_join() {
+    let dir = tempfile::tempdir().unwrap();
+    outpost_tests::issue_cert(dir.path(), "edge-ws");
+    let (cert, pem_key) = (dir.path().join("edge-ws.pem"), dir.path().join("edge-ws.key"));
+    let key = TicketKey::new();
+    let edge = edge(&key, &["--websocket-cert", cert.to_str().unwrap(), "--websocket-key", pem_key.to_str().unwrap()]);
+    let url = edge.ready.websocket.clone().unwrap();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    // A client that trusts the fleet CA, as a browser trusts a public one.
+    let trust = outpost_net::tls::HttpsTrust::CaFile(dir.path().join("ca/ca.pem"));
+    let tls = outpost_net::tls::https_client_config(&trust).unwrap();
+    let host = url.trim_start_matches("wss://").split('/').next().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.unwrap();
+    let join = Frame::Join { ticket: key.ticket(&edge, "relay", Some("tls"), 9, "sec") }.encode();
+    ws.send(Message::Binary(Bytes::from(join))).await.unwrap();
+    let b = match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Binary(b))) => b,
+        other => panic!("{other:?}"),
+    };
+    let mut d = FrameDecoder::new(1 << 20);
+    d.push(&b);
+    assert!(matches!(d.next_frame(), Ok(Some(Frame::Joined { player_id: 9, .. }))));
+    // Plain ws:// to the same port is not a TLS handshake: refused, and the node stays up.
+    let plain = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let ws_url = url.replacen("wss://", "ws://", 1);
+    assert!(tokio_tungstenite::client_async(ws_url.as_str(), plain).await.is_err());
+    assert_eq!(edge.admin("GET", "/healthz", b"").status, 200);
+}
