@@ -624,13 +624,7 @@ impl Bench {
                 _ = tick.tick() => {
                     if Instant::now() >= end { break; }
                     seq += 1;
-                    let ping = seq.is_multiple_of(self.ping_every);
-                    let (to, data) = match (relay, ping) {
-                        (true, true) => (me, ping_payload(t0, b'P', self.payload)),
-                        (true, false) => (0, ping_payload(t0, b'D', self.payload)),
-                        (false, true) => (0, ping_payload(t0, b'P', 9)),
-                        (false, false) => (0, vec![b'M', (seq as u8).wrapping_mul(37), (seq as u8).wrapping_mul(91)]),
-                    };
+                    let (to, data, ping) = self.message(relay, me, seq, t0);
                     s.pings += ping as u64;
                     match client.send_datagram(to, &data) {
                         Ok(()) => s.sent += 1,
@@ -657,6 +651,19 @@ impl Bench {
         s.udp = udp_datagrams(client.connection()) - udp0;
         client.close();
         s
+    }
+
+    /// A bot's `seq`th message: to whom, what, and whether it is a timed ping. Relay bots ping
+    /// themselves through the node and send the rest to the room; arena bots ping the guest.
+    fn message(&self, relay: bool, me: u64, seq: u64, t0: Instant) -> (u64, Vec<u8>, bool) {
+        let ping = seq.is_multiple_of(self.ping_every);
+        let (to, data) = match (relay, ping) {
+            (true, true) => (me, ping_payload(t0, b'P', self.payload)),
+            (true, false) => (0, ping_payload(t0, b'D', self.payload)),
+            (false, true) => (0, ping_payload(t0, b'P', 9)),
+            (false, false) => (0, vec![b'M', (seq as u8).wrapping_mul(37), (seq as u8).wrapping_mul(91)]),
+        };
+        (to, data, ping)
     }
 
     /// A bot on the node's WebSocket endpoint: the same messages as [`Bench::node_bot`], each a
@@ -733,13 +740,7 @@ impl Bench {
                 _ = tick.tick() => {
                     if Instant::now() >= end { break; }
                     seq += 1;
-                    let ping = seq.is_multiple_of(self.ping_every);
-                    let (to, data) = match (relay, ping) {
-                        (true, true) => (me, ping_payload(t0, b'P', self.payload)),
-                        (true, false) => (0, ping_payload(t0, b'D', self.payload)),
-                        (false, true) => (0, ping_payload(t0, b'P', 9)),
-                        (false, false) => (0, vec![b'M', (seq as u8).wrapping_mul(37), (seq as u8).wrapping_mul(91)]),
-                    };
+                    let (to, data, ping) = self.message(relay, me, seq, t0);
                     s.pings += ping as u64;
                     let f = Frame::Message { peer: to, data }.encode();
                     match ws.send(Message::Binary(bytes::Bytes::from(f))).await {
