@@ -4,6 +4,9 @@
 # cold compiles, then with --canary).
 # Usage: scripts/bench-cli.sh
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 bin=target/release
 work=$(mktemp -d)

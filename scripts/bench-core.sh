@@ -6,6 +6,9 @@
 # (`outpost-bench forward`), for each store.
 # Usage: scripts/bench-core.sh [updates] [batch]
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 bin=target/release
 # The servers under test; `scripts/bench-ab.sh` points this at another build to compare two.

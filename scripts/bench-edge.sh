@@ -5,6 +5,8 @@
 # max_players=8; it sets $pid (the node) and $admin (its admin address). Arguments are extra
 # edge-node flags.
 bin=target/release
+# Each node gets its own WebTransport port; a base build in A/B runs ignores the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 # The servers under test; `scripts/bench-ab.sh` points this at another build to compare two.
 srv=${OUTPOST_SERVER_BIN:-$bin}
 work=$(mktemp -d)

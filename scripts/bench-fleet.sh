@@ -6,6 +6,9 @@
 # behind `outpost-bench udp-relay`, which holds each probe 60 ms on its way to the beacon.
 # Usage: scripts/bench-fleet.sh [rounds] [runs-per-round]
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 bin=target/release
 rounds=${1:-3}; runs=${2:-40}

@@ -3,6 +3,9 @@
 # node on loopback (release build), runs `outpost-bench players` scenarios against it, prints JSON summaries.
 # Usage: scripts/bench-players.sh [quick]   (quick: smaller and shorter, for a smoke check)
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 . scripts/bench-edge.sh
 

@@ -6,6 +6,9 @@
 # are present (routes then pay a real GeoIP lookup); without them, routes use no geography.
 # Usage: scripts/bench-router.sh [rounds] [seconds-per-round] [connections]
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 bin=target/release
 # The servers under test; `scripts/bench-ab.sh` points this at another build to compare two.

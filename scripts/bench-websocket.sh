@@ -5,6 +5,9 @@
 # player for each.
 # Usage: scripts/bench-websocket.sh [bots] [seconds] [rounds]
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 . scripts/bench-edge.sh
 bots=${1:-500}; secs=${2:-10}; rounds=${3:-3}

@@ -7,6 +7,9 @@
 # scores the core stored; and stops everything cleanly.
 # DEMO_BENCH_SECONDS and DEMO_BOTS shorten the bot run (the test suite uses the defaults).
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 bin=target/release
 bench_s=${DEMO_BENCH_SECONDS:-30}

@@ -7,6 +7,9 @@
 # and writes the table and the verdicts between the soak markers of RELIABILITY.md.
 # Usage: scripts/soak.sh [--minutes N (10)] [--bots N (300)] [--no-write]
 set -euo pipefail
+# Every edge on loopback gets its own WebTransport port (the default is UDP 7704); old binaries
+# in A/B runs ignore the variable.
+export OUTPOST_LISTEN_WEBTRANSPORT=${OUTPOST_LISTEN_WEBTRANSPORT:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 minutes=10; bots=300; write=1
 while [ $# -gt 0 ]; do

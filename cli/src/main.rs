@@ -6,6 +6,7 @@ mod connect;
 mod deploy;
 mod modules;
 mod nodes;
+mod play;
 mod rooms;
 mod route;
 
@@ -38,6 +39,8 @@ enum Command {
     Connect(connect::Connect),
     /// Make a fleet CA and the HTTPS certificates it signs for the router and nodes.
     Cert(cert::Cert),
+    /// Serve the browser arena page (and the built TypeScript client) on 127.0.0.1.
+    Play(play::Play),
     /// Make signing keys and join tickets (development and test helper).
     #[command(subcommand)]
     Ticket(ticket::TicketCmd),
@@ -55,6 +58,7 @@ fn main() {
         Command::Rooms(r) => r.run(),
         Command::Deploy(d) => d.run(),
         Command::Connect(c) => c.run(),
+        Command::Play(p) => p.run(),
     });
 }
 

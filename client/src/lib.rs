@@ -11,6 +11,7 @@
 
 pub mod probe;
 pub mod router;
+pub mod webtransport;
 
 use outpost_net::tls;
 

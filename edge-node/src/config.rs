@@ -189,6 +189,22 @@ pub struct Args {
     /// PEM private key for `--websocket-cert`.
     #[arg(long, env = "OUTPOST_WEBSOCKET_KEY")]
     pub websocket_key: Option<PathBuf>,
+    /// UDP address of the WebTransport (HTTP/3) endpoint for browsers, `off` for none. Its own
+    /// port: the native player port keeps transport limits HTTP/3 cannot live with.
+    #[arg(long, env = "OUTPOST_LISTEN_WEBTRANSPORT", default_value = "0.0.0.0:7704")]
+    #[serde(default = "default_listen_webtransport")]
+    pub listen_webtransport: String,
+    /// The WebTransport URL browsers reach (default: `https://` + the advertised player host and
+    /// the bound WebTransport port + `/v1/wt`).
+    #[arg(long, env = "OUTPOST_ADVERTISE_WEBTRANSPORT")]
+    pub advertise_webtransport: Option<String>,
+    /// PEM certificate chain for the WebTransport endpoint from a CA browsers trust. Without it
+    /// the node makes its own short-lived P-256 certificates and publishes their hashes.
+    #[arg(long, env = "OUTPOST_WEBTRANSPORT_CERT")]
+    pub webtransport_cert: Option<PathBuf>,
+    /// PEM private key for `--webtransport-cert`.
+    #[arg(long, env = "OUTPOST_WEBTRANSPORT_KEY")]
+    pub webtransport_key: Option<PathBuf>,
     /// Origins whose browser pages may open WebSocket player connections (exact origins like
     /// `https://game.example.com`, repeatable or comma-separated, or `*`). A connection without
     /// an `Origin` (not a browser) needs none. None by default.
@@ -253,6 +269,14 @@ pub struct Config {
     pub websocket: Option<crate::websocket::WsSettings>,
     /// The WebSocket URL to advertise instead of the bound one.
     pub advertise_websocket: Option<String>,
+    /// The WebTransport endpoint, unless `--listen-webtransport off`.
+    pub webtransport: Option<crate::webtransport::WtSettings>,
+    /// The WebTransport URL to advertise instead of the bound one.
+    pub advertise_webtransport: Option<String>,
+}
+
+fn default_listen_webtransport() -> String {
+    "0.0.0.0:7704".into()
 }
 
 /// One router the node heartbeats into.
@@ -555,6 +579,40 @@ impl Args {
         if ws_tls.is_some() && self.listen_websocket.is_none() {
             return Err(bad("websocket_cert", "--websocket-cert needs --listen-websocket"));
         }
+        let wt_tls = match (&self.webtransport_cert, &self.webtransport_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                Some(outpost_net::tls::load_cert_pair(c, k).map_err(|e| bad("webtransport_cert", e.to_string()))?)
+            }
+            _ => return Err(bad("webtransport_cert", "--webtransport-cert and --webtransport-key go together")),
+        };
+        let wt_listen = match self.listen_webtransport.trim() {
+            "off" => None,
+            a => Some(a.parse::<SocketAddr>().map_err(|_| {
+                bad("listen_webtransport", format!("{a:?} is not ip:port (or `off` for no WebTransport)"))
+            })?),
+        };
+        if let Some(url) = &self.advertise_webtransport
+            && !url.strip_prefix("https://").is_some_and(|rest| rest.split('/').next().is_some_and(|h| h.contains(':')))
+        {
+            return Err(bad(
+                "advertise_webtransport",
+                format!("{url:?} is not an https:// URL with an explicit port, like https://203.0.113.7:7704/v1/wt"),
+            ));
+        }
+        if wt_listen.is_none() && (wt_tls.is_some() || self.advertise_webtransport.is_some()) {
+            return Err(bad("listen_webtransport", "--webtransport-cert and --advertise-webtransport need it on"));
+        }
+        let webtransport = wt_listen.map(|listen| crate::webtransport::WtSettings {
+            listen,
+            origins: self.cors_origin.clone(),
+            probe: crate::beacon::BeaconLimits {
+                per_second: self.probe_rate,
+                burst: self.probe_burst,
+                max_sources: crate::beacon::MAX_SOURCES,
+            },
+            ca_signed: wt_tls,
+        });
         let websocket = self.listen_websocket.map(|listen| crate::websocket::WsSettings {
             tls: ws_tls.clone(),
             listen,
@@ -633,6 +691,8 @@ impl Args {
             shutdown_grace,
             websocket,
             advertise_websocket: self.advertise_websocket,
+            webtransport,
+            advertise_webtransport: self.advertise_webtransport,
         })
     }
 }
@@ -707,6 +767,15 @@ mod tests {
             (vec!["--advertise-websocket", "http://x/v1/ws"], "advertise_websocket"),
             (vec!["--cors-origin", "game.example.com"], "cors_origin"),
             (vec!["--websocket-cert", "/no/such.pem"], "websocket_cert"),
+            (vec!["--listen-webtransport", "udp/7704"], "listen_webtransport"),
+            (vec!["--advertise-webtransport", "https://203.0.113.7/v1/wt"], "advertise_webtransport"),
+            (vec!["--advertise-webtransport", "http://203.0.113.7:7704/v1/wt"], "advertise_webtransport"),
+            (vec!["--webtransport-cert", "/a.pem"], "webtransport_cert"),
+            (vec!["--webtransport-cert", "/no/such.pem", "--webtransport-key", "/no/such.key"], "webtransport_cert"),
+            (
+                vec!["--listen-webtransport", "off", "--advertise-webtransport", "https://203.0.113.7:7704/v1/wt"],
+                "listen_webtransport",
+            ),
             (
                 vec!["--listen-websocket", "127.0.0.1:0", "--websocket-cert", "/a.pem", "--websocket-key", "/b.pem"],
                 "websocket_cert",

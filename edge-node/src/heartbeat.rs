@@ -30,6 +30,8 @@ pub struct HeartbeatCtx {
     pub metrics: Arc<Metrics>,
     /// The ticket key the node was given, text form, to check against the router's.
     pub ticket_pubkey: Option<String>,
+    /// Whose published hashes go into every heartbeat (they change as certificates rotate).
+    pub browser_certs: Option<Arc<crate::webtransport::cert::BrowserCerts>>,
 }
 
 /// The addresses the node bound, which the heartbeat advertises unless told otherwise.
@@ -42,6 +44,8 @@ pub struct Bound {
     pub admin_url: String,
     /// WebSocket player URL, when the node serves one.
     pub websocket: Option<String>,
+    /// WebTransport player URL and the node's own certificates (none with a CA-signed pair).
+    pub webtransport: Option<(String, Option<Arc<crate::webtransport::cert::BrowserCerts>>)>,
 }
 
 impl HeartbeatCtx {
@@ -77,12 +81,21 @@ impl HeartbeatCtx {
             boot_id: Some(hex::encode(rand::random::<[u8; 8]>())),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             redeemed: Some(0),
-            features: vec![outpost_proto::api::FEATURE_MATCH_TICKETS.to_string()],
+            features: std::iter::once(outpost_proto::api::FEATURE_MATCH_TICKETS)
+                .chain(bound.webtransport.is_some().then_some(outpost_proto::api::FEATURE_WEBTRANSPORT))
+                .map(str::to_string)
+                .collect(),
             websocket: bound.websocket.map(|url| outpost_proto::api::WebSocketEndpoint {
                 probe_url: Some(crate::websocket::probe_url(&url)),
                 url,
             }),
+            webtransport: bound.webtransport.as_ref().map(|(url, _)| outpost_proto::api::WebTransportEndpoint {
+                probe_url: Some(crate::webtransport::probe_url(url)),
+                url: url.clone(),
+                cert_sha256: Vec::new(),
+            }),
         };
+        let browser_certs = bound.webtransport.and_then(|(_, c)| c);
         Arc::new(HeartbeatCtx {
             routers: hb.routers.clone(),
             token,
@@ -92,6 +105,7 @@ impl HeartbeatCtx {
             accepting: accepting.clone(),
             metrics: metrics.clone(),
             ticket_pubkey: hb.ticket_pubkey.clone(),
+            browser_certs,
         })
     }
 }
@@ -149,6 +163,12 @@ fn report(ctx: &HeartbeatCtx, cpu: f64) -> Heartbeat {
         cpu,
         accepting: ctx.accepting.load(Ordering::Relaxed),
         redeemed: Some(ctx.metrics.tickets_redeemed_total.get()),
+        webtransport: ctx.template.webtransport.clone().map(|mut wt| {
+            if let Some(c) = &ctx.browser_certs {
+                wt.cert_sha256 = c.published();
+            }
+            wt
+        }),
         ..ctx.template.clone()
     }
 }

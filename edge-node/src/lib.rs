@@ -27,6 +27,7 @@ pub mod room;
 pub mod session;
 pub mod telemetry;
 pub mod websocket;
+pub mod webtransport;
 
 use anyhow::Context as _;
 use config::Config;
@@ -126,6 +127,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let tls = config.websocket.as_ref().is_some_and(|s| s.tls.is_some());
         websocket.as_ref().map(|w| w.url(tls))
     });
+    let webtransport = match &config.webtransport {
+        Some(s) => Some(webtransport::WtEndpoint::start(s.clone(), &data.join("webtransport"), players.ctx.clone())?),
+        None => None,
+    };
+    let webtransport_url = webtransport.as_ref().map(|w| {
+        config.advertise_webtransport.clone().unwrap_or_else(|| {
+            // The host players reach: the advertised player address's, else the bound one's.
+            let advertised = config.heartbeat.as_ref().and_then(|h| h.advertise_quic).map(|a| a.ip());
+            let ip = advertised.unwrap_or(w.addr.ip());
+            let ip = if ip.is_unspecified() { players.addr.ip() } else { ip };
+            w.url(&ip.to_string())
+        })
+    });
     let probe = beacon::bind(&config.probe).await?;
     let admin = admin::bind(&config.admin).await?;
     let (quic_addr, probe_addr, admin_addr) = (players.addr, probe.local_addr()?, admin.local_addr()?);
@@ -154,6 +168,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             probe: probe_addr,
             admin_url: admin_url.clone(),
             websocket: websocket_url.clone(),
+            webtransport: webtransport.as_ref().zip(webtransport_url.clone()).map(|(w, url)| (url, w.certs.clone())),
         };
         let token = cluster_token.clone().unwrap_or_default();
         let ctx =
@@ -176,8 +191,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         cert_sha256: cert.sha256(),
         admin_url,
         admin_tls_sha256,
-        websocket: websocket_url,
+        websocket: websocket_url.clone(),
+        webtransport: webtransport.as_ref().zip(webtransport_url.clone()).map(|(w, url)| {
+            outpost_proto::api::WebTransportEndpoint {
+                probe_url: Some(webtransport::probe_url(&url)),
+                url,
+                cert_sha256: w.published(),
+            }
+        }),
     })?;
+    let websocket_url_info = websocket_url;
     let state = Arc::new(admin::AdminState {
         node_id: id,
         modules,
@@ -186,6 +209,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         accepting: accepting.clone(),
         quic_addr: quic_addr.to_string(),
         cert_sha256: cert.sha256(),
+        websocket: websocket_url_info,
+        webtransport: webtransport.as_ref().zip(webtransport_url.clone()).map(|(w, url)| (url, w.certs.clone())),
         outbox: outbox.clone(),
         udp_stats: players.stats.clone(),
         admin_token,
@@ -207,6 +232,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     players.shutdown(grace).await;
     if let Some(ws) = &websocket {
         ws.shutdown();
+    }
+    if let Some(wt) = &webtransport {
+        wt.shutdown();
+        wt.wait_idle(grace).await;
     }
     beacon_task.abort();
     if let Some(t) = admission_task {

@@ -17,7 +17,7 @@
 //!   cannot carry 0x101–0x110); a refused join gets its `Refused` frame, then the close.
 
 use crate::quic::PlayerCtx;
-use crate::room::player::{PlayerLink, PlayerTransport};
+use crate::room::player::PlayerTransport;
 use crate::session::PlayerSession;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -270,15 +270,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             break Some(c);
         }
         if let Some(ticket) = session.poll_join() {
-            let (ctx, tx, conn) = (ctx.clone(), admitted_tx.clone(), transport.clone());
-            tokio::spawn(async move {
-                let result = crate::quic::admit(&ctx, &ticket, |t| {
-                    let conn: Arc<dyn PlayerTransport> = conn;
-                    PlayerLink::new(t.player, t.name.clone(), conn, ctx.session.limits.clone(), ctx.metrics.clone())
-                })
-                .await;
-                let _ = tx.send(result).await;
-            });
+            crate::quic::spawn_join(ctx, ticket, transport.clone(), admitted_tx.clone());
             continue;
         }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
@@ -358,11 +350,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
     }
-    session.handle_closed();
-    if let Some(d) = session.end() {
-        ctx.rooms.leave(d.worker, d.room, d.link.clone(), false).await;
-        crate::quic::forget_session(ctx, &d.link);
-    }
+    crate::quic::end_session(ctx, &mut session).await;
 }
 
 /// A browser's probe session: each binary message a beacon probe, answered in place (the reply

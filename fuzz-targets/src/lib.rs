@@ -195,6 +195,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         redeemed: Some(3),
         features: vec!["match-tickets".into()],
         websocket: None,
+        webtransport: None,
     };
     out.push(("api_json", serde_json::to_vec(&hb).unwrap_or_default()));
     out.push(("api_json", br#"{"results":[{"node":"n1","rtt_ms":12.5,"loss":0.0}]}"#.to_vec()));

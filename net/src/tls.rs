@@ -230,16 +230,44 @@ fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// A rustls server config for an HTTPS API from PEM files (the chain, then the key), TLS 1.3,
 /// ALPN `http/1.1`.
 pub fn https_server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    use rustls::pki_types::pem::PemObject as _;
-    let chain = read_pem_certs(cert_pem)?;
-    let key = PrivateKeyDer::from_pem_file(key_pem)
-        .map_err(|e| TlsError::Cert(format!("{}: no usable private key: {e}", key_pem.display())))?;
+    let (chain, key) = read_pem_pair(cert_pem, key_pem)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(tls))
+}
+
+fn read_pem_pair(
+    cert_pem: &Path,
+    key_pem: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let chain = read_pem_certs(cert_pem)?;
+    let key = PrivateKeyDer::from_pem_file(key_pem)
+        .map_err(|e| TlsError::Cert(format!("{}: no usable private key: {e}", key_pem.display())))?;
+    Ok((chain, key))
+}
+
+/// A PEM certificate chain and its key as one signing identity, for servers that pick their
+/// certificate per handshake (a resolver) rather than through `with_single_cert`.
+pub fn load_cert_pair(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let (chain, key) = read_pem_pair(cert_pem, key_pem)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Cert(format!("{}: {e}", key_pem.display())))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| TlsError::Cert(format!("{} does not go with {}: {e}", key_pem.display(), cert_pem.display())))?;
+    Ok(Arc::new(certified))
+}
+
+/// The lowercase hex SHA-256 of a DER certificate: what clients pin.
+pub fn der_sha256(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
 }
 
 /// The SHA-256 of the first certificate in a PEM file: what clients pin.
@@ -254,12 +282,25 @@ pub fn pinned_client_config(
     alpn: &[u8],
     transport: quinn::TransportConfig,
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let pin_bytes = parse_pin(pin)?;
+    pinned_client_config_any(&[pin], alpn, transport)
+}
+
+/// A QUIC client config that accepts any of the certificates whose SHA-256 are `pins` (a
+/// WebTransport route lists the served certificate and the next one).
+pub fn pinned_client_config_any(
+    pins: &[&str],
+    alpn: &[u8],
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let pins = pins.iter().map(|p| parse_pin(p)).collect::<Result<Vec<_>, _>>()?;
+    if pins.is_empty() {
+        return Err(TlsError::Cert("no certificate hash to pin".into()));
+    }
     let provider = provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCert { pins: vec![pin_bytes], provider }))
+        .with_custom_certificate_verifier(Arc::new(PinnedCert { pins, provider }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Cert(e.to_string()))?;

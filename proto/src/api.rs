@@ -34,6 +34,9 @@ pub struct EdgeReady {
     /// The WebSocket player endpoint's URL, when the node serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<String>,
+    /// The WebTransport player endpoint with the certificate hashes published at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webtransport: Option<WebTransportEndpoint>,
 }
 
 /// A module as the admin API reports it.
@@ -233,6 +236,9 @@ pub struct Heartbeat {
     /// The node's WebSocket player endpoint, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WebSocketEndpoint>,
+    /// The node's WebTransport player endpoint, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webtransport: Option<WebTransportEndpoint>,
 }
 
 /// A node's WebSocket player endpoint (heartbeats, routes).
@@ -245,6 +251,25 @@ pub struct WebSocketEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_url: Option<String>,
 }
+
+/// A node's WebTransport (HTTP/3) player endpoint (heartbeats, routes, candidates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebTransportEndpoint {
+    /// `https://host:port/v1/wt`, the port always explicit.
+    pub url: String,
+    /// Lowercase hex SHA-256 of every certificate the node may present while a route is in use
+    /// (the served one and the next, published a day before it is served), for a browser's
+    /// `serverCertificateHashes`. Empty when the node has a CA-signed pair.
+    #[serde(default)]
+    pub cert_sha256: Vec<String>,
+    /// A WebTransport session that echoes beacon probes sent as datagrams, rate-limited per
+    /// source: where a browser measures its RTT to the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_url: Option<String>,
+}
+
+/// Heartbeat feature: the node serves browsers over WebTransport.
+pub const FEATURE_WEBTRANSPORT: &str = "webtransport";
 
 /// Heartbeat feature: the node places v2 tickets that name a reserved room with its
 /// `max_players` (match placement, `POST /v1/matches`).
@@ -295,6 +320,9 @@ pub struct RouteNode {
     /// The node's WebSocket player endpoint, when it has one (browsers without WebTransport).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WebSocketEndpoint>,
+    /// The node's WebTransport player endpoint and certificate hashes, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webtransport: Option<WebTransportEndpoint>,
 }
 
 /// How the router estimated the chosen node's RTT.
@@ -407,6 +435,9 @@ pub struct ProbeCandidate {
     /// Where a browser probes the node (a WebSocket echoing beacon probes), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket_probe: Option<String>,
+    /// Where a browser probes the node over WebTransport (`probe_url`, with the hashes to pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webtransport: Option<WebTransportEndpoint>,
     /// The router's estimate for this client, ms (absent when nothing is known).
     pub rtt_ms: Option<f64>,
     /// How the estimate was made.

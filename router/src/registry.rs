@@ -405,6 +405,7 @@ pub(crate) mod tests {
             redeemed: None,
             features: Vec::new(),
             websocket: None,
+            webtransport: None,
         }
     }
 
@@ -476,6 +477,7 @@ pub(crate) mod tests {
             redeemed: Some(redeemed),
             features: Vec::new(),
             websocket: None,
+            webtransport: None,
             ..hb("n", &["arena"])
         };
         r.upsert(beat(0, "b1", 0), t0).unwrap();

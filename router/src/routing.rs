@@ -129,7 +129,7 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
     if !(hb.admin_url.starts_with("http://") || hb.admin_url.starts_with("https://")) {
         return Err(Field("admin_url", "must be an http:// or https:// URL".into()));
     }
-    if hb.cert_sha256.len() != 64 || !hb.cert_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !is_sha256_hex(&hb.cert_sha256) {
         return Err(Field("cert_sha256", "must be 64 lowercase hex digits".into()));
     }
     if let Some(ws) = &hb.websocket {
@@ -138,6 +138,20 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
                 return Err(Field("websocket", "urls must be ws:// or wss:// URLs".into()));
             }
+        }
+    }
+    if let Some(wt) = &hb.webtransport {
+        for url in std::iter::once(&wt.url).chain(&wt.probe_url) {
+            text("webtransport", url, 256)?;
+            if !url.starts_with("https://") {
+                return Err(Field("webtransport", "urls must be https:// URLs".into()));
+            }
+        }
+        if wt.cert_sha256.len() > 4 {
+            return Err(Field("webtransport", "at most 4 certificate hashes".into()));
+        }
+        if !wt.cert_sha256.iter().all(|h| is_sha256_hex(h)) {
+            return Err(Field("webtransport", "certificate hashes must be 64 lowercase hex digits".into()));
         }
     }
     if hb.features.len() > 32 {
@@ -160,6 +174,10 @@ pub fn check_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
         return Err(Field("interval_ms", "must be between 50 and 600000".into()));
     }
     Ok(())
+}
+
+fn is_sha256_hex(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// How far off the geo model is for this client, from the nodes it has measured: the median of
@@ -192,6 +210,7 @@ fn route_node(n: &Heartbeat) -> RouteNode {
         region: n.region.clone(),
         probe_addr: n.probe_addr.clone(),
         websocket: n.websocket.clone(),
+        webtransport: n.webtransport.clone(),
     }
 }
 
@@ -497,6 +516,7 @@ impl Router {
                     region: n.hb.region.clone(),
                     probe_addr: n.hb.probe_addr.clone(),
                     websocket_probe: n.hb.websocket.as_ref().and_then(|w| w.probe_url.clone()),
+                    webtransport: n.hb.webtransport.clone(),
                     rtt_ms: c.estimate.map(|e| round1(e.0)),
                     method: c.estimate.map_or(Method::None, |e| e.1).as_str().into(),
                 })

@@ -143,7 +143,7 @@ impl Edge {
     fn spawn(data: &Path, extra: Vec<String>) -> Result<Edge> {
         // Loopback on port 0 for each listener the caller does not place itself.
         let mut args: Vec<String> = Vec::new();
-        for flag in ["--listen-probe", "--listen-admin", "--listen-quic"] {
+        for flag in ["--listen-probe", "--listen-admin", "--listen-quic", "--listen-webtransport"] {
             if !extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
                 args.extend([flag.to_string(), "127.0.0.1:0".to_string()]);
             }
@@ -301,7 +301,7 @@ fn spawn_ready<T: serde::de::DeserializeOwned>(
         .args(args)
         .env("OUTPOST_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("OUTPOST_CLUSTER_TOKEN", CLUSTER_TOKEN)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("OUTPOST_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .envs(CHILD_ENV.with(|e| e.borrow().clone()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -424,6 +424,7 @@ pub fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> outpost_prot
         redeemed: None,
         features: Vec::new(),
         websocket: None,
+        webtransport: None,
     }
 }
 

@@ -99,6 +99,10 @@ pub struct AdminState {
     pub quic_addr: String,
     /// The QUIC certificate's hash, for `/v1/info`.
     pub cert_sha256: String,
+    /// The WebSocket player URL, for `/v1/info`.
+    pub websocket: Option<String>,
+    /// The WebTransport player URL and the node's own browser certificates, for `/v1/info`.
+    pub webtransport: Option<(String, Option<Arc<crate::webtransport::cert::BrowserCerts>>)>,
     /// The outbox, when the node forwards to a core (for health and gauges).
     pub outbox: Option<Arc<crate::forward::outbox::Outbox>>,
     /// The player transport's packet counters.
@@ -201,6 +205,12 @@ async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
                 "quic": state.quic_addr,
                 "cert_sha256": state.cert_sha256,
                 "alpn": "outpost/1",
+                "websocket": state.websocket,
+                "webtransport": state.webtransport.as_ref().map(|(url, certs)| outpost_proto::api::WebTransportEndpoint {
+                    probe_url: Some(crate::webtransport::probe_url(url)),
+                    url: url.clone(),
+                    cert_sha256: certs.as_ref().map(|c| c.published()).unwrap_or_default(),
+                }),
             });
             Ok(json(StatusCode::OK, &info))
         }

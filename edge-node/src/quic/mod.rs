@@ -214,6 +214,33 @@ async fn take_over(ctx: &PlayerCtx, link: &Arc<PlayerLink>) -> Option<String> {
     Some(room)
 }
 
+/// Runs the join of a player on a task-based carrier (WebSocket, WebTransport): checks `ticket`,
+/// places the player with a link to `transport`, and sends the verdict to `verdict`.
+pub(crate) fn spawn_join(
+    ctx: &Arc<PlayerCtx>,
+    ticket: String,
+    transport: Arc<dyn crate::room::player::PlayerTransport>,
+    verdict: tokio::sync::mpsc::Sender<Result<Admitted, Refusal>>,
+) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let result = admit(&ctx, &ticket, |t| {
+            PlayerLink::new(t.player, t.name.clone(), transport, ctx.session.limits.clone(), ctx.metrics.clone())
+        })
+        .await;
+        let _ = verdict.send(result).await;
+    });
+}
+
+/// What a task-based carrier does when its connection is over: the room hears the player left.
+pub(crate) async fn end_session(ctx: &PlayerCtx, session: &mut crate::session::PlayerSession) {
+    session.handle_closed();
+    if let Some(d) = session.end() {
+        ctx.rooms.leave(d.worker, d.room, d.link.clone(), false).await;
+        forget_session(ctx, &d.link);
+    }
+}
+
 /// Forgets `link` as its player's current connection, unless a reconnect has replaced it.
 pub(crate) fn forget_session(ctx: &PlayerCtx, link: &Arc<PlayerLink>) {
     let mut sessions = ctx.sessions.lock().unwrap_or_else(|e| e.into_inner());
