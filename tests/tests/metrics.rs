@@ -98,6 +98,7 @@ const EDGE: &[&str] = &[
     "outpost_players_joined_total counter",
     "outpost_players_refused_total counter",
     "outpost_players_replaced_total counter",
+    "outpost_players_slow_consumer_total counter",
     "outpost_probe_malformed_total counter",
     "outpost_probe_rate_limited_total counter",
     "outpost_probe_replies_total counter",

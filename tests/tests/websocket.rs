@@ -251,3 +251,38 @@ async fn wss_with_a_ca_signed_pair_carries_the_same_join() {
     assert!(tokio_tungstenite::client_async(ws_url.as_str(), plain).await.is_err());
     assert_eq!(edge.admin("GET", "/healthz", b"").status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_player_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &outpost_tests::SLOW_READER_FLAGS);
+    // The slow page joins, then never reads again (its socket's buffers fill, then the node's).
+    let mut slow = open(&edge, Some(GAME), None).await.unwrap();
+    send_frame(&mut slow, Frame::Join { ticket: key.ticket(&edge, "relay", Some("s"), 1, "slow") }).await;
+    assert!(matches!(next(&mut slow).await, Ok(Frame::Joined { .. })));
+    let endpoint = outpost_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let ticket = key.ticket(&edge, "relay", Some("s"), 2, "fast");
+    let fast = Client::connect(
+        &endpoint,
+        edge.ready.quic.parse().unwrap(),
+        &edge.ready.cert_sha256,
+        &ticket,
+        &ConnectOptions::default(),
+    )
+    .await
+    .unwrap();
+    // Flood until the node closes the slow player (bounded in count and time).
+    let players = || edge.admin("GET", "/v1/rooms/s", b"").json()["players"].as_u64();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut sent = 0;
+    while players() == Some(2) {
+        assert!(std::time::Instant::now() < deadline, "the slow page was never closed ({sent} messages sent)");
+        for _ in 0..200 {
+            fast.send(1, &[7u8; 1000]).await.unwrap();
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(players(), Some(1), "only the fast player is left");
+    assert_eq!(edge.metric("outpost_players_slow_consumer_total"), 1.0, "closed as a slow consumer");
+}

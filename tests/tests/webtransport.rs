@@ -361,3 +361,37 @@ async fn a_ca_signed_pair_needs_no_published_hashes() {
     let c = WtClient::connect(&endpoint(), &ep.url, &[leaf], &ticket, &ConnectOptions::default()).await.unwrap();
     assert_eq!(c.joined.room, "ca");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webtransport_player_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let key = TicketKey::new();
+    let edge = edge(&key, &outpost_tests::SLOW_READER_FLAGS);
+    let ep = wt(&edge);
+    let e = endpoint();
+    // The slow player joins, then never reads its stream again.
+    let slow = open(&e, &ep.url, &ep.cert_sha256, &ConnectOptions::default()).await.unwrap();
+    let (mut send, mut recv) = slow.open_bi().await.unwrap();
+    let join = outpost_proto::frame::Frame::Join { ticket: key.ticket(&edge, "relay", Some("s"), 1, "slow") };
+    send.write_all(&join.encode()).await.unwrap();
+    let mut first = [0u8; 64];
+    assert!(recv.read(&mut first).await.unwrap().is_some(), "Joined");
+    // A fast player floods it with reliable messages until the node gives up on it.
+    let ticket = key.ticket(&edge, "relay", Some("s"), 2, "fast");
+    let fast = WtClient::connect(&e, &ep.url, &ep.cert_sha256, &ticket, &ConnectOptions::default()).await.unwrap();
+    let closed = async {
+        for _ in 0..20_000 {
+            if fast.send(1, &[7u8; 1000]).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let why = tokio::select! {
+        why = slow.closed() => close_reason(&why),
+        _ = closed => unreachable!(),
+        _ = tokio::time::sleep(WAIT) => panic!("the slow player was never closed"),
+    };
+    assert_eq!(why.code, Some(CloseCode::SlowConsumer), "{why}");
+    assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
+}

@@ -228,7 +228,10 @@ impl PlayerLink {
 
     /// Closes the player's connection with a code and reason.
     pub fn close(&self, code: CloseCode, reason: &str) {
-        self.closed.store(true, Ordering::Relaxed);
+        let was_closed = self.closed.swap(true, Ordering::Relaxed);
+        if code == CloseCode::SlowConsumer && !was_closed {
+            self.metrics.players_slow_consumer_total.inc();
+        }
         {
             let mut b = self.backlog();
             b.frames.clear();

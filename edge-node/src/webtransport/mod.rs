@@ -115,8 +115,11 @@ impl WtEndpoint {
             .datagram_send_buffer_size(limits.datagram_out_bytes);
         server.transport_config(Arc::new(transport));
         let listen = settings.listen;
-        let endpoint = quinn::Endpoint::server(server, listen)
+        // Sends leave in sendmmsg batches across connections, as on the native player port.
+        let socket = outpost_net::udp::bind_udp(listen, outpost_net::udp::UDP_BUFFER_BYTES)
             .map_err(|e| anyhow::anyhow!("listen_webtransport: binding {listen}: {e}"))?;
+        let endpoint = outpost_net::udp::batching::batching_endpoint(socket, server, Arc::default())
+            .map_err(|e| anyhow::anyhow!("listen_webtransport: serving {listen}: {e}"))?;
         let addr = endpoint.local_addr()?;
         let shutdown = Arc::new(Notify::new());
         let limiter = Arc::new(crate::beacon::ProbeLimiter::new(settings.probe));
@@ -315,8 +318,9 @@ impl PlayerTransport for WtTransport {
         self.wake.notify_one();
     }
     fn datagram(&self, d: Bytes) {
-        let room = self.session.datagram_send_buffer_space();
-        if d.len() > room || self.session.send_datagram(d).is_err() {
+        // quinn drops the oldest queued datagrams past the player's send buffer
+        // (`--player-datagram-out-bytes`), as a congested native player's are dropped.
+        if self.session.send_datagram(d).is_err() {
             self.metrics.player_datagrams_dropped_total.inc();
         }
     }
@@ -351,6 +355,10 @@ async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut 
     let (admitted_tx, mut admitted) = mpsc::channel(1);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let mut stream: Option<(SendStream, RecvStream)> = None;
+    // Made once, not on every pass: a player's datagrams are most of its wake-ups.
+    let mut datagram = std::pin::pin!(wt.read_datagram());
+    let mut ended = std::pin::pin!(wt.closed());
+    let mut stopping = std::pin::pin!(shutdown.notified());
     let mut buf = vec![0u8; 4096];
     let close: Option<(CloseCode, String)> = loop {
         if let Some(c) = session.poll_close() {
@@ -379,6 +387,9 @@ async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut 
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         let wants_data = session.wants_stream_data();
         let wants_datagrams = session.wants_datagrams();
+        // The slow-consumer clock and a held message only matter while something waits; an idle
+        // or datagram-only player needs no timer.
+        let busy = chunk.is_some() || session.is_held();
         let (send, recv) = match &mut stream {
             Some((s, r)) => (Some(s), Some(r)),
             None => (None, None),
@@ -403,8 +414,11 @@ async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut 
                 }
                 Err(()) => break None,
             },
-            d = wt.read_datagram(), if wants_datagrams => match d {
-                Ok(d) => session.handle_datagram(&ctx.session, Instant::now(), &d),
+            d = &mut datagram, if wants_datagrams => match d {
+                Ok(d) => {
+                    datagram.set(wt.read_datagram());
+                    session.handle_datagram(&ctx.session, Instant::now(), &d);
+                }
                 Err(_) => break None,
             },
             Some(result) = admitted.recv() => {
@@ -419,7 +433,7 @@ async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut 
                     session.close_now(code, &reason);
                 }
             }
-            _ = housekeeping.tick() => {
+            _ = housekeeping.tick(), if busy => {
                 let now = Instant::now();
                 session.check_stalled(now);
                 if session.is_held() && session.retry_held(&ctx.session) {
@@ -429,8 +443,8 @@ async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut 
             _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
                 session.handle_timeout(&ctx.session, Instant::now());
             }
-            _ = wt.closed() => break None,
-            _ = shutdown.notified() => {
+            _ = &mut ended => break None,
+            _ = &mut stopping => {
                 session.close_now(CloseCode::NodeShutdown, "the node is shutting down");
             }
         }
