@@ -37,12 +37,18 @@ impl Nodes {
                     format!("{:.2}", hb.cpu),
                     hb.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(","),
                     hb.quic_addr.clone(),
+                    // The first 8 hex digits tell a restarted node apart at a glance.
+                    hb.boot_id.as_deref().map_or("-".into(), |b| b.chars().take(8).collect()),
+                    hb.version.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
         println!(
             "{}",
-            table(&["NODE", "REGION", "HEALTH", "AGE", "PLAYERS", "ROOMS", "CPU", "MODULES", "QUIC"], &rows)
+            table(
+                &["NODE", "REGION", "HEALTH", "AGE", "PLAYERS", "ROOMS", "CPU", "MODULES", "QUIC", "BOOT", "VERSION"],
+                &rows
+            )
         );
         Ok(())
     }

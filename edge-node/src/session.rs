@@ -356,6 +356,15 @@ impl PlayerSession {
         }
     }
 
+    /// The carrier's periodic look while something waits (a frame to write, a held message):
+    /// the slow-consumer clock, and the held message offered again (reading resumes once it went).
+    pub fn housekeep(&mut self, ctx: &SessionCtx, now: Instant) {
+        self.check_stalled(now);
+        if self.is_held() && self.retry_held(ctx) {
+            self.process_frames(ctx, now);
+        }
+    }
+
     /// Offers the held message to its worker again; true once it went (reading resumes).
     pub fn retry_held(&mut self, ctx: &SessionCtx) -> bool {
         let (Some(cmd), Some((_, worker))) = (self.held.take(), &self.placed) else { return true };

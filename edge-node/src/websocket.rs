@@ -180,26 +180,22 @@ fn ws_config(ctx: &PlayerCtx) -> WebSocketConfig {
 /// What the room side of one WebSocket player does: wake the connection for frames, queue
 /// unreliable messages (bounded), ask for a close.
 struct WsTransport {
-    wake: Notify,
+    signal: crate::quic::TaskSignal,
     unreliable: mpsc::Sender<Bytes>,
-    close: std::sync::Mutex<Option<(CloseCode, String)>>,
     metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl PlayerTransport for WsTransport {
     fn frames_waiting(&self) {
-        self.wake.notify_one();
+        self.signal.frames_waiting();
     }
     fn datagram(&self, d: Bytes) {
         if self.unreliable.try_send(d).is_err() {
             self.metrics.player_datagrams_dropped_total.inc();
-        } else {
-            self.wake.notify_one();
         }
     }
     fn close(&self, code: CloseCode, reason: String) {
-        *self.close.lock().unwrap_or_else(|e| e.into_inner()) = Some((code, reason));
-        self.wake.notify_one();
+        self.signal.ask_close(code, reason);
     }
 }
 
@@ -249,9 +245,8 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Se
     }
     let (unreliable_tx, mut unreliable) = mpsc::channel(MAX_QUEUED_UNRELIABLE);
     let transport = Arc::new(WsTransport {
-        wake: Notify::new(),
+        signal: crate::quic::TaskSignal::default(),
         unreliable: unreliable_tx,
-        close: std::sync::Mutex::new(None),
         metrics: ctx.metrics.clone(),
     });
     let mut session = PlayerSession::new(&ctx.session, peer, Instant::now());
@@ -286,7 +281,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Se
             break Some(c);
         }
         let busy = chunk.is_some() || session.is_held();
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = session.poll_timeout();
         tokio::select! {
             permit = out.reserve(), if chunk.is_some() => match (permit, chunk) {
                 (Ok(p), Some(bytes)) => {
@@ -348,22 +343,13 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Se
                     }
                 }
             }
-            _ = transport.wake.notified() => {
-                let asked = transport.close.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some((code, reason)) = asked {
+            _ = transport.signal.woken() => {
+                if let Some((code, reason)) = transport.signal.asked_close() {
                     session.close_now(code, &reason);
                 }
             }
-            _ = housekeeping.tick(), if busy => {
-                let now = Instant::now();
-                session.check_stalled(now);
-                if session.is_held() && session.retry_held(&ctx.session) {
-                    session.process_frames(&ctx.session, now);
-                }
-            }
-            _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
-                session.handle_timeout(&ctx.session, Instant::now());
-            }
+            _ = housekeeping.tick(), if busy => session.housekeep(&ctx.session, Instant::now()),
+            _ = crate::quic::until(deadline) => session.handle_timeout(&ctx.session, Instant::now()),
             _ = &mut writer, if !writer_done => {
                 // The socket failed under the writer.
                 writer_done = true;

@@ -91,6 +91,11 @@ async function twoPages(browser) {
   const ib = await playing(b);
   check(ia.carrier === "webtransport" && ib.carrier === "webtransport", `both on WebTransport, got ${ia.carrier}/${ib.carrier}`);
   check(ia.room === ib.room, `one room, got ${ia.room} and ${ib.room}`);
+  // The page measured its candidates over WebTransport before routing, and can report them.
+  const probed = await a.evaluate(() => window.outpost.probed);
+  check(probed?.length >= 1 && probed.every((r) => r.loss < 1 && r.rtt_ms > 0), `measured candidates, got ${JSON.stringify(probed)}`);
+  const ack = await a.evaluate(() => window.outpost.routers.report(window.outpost.probed));
+  check(ack.accepted === probed.length, `the router took the page's report, got ${JSON.stringify(ack)}`);
   await until(a, (s) => s.players.length === 2, "page A to see two players");
   await until(b, (s) => s.players.length === 2, "page B to see two players");
 

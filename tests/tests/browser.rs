@@ -179,6 +179,9 @@ async fn pages_play_arena_over_webtransport_with_a_native_bot_and_a_websocket_fa
     d.go(&bot_id.to_string());
 
     d.step("webtransport-checked");
+    // Both pages routed with their own WebTransport measurements, and page A reported them too.
+    assert!(router.metric("outpost_router_routes_total{method=\"measured-self\"}") >= 2.0);
+    assert!(router.metric("outpost_router_probe_results_total") >= 3.0, "two measured routes and a report");
     // Both pages got the room's state as datagrams: nothing went reliably instead.
     assert_eq!(edge.metric("outpost_player_unreliable_as_reliable_total"), 0.0);
     assert!(screenshot.metadata().map(|m| m.len() > 1000).unwrap_or(false), "screenshot saved");

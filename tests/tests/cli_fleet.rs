@@ -46,6 +46,13 @@ fn probe_reports_teach_the_router_and_route_explains_the_choice() {
     .unwrap();
     let table = String::from_utf8(outpost(&router, &["nodes"]).stdout).unwrap();
     assert!(table.starts_with("NODE") && table.contains("paris") && table.contains("tokyo"), "{table}");
+    // Each node's boot id (first 8 hex digits) and binary version, so a restart shows.
+    let listed = json(&outpost(&router, &["nodes", "--json"]));
+    for n in listed["nodes"].as_array().unwrap() {
+        let boot: String = n["boot_id"].as_str().unwrap().chars().take(8).collect();
+        assert!(table.contains(&boot), "{boot} in {table}");
+    }
+    assert!(table.contains("BOOT") && table.contains(env!("CARGO_PKG_VERSION")), "{table}");
 
     // Loopback, no GeoIP: the router knows nothing of this client yet.
     let before = json(&outpost(&router, &["route", "--module", "echo", "--json"]));

@@ -56,6 +56,7 @@ function draw(state) {
 async function main() {
   const config = await (await fetch("/config.json")).json();
   const routers = new Routers(params.get("router") ?? config.routers);
+  outpost.routers = routers;
   const module = config.module ?? "arena";
   const name = params.get("name") ?? `web${Math.floor(Math.random() * 1000)}`;
   const transport = params.get("transport") ?? "auto";

@@ -232,6 +232,45 @@ pub(crate) fn spawn_join(
     });
 }
 
+/// How the room side reaches a task-based carrier (WebSocket, WebTransport): a wake-up for
+/// frames waiting, and a close to carry out.
+#[derive(Default)]
+pub(crate) struct TaskSignal {
+    wake: tokio::sync::Notify,
+    close: Mutex<Option<(CloseCode, String)>>,
+}
+
+impl TaskSignal {
+    /// Frames wait in the player's backlog.
+    pub(crate) fn frames_waiting(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The room asks for a close.
+    pub(crate) fn ask_close(&self, code: CloseCode, reason: String) {
+        *self.close.lock().unwrap_or_else(|e| e.into_inner()) = Some((code, reason));
+        self.wake.notify_one();
+    }
+
+    /// Resolves at the next wake-up.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// The close the room asked for, once.
+    pub(crate) fn asked_close(&self) -> Option<(CloseCode, String)> {
+        self.close.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a task-based carrier does when its connection is over: the room hears the player left.
 pub(crate) async fn end_session(ctx: &PlayerCtx, session: &mut crate::session::PlayerSession) {
     session.handle_closed();

@@ -29,7 +29,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use web_transport_quinn::{RecvStream, SendStream, Session};
@@ -307,15 +307,14 @@ async fn connection(
 /// What the room side of one WebTransport player does: wake the session for frames, send
 /// datagrams (dropped and counted past the player's queue), ask for a close.
 struct WtTransport {
-    wake: Notify,
+    signal: crate::quic::TaskSignal,
     session: Session,
-    close: Mutex<Option<(CloseCode, String)>>,
     metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl PlayerTransport for WtTransport {
     fn frames_waiting(&self) {
-        self.wake.notify_one();
+        self.signal.frames_waiting();
     }
     fn datagram(&self, d: Bytes) {
         // quinn drops the oldest queued datagrams past the player's send buffer
@@ -325,8 +324,7 @@ impl PlayerTransport for WtTransport {
         }
     }
     fn close(&self, code: CloseCode, reason: String) {
-        *self.close.lock().unwrap_or_else(|e| e.into_inner()) = Some((code, reason));
-        self.wake.notify_one();
+        self.signal.ask_close(code, reason);
     }
 }
 
@@ -346,9 +344,8 @@ async fn read_some(recv: Option<&mut RecvStream>, buf: &mut [u8]) -> Result<Opti
 
 async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut ConnSlot, shutdown: &Notify) {
     let transport = Arc::new(WtTransport {
-        wake: Notify::new(),
+        signal: crate::quic::TaskSignal::default(),
         session: wt.clone(),
-        close: Mutex::new(None),
         metrics: ctx.metrics.clone(),
     });
     let mut session = PlayerSession::new(&ctx.session, peer, Instant::now());
@@ -384,7 +381,7 @@ async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut 
             }
             break Some(c);
         }
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = session.poll_timeout();
         let wants_data = session.wants_stream_data();
         let wants_datagrams = session.wants_datagrams();
         // The slow-consumer clock and a held message only matter while something waits; an idle
@@ -427,22 +424,13 @@ async fn player(wt: Session, peer: SocketAddr, ctx: &Arc<PlayerCtx>, slot: &mut 
                 }
                 session.handle_admitted(&ctx.session, result);
             }
-            _ = transport.wake.notified() => {
-                let asked = transport.close.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some((code, reason)) = asked {
+            _ = transport.signal.woken() => {
+                if let Some((code, reason)) = transport.signal.asked_close() {
                     session.close_now(code, &reason);
                 }
             }
-            _ = housekeeping.tick(), if busy => {
-                let now = Instant::now();
-                session.check_stalled(now);
-                if session.is_held() && session.retry_held(&ctx.session) {
-                    session.process_frames(&ctx.session, now);
-                }
-            }
-            _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
-                session.handle_timeout(&ctx.session, Instant::now());
-            }
+            _ = housekeeping.tick(), if busy => session.housekeep(&ctx.session, Instant::now()),
+            _ = crate::quic::until(deadline) => session.handle_timeout(&ctx.session, Instant::now()),
             _ = &mut ended => break None,
             _ = &mut stopping => {
                 session.close_now(CloseCode::NodeShutdown, "the node is shutting down");
