@@ -54,3 +54,48 @@ fn the_demo_runs_to_the_end_and_shows_the_system_working() {
 
     assert!(text.contains("done in"), "{text}");
 }
+
+/// `make play` runs `scripts/play.sh`: a router, two edges and the page; it prints the URL, serves
+/// the page and the routers' address, and stops everything on Ctrl-C.
+#[test]
+fn make_play_serves_the_page_and_stops_cleanly_on_ctrl_c() {
+    use std::io::{BufRead as _, BufReader};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    outpost_tests::bin("outpost");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new("bash")
+        .arg(repo.join("scripts/play.sh"))
+        .env("PLAY_PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let url = loop {
+        let line = lines.next().unwrap_or_else(|| panic!("play.sh ended early:\n{printed}")).unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(rest) = line.strip_prefix("Play: open ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert_eq!(url, format!("http://127.0.0.1:{port}/"));
+    assert!(printed.contains("london") && printed.contains("paris") && printed.contains("WebTransport https://"));
+    let page = outpost_tests::http("GET", &url, None, b"");
+    assert!(page.status == 200 && page.text().contains("Outpost arena"), "{}", page.text());
+    let config = outpost_tests::http("GET", &format!("{url}config.json"), None, b"").json();
+    let router = config["routers"][0].as_str().unwrap().to_string();
+    outpost_tests::wait_for("the router to route arena", std::time::Duration::from_secs(10), || {
+        (outpost_tests::http("GET", &format!("{router}/v1/route?module=arena"), None, b"").status == 200).then_some(())
+    })
+    .unwrap();
+
+    // Ctrl-C: everything stops, the script says so and exits 0.
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l == "stopped."), "{rest:?}");
+    assert!(child.wait().unwrap().success());
+    assert!(std::net::TcpStream::connect(router.trim_start_matches("http://")).is_err(), "the router stopped");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the page server stopped");
+}
