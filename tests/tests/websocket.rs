@@ -162,6 +162,12 @@ async fn bad_upgrades_tickets_and_frames_are_refused_with_the_websocket_code() {
     assert_eq!(c, 4001, "bad-ticket is 4000 + 0x01");
     assert!(reason.contains("signature"), "{reason}");
 
+    // A join without a ticket.
+    let mut ws = open(&edge, Some(GAME), None).await.unwrap();
+    send_frame(&mut ws, Frame::Join { ticket: String::new() }).await;
+    assert!(matches!(next(&mut ws).await, Ok(Frame::Refused { code: CloseCode::BadTicket, .. })));
+    assert_eq!(next(&mut ws).await.unwrap_err().0, 4001);
+
     // A message that is not exactly one frame, a text message, a frame over the size limit.
     let join = |id: u64| Frame::Join { ticket: key.ticket(&edge, "relay", Some("r2"), id, "p") };
     let mut two = join(6).encode();

@@ -268,6 +268,13 @@ async fn bad_handshakes_and_requests_are_refused_and_the_node_stays_healthy() {
         Ok(_) => panic!("a forged ticket joined"),
     }
 
+    // A join without a ticket.
+    match WtClient::connect(&endpoint(), &ep.url, &ep.cert_sha256, "", &opts).await {
+        Err(outpost_client::ClientError::Refused { code: CloseCode::BadTicket, .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("an empty ticket joined"),
+    }
+
     assert_eq!(edge.admin_with(None, "GET", "/healthz", b"").status, 200);
     let good = key.ticket(&edge, "relay", Some("ok"), 9, "ok");
     let c = WtClient::connect(&endpoint(), &ep.url, &ep.cert_sha256, &good, &opts).await.unwrap();
