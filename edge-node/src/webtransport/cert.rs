@@ -47,17 +47,21 @@ pub struct Plan {
 }
 
 fn not_after(created: u64) -> u64 {
-    created - BACKDATE.as_secs() + VALIDITY.as_secs()
+    // Saturating: a creation time comes from a file name in the data dir, which may be anything.
+    created.saturating_sub(BACKDATE.as_secs()).saturating_add(VALIDITY.as_secs())
 }
 
-/// The rotation: keep certificates with more than a day of validity left; make the next one when
+/// The rotation: keep certificates with more than a day of validity left (and none from the
+/// future); make the next one when
 /// the newest has been around for [`ROTATE_AT`] less a day (or when none is left); serve the
 /// newest one published for at least a day, or, on a node with none such (first start, or back
 /// after a long time down, when no route handed out can name any of its certificates anyway), the
 /// oldest one it has. Older certificates than the served one are no longer presented, so they go.
 pub fn plan(now: u64, created: &[u64]) -> Plan {
-    let mut live: Vec<u64> =
-        created.iter().copied().filter(|&c| not_after(c) > now + PUBLISH_AHEAD.as_secs()).collect();
+    // A certificate "made" more than an hour ahead of the clock (a clock stepped back, or an odd
+    // file name) is not trusted to be valid now: it goes, like an expiring one.
+    let usable = |c: u64| not_after(c) > now + PUBLISH_AHEAD.as_secs() && c <= now + BACKDATE.as_secs();
+    let mut live: Vec<u64> = created.iter().copied().filter(|&c| usable(c)).collect();
     live.sort_unstable();
     live.dedup();
     let create = match live.last() {
@@ -258,7 +262,7 @@ pub fn make(created: u64) -> Result<(Vec<u8>, Vec<u8>), CertError> {
     params.is_ca = rcgen::IsCa::ExplicitNoCa;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, "Outpost edge (browsers)");
-    let from = i64::try_from(created - BACKDATE.as_secs()).map_err(|e| CertError::Cert(e.to_string()))?;
+    let from = i64::try_from(created.saturating_sub(BACKDATE.as_secs())).map_err(|e| CertError::Cert(e.to_string()))?;
     let to = i64::try_from(not_after(created)).map_err(|e| CertError::Cert(e.to_string()))?;
     let stamp = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).map_err(|e| CertError::Cert(e.to_string()));
     params.not_before = stamp(from)?;
@@ -290,6 +294,13 @@ mod tests {
         assert_eq!(plan(next + DAY - 1, &[T0, next]).serve, Some(T0));
         let p = plan(next + DAY, &[T0, next]);
         assert_eq!(p, Plan { create: false, retire: vec![T0], serve: Some(next) });
+    }
+
+    #[test]
+    fn odd_creation_times_from_the_data_dir_are_retired_not_trusted() {
+        let p = plan(T0, &[5, u64::MAX]);
+        assert!(p.create && p.retire.contains(&5) && p.retire.contains(&u64::MAX), "{p:?}");
+        assert_eq!(p.serve, Some(T0));
     }
 
     #[test]
