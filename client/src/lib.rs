@@ -133,6 +133,15 @@ impl Default for ConnectOptions {
     }
 }
 
+/// The node's answer to a `Join`, on any carrier: `Joined`, or the refusal's code and reason.
+pub(crate) fn joined_from(first: Frame) -> Result<Joined, ClientError> {
+    match first {
+        Frame::Joined { player_id, room, tick_hz, saved } => Ok(Joined { player_id, room, tick_hz, saved }),
+        Frame::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+        other => Err(ClientError::Protocol(format!("expected Joined, got {other:?}"))),
+    }
+}
+
 /// A client-side QUIC endpoint on an ephemeral port; many clients may share one.
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
     outpost_net::udp::quic_endpoint_sized(bind, None, CLIENT_UDP_BUFFER_BYTES)
@@ -205,11 +214,7 @@ impl Client {
                     }
                 }
             };
-            let joined = match first {
-                Frame::Joined { player_id, room, tick_hz, saved } => Joined { player_id, room, tick_hz, saved },
-                Frame::Refused { code, reason } => return Err(ClientError::Refused { code, reason }),
-                other => return Err(ClientError::Protocol(format!("expected Joined, got {other:?}"))),
-            };
+            let joined = joined_from(first)?;
             Ok((conn, send, recv, dec, joined))
         };
         let (conn, send, recv, dec, joined) = tokio::time::timeout(opts.timeout, fut)

@@ -92,11 +92,7 @@ impl WtClient {
                     }
                 }
             };
-            let joined = match first {
-                Frame::Joined { player_id, room, tick_hz, saved } => Joined { player_id, room, tick_hz, saved },
-                Frame::Refused { code, reason } => return Err(ClientError::Refused { code, reason }),
-                other => return Err(ClientError::Protocol(format!("expected Joined, got {other:?}"))),
-            };
+            let joined = crate::joined_from(first)?;
             Ok((send, recv, dec, joined))
         };
         let (send, recv, dec, joined) = tokio::time::timeout(opts.timeout, fut)

@@ -579,6 +579,12 @@ impl Args {
         if ws_tls.is_some() && self.listen_websocket.is_none() {
             return Err(bad("websocket_cert", "--websocket-cert needs --listen-websocket"));
         }
+        // The beacon's per-source limit, which the browsers' probe paths share.
+        let probe_limits = crate::beacon::BeaconLimits {
+            per_second: self.probe_rate,
+            burst: self.probe_burst,
+            max_sources: crate::beacon::MAX_SOURCES,
+        };
         let wt_tls = match (&self.webtransport_cert, &self.webtransport_key) {
             (None, None) => None,
             (Some(c), Some(k)) => {
@@ -606,22 +612,14 @@ impl Args {
         let webtransport = wt_listen.map(|listen| crate::webtransport::WtSettings {
             listen,
             origins: self.cors_origin.clone(),
-            probe: crate::beacon::BeaconLimits {
-                per_second: self.probe_rate,
-                burst: self.probe_burst,
-                max_sources: crate::beacon::MAX_SOURCES,
-            },
+            probe: probe_limits,
             ca_signed: wt_tls,
         });
         let websocket = self.listen_websocket.map(|listen| crate::websocket::WsSettings {
             tls: ws_tls.clone(),
             listen,
             origins: self.cors_origin.clone(),
-            probe: crate::beacon::BeaconLimits {
-                per_second: self.probe_rate,
-                burst: self.probe_burst,
-                max_sources: crate::beacon::MAX_SOURCES,
-            },
+            probe: probe_limits,
         });
         let player_limits = PlayerLimits {
             max_message: self.max_message_bytes,
@@ -667,14 +665,7 @@ impl Args {
             relay_max_players: self.max_players,
             default_tick_hz: self.tick_hz,
         };
-        let probe = crate::beacon::BeaconSettings {
-            listen: self.listen_probe,
-            limits: crate::beacon::BeaconLimits {
-                per_second: self.probe_rate,
-                burst: self.probe_burst,
-                max_sources: crate::beacon::MAX_SOURCES,
-            },
-        };
+        let probe = crate::beacon::BeaconSettings { listen: self.listen_probe, limits: probe_limits };
         Ok(Config {
             service: self.common,
             id: self.id,

@@ -148,8 +148,9 @@ async fn accept_loop(
     }
 }
 
-/// Whether a page of `origin` may connect.
-fn origin_allowed(origins: &[String], origin: Option<&str>) -> bool {
+/// Whether a page of `origin` may connect (WebSocket upgrades and WebTransport sessions alike;
+/// a request without `Origin` is not a browser's).
+pub(crate) fn origin_allowed(origins: &[String], origin: Option<&str>) -> bool {
     match origin {
         None => true,
         Some(o) => origins.iter().any(|a| a == "*" || a == o),

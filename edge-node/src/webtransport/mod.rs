@@ -207,14 +207,6 @@ async fn accept_loop(
     }
 }
 
-/// Whether a page of `origin` may open a session.
-fn origin_allowed(origins: &[String], origin: Option<&str>) -> bool {
-    match origin {
-        None => true,
-        Some(o) => origins.iter().any(|a| a == "*" || a == o),
-    }
-}
-
 /// What a session is for, from its CONNECT request.
 #[derive(Debug, PartialEq, Eq)]
 enum Purpose {
@@ -233,7 +225,7 @@ fn check_request(
         PROBE_PATH => Purpose::Probe,
         _ => return Err(web_transport_quinn::http::StatusCode::NOT_FOUND),
     };
-    if !origin_allowed(origins, origin) {
+    if !crate::websocket::origin_allowed(origins, origin) {
         return Err(web_transport_quinn::http::StatusCode::FORBIDDEN);
     }
     Ok(purpose)
