@@ -8,6 +8,12 @@ GUEST_BUILD := $(CURDIR)/target/guest-build
 GUEST_REL := $(GUEST_BUILD)/$(GUEST_TARGET)/release
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 
+# A CI run builds once from a fresh clone: incremental state would only cost it disk (gigabytes
+# on a box that may be shared) and time.
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
+
 .PHONY: all build build-all guests guest-target test test-guests test-ts demo play bench bench-router geoip postgres-server systemd-tools ts-client browser-deps fmt lint clean fuzz soak
 
 all: build guests
