@@ -614,6 +614,7 @@ impl Args {
             origins: self.cors_origin.clone(),
             probe: probe_limits,
             ca_signed: wt_tls,
+            send_batch: self.udp_send_queue,
         });
         let websocket = self.listen_websocket.map(|listen| crate::websocket::WsSettings {
             tls: ws_tls.clone(),

@@ -229,13 +229,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     let grace = config.shutdown_grace;
     let _ = tokio::time::timeout(grace, rooms.shutdown()).await;
-    players.shutdown(grace).await;
+    let browsers = async {
+        if let Some(wt) = webtransport {
+            wt.shutdown(grace).await;
+        }
+    };
+    tokio::join!(players.shutdown(grace), browsers);
     if let Some(ws) = &websocket {
         ws.shutdown();
-    }
-    if let Some(wt) = &webtransport {
-        wt.shutdown();
-        wt.wait_idle(grace).await;
     }
     beacon_task.abort();
     if let Some(t) = admission_task {

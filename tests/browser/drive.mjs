@@ -154,6 +154,10 @@ async function portClosed(browser) {
   const bot = await go();
   await until(page, (s, me, id) => s.players.some((q) => String(q.id) === id), "the bot on the page", bot);
   const x0 = await page.evaluate((id) => window.outpost.state.players.find((p) => String(p.id) === id).x, bot);
+  // The test steers the bot toward the open side: one spawned by a wall could not move 30 the
+  // other way.
+  step("bot-seen", { x: x0 });
+  await go();
   await until(page, (s, me, [id, x0]) => Math.abs(s.players.find((p) => String(p.id) === id).x - x0) > 30, "the bot to move", [bot, x0]);
   const ux0 = await page.evaluate((me) => window.outpost.state.players.find((p) => p.id === window.outpost.playerId).y, null);
   await page.evaluate((down) => window.outpost.steer(0, down ? 1 : -1), ux0 <= 500);

@@ -137,7 +137,6 @@ async fn native_bot(router: &Router, edge: &Edge, room: &str) -> (Client, u64) {
     .await
     .unwrap();
     assert_eq!(bot.joined.room, room);
-    bot.send(0, &[b'M', 127, 0]).await.unwrap();
     let id = bot.joined.player_id;
     (bot, id)
 }
@@ -213,6 +212,10 @@ async fn a_page_falls_back_to_websocket_when_the_webtransport_port_is_closed() {
     let ready = d.step("ready");
     let (bot, bot_id) = native_bot(&router, &edge, ready["room"].as_str().unwrap()).await;
     d.go(&bot_id.to_string());
+    let seen = d.step("bot-seen");
+    let dx: i8 = if seen["x"].as_f64().unwrap() < 500.0 { 127 } else { -127 };
+    bot.send(0, &[b'M', dx as u8, 0]).await.unwrap();
+    d.go("");
     let done = d.step("done");
     assert_eq!(done["carrier"], "websocket");
     d.finish();

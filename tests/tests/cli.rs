@@ -110,7 +110,8 @@ fn bench_reports_relay_and_arena_runs_with_the_baseline() {
     assert_eq!(r["baseline"]["bots_joined"], 4, "{r}");
     assert!(r["baseline"]["echoed"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["baseline"]["received"], r["baseline"]["sent"], "every datagram comes back on loopback: {r}");
-    assert!(r["baseline"]["cpu_us_per_message"].as_f64().unwrap() > 0.0, "{r}");
+    // Measured in clock ticks (10 ms): an echo this short may not use one, so 0 is a fair reading.
+    assert!(r["baseline"]["cpu_us_per_message"].as_f64().is_some_and(|c| c >= 0.0), "{r}");
 
     edge.upload("arena", &guest("arena"));
     let r = bench(

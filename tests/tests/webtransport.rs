@@ -302,7 +302,10 @@ async fn bad_sessions_are_closed_with_their_code() {
 
     // A frame over --max-message-bytes.
     let join = |id: u64| key.ticket(&edge, "relay", Some("r"), id, "p");
-    let c = WtClient::connect(&endpoint(), &ep.url, &ep.cert_sha256, &join(1), &opts).await.unwrap();
+    let c = match WtClient::connect(&endpoint(), &ep.url, &ep.cert_sha256, &join(1), &opts).await {
+        Ok(c) => c,
+        Err(e) => panic!("{e}: {}", edge.log_text()),
+    };
     c.send(0, &[0u8; 4096]).await.unwrap();
     let why = tokio::time::timeout(WAIT, c.closed()).await.unwrap();
     assert_eq!(why.code, Some(CloseCode::MessageTooLarge), "{why}");

@@ -22,6 +22,7 @@ use super::carrier::QuicPlayer;
 use crate::room::Refusal;
 use crate::room::player::{PlayerLink, PlayerTransport};
 use crate::session::Admitted;
+use crate::webtransport::h3::WtConn;
 use bytes::{Bytes, BytesMut};
 use outpost_net::udp::batch::{PacketBatch, SendStats};
 use outpost_net::udp::proto_loop::{self, Dirty, READS_PER_TURN, Receiver, Timers};
@@ -222,6 +223,15 @@ struct Driver {
     next_serial: u64,
     shutting_down: bool,
     next_sweep: Instant,
+    flavor: Flavor,
+}
+
+/// What the endpoint's connections speak.
+pub enum Flavor {
+    /// The native player protocol (ALPN `outpost/1`).
+    Native,
+    /// Browsers' WebTransport over HTTP/3, around the same player protocol.
+    WebTransport(Arc<crate::webtransport::h3::WtShared>),
 }
 
 /// The running transport, as `run` holds it.
@@ -245,6 +255,7 @@ impl PlayerEndpoint {
         server: quinn_proto::ServerConfig,
         ctx: Arc<PlayerCtx>,
         batch: usize,
+        flavor: Flavor,
     ) -> std::io::Result<PlayerEndpoint> {
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
@@ -277,8 +288,13 @@ impl PlayerEndpoint {
             next_serial: 0,
             shutting_down: false,
             next_sweep: Instant::now(),
+            flavor,
         };
-        std::thread::Builder::new().name("player-quic".into()).spawn(move || {
+        let name = match driver.flavor {
+            Flavor::Native => "player-quic",
+            Flavor::WebTransport(_) => "player-wt",
+        };
+        std::thread::Builder::new().name(name.into()).spawn(move || {
             // A node without its transport would go on answering health checks and heartbeats
             // while no player can reach it; better to stop, so the supervisor restarts it (the
             // outbox is on disk, so nothing committed is lost).
@@ -354,15 +370,7 @@ impl Driver {
         match op {
             Op::Datagram(key, d) => {
                 let len = d.len() as u64;
-                let sent = match conn_of(&mut self.conns, key) {
-                    Some(c) if !c.conn.is_closed() => {
-                        let mut dg = c.conn.datagrams();
-                        // `send` with `drop` would make room by dropping the player's oldest
-                        // datagram without telling anyone; refusing lets us count the drop.
-                        dg.send_buffer_space() >= d.len() && dg.send(d, false).is_ok()
-                    }
-                    _ => false,
-                };
+                let sent = conn_of(&mut self.conns, key).is_some_and(|c| c.send_datagram(d));
                 let metrics = &self.ctx.metrics;
                 if sent {
                     metrics.messages_out_total.inc();
@@ -478,6 +486,8 @@ impl Driver {
         }
         if c.conn.is_closed() && !c.ended {
             c.ended = true;
+            // A closed connection lingers while it drains; its place in the caps does not.
+            c.slot = None;
             ended(&self.ctx, &self.rt, c);
         }
         let drained = c.conn.is_drained();
@@ -537,7 +547,11 @@ impl Driver {
                 match self.endpoint.accept(incoming, now, &mut self.io.out, None) {
                     Ok((ch, conn)) => {
                         self.next_serial += 1;
-                        let c = QuicPlayer::new(conn, self.next_serial, Some(slot), &self.ctx.session, now);
+                        let wt = match &self.flavor {
+                            Flavor::Native => None,
+                            Flavor::WebTransport(shared) => Some(WtConn::new(shared.clone())),
+                        };
+                        let c = QuicPlayer::new(conn, self.next_serial, Some(slot), &self.ctx.session, now, wt);
                         self.conns.insert(ch, c);
                         self.dirty.push(ch);
                     }

@@ -149,7 +149,7 @@ pub fn start(
         relay_max_players: settings.relay_max_players,
         default_tick_hz: settings.default_tick_hz,
     });
-    driver::PlayerEndpoint::start(socket, server, ctx, settings.send_batch)
+    driver::PlayerEndpoint::start(socket, server, ctx, settings.send_batch, driver::Flavor::Native)
         .map_err(|e| anyhow::anyhow!("listen_quic: serving {listen}: {e}"))
 }
 

@@ -2,7 +2,6 @@
 //! pieces of a loop that drives `quinn-proto` itself ([`batch`], [`proto_loop`]).
 
 pub mod batch;
-pub mod batching;
 pub mod proto_loop;
 
 use std::net::SocketAddr;
