@@ -10,6 +10,7 @@
 //! - [`admin`]: the admin HTTP API.
 //! - [`beacon`]: the UDP latency-probe echo.
 //! - [`heartbeat`]: reports to the region router.
+//! - [`migrate`]: rooms that move between nodes (move credentials so far).
 //! - [`forward`]: the durable outbox of guests' commits and the link that drains it to the core.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //!
@@ -21,6 +22,7 @@ pub mod config;
 pub mod forward;
 pub mod heartbeat;
 pub mod host;
+pub mod migrate;
 pub mod modules;
 pub mod quic;
 pub mod room;

@@ -20,7 +20,7 @@ use bytes::{Buf, Bytes};
 use outpost_proto::CloseCode;
 use outpost_proto::frame::{self, Frame, FrameDecoder, SavedState};
 use outpost_proto::rate::TokenBucket;
-use outpost_proto::ticket::{self, TicketPayload};
+use outpost_proto::ticket;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,8 +53,8 @@ pub struct SessionCtx {
 
 /// A joined player, as the join hand-off returns it.
 pub struct Admitted {
-    /// The verified ticket.
-    pub ticket: TicketPayload,
+    /// The player's id (from the ticket, or kept across a move).
+    pub player: u64,
     /// The player's link, already in its room.
     pub link: Arc<PlayerLink>,
     /// The room joined.
@@ -269,15 +269,11 @@ impl PlayerSession {
                 self.close_after_flush = Some((code, reason));
             }
             Ok(a) => {
-                let joined = Frame::Joined {
-                    player_id: a.ticket.player,
-                    room: a.room.clone(),
-                    tick_hz: a.tick_hz,
-                    saved: a.saved,
-                };
+                let joined =
+                    Frame::Joined { player_id: a.player, room: a.room.clone(), tick_hz: a.tick_hz, saved: a.saved };
                 self.preamble = Some(Bytes::from(joined.encode()));
                 self.phase = Phase::Joined;
-                tracing::debug!(player = a.ticket.player, room = %a.room, "player joined");
+                tracing::debug!(player = a.player, room = %a.room, "player joined");
                 // A frame body is the type byte, the 8-byte peer and the message.
                 self.decoder = FrameDecoder::new(ctx.limits.max_message + 9);
                 self.link = Some(a.link);
@@ -466,5 +462,6 @@ pub fn frame_name(f: &Frame) -> &'static str {
         Frame::Joined { .. } => "Joined",
         Frame::Refused { .. } => "Refused",
         Frame::Message { .. } => "Message",
+        Frame::Moved { .. } => "Moved",
     }
 }

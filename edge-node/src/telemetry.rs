@@ -152,6 +152,15 @@ counters! {
     room_upgrades_total,
     /// Hot upgrades that failed and left the room on its old version.
     room_upgrades_failed_total,
+    /// Rooms handed to another node (past the point of no return).
+    rooms_moved_out_total,
+    /// Rooms restored here from another node.
+    rooms_moved_in_total,
+    /// Players that followed their room here with a move credential.
+    players_moved_in_total,
+    /// Player messages a moving room could not keep: unreliable ones while it moved, or
+    /// reliable ones past its bound.
+    moved_messages_dropped_total,
     /// Probe beacon replies sent.
     probe_replies_total,
     /// Probe datagrams dropped as malformed.

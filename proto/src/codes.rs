@@ -78,6 +78,9 @@ close_codes! {
     NodeShutdown = 0x10f, "node-shutdown";
     /// The same player joined again on another connection (a reconnect); the newer one stays.
     Replaced = 0x110, "replaced";
+    /// A move credential was not accepted (unknown, used, expired, or for another node, room or
+    /// player); also the close of a player whose room could not follow it.
+    MoveRefused = 0x111, "move-refused";
 }
 
 impl fmt::Display for CloseCode {
@@ -132,7 +135,7 @@ mod tests {
             let json = serde_json::to_string(&c).unwrap();
             assert_eq!(json, format!("\"{}\"", c.as_str()));
         }
-        assert_eq!(CloseCode::ALL.len(), 16);
+        assert_eq!(CloseCode::ALL.len(), 17);
     }
 
     #[test]

@@ -19,8 +19,32 @@ pub mod kind {
     pub const JOINED: u8 = 0x02;
     /// Node → client: refused (the connection closes with the same code).
     pub const REFUSED: u8 = 0x03;
+    /// Node → client: the room moved to another node; rejoin there with the credential.
+    pub const MOVED: u8 = 0x04;
     /// Either way: a reliable message.
     pub const MESSAGE: u8 = 0x10;
+}
+
+/// Where a player's room went, as a `Moved` frame tells it: the target node's player addresses
+/// and pins, and the single-use credential the target issued for this player and room. The body
+/// is JSON: it is sent once per move, and carries the same fields as a route reply's node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MoveTarget {
+    /// The target node's id.
+    pub node: String,
+    /// Its QUIC player address (`ip:port`).
+    pub quic: String,
+    /// Lowercase hex SHA-256 of its player certificate, for pinning.
+    pub cert_sha256: String,
+    /// Its WebTransport endpoint, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webtransport: Option<crate::api::WebTransportEndpoint>,
+    /// Its WebSocket URL, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
+    /// What the client sends as the ticket of its `Join` on the target: opaque, single use,
+    /// bound to the player, the room and the target, valid for at most 30 seconds.
+    pub credential: String,
 }
 
 /// Saved state as carried in `Joined`.
@@ -45,6 +69,10 @@ pub enum Frame {
     Refused { code: CloseCode, reason: String },
     /// A message: to a peer (client → node) or from one (node → client).
     Message { peer: u64, data: Vec<u8> },
+    /// `Moved{target}`: the room is on another node now. The client finishes its stream (the
+    /// node forwards what it read up to the end), connects to the target and joins with
+    /// `target.credential` as the ticket, keeping its player id and room.
+    Moved { target: Box<MoveTarget> },
 }
 
 /// Why bytes are not a valid frame; maps to the close code the node uses.
@@ -114,6 +142,11 @@ impl Frame {
                 out.extend_from_slice(&peer.to_be_bytes());
                 out.extend_from_slice(data);
             }
+            Frame::Moved { target } => {
+                out.push(kind::MOVED);
+                // Serializing plain strings to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, target);
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -164,6 +197,11 @@ impl Frame {
             kind::MESSAGE => {
                 let (peer, data) = decode_peer(rest)?;
                 Ok(Frame::Message { peer, data: data.to_vec() })
+            }
+            kind::MOVED => {
+                let target: MoveTarget =
+                    serde_json::from_slice(rest).map_err(|e| FrameError::Malformed(format!("bad Moved: {e}")))?;
+                Ok(Frame::Moved { target: Box::new(target) })
             }
             other => Err(FrameError::Malformed(format!("unknown frame type 0x{other:02x}"))),
         }
@@ -251,6 +289,7 @@ mod tests {
             Frame::Refused { code: CloseCode::RoomFull, reason: "full".into() },
             Frame::Message { peer: 3, data: vec![7; 100] },
             Frame::Message { peer: 0, data: vec![] },
+            Frame::Moved { target: Box::new(target()) },
         ];
         let mut wire = Vec::new();
         for f in &frames {
@@ -269,12 +308,33 @@ mod tests {
         }
     }
 
+    fn target() -> MoveTarget {
+        MoveTarget {
+            node: "edge-b".into(),
+            quic: "127.0.0.1:7700".into(),
+            cert_sha256: "ab".repeat(32),
+            webtransport: None,
+            websocket: Some("ws://127.0.0.1:7701/v1/ws".into()),
+            credential: "mv1.x".into(),
+        }
+    }
+
     #[test]
     fn bad_frames_have_codes() {
         let mut d = FrameDecoder::new(16);
         d.push(&[0, 0, 1, 0]);
         assert_eq!(d.next_frame().unwrap_err().code(), CloseCode::MessageTooLarge);
-        for body in [&[0x7fu8][..], &[], &[kind::MESSAGE, 1, 2], &[kind::REFUSED, 0, 0, 0, 1], &[kind::JOIN, 0xff]] {
+        let moved_without_credential = [&[kind::MOVED][..], br#"{"node":"b","quic":"x","cert_sha256":"y"}"#].concat();
+        for body in [
+            &[0x7fu8][..],
+            &[],
+            &[kind::MESSAGE, 1, 2],
+            &[kind::REFUSED, 0, 0, 0, 1],
+            &[kind::JOIN, 0xff],
+            &[kind::MOVED],
+            &[kind::MOVED, b'{'],
+            &moved_without_credential,
+        ] {
             let mut d = FrameDecoder::new(1000);
             let mut wire = (body.len() as u32).to_be_bytes().to_vec();
             wire.extend_from_slice(body);
@@ -306,6 +366,9 @@ mod tests {
                     .prop_map(|(code, reason)| Frame::Refused { code, reason }),
                 (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300))
                     .prop_map(|(peer, data)| Frame::Message { peer, data }),
+                (".{0,20}", ".{0,40}").prop_map(|(node, credential)| Frame::Moved {
+                    target: Box::new(MoveTarget { node, credential, ..target() })
+                }),
             ]
         }
 

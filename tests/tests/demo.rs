@@ -99,3 +99,53 @@ fn make_play_serves_the_page_and_stops_cleanly_on_ctrl_c() {
     assert!(std::net::TcpStream::connect(router.trim_start_matches("http://")).is_err(), "the router stopped");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the page server stopped");
 }
+
+/// `outpost play` refuses bad flags with a precise message and a non-zero exit, and serves only
+/// the page's and the bundle's files, to GET only.
+#[test]
+fn outpost_play_refuses_bad_flags_and_serves_only_its_files() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = repo.join("clients/ts");
+    let play = |args: &[&str]| {
+        let out = Command::new(outpost_tests::bin("outpost")).arg("play").args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let dir_arg = dir.to_str().unwrap();
+    let err = play(&["--dir", dir_arg, "--router", "ftp://127.0.0.1:1", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("is not an http:// or https:// URL"), "{err}");
+    let err = play(&["--dir", "/nonexistent/outpost", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("is missing: build the client first"), "{err}");
+    let err = play(&["--dir", dir_arg, "--listen", "127.0.0.1:notaport"]);
+    assert!(err.contains("--listen"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let err = play(&["--dir", dir_arg, "--listen", &busy]);
+    assert!(err.contains(&format!("listen: binding {busy}")), "{err}");
+
+    // Serving: the page and the bundle, nothing else, GET only.
+    let tmp = tempfile::tempdir().unwrap();
+    let ready = tmp.path().join("play.json");
+    let mut child = Command::new(outpost_tests::bin("outpost"))
+        .args(["play", "--dir", dir_arg, "--listen", "127.0.0.1:0", "--router", "http://127.0.0.1:9", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = outpost_tests::wait_for("the page server", std::time::Duration::from_secs(10), || {
+        let text = std::fs::read(&ready).ok()?;
+        serde_json::from_slice::<serde_json::Value>(&text).ok()?["url"].as_str().map(str::to_string)
+    })
+    .unwrap();
+    assert_eq!(outpost_tests::http("GET", &format!("{url}dist/src/index.js"), None, b"").status, 200);
+    let config = outpost_tests::http("GET", &format!("{url}config.json"), None, b"").json();
+    assert_eq!(config["routers"][0], "http://127.0.0.1:9");
+    for path in ["package.json", "play/../package.json", "play/%2e%2e/package.json", "dist/test/frames.test.js"] {
+        let r = outpost_tests::http("GET", &format!("{url}{path}"), None, b"");
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    assert_eq!(outpost_tests::http("POST", &url, None, b"x").status, 405);
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "SIGTERM stops it cleanly");
+}

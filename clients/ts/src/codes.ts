@@ -1,6 +1,6 @@
 /**
  * Outpost close codes (DESIGN.md, `proto/src/codes.rs`): the same numbers on every carrier.
- * WebTransport carries the u32 code as it is; WebSocket cannot carry 0x101–0x110 in a close
+ * WebTransport carries the u32 code as it is; WebSocket cannot carry 0x101–0x111 in a close
  * frame, so the node sends `4000 + (code − 0x100)` there and {@link fromWebSocket} maps it back.
  */
 export const CLOSE_CODES = {
@@ -20,6 +20,7 @@ export const CLOSE_CODES = {
   kicked: 0x10e,
   "node-shutdown": 0x10f,
   replaced: 0x110,
+  "move-refused": 0x111,
 } as const;
 
 export type CloseCodeName = keyof typeof CLOSE_CODES;

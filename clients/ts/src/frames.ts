@@ -3,7 +3,7 @@
  * `len u32 BE | type u8 | body` frames; unreliable traffic is one datagram per message, `peer u64
  * BE | data`. Player ids are u64, so they are `bigint` here.
  */
-export const FRAME = { JOIN: 0x01, JOINED: 0x02, REFUSED: 0x03, MESSAGE: 0x10 } as const;
+export const FRAME = { JOIN: 0x01, JOINED: 0x02, REFUSED: 0x03, MOVED: 0x04, MESSAGE: 0x10 } as const;
 
 export type SavedState = { kind: "none" } | { kind: "found"; data: Uint8Array } | { kind: "unavailable" };
 
@@ -11,7 +11,29 @@ export type Frame =
   | { type: "join"; ticket: string }
   | { type: "joined"; playerId: bigint; room: string; tickHz: number; saved: SavedState }
   | { type: "refused"; code: number; reason: string }
-  | { type: "message"; peer: bigint; data: Uint8Array };
+  | { type: "message"; peer: bigint; data: Uint8Array }
+  | { type: "moved"; target: MoveTarget };
+
+/**
+ * Where a room moved (`Moved{target}`, a JSON body): the target node's addresses and pins, and
+ * the single-use credential to send as the ticket of a `Join` there.
+ */
+export interface MoveTarget {
+  node: string;
+  quic: string;
+  cert_sha256: string;
+  webtransport?: { url: string; cert_sha256: string[]; probe_url?: string };
+  websocket?: string;
+  credential: string;
+}
+
+function moveTarget(text: string): MoveTarget {
+  const t = JSON.parse(text) as Record<string, unknown>;
+  for (const k of ["node", "quic", "cert_sha256", "credential"]) {
+    if (typeof t?.[k] !== "string") throw new FrameError("frame-malformed", `bad Moved: no ${k}`);
+  }
+  return t as unknown as MoveTarget;
+}
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
@@ -97,6 +119,8 @@ export function decodeBody(body: Uint8Array): Frame {
         const [peer, data] = decodePeer(rest);
         return { type: "message", peer, data: data.slice() };
       }
+      case FRAME.MOVED:
+        return { type: "moved", target: moveTarget(fromUtf8.decode(rest)) };
       default:
         throw new FrameError("frame-malformed", `unknown frame type 0x${body[0].toString(16).padStart(2, "0")}`);
     }

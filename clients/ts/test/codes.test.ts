@@ -5,6 +5,7 @@ import { CLOSE_CODES, codeName, fromWebSocket, fromWebSocketClose, fromWebTransp
 test("websocket close codes are 4000 + (code - 0x100) and map back", () => {
   assert.equal(toWebSocket(CLOSE_CODES["bad-ticket"]), 4001);
   assert.equal(toWebSocket(CLOSE_CODES.replaced), 4016);
+  assert.equal(toWebSocket(CLOSE_CODES["move-refused"]), 4017);
   for (const code of Object.values(CLOSE_CODES)) assert.equal(fromWebSocket(toWebSocket(code)), code);
   assert.equal(fromWebSocket(1000), undefined);
   assert.equal(fromWebSocket(4999), undefined);

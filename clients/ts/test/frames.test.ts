@@ -44,3 +44,20 @@ test("bad frames are refused with the node's codes", () => {
   assert.throws(() => decodeWhole(two), /exactly one frame/);
   assert.throws(() => decodePeer(new Uint8Array(3)), /shorter than its peer id/);
 });
+
+test("moved frames carry the target and its credential, and need them", () => {
+  const body = JSON.stringify({ node: "edge-b", quic: "127.0.0.1:7700", cert_sha256: "ab", credential: "mv1.x" });
+  const bytes = new TextEncoder().encode(body);
+  const frame = new Uint8Array(5 + bytes.length);
+  new DataView(frame.buffer).setUint32(0, 1 + bytes.length);
+  frame[4] = 0x04;
+  frame.set(bytes, 5);
+  assert.deepEqual(decodeWhole(frame), {
+    type: "moved",
+    target: { node: "edge-b", quic: "127.0.0.1:7700", cert_sha256: "ab", credential: "mv1.x" },
+  });
+  assert.throws(() => decodeWhole(hex("0000000204" + "7b")), (e: FrameError) => e.code === "frame-malformed");
+  const noCredential = new TextEncoder().encode(JSON.stringify({ node: "b", quic: "x", cert_sha256: "y" }));
+  const bad = new Uint8Array([0, 0, 0, 1 + noCredential.length, 0x04, ...noCredential]);
+  assert.throws(() => decodeWhole(bad), /bad Moved: no credential/);
+});

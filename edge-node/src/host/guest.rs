@@ -352,6 +352,16 @@ impl GuestInstance {
         Ok(GuestInstance { store, bindings, compiled, _live: live })
     }
 
+    /// The room's `random` state, which a moving room takes along so its sequence goes on.
+    pub fn rng_state(&self) -> u64 {
+        self.store.data().rng
+    }
+
+    /// Sets the room's `random` state (a room that moved here).
+    pub fn set_rng_state(&mut self, state: u64) {
+        self.store.data_mut().rng = state;
+    }
+
     /// `init(room, config)`.
     pub fn init(&mut self, room: &str, config: &[u8]) -> Result<Result<(), String>, GuestFault> {
         let b = &self.bindings;

@@ -326,7 +326,6 @@ mod tests {
     use bytes::BytesMut;
     use outpost_net::tls;
     use outpost_proto::frame::{Frame, FrameDecoder, SavedState};
-    use outpost_proto::ticket::TicketPayload;
     use quinn_proto::{ConnectionError, DatagramEvent, EndpointConfig};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
@@ -629,9 +628,8 @@ mod tests {
             assert_eq!(self.session().session.phase(), Phase::Admitting);
             let link =
                 PlayerLink::new(7, "ada".into(), self.wire.clone(), self.ctx.limits.clone(), self.metrics.clone());
-            let ticket = TicketPayload::new(7, "ada", "node-1", "arena", None, u64::MAX);
             let admitted = Admitted {
-                ticket,
+                player: 7,
                 link: link.clone(),
                 room: "room-1".into(),
                 worker: 0,
@@ -643,6 +641,19 @@ mod tests {
             self.settle();
             assert_eq!(self.frames.first(), Some(&joined()), "the client reads Joined");
             link
+        }
+
+        /// A join whose ticket the check refuses: the client reads the `Refused` frame.
+        fn refused_join(&mut self) {
+            self.write(&Frame::Join { ticket: "expired".into() }.encode());
+            assert!(self.session().session.poll_join().is_some());
+            let ctx = self.ctx.clone();
+            self.session().admitted(&ctx, Err(Refusal::player(CloseCode::TicketExpired, "the ticket expired")));
+            self.settle();
+            assert_eq!(
+                self.frames.first(),
+                Some(&Frame::Refused { code: CloseCode::TicketExpired, reason: "the ticket expired".into() })
+            );
         }
 
         fn message(&mut self, data: &[u8]) {
@@ -748,15 +759,7 @@ mod tests {
     #[test]
     fn a_refused_join_is_read_by_the_client_before_the_close() {
         let mut p = Pair::new(1 << 20);
-        p.write(&Frame::Join { ticket: "expired".into() }.encode());
-        assert!(p.session().session.poll_join().is_some());
-        let ctx = p.ctx.clone();
-        p.session().admitted(&ctx, Err(Refusal::player(CloseCode::TicketExpired, "the ticket expired")));
-        p.settle();
-        assert_eq!(
-            p.frames.first(),
-            Some(&Frame::Refused { code: CloseCode::TicketExpired, reason: "the ticket expired".into() })
-        );
+        p.refused_join();
         assert_eq!(p.close_code(), Some(CloseCode::TicketExpired), "{:?}", p.closed);
     }
 
@@ -934,15 +937,7 @@ mod tests {
     fn a_refused_join_reaches_the_page_before_the_capsule_and_a_silent_page_is_closed_after_a_second() {
         let mut p = Pair::web();
         p.open_session();
-        p.write(&Frame::Join { ticket: "expired".into() }.encode());
-        assert!(p.session().session.poll_join().is_some());
-        let ctx = p.ctx.clone();
-        p.session().admitted(&ctx, Err(Refusal::player(CloseCode::TicketExpired, "the ticket expired")));
-        p.settle();
-        assert_eq!(
-            p.frames.first(),
-            Some(&Frame::Refused { code: CloseCode::TicketExpired, reason: "the ticket expired".into() })
-        );
+        p.refused_join();
         p.advance(Duration::from_millis(100));
         assert_eq!(p.web_mut().capsule(), Some((CloseCode::TicketExpired.to_u32(), "the ticket expired".into())));
         p.advance(crate::webtransport::h3::CLOSE_WAIT - Duration::from_millis(200));

@@ -649,10 +649,7 @@ fn admit_later(rt: &tokio::runtime::Handle, ctx: &Arc<PlayerCtx>, inbox: &Arc<In
     let (ctx, inbox) = (ctx.clone(), inbox.clone());
     rt.spawn(async move {
         let conn: Arc<dyn PlayerTransport> = Arc::new(ConnRef { key, inbox: inbox.clone() });
-        let result = super::admit(&ctx, &ticket, |t| {
-            PlayerLink::new(t.player, t.name.clone(), conn, ctx.session.limits.clone(), ctx.metrics.clone())
-        })
-        .await;
+        let result = super::admit(&ctx, &ticket, conn).await;
         inbox.push(Op::Admitted(key, Box::new(result)));
     });
 }

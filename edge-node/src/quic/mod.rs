@@ -52,6 +52,8 @@ pub struct PlayerCtx {
     pub metrics: Arc<Metrics>,
     /// False while draining: joins are refused with `node-not-accepting`.
     pub accepting: Arc<AtomicBool>,
+    /// Players whose room moved here, by the credential each will rejoin with.
+    pub moves: crate::migrate::credentials::MoveCredentials<MovingPlayer>,
     /// Loads joining players' saved state from the core, when the node forwards to one.
     pub loader: Option<Arc<crate::forward::loader::StateLoader>>,
     /// Player cap for relay rooms.
@@ -148,6 +150,7 @@ pub fn start(
         accepting: node.accepting,
         relay_max_players: settings.relay_max_players,
         default_tick_hz: settings.default_tick_hz,
+        moves: Default::default(),
     });
     driver::PlayerEndpoint::start(socket, server, ctx, settings.send_batch, driver::Flavor::Native)
         .map_err(|e| anyhow::anyhow!("listen_quic: serving {listen}: {e}"))
@@ -157,12 +160,29 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Verifies the ticket and places the player; returns the room, its worker and the tick rate.
+/// A moving player's place on this node, admitted by the credential the node issued for it.
+#[derive(Clone)]
+pub struct MovingPlayer {
+    /// Its link in the room, detached until it rejoins.
+    pub link: Arc<PlayerLink>,
+    /// The room.
+    pub room: String,
+    /// The room's worker.
+    pub worker: usize,
+    /// The room's tick rate.
+    pub tick_hz: u32,
+}
+
+/// Verifies the ticket and places the player on `transport`; returns the room, its worker and
+/// the tick rate. A move credential instead puts the player back in the room that moved here.
 pub(crate) async fn admit(
     ctx: &PlayerCtx,
     ticket_text: &str,
-    link_for: impl FnOnce(&TicketPayload) -> Arc<PlayerLink>,
+    transport: Arc<dyn crate::room::player::PlayerTransport>,
 ) -> Result<Admitted, Refusal> {
+    if crate::migrate::credentials::is_credential(ticket_text) {
+        return admit_moving(ctx, ticket_text, transport);
+    }
     let key = ctx
         .ticket_key
         .as_ref()
@@ -186,19 +206,51 @@ pub(crate) async fn admit(
         guard.check_and_insert(&t, now).map_err(|e| Refusal::player(e.code(), e.to_string()))?;
     }
     ctx.metrics.tickets_redeemed_total.inc();
-    let link = link_for(&t);
+    let link = PlayerLink::new(t.player, t.name.clone(), transport, ctx.session.limits.clone(), ctx.metrics.clone());
     let back_to = take_over(ctx, &link).await;
     let placed = place(ctx, &t, &link, back_to).await;
     match placed {
         Ok((room, worker, tick_hz, saved)) => {
             let _ = link.placement.set((room.clone(), worker));
-            Ok(Admitted { ticket: t, link, room, worker, tick_hz, saved })
+            Ok(Admitted { player: t.player, link, room, worker, tick_hz, saved })
         }
         Err(e) => {
             forget_session(ctx, &link);
             Err(e)
         }
     }
+}
+
+/// A player following its room: the credential this node issued when the room moved here puts
+/// the new connection on the player's link, which has held its place in the room meanwhile. The
+/// guest sees no `leave` or `join`; what the room sent while the player moved waits in the link.
+fn admit_moving(
+    ctx: &PlayerCtx,
+    credential: &str,
+    transport: Arc<dyn crate::room::player::PlayerTransport>,
+) -> Result<Admitted, Refusal> {
+    let m = ctx
+        .moves
+        .redeem(credential, std::time::Instant::now())
+        .map_err(|e| Refusal::player(CloseCode::MoveRefused, e.to_string()))?;
+    if m.link.is_closed() {
+        return Err(Refusal::player(CloseCode::MoveRefused, "the room closed before the player arrived"));
+    }
+    m.link.attach(transport);
+    if let Some(old) = ctx.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(m.link.id, m.link.clone())
+        && !Arc::ptr_eq(&old, &m.link)
+    {
+        old.close(CloseCode::Replaced, "the player joined again on another connection");
+    }
+    ctx.metrics.players_moved_in_total.inc();
+    Ok(Admitted {
+        player: m.link.id,
+        link: m.link,
+        room: m.room,
+        worker: m.worker,
+        tick_hz: m.tick_hz,
+        saved: SavedState::None,
+    })
 }
 
 /// Makes `link` its player's current connection. If an older connection of the same player is
@@ -224,10 +276,7 @@ pub(crate) fn spawn_join(
 ) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let result = admit(&ctx, &ticket, |t| {
-            PlayerLink::new(t.player, t.name.clone(), transport, ctx.session.limits.clone(), ctx.metrics.clone())
-        })
-        .await;
+        let result = admit(&ctx, &ticket, transport).await;
         let _ = verdict.send(result).await;
     });
 }

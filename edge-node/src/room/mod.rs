@@ -11,6 +11,7 @@
 //! - this file: [`Rooms`], the handle the admin API and the player endpoint use, and the
 //!   directory of where each room lives and how full it is.
 
+pub mod moving;
 pub mod player;
 pub mod refusal;
 pub mod worker;
@@ -289,6 +290,71 @@ impl Rooms {
         rx.await.unwrap_or_else(|_| Err(Refusal::node(CloseCode::NodeShutdown, "room worker stopped")))
     }
 
+    /// Pauses `room` at a tick boundary and takes what it needs to move to another node.
+    pub async fn export(&self, room: &str) -> Result<moving::RoomExport, RoomError> {
+        let p = self.placement(room)?;
+        let room = room.to_string();
+        self.ask(p.worker, |reply| Command::Export { room, reply }).await?
+    }
+
+    /// The move of `room` failed: it runs here again.
+    pub async fn resume(&self, room: &str) {
+        if let Ok(p) = self.placement(room) {
+            self.tell(p.worker, Command::Resume { room: room.to_string() }).await;
+        }
+    }
+
+    /// Hands the paused `room` over for good: returns its players' links, and from now on what
+    /// their old connections deliver (after what the room held) goes to `forward`.
+    pub async fn hand(
+        &self,
+        room: &str,
+        forward: tokio::sync::mpsc::Sender<moving::Forwarded>,
+    ) -> Result<Vec<Arc<PlayerLink>>, RoomError> {
+        let p = self.placement(room)?;
+        let room = room.to_string();
+        self.ask(p.worker, |reply| Command::Hand { room, forward, reply }).await?
+    }
+
+    /// Restores a room that moved here (409 when its id is taken), with one detached link per
+    /// moving player, each holding its place in the room.
+    pub async fn import(
+        &self,
+        export: moving::RoomExport,
+        compiled: Arc<Compiled>,
+        limits: Arc<player::PlayerLimits>,
+    ) -> Result<(usize, moving::Placeholders), RoomError> {
+        let worker = self.reserve_room(&export.spec)?;
+        let id = export.spec.id.clone();
+        let players = export.players.len() as u32;
+        if let Some(p) = self.dir().get_mut(&id) {
+            p.players = players;
+            p.max_players = p.max_players.max(players);
+        }
+        let export = Box::new(export);
+        let result =
+            self.ask(worker, |reply| Command::Import { export, compiled, limits, reply }).await.and_then(|r| r);
+        match result {
+            Ok(links) => {
+                for l in &links {
+                    let _ = l.placement.set((id.clone(), worker));
+                }
+                Ok((worker, links))
+            }
+            Err(e) => {
+                self.dir().remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// What a moved room's source forwarded, for the room here.
+    pub async fn forwarded(&self, room: &str, items: Vec<moving::Forwarded>) -> Result<(), RoomError> {
+        let p = self.placement(room)?;
+        self.tell(p.worker, Command::Forwarded { room: room.to_string(), items }).await;
+        Ok(())
+    }
+
     /// Sends an operator signal to the room's guest and returns its reply.
     pub async fn signal(&self, room: &str, data: Vec<u8>) -> Result<worker::Signalled, RoomError> {
         let p = self.placement(room)?;
@@ -500,5 +566,162 @@ mod tests {
         assert_eq!(next(&mut players[0].1).await, Sent::Close(CloseCode::Kicked));
         assert_eq!(next(&mut new_rx).await, Sent::Close(CloseCode::Kicked));
         assert!(players[0].0.is_closed() && players[1].0.is_closed());
+    }
+
+    /// A guest built from `guest-modules/` (`make guests`), compiled by `host`.
+    fn guest(host: &WasmHost, name: &str) -> Arc<Compiled> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests").join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run make guests)", path.display()));
+        Arc::new(host.load(&bytes).unwrap())
+    }
+
+    fn node(dir: &std::path::Path) -> (Rooms, Arc<WasmHost>, Arc<Metrics>) {
+        let host = WasmHost::new(SandboxLimits::default(), dir, Allocator::OnDemand).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        (Rooms::start(host.clone(), metrics.clone(), 1, 1024, Duration::ZERO, None).unwrap(), host, metrics)
+    }
+
+    fn say(room: &str, n: u32) -> Command {
+        Command::Message { room: room.into(), player: 1, to: 0, data: n.to_be_bytes().to_vec(), reliable: true }
+    }
+
+    /// The numbers the echo guest sent back to `link` so far.
+    fn echoed(link: &PlayerLink) -> Vec<u32> {
+        let mut frames = std::collections::VecDeque::new();
+        link.take_frames(&mut frames);
+        frames
+            .into_iter()
+            .filter_map(|f| match outpost_proto::frame::Frame::decode_body(&f[4..]) {
+                Ok(Frame::Message { data, .. }) => Some(u32::from_be_bytes(data[..4].try_into().unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until the worker of `room` has handled everything sent before.
+    async fn settled(rooms: &Rooms, room: &str) {
+        let _ = rooms.info(room).await;
+        let _ = rooms.list().await;
+    }
+
+    /// The whole hand-off between two nodes' rooms, in one process: reliable messages sent
+    /// before the pause, during it, after the hand-off on the old connection and on the new one
+    /// reach the guest exactly once and in order; the guest sees no leave or join.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_moving_room_gets_every_reliable_message_once_and_in_order() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ((src, src_host, src_metrics), (dst, dst_host, _)) = (node(d1.path()), node(d2.path()));
+        let spec = RoomSpec { module: "echo".into(), max_players: 4, ..spec("e") };
+        src.create(spec, guest(&src_host, "echo")).await.unwrap();
+        let limits = Arc::new(PlayerLimits::default());
+        let (conn, _rx) = carrier();
+        let old = PlayerLink::new(1, "ada".into(), conn, limits.clone(), src_metrics.clone());
+        let (room, worker) = src.reserve_player("echo", Some("e"), false).unwrap().unwrap();
+        src.join(&room, worker, old.clone(), SavedState::None).await.unwrap();
+        let tell = |rooms: &Rooms, cmd| rooms.try_tell(0, cmd).map_err(|_| "queue full").unwrap();
+        for n in 0..50 {
+            tell(&src, say("e", n));
+        }
+        let export = src.export("e").await.unwrap();
+        assert_eq!(export.players, vec![(1, "ada".to_string())]);
+        // Paused: these wait, as does an unreliable one, which is dropped and counted.
+        for n in 50..80 {
+            tell(&src, say("e", n));
+        }
+        tell(&src, Command::Message { room: "e".into(), player: 1, to: 0, data: vec![9; 4], reliable: false });
+        let (_, placeholders) = dst.import(export.clone(), guest(&dst_host, "echo"), limits.clone()).await.unwrap();
+        assert!(matches!(dst.import(export, guest(&dst_host, "echo"), limits).await, Err(RoomError::Exists(_))));
+        let (fwd_tx, mut fwd_rx) = tokio::sync::mpsc::channel(4096);
+        let handed = src.hand("e", fwd_tx).await.unwrap();
+        assert_eq!(handed.len(), 1);
+        assert!(src.info("e").await.is_err(), "the room is not the source's any more");
+        // The old connection still delivers; the new one is on the target already.
+        for n in 80..100 {
+            tell(&src, say("e", n));
+        }
+        let new = placeholders[0].clone();
+        assert!(new.is_detached());
+        let (conn, _rx2) = carrier();
+        new.attach(conn);
+        for n in 100..120 {
+            tell(&dst, say("e", n));
+        }
+        settled(&dst, "e").await;
+        assert_eq!(echoed(&new), Vec::<u32>::new(), "the new connection waits for the old one's end");
+        // The old stream ends; everything the source forwarded reaches the target, in order.
+        src.leave(0, "e".into(), old.clone(), true).await;
+        let mut items = Vec::new();
+        while let Ok(item) = fwd_rx.try_recv() {
+            items.push(item);
+        }
+        assert_eq!(items.last(), Some(&moving::Forwarded::End { player: 1 }));
+        assert_eq!(items.len(), 30 + 20 + 1);
+        dst.forwarded("e", items).await.unwrap();
+        settled(&dst, "e").await;
+        assert_eq!(echoed(&old), (0..50).collect::<Vec<_>>(), "answered on the source before the move");
+        assert_eq!(echoed(&new), (50..120).collect::<Vec<_>>(), "the rest on the target, once each, in order");
+        assert_eq!(src_metrics.moved_messages_dropped_total.get(), 1, "the unreliable one");
+        let info = dst.info("e").await.unwrap();
+        assert_eq!(info.players, 1);
+    }
+
+    /// A move that fails before the point of no return leaves the room running on the source,
+    /// with what its players sent meanwhile delivered in order, and its clock going on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_move_resumes_the_room_with_what_was_held() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, host, metrics) = node(d.path());
+        src.create(RoomSpec { module: "echo".into(), ..spec("e") }, guest(&host, "echo")).await.unwrap();
+        let (conn, _rx) = carrier();
+        let link = PlayerLink::new(1, "ada".into(), conn, Arc::new(PlayerLimits::default()), metrics);
+        let (room, worker) = src.reserve_player("echo", Some("e"), false).unwrap().unwrap();
+        src.join(&room, worker, link.clone(), SavedState::None).await.unwrap();
+        src.export("e").await.unwrap();
+        assert!(matches!(src.export("e").await, Err(RoomError::Refused(_))), "one move at a time");
+        for n in 0..10 {
+            src.try_tell(0, say("e", n)).map_err(|_| "full").unwrap();
+        }
+        settled(&src, "e").await;
+        assert_eq!(echoed(&link), Vec::<u32>::new(), "held while paused");
+        src.resume("e").await;
+        settled(&src, "e").await;
+        assert_eq!(echoed(&link), (0..10).collect::<Vec<_>>());
+        assert_eq!(src.info("e").await.unwrap().players, 1);
+    }
+
+    /// A restored arena room keeps its tick count and its clock, and a target whose module
+    /// cannot take the snapshot refuses the room, which is then not there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_arena_room_moves_with_its_clock_and_a_bad_restore_is_refused() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ((src, src_host, _), (dst, dst_host, _)) = (node(d1.path()), node(d2.path()));
+        let spec = RoomSpec { module: "arena".into(), max_players: 8, ..spec("a") };
+        src.create(spec, guest(&src_host, "arena")).await.unwrap();
+        src.signal("a", b"spawn bot".to_vec()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while src.info("a").await.unwrap().ticks < 5 {
+            assert!(std::time::Instant::now() < deadline, "the room never ticked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let export = src.export("a").await.unwrap();
+        let limits = Arc::new(PlayerLimits::default());
+        let broken = guest(&dst_host, "arena-broken-restore");
+        match dst.import(export.clone(), broken, limits.clone()).await {
+            Err(RoomError::Refused(why)) => assert!(why.contains("restore"), "{why}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert!(dst.info("a").await.is_err(), "nothing is left of a refused room");
+        dst.import(export.clone(), guest(&dst_host, "arena"), limits).await.unwrap();
+        let state = |r: Vec<u8>| String::from_utf8(r).unwrap();
+        assert_eq!(
+            state(dst.signal("a", b"state".to_vec()).await.unwrap().reply),
+            state(src.signal("a", b"state".to_vec()).await.unwrap().reply),
+            "the same game on both sides of the move"
+        );
+        while dst.info("a").await.unwrap().ticks <= export.ticks {
+            assert!(std::time::Instant::now() < deadline + Duration::from_secs(5), "the moved room never ticked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -121,6 +121,8 @@ pub struct PlayerLink {
     /// Set when the node closes the player or the transport sees the connection gone: read on
     /// every send, so it is an atomic rather than the backlog's lock.
     closed: AtomicBool,
+    /// On no carrier: detached, or placed here by a move and not rejoined yet.
+    detached: AtomicBool,
     limits: Arc<PlayerLimits>,
     metrics: Arc<Metrics>,
 }
@@ -141,6 +143,7 @@ impl PlayerLink {
             conn: RwLock::new(conn),
             backlog: Mutex::default(),
             closed: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
             limits,
             metrics,
         })
@@ -154,16 +157,30 @@ impl PlayerLink {
         self.conn.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A link with no carrier yet: a player whose room moved here and who has not rejoined.
+    pub fn detached(id: u64, name: String, limits: Arc<PlayerLimits>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let link = PlayerLink::new(id, name, Arc::new(Detached(metrics.clone())), limits, metrics);
+        link.detached.store(true, Ordering::Relaxed);
+        link
+    }
+
+    /// Whether the player has no carrier now.
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
+    }
+
     /// Takes the player off its carrier: until [`PlayerLink::attach`], datagrams are dropped
     /// (counted) and reliable frames wait in the backlog, under its usual limits.
     pub fn detach(&self) -> Arc<dyn PlayerTransport> {
         let mut conn = self.conn.write().unwrap_or_else(|e| e.into_inner());
+        self.detached.store(true, Ordering::Relaxed);
         std::mem::replace(&mut *conn, Arc::new(Detached(self.metrics.clone())))
     }
 
     /// Puts the player on carrier `conn`; frames already waiting are announced to it.
     pub fn attach(&self, conn: Arc<dyn PlayerTransport>) {
         *self.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
+        self.detached.store(false, Ordering::Relaxed);
         if !self.backlog().frames.is_empty() {
             self.conn().frames_waiting();
         }

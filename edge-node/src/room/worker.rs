@@ -8,6 +8,7 @@
 use crate::host::bindings::{Player, Saved};
 use crate::host::output::RoomLog;
 use crate::host::{Compiled, Effect, FaultKind, GuestFault, GuestInstance, WasmHost};
+use crate::room::moving::{Arrivals, Forwarded, MAX_HELD, Motion, Placeholders, RoomExport};
 use crate::room::player::PlayerLink;
 use crate::room::{Directory, Placement, Refusal, RoomError};
 use crate::telemetry::Metrics;
@@ -86,6 +87,27 @@ pub enum Command {
     Message { room: String, player: u64, to: u64, data: Vec<u8>, reliable: bool },
     /// Close every player with `node-shutdown` and stop the worker.
     Shutdown { reply: oneshot::Sender<()> },
+    /// Pauses a room at a tick boundary and takes what it needs to move ([`super::moving`]).
+    Export { room: String, reply: oneshot::Sender<Result<RoomExport, RoomError>> },
+    /// The move failed: the paused room runs again, with what its players sent meanwhile.
+    Resume { room: String },
+    /// The point of no return: the room is another node's now. What was held and what the
+    /// players' old connections still deliver goes to `forward`, in order; the reply is the
+    /// players' links, to tell each where the room went.
+    Hand {
+        room: String,
+        forward: tokio::sync::mpsc::Sender<Forwarded>,
+        reply: oneshot::Sender<Result<Vec<Arc<PlayerLink>>, RoomError>>,
+    },
+    /// Restores a room that moved here, with a detached link for each of its players.
+    Import {
+        export: Box<RoomExport>,
+        compiled: Arc<Compiled>,
+        limits: Arc<crate::room::player::PlayerLimits>,
+        reply: oneshot::Sender<Result<Placeholders, RoomError>>,
+    },
+    /// What a moved room's source forwarded from the players' old connections, in order.
+    Forwarded { room: String, items: Vec<Forwarded> },
 }
 
 const TICK_SAMPLES: usize = 512;
@@ -142,6 +164,13 @@ struct RoomSlot {
     calls: u64,
     guest_us: u64,
     forgiven: u64,
+    /// The room's clock less the worker's, in ms: a room that moved here keeps its own time.
+    clock_offset_ms: i64,
+    motion: Motion,
+    /// Players that moved here and whose old connection has not ended yet.
+    arrivals: Arrivals,
+    /// When a moved room stops waiting for its players' old connections and placeholders.
+    arrivals_until: Option<Instant>,
 }
 
 impl RoomSlot {
@@ -169,7 +198,16 @@ impl RoomSlot {
             calls: 0,
             guest_us: 0,
             forgiven: 0,
+            clock_offset_ms: 0,
+            motion: Motion::Still,
+            arrivals: Arrivals::default(),
+            arrivals_until: None,
         }
+    }
+
+    /// Whether the room ticks: it has a guest and is not paused or gone.
+    fn ticking(&self) -> bool {
+        self.guest.is_some() && matches!(self.motion, Motion::Still)
     }
 
     fn info(&self) -> RoomInfo {
@@ -259,7 +297,7 @@ impl Worker {
         let mut last_wake = Instant::now();
         loop {
             crate::host::guest::refresh_cpu_mark(CPU_MARK_MAX_AGE);
-            let next = self.rooms.values().filter(|r| r.guest.is_some()).map(|r| r.next_tick).min();
+            let next = self.rooms.values().filter(|r| r.ticking()).map(|r| r.next_tick).min();
             let cmd = match next {
                 Some(t) => match self.rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
                     Ok(c) => Some(c),
@@ -311,18 +349,17 @@ impl Worker {
         let now = Instant::now();
         self.now = now;
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
-        let due: Vec<String> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.guest.is_some() && r.next_tick <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due: Vec<String> =
+            self.rooms.iter().filter(|(_, r)| r.ticking() && r.next_tick <= now).map(|(id, _)| id.clone()).collect();
         for id in due {
+            self.arrivals_deadline(&id, now);
             let Some(slot) = self.rooms.get_mut(&id) else { continue };
             slot.next_tick = next_tick_after(slot.next_tick, slot.period, now);
+            let room_ms = u64::try_from(i64::try_from(now_ms).unwrap_or(i64::MAX).saturating_add(slot.clock_offset_ms))
+                .unwrap_or(0);
             let Some(guest) = slot.guest.as_mut() else { continue };
             let started = Instant::now();
-            let r = guest.tick(now_ms);
+            let r = guest.tick(room_ms);
             let took = started.elapsed();
             slot.ticks += 1;
             if slot.tick_us.len() == TICK_SAMPLES {
@@ -385,9 +422,11 @@ impl Worker {
                 let _ = reply.send(self.signal(&room, &data));
             }
             Command::Info { room, reply } => {
+                // A room that moved away is not this node's any more.
+                let here = |r: &&RoomSlot| !matches!(r.motion, Motion::Gone(_));
                 let infos = match room {
-                    Some(id) => self.rooms.get(&id).map(|r| vec![r.info()]).unwrap_or_default(),
-                    None => self.rooms.values().map(RoomSlot::info).collect(),
+                    Some(id) => self.rooms.get(&id).filter(here).map(|r| vec![r.info()]).unwrap_or_default(),
+                    None => self.rooms.values().filter(here).map(RoomSlot::info).collect(),
                 };
                 let _ = reply.send(infos);
             }
@@ -421,6 +460,21 @@ impl Worker {
                 }
             }
             Command::Message { room, player, to, data, reliable } => self.message(&room, player, to, data, reliable),
+            Command::Export { room, reply } => {
+                let _ = reply.send(self.export(&room));
+            }
+            Command::Resume { room } => self.resume(&room),
+            Command::Hand { room, forward, reply } => {
+                let _ = reply.send(self.hand(&room, forward));
+            }
+            Command::Import { export, compiled, limits, reply } => {
+                let _ = reply.send(self.import(*export, compiled, limits));
+            }
+            Command::Forwarded { room, items } => {
+                for item in items {
+                    self.forwarded(&room, item);
+                }
+            }
             Command::Shutdown { reply } => {
                 for slot in self.rooms.values() {
                     for p in slot.players.values() {
@@ -536,6 +590,24 @@ impl Worker {
             return;
         }
         slot.players.remove(&player);
+        match &mut slot.motion {
+            Motion::Still => {}
+            // The guest hears of it when the room resumes here, or the target's when it moved.
+            Motion::Paused(held) => {
+                held.push_back(Forwarded::End { player });
+                self.release(room);
+                return;
+            }
+            Motion::Gone(forward) => {
+                if forward.try_send(Forwarded::End { player }).is_err() {
+                    tracing::warn!(room, player, "the end of a moved player's stream could not be forwarded");
+                }
+                if slot.players.is_empty() {
+                    self.rooms.remove(room);
+                }
+                return;
+            }
+        }
         self.release(room);
         let Some(slot) = self.rooms.get_mut(room) else { return };
         if let Some(g) = slot.guest.as_mut() {
@@ -566,6 +638,38 @@ impl Worker {
         if !slot.players.contains_key(&player) {
             return;
         }
+        // A room on the move keeps every reliable message, in order, for wherever it runs next;
+        // unreliable ones may be dropped, counted.
+        let kept = match &mut slot.motion {
+            Motion::Still if reliable && slot.arrivals.is_waiting(player) => {
+                Some(slot.arrivals.hold(player, to, data.clone()))
+            }
+            Motion::Still => None,
+            _ if !reliable => Some(false),
+            Motion::Paused(held) => Some(
+                held.len() < MAX_HELD && {
+                    held.push_back(Forwarded::Message { player, to, data: data.clone() });
+                    true
+                },
+            ),
+            Motion::Gone(forward) => {
+                Some(forward.try_send(Forwarded::Message { player, to, data: data.clone() }).is_ok())
+            }
+        };
+        match kept {
+            Some(true) => return,
+            Some(false) => {
+                self.metrics.moved_messages_dropped_total.inc();
+                return;
+            }
+            None => {}
+        }
+        self.deliver(room, player, to, data, reliable);
+    }
+
+    /// Hands a player's message to the room: the guest, or the relay's players.
+    fn deliver(&mut self, room: &str, player: u64, to: u64, data: Vec<u8>, reliable: bool) {
+        let Some(slot) = self.rooms.get_mut(room) else { return };
         self.metrics.messages_in_total.inc();
         self.metrics.bytes_in_total.inc_by(data.len() as u64);
         if slot.relay {
@@ -646,6 +750,170 @@ impl Worker {
                 self.metrics.room_upgrades_failed_total.inc();
                 Err(e)
             }
+        }
+    }
+}
+
+/// Moving rooms ([`super::moving`]).
+impl Worker {
+    fn export(&mut self, id: &str) -> Result<RoomExport, RoomError> {
+        let slot = self.rooms.get(id).ok_or_else(|| RoomError::NotFound(id.to_string()))?;
+        if !matches!(slot.motion, Motion::Still) {
+            return Err(RoomError::Refused(format!("room {id:?} is already moving")));
+        }
+        if !slot.arrivals.is_empty() {
+            return Err(RoomError::Refused(format!("room {id:?} is still taking in players from its last move")));
+        }
+        // Commands run between ticks, so this is a tick boundary.
+        let snapshot = {
+            let r = self.running(id)?.snapshot();
+            let fault = r.as_ref().err().cloned();
+            self.after_call(id, r).ok_or_else(|| {
+                RoomError::Guest(fault.unwrap_or(GuestFault { kind: FaultKind::Trap, message: "snapshot".into() }))
+            })?
+        };
+        let now_ms = self.now.duration_since(self.epoch).as_millis() as i64;
+        let slot = self.rooms.get_mut(id).ok_or_else(|| RoomError::NotFound(id.to_string()))?;
+        let rng = slot.guest.as_ref().map_or(0, GuestInstance::rng_state);
+        slot.motion = Motion::Paused(VecDeque::new());
+        let mut players: Vec<(u64, String)> = slot.players.values().map(|l| (l.id, l.name.clone())).collect();
+        players.sort_unstable();
+        Ok(RoomExport {
+            spec: slot.spec.clone(),
+            version: slot.version.clone(),
+            snapshot,
+            rng,
+            now_ms: u64::try_from(now_ms.saturating_add(slot.clock_offset_ms)).unwrap_or(0),
+            ticks: slot.ticks,
+            players,
+        })
+    }
+
+    fn resume(&mut self, id: &str) {
+        let Some(slot) = self.rooms.get_mut(id) else { return };
+        let Motion::Paused(held) = std::mem::take(&mut slot.motion) else { return };
+        // The ticks it missed are skipped, as for a room that fell behind.
+        slot.next_tick = next_tick_after(slot.next_tick, slot.period, self.now);
+        for item in held {
+            self.apply_held(id, item);
+        }
+    }
+
+    /// What a paused room held, carried out here after all.
+    fn apply_held(&mut self, id: &str, item: Forwarded) {
+        match item {
+            Forwarded::Message { player, to, data } => self.deliver(id, player, to, data, true),
+            Forwarded::End { player } => {
+                if let Some(g) = self.rooms.get_mut(id).and_then(|s| s.guest.as_mut()) {
+                    let r = g.leave(player);
+                    self.after_call(id, r);
+                }
+                self.close_if_abandoned(id);
+            }
+        }
+    }
+
+    fn hand(
+        &mut self,
+        id: &str,
+        forward: tokio::sync::mpsc::Sender<Forwarded>,
+    ) -> Result<Vec<Arc<PlayerLink>>, RoomError> {
+        let slot = self.rooms.get_mut(id).ok_or_else(|| RoomError::NotFound(id.to_string()))?;
+        let Motion::Paused(held) = std::mem::take(&mut slot.motion) else {
+            return Err(RoomError::Refused(format!("room {id:?} is not paused for a move")));
+        };
+        for item in held {
+            if forward.try_send(item).is_err() {
+                self.metrics.moved_messages_dropped_total.inc();
+            }
+        }
+        // The instance goes now (its memory slot with it); the slot stays while old connections
+        // still deliver.
+        slot.guest = None;
+        let players: Vec<Arc<PlayerLink>> = slot.players.values().cloned().collect();
+        if players.is_empty() {
+            self.rooms.remove(id);
+        } else {
+            slot.motion = Motion::Gone(forward);
+        }
+        self.dir().remove(id);
+        self.metrics.rooms_moved_out_total.inc();
+        Ok(players)
+    }
+
+    fn import(
+        &mut self,
+        export: RoomExport,
+        compiled: Arc<Compiled>,
+        limits: Arc<crate::room::player::PlayerLimits>,
+    ) -> Result<Placeholders, RoomError> {
+        let id = export.spec.id.clone();
+        if self.rooms.contains_key(&id) {
+            return Err(RoomError::Exists(id));
+        }
+        let log = RoomLog::new(self.host.limits.log_lines, 512);
+        let mut guest = self.instantiate(&export.spec, compiled.clone(), log.clone())?;
+        match guest.restore(&export.snapshot)? {
+            Ok(()) => {}
+            Err(e) => return Err(RoomError::Refused(format!("restore refused the snapshot: {e}"))),
+        }
+        // What init and restore did would repeat what the players already got, or commit twice.
+        let _ = guest.take_effects();
+        guest.set_rng_state(export.rng);
+        let mut slot = RoomSlot::new(export.spec, compiled.version.clone(), false, Some(guest), log, self.epoch);
+        let now_ms = self.now.duration_since(self.epoch).as_millis() as i64;
+        slot.clock_offset_ms = i64::try_from(export.now_ms).unwrap_or(i64::MAX).saturating_sub(now_ms);
+        slot.ticks = export.ticks;
+        slot.arrivals = Arrivals::expect(export.players.iter().map(|(p, _)| *p));
+        slot.arrivals_until = Some(self.now + crate::migrate::credentials::TTL);
+        let mut links = Vec::with_capacity(export.players.len());
+        for (player, name) in export.players {
+            let link = PlayerLink::detached(player, name, limits.clone(), self.metrics.clone());
+            slot.players.insert(player, link.clone());
+            links.push(link);
+        }
+        slot.log.with(|l| l.push_line("host: moved here"));
+        self.rooms.insert(id, slot);
+        self.metrics.rooms_moved_in_total.inc();
+        Ok(links)
+    }
+
+    /// An item the source forwarded: a message of a moving player's old connection, delivered
+    /// now, or the end of it, after which its new connection's messages are delivered.
+    fn forwarded(&mut self, id: &str, item: Forwarded) {
+        match item {
+            Forwarded::Message { player, to, data } => {
+                if self.rooms.get(id).is_some_and(|s| s.arrivals.is_waiting(player)) {
+                    self.deliver(id, player, to, data, true);
+                }
+            }
+            Forwarded::End { player } => {
+                let Some(slot) = self.rooms.get_mut(id) else { return };
+                for (to, data) in slot.arrivals.end(player) {
+                    self.deliver(id, player, to, data, true);
+                }
+            }
+        }
+    }
+
+    /// Past its deadline, a moved room stops waiting: old connections the source never ended
+    /// are taken as ended, and players who never rejoined leave (the guest sees `leave`).
+    fn arrivals_deadline(&mut self, id: &str, now: Instant) {
+        let Some(slot) = self.rooms.get_mut(id) else { return };
+        if slot.arrivals_until.is_none_or(|t| t > now) {
+            return;
+        }
+        slot.arrivals_until = None;
+        let waiting: Vec<u64> = slot.players.keys().copied().filter(|p| slot.arrivals.is_waiting(*p)).collect();
+        let absent: Vec<Arc<PlayerLink>> = slot.players.values().filter(|l| l.is_detached()).cloned().collect();
+        for player in waiting {
+            tracing::warn!(room = id, player, "the source never ended this player's old stream; going on without it");
+            self.forwarded(id, Forwarded::End { player });
+        }
+        for link in absent {
+            tracing::info!(room = id, player = link.id, "a moved player never rejoined");
+            link.close(CloseCode::MoveRefused, "the player did not follow the room in time");
+            self.leave(id, &link);
         }
     }
 }
