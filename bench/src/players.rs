@@ -114,7 +114,7 @@ trait BotConn: Send {
     fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send;
     fn send_datagram(&self, to: u64, data: &[u8]) -> Result<(), outpost_client::ClientError>;
     fn player_id(&self) -> u64;
-    fn connection(&self) -> &quinn::Connection;
+    fn connection(&self) -> quinn::Connection;
     fn close(&self);
 }
 
@@ -128,7 +128,7 @@ impl BotConn for Client {
     fn player_id(&self) -> u64 {
         self.joined.player_id
     }
-    fn connection(&self) -> &quinn::Connection {
+    fn connection(&self) -> quinn::Connection {
         Client::connection(self)
     }
     fn close(&self) {
@@ -146,8 +146,8 @@ impl BotConn for WtClient {
     fn player_id(&self) -> u64 {
         self.joined.player_id
     }
-    fn connection(&self) -> &quinn::Connection {
-        WtClient::connection(self)
+    fn connection(&self) -> quinn::Connection {
+        WtClient::connection(self).clone()
     }
     fn close(&self) {
         WtClient::close(self)
@@ -661,6 +661,8 @@ impl Bench {
             loop {
                 match tokio::time::timeout_at(end.into(), client.recv()).await {
                     Ok(Some(Event::Message { .. })) => s.received += 1,
+                    // The room moved and the bot followed it: it goes on.
+                    Ok(Some(Event::Moved { .. })) => {}
                     Ok(Some(Event::Closed(r))) => {
                         s.disconnect = Some(reason_name(&r));
                         break;
@@ -668,14 +670,14 @@ impl Bench {
                     Ok(None) | Err(_) => break,
                 }
             }
-            s.udp = udp_datagrams(client.connection());
+            s.udp = udp_datagrams(&client.connection());
             client.close();
             return s;
         }
         let mut tick = tokio::time::interval_at((start_at + phase).into(), Duration::from_secs_f64(1.0 / self.rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let end = start_at + Duration::from_secs_f64(self.duration);
-        let udp0 = udp_datagrams(client.connection());
+        let udp0 = udp_datagrams(&client.connection());
         let mut seq: u64 = rand::random::<u8>() as u64;
         loop {
             tokio::select! {
@@ -692,6 +694,7 @@ impl Bench {
                 }
                 ev = client.recv() => match ev {
                     Some(Event::Message { from, data, .. }) => s.on_message(relay, me, from, &data, t0),
+                    Some(Event::Moved { .. }) => {}
                     Some(Event::Closed(r)) => { s.disconnect = Some(reason_name(&r)); break; }
                     None => break,
                 }
@@ -706,7 +709,8 @@ impl Bench {
                 _ => break,
             }
         }
-        s.udp = udp_datagrams(client.connection()) - udp0;
+        // Saturating: a bot whose room moved is on another connection now.
+        s.udp = udp_datagrams(&client.connection()) - udp0;
         client.close();
         s
     }

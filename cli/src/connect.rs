@@ -127,6 +127,13 @@ impl Connect {
                             println!("[{from}] {text}")
                         }
                     }
+                    Some(Event::Moved { node }) => {
+                        if self.json {
+                            println!("{}", serde_json::json!({"event": "moved", "node": node}));
+                        } else {
+                            eprintln!("the room moved to node {node}; followed it");
+                        }
+                    }
                     Some(Event::Closed(reason)) => {
                         if self.json {
                             println!("{}", serde_json::json!({"event": "closed", "reason": reason.to_string()}));

@@ -77,6 +77,13 @@ pub enum Event {
         /// Whether it came as a reliable frame (else a datagram).
         reliable: bool,
     },
+    /// The room moved to node `node` and the client followed it: same player id, same room.
+    /// Reliable messages sent before and after the move each reach the room exactly once, in
+    /// order; datagrams in flight during the move may be lost.
+    Moved {
+        /// The node the room is on now.
+        node: String,
+    },
     /// The connection ended.
     Closed(CloseReason),
 }
@@ -152,10 +159,27 @@ pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, ClientError>
 /// bots), and a deep queue in a starved process only turns loss into seconds of delay.
 pub const CLIENT_UDP_BUFFER_BYTES: usize = 1 << 20;
 
+/// How long a client waits for the node to acknowledge the end of its old stream when its room
+/// moves, before it goes anyway.
+const MOVE_FLUSH: Duration = Duration::from_secs(5);
+
+/// The connection a client is on now: replaced when its room moves.
+struct Current {
+    conn: std::sync::RwLock<quinn::Connection>,
+    /// The reliable stream's send side. A move holds it from the `Moved` frame until the new
+    /// connection has joined, so what the application sends meanwhile goes to the new node.
+    send: tokio::sync::Mutex<quinn::SendStream>,
+}
+
+impl Current {
+    fn conn(&self) -> quinn::Connection {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// A joined player connection.
 pub struct Client {
-    conn: quinn::Connection,
-    send: tokio::sync::Mutex<quinn::SendStream>,
+    current: std::sync::Arc<Current>,
     events: mpsc::Receiver<Event>,
     /// What the node answered to the join.
     pub joined: Joined,
@@ -174,6 +198,27 @@ impl Client {
         ticket: &str,
         opts: &ConnectOptions,
     ) -> Result<Client, ClientError> {
+        let (conn, send, recv, dec, joined) = join(endpoint, addr, cert_sha256, ticket, opts).await?;
+        let (tx, events) = mpsc::channel(opts.event_buffer.max(1));
+        let current = std::sync::Arc::new(Current { conn: conn.clone().into(), send: send.into() });
+        let follow = Follow { endpoint: endpoint.clone(), opts: opts.clone(), current: current.clone() };
+        tokio::spawn(read_stream(follow, recv, dec, tx.clone()));
+        tokio::spawn(read_datagrams(conn, tx));
+        Ok(Client { current, events, joined, _endpoint: endpoint.clone() })
+    }
+}
+
+type Joining = (quinn::Connection, quinn::SendStream, quinn::RecvStream, FrameDecoder, Joined);
+
+/// Connects to `addr` pinning `cert_sha256`, and joins with `ticket` (or a move credential).
+async fn join(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    cert_sha256: &str,
+    ticket: &str,
+    opts: &ConnectOptions,
+) -> Result<Joining, ClientError> {
+    {
         let cfg = tls::pinned_client_config(cert_sha256, tls::ALPN_PLAYER, tls::player_transport(opts.idle, 0))?;
         let fut = async {
             let connecting =
@@ -217,15 +262,13 @@ impl Client {
             let joined = joined_from(first)?;
             Ok((conn, send, recv, dec, joined))
         };
-        let (conn, send, recv, dec, joined) = tokio::time::timeout(opts.timeout, fut)
+        tokio::time::timeout(opts.timeout, fut)
             .await
-            .map_err(|_| ClientError::Connect(format!("no answer within {:?}", opts.timeout)))??;
-        let (tx, events) = mpsc::channel(opts.event_buffer.max(1));
-        tokio::spawn(read_stream(conn.clone(), recv, dec, tx.clone()));
-        tokio::spawn(read_datagrams(conn.clone(), tx));
-        Ok(Client { conn, send: tokio::sync::Mutex::new(send), events, joined, _endpoint: endpoint.clone() })
+            .map_err(|_| ClientError::Connect(format!("no answer within {:?}", opts.timeout)))?
     }
+}
 
+impl Client {
     /// Sends a reliable message to `to` (0 = the room).
     pub async fn send(&self, to: u64, data: &[u8]) -> Result<(), ClientError> {
         self.send_raw(&Frame::Message { peer: to, data: data.to_vec() }.encode()).await
@@ -233,20 +276,20 @@ impl Client {
 
     /// Writes raw bytes on the reliable stream (tests use it to send malformed frames).
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
-        let mut s = self.send.lock().await;
+        let mut s = self.current.send.lock().await;
         s.write_all(bytes).await.map_err(|_| self.closed_error())
     }
 
     /// Sends an unreliable message to `to` (0 = the room) as one datagram.
     pub fn send_datagram(&self, to: u64, data: &[u8]) -> Result<(), ClientError> {
-        self.conn.send_datagram(frame::encode_peer(to, data).into()).map_err(|e| match e {
+        self.current.conn().send_datagram(frame::encode_peer(to, data).into()).map_err(|e| match e {
             quinn::SendDatagramError::ConnectionLost(e) => ClientError::Closed(CloseReason::from_error(&e)),
             other => ClientError::Datagram(other.to_string()),
         })
     }
 
     fn closed_error(&self) -> ClientError {
-        match self.conn.close_reason() {
+        match self.current.conn().close_reason() {
             Some(e) => ClientError::Closed(CloseReason::from_error(&e)),
             None => ClientError::Closed(CloseReason { code: None, reason: "stream closed".into() }),
         }
@@ -262,28 +305,65 @@ impl Client {
         tokio::time::timeout(timeout, self.events.recv()).await.ok().flatten()
     }
 
-    /// Waits for the connection to close and says why.
+    /// Waits for the connection to close and says why (a move to another node is not a close).
     pub async fn closed(&self) -> CloseReason {
-        CloseReason::from_error(&self.conn.closed().await)
+        loop {
+            let conn = self.current.conn();
+            let why = conn.closed().await;
+            if self.current.conn().stable_id() == conn.stable_id() {
+                return CloseReason::from_error(&why);
+            }
+        }
     }
 
     /// Closes the connection (the player leaves).
     pub fn close(&self) {
-        self.conn.close(0u32.into(), b"bye");
+        self.current.conn().close(0u32.into(), b"bye");
     }
 
-    /// The underlying connection (for stats).
-    pub fn connection(&self) -> &quinn::Connection {
-        &self.conn
+    /// The connection the client is on now (for stats).
+    pub fn connection(&self) -> quinn::Connection {
+        self.current.conn()
     }
 }
 
-async fn read_stream(
-    conn: quinn::Connection,
-    mut recv: quinn::RecvStream,
-    mut dec: FrameDecoder,
-    tx: mpsc::Sender<Event>,
-) {
+/// What the stream reader needs to follow a move.
+struct Follow {
+    endpoint: quinn::Endpoint,
+    opts: ConnectOptions,
+    current: std::sync::Arc<Current>,
+}
+
+impl Follow {
+    /// Follows the room to `target`: ends the old stream (the node forwards what it read up to
+    /// that end), waits until the node has it, and joins the target with the credential.
+    async fn follow(
+        &self,
+        target: &frame::MoveTarget,
+        tx: &mpsc::Sender<Event>,
+    ) -> Result<(quinn::RecvStream, FrameDecoder), CloseReason> {
+        let refused = |why: String| CloseReason { code: Some(CloseCode::MoveRefused), reason: why };
+        let mut send = self.current.send.lock().await;
+        let old = self.current.conn();
+        if send.finish().is_ok() {
+            let _ = tokio::time::timeout(MOVE_FLUSH, send.stopped()).await;
+        }
+        let addr: SocketAddr =
+            target.quic.parse().map_err(|_| refused(format!("the Moved frame names no address: {:?}", target.quic)))?;
+        let joined = join(&self.endpoint, addr, &target.cert_sha256, &target.credential, &self.opts).await;
+        old.close(0u32.into(), b"moved");
+        let (conn, new_send, recv, dec, _) =
+            joined.map_err(|e| refused(format!("following the room to {}: {e}", target.node)))?;
+        *send = new_send;
+        *self.current.conn.write().unwrap_or_else(|e| e.into_inner()) = conn.clone();
+        tokio::spawn(read_datagrams(conn, tx.clone()));
+        let _ = tx.send(Event::Moved { node: target.node.clone() }).await;
+        Ok((recv, dec))
+    }
+}
+
+async fn read_stream(follow: Follow, mut recv: quinn::RecvStream, mut dec: FrameDecoder, tx: mpsc::Sender<Event>) {
+    let mut conn = follow.current.conn();
     loop {
         loop {
             match dec.next_frame() {
@@ -292,6 +372,16 @@ async fn read_stream(
                         return;
                     }
                 }
+                Ok(Some(Frame::Moved { target })) => match follow.follow(&target, &tx).await {
+                    Ok((r, d)) => {
+                        (recv, dec) = (r, d);
+                        conn = follow.current.conn();
+                    }
+                    Err(why) => {
+                        let _ = tx.send(Event::Closed(why)).await;
+                        return;
+                    }
+                },
                 Ok(Some(other)) => tracing::debug!(?other, "ignoring an unexpected frame"),
                 Ok(None) => break,
                 Err(e) => {

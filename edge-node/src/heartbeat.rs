@@ -42,6 +42,8 @@ pub struct Bound {
     pub probe: std::net::SocketAddr,
     /// Admin API URL.
     pub admin_url: String,
+    /// SHA-256 of the admin API's TLS certificate, when it serves HTTPS.
+    pub admin_tls_sha256: Option<String>,
     /// WebSocket player URL, when the node serves one.
     pub websocket: Option<String>,
     /// WebTransport player URL and the node's own certificates (none with a CA-signed pair).
@@ -70,6 +72,7 @@ impl HeartbeatCtx {
             quic_addr: hb.advertise_quic.unwrap_or(bound.quic).to_string(),
             probe_addr: hb.advertise_probe.unwrap_or(bound.probe).to_string(),
             admin_url: hb.advertise_admin.clone().unwrap_or(bound.admin_url),
+            admin_tls_sha256: bound.admin_tls_sha256,
             cert_sha256: cert_sha256.to_string(),
             capacity: hb.capacity,
             players: 0,
@@ -81,7 +84,8 @@ impl HeartbeatCtx {
             boot_id: Some(hex::encode(rand::random::<[u8; 8]>())),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             redeemed: Some(0),
-            features: std::iter::once(outpost_proto::api::FEATURE_MATCH_TICKETS)
+            features: [outpost_proto::api::FEATURE_MATCH_TICKETS, outpost_proto::api::FEATURE_MIGRATION]
+                .into_iter()
                 .chain(bound.webtransport.is_some().then_some(outpost_proto::api::FEATURE_WEBTRANSPORT))
                 .map(str::to_string)
                 .collect(),

@@ -72,10 +72,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     outpost_net::files::sweep_temp(data);
     let id = node_id(&config)?;
     let admin_token = outpost_net::service::TokenHash::of(&config.service.admin_token()?);
-    let cluster_token = match config.forward.is_some() || config.heartbeat.is_some() {
-        true => Some(config.service.cluster_token()?),
-        false => None,
-    };
+    // Every node holds the fleet's cluster token: the core link, heartbeats and the calls
+    // between nodes that move rooms use it.
+    let cluster_token = Some(config.service.cluster_token()?);
     let cert = outpost_net::tls::NodeCert::load_or_generate(data, "node")?;
     let metrics = Arc::new(telemetry::Metrics::default());
 
@@ -164,11 +163,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
         _ => None,
     };
+    let admin_tls_sha256 = match &config.service.tls_cert {
+        Some(c) => Some(outpost_net::tls::pem_cert_sha256(c).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?),
+        None => None,
+    };
     let heartbeat = config.heartbeat.as_ref().map(|hb| {
         let addrs = heartbeat::Bound {
             quic: quic_addr,
             probe: probe_addr,
             admin_url: admin_url.clone(),
+            admin_tls_sha256: admin_tls_sha256.clone(),
             websocket: websocket_url.clone(),
             webtransport: webtransport.as_ref().zip(webtransport_url.clone()).map(|(w, url)| (url, w.certs.clone())),
         };
@@ -180,11 +184,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         (tokio::spawn(heartbeat::run(ctx.clone(), hb.interval)), ctx)
     });
 
+    // Rooms that move: this node as a source and as a target.
+    let migrator = Arc::new(migrate::Migrator {
+        node_id: id.clone(),
+        rooms: rooms.clone(),
+        modules: modules.clone(),
+        players: players.ctx.clone(),
+        metrics: metrics.clone(),
+        routers: config.heartbeat.as_ref().map(|h| h.routers.clone()).unwrap_or_default(),
+        cluster_token: cluster_token.clone().unwrap_or_default(),
+        admin_url: config.heartbeat.as_ref().and_then(|h| h.advertise_admin.clone()).unwrap_or(admin_url.clone()),
+        here: outpost_proto::frame::MoveTarget {
+            node: id.clone(),
+            quic: config.heartbeat.as_ref().and_then(|h| h.advertise_quic).unwrap_or(quic_addr).to_string(),
+            cert_sha256: cert.sha256(),
+            webtransport: webtransport_url.clone().map(|url| outpost_proto::api::WebTransportEndpoint {
+                probe_url: Some(webtransport::probe_url(&url)),
+                url,
+                cert_sha256: Vec::new(),
+            }),
+            websocket: websocket_url.clone(),
+            credential: String::new(),
+        },
+        browser_certs: webtransport.as_ref().and_then(|w| w.certs.clone()),
+        max_module_bytes: config.admin.limits.max_upload_bytes,
+    });
+
     // Serving: the ready file says so, and the admin API runs until the shutdown signal.
-    let admin_tls_sha256 = match &config.service.tls_cert {
-        Some(c) => Some(outpost_net::tls::pem_cert_sha256(c).map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?),
-        None => None,
-    };
     config.service.write_ready(&EdgeReady {
         id: id.clone(),
         quic: quic_addr.to_string(),
@@ -192,7 +218,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         admin: admin_addr.to_string(),
         cert_sha256: cert.sha256(),
         admin_url,
-        admin_tls_sha256,
+        admin_tls_sha256: admin_tls_sha256.clone(),
         websocket: websocket_url.clone(),
         webtransport: webtransport.as_ref().zip(webtransport_url.clone()).map(|(w, url)| {
             outpost_proto::api::WebTransportEndpoint {
@@ -216,6 +242,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         outbox: outbox.clone(),
         udp_stats: players.stats.clone(),
         admin_token,
+        cluster_token: outpost_net::service::TokenHash::of(&cluster_token.clone().unwrap_or_default()),
+        migrator,
         limits: config.admin.limits.clone(),
     });
     admin::serve(admin, state, config.admin.tls.clone(), shutdown).await;

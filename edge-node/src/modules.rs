@@ -183,6 +183,34 @@ impl ModuleStore {
         Ok(c)
     }
 
+    /// Keeps a version of `name` that a room moving here runs, without making it the live one:
+    /// `bytes` must hash to `version`. Blocking: compiles. Call from a blocking thread.
+    pub fn add_version(&self, name: &str, version: &str, bytes: &[u8]) -> Result<Arc<Compiled>, ModulesError> {
+        let got = outpost_proto::ids::sha256_hex(bytes);
+        if got != version {
+            return Err(ModulesError::Invalid(crate::host::ModuleError::Invalid(format!(
+                "the module's bytes hash to {got}, not {version}"
+            ))));
+        }
+        let compiled = self
+            .compiled
+            .try_get_with(version.to_string(), || self.host.load(bytes).map(Arc::new))
+            .map_err(|e| ModulesError::Invalid((*e).clone()))?;
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        write_atomic(&dir.join(format!("{version}.wasm")), bytes)?;
+        Ok(compiled)
+    }
+
+    /// The bytes of a version of `name` this node has (a peer moving a room fetches them).
+    pub fn version_bytes(&self, name: &str, version: &str) -> Result<Vec<u8>, ModulesError> {
+        if !version.bytes().all(|b| b.is_ascii_hexdigit()) || version.len() != 64 {
+            return Err(ModulesError::NotFound(format!("{name} version {version}")));
+        }
+        std::fs::read(self.dir.join(name).join(format!("{version}.wasm")))
+            .map_err(|_| ModulesError::NotFound(format!("{name} version {version}")))
+    }
+
     /// The live compiled version of `name`, with its record.
     pub fn live(&self, name: &str) -> Result<(ModuleRecord, Arc<Compiled>), ModulesError> {
         let rec = self.get(name).ok_or_else(|| ModulesError::NotFound(name.to_string()))?;

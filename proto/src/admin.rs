@@ -37,12 +37,48 @@ pub enum AdminRoute<'a> {
     Signal(&'a str),
     /// `POST /v1/rooms/{id}/upgrade`.
     Upgrade(&'a str),
+    /// `POST /v1/rooms/{id}/migrate`.
+    Migrate(&'a str),
+    /// `POST /v1/peer/rooms` (cluster token): a room another node hands over.
+    PeerHandoff,
+    /// `POST /v1/peer/rooms/{id}/forwarded` (cluster token).
+    PeerForwarded(&'a str),
+    /// `DELETE /v1/peer/rooms/{id}` (cluster token): a hand-off the source abandoned.
+    PeerAbandon(&'a str),
+    /// `GET /v1/peer/modules/{name}/{version}` (cluster token): a module's bytes.
+    PeerModule {
+        /// Module name.
+        name: &'a str,
+        /// Version (SHA-256).
+        version: &'a str,
+    },
+}
+
+/// Which token a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// None (health, metrics).
+    Open,
+    /// The admin token.
+    Admin,
+    /// The cluster token: calls between the nodes of one fleet.
+    Cluster,
 }
 
 impl AdminRoute<'_> {
-    /// Whether the route needs the admin token (all but health and metrics).
+    /// Whether the route needs a token (all but health and metrics).
     pub fn needs_token(&self) -> bool {
-        !matches!(self, AdminRoute::Health | AdminRoute::Metrics)
+        self.auth() != RouteAuth::Open
+    }
+
+    /// The token the route needs.
+    pub fn auth(&self) -> RouteAuth {
+        use AdminRoute::*;
+        match self {
+            Health | Metrics => RouteAuth::Open,
+            PeerHandoff | PeerForwarded(_) | PeerAbandon(_) | PeerModule { .. } => RouteAuth::Cluster,
+            _ => RouteAuth::Admin,
+        }
     }
 }
 
@@ -64,6 +100,11 @@ pub fn route<'a>(method: &str, path: &'a str, query: &str) -> Result<AdminRoute<
         ("DELETE", ["v1", "rooms", id]) => CloseRoom(id),
         ("POST", ["v1", "rooms", id, "signal"]) => Signal(id),
         ("POST", ["v1", "rooms", id, "upgrade"]) => Upgrade(id),
+        ("POST", ["v1", "rooms", id, "migrate"]) => Migrate(id),
+        ("POST", ["v1", "peer", "rooms"]) => PeerHandoff,
+        ("POST", ["v1", "peer", "rooms", id, "forwarded"]) => PeerForwarded(id),
+        ("DELETE", ["v1", "peer", "rooms", id]) => PeerAbandon(id),
+        ("GET", ["v1", "peer", "modules", name, version]) => PeerModule { name, version },
         _ => return Err(format!("no route {method} {path}")),
     })
 }
@@ -95,5 +136,13 @@ mod tests {
         assert_eq!(route("POST", "/v1/rooms/r1/explode", ""), Err("no route POST /v1/rooms/r1/explode".into()));
         assert_eq!(route("PATCH", "/v1/rooms", ""), Err("no route PATCH /v1/rooms".into()));
         assert!(route("GET", "", "").is_err() && route("GET", "//", "").is_err());
+        assert_eq!(route("POST", "/v1/rooms/r1/migrate", ""), Ok(AdminRoute::Migrate("r1")));
+        assert_eq!(route("POST", "/v1/rooms/r1/migrate", "").unwrap().auth(), RouteAuth::Admin);
+        let m = route("GET", "/v1/peer/modules/arena/abc", "").unwrap();
+        assert_eq!(m, AdminRoute::PeerModule { name: "arena", version: "abc" });
+        assert_eq!(m.auth(), RouteAuth::Cluster);
+        assert_eq!(route("POST", "/v1/peer/rooms", "").unwrap().auth(), RouteAuth::Cluster);
+        assert_eq!(route("DELETE", "/v1/peer/rooms/r1", ""), Ok(AdminRoute::PeerAbandon("r1")));
+        assert!(route("GET", "/v1/peer/rooms", "").is_err());
     }
 }

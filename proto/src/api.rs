@@ -202,6 +202,10 @@ pub struct Heartbeat {
     pub probe_addr: String,
     /// Admin API URL.
     pub admin_url: String,
+    /// SHA-256 of the admin API's TLS certificate, which the other nodes pin when they move a
+    /// room here. Absent over plain HTTP and from nodes older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls_sha256: Option<String>,
     /// The QUIC certificate's hash, which players pin.
     pub cert_sha256: String,
     /// Most players the node takes.
@@ -268,6 +272,8 @@ pub struct WebTransportEndpoint {
     pub probe_url: Option<String>,
 }
 
+/// Heartbeat feature: the node takes rooms other nodes move to it (`/v1/peer/rooms`).
+pub const FEATURE_MIGRATION: &str = "migration";
 /// Heartbeat feature: the node serves browsers over WebTransport.
 pub const FEATURE_WEBTRANSPORT: &str = "webtransport";
 
@@ -518,4 +524,106 @@ pub struct MatchPlacement {
     pub worst_rtt_ms: Option<f64>,
     /// When the tickets expire, RFC 3339 UTC.
     pub expires_at: String,
+}
+
+/// `POST /v1/rooms/{id}/migrate` (admin token): where the room goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// A node id from the routers' registry, or `auto` (the least-loaded healthy node with the
+    /// module and room for the players).
+    pub to: String,
+}
+
+/// What a migration did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrateReply {
+    /// The room.
+    pub room: String,
+    /// The node it left.
+    pub from: String,
+    /// The node it is on now.
+    pub to: String,
+    /// Players told to follow it.
+    pub players: u32,
+    /// From the pause on this node to the target's acceptance, ms.
+    pub paused_ms: f64,
+}
+
+/// A moving player, by id and display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffPlayer {
+    /// Player id.
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+}
+
+/// `POST /v1/peer/rooms` (cluster token), source to target: a room to restore under the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// Room id.
+    pub room: String,
+    /// Module name.
+    pub module: String,
+    /// Module version (the SHA-256 of its bytes), fetched from the source when the target lacks it.
+    pub version: String,
+    /// `init`'s config, base64.
+    #[serde(default)]
+    pub config: String,
+    /// Tick rate.
+    pub tick_hz: u32,
+    /// Player cap.
+    pub max_players: u32,
+    /// Made for joining players (closed when empty).
+    pub ephemeral: bool,
+    /// Reserved for one match.
+    pub reserved: bool,
+    /// The guest's snapshot, base64.
+    pub snapshot: String,
+    /// The host's `random` state.
+    pub rng: u64,
+    /// The room's clock at the pause, ms.
+    pub now_ms: u64,
+    /// Ticks so far.
+    pub ticks: u64,
+    /// Its players.
+    pub players: Vec<HandoffPlayer>,
+    /// The source node's id.
+    pub source: String,
+    /// The source's admin URL, where the target fetches the module when it lacks it.
+    pub source_admin_url: String,
+}
+
+/// The target's acceptance: one credential per player, and where the players go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffReply {
+    /// Credentials by player id (as a string: JSON object keys).
+    pub credentials: std::collections::BTreeMap<String, String>,
+    /// The target's player endpoints (its `credential` is empty; each player gets its own).
+    pub target: crate::frame::MoveTarget,
+}
+
+/// One thing a moved player's old connection delivered, forwarded to the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardItem {
+    /// Player id.
+    pub player: u64,
+    /// Addressee of a relay message (0: everyone / the guest).
+    #[serde(default)]
+    pub to: u64,
+    /// A reliable message, base64; absent on the end marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// The end of the player's old stream: nothing more comes from it.
+    #[serde(default)]
+    pub end: bool,
+}
+
+/// `POST /v1/peer/rooms/{id}/forwarded` (cluster token): what old connections delivered, in
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardBatch {
+    /// The items, in the order the source read them.
+    pub items: Vec<ForwardItem>,
 }

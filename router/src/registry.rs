@@ -392,6 +392,7 @@ pub(crate) mod tests {
             quic_addr: "127.0.0.1:7701".into(),
             probe_addr: "127.0.0.1:7702".into(),
             admin_url: "http://127.0.0.1:7703".into(),
+            admin_tls_sha256: None,
             cert_sha256: "00".repeat(32),
             capacity: 100,
             players: 0,

@@ -44,7 +44,7 @@ async fn closed_with(c: &mut Client) -> Option<CloseCode> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match c.recv_timeout(left).await {
             Some(Event::Closed(r)) => return r.code,
-            Some(Event::Message { .. }) => continue,
+            Some(Event::Message { .. } | Event::Moved { .. }) => continue,
             None => return tokio::time::timeout(WAIT, c.closed()).await.ok().and_then(|r| r.code),
         }
     }

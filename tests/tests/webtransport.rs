@@ -33,7 +33,7 @@ fn edge(key: &TicketKey, extra: &[&str]) -> Edge {
 async fn next_message(c: &mut WtClient) -> (u64, Vec<u8>, bool) {
     match c.recv_timeout(WAIT).await.expect("a message in time") {
         Event::Message { from, data, reliable } => (from, data, reliable),
-        Event::Closed(r) => panic!("closed: {r}"),
+        other => panic!("{other:?}"),
     }
 }
 

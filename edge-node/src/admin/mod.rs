@@ -91,6 +91,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The admin token (compared in constant time).
     pub admin_token: outpost_net::service::TokenHash,
+    /// The fleet's cluster token, which the other nodes present on `/v1/peer/` calls.
+    pub cluster_token: outpost_net::service::TokenHash,
+    /// Moving rooms, out and in.
+    pub migrator: Arc<crate::migrate::Migrator>,
     /// Limits.
     pub limits: ApiLimits,
     /// False while the node refuses joins (health goes 503).
@@ -126,9 +130,15 @@ pub async fn serve(
     outpost_net::http::serve(listener, timeouts, tls, handle, shutdown).await;
 }
 
-fn authorized(state: &AdminState, req: &Req) -> bool {
+fn authorized(state: &AdminState, req: &Req, auth: outpost_proto::admin::RouteAuth) -> bool {
+    use outpost_proto::admin::RouteAuth;
     let value = req.parts.headers.get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-    value.and_then(outpost_net::service::bearer).is_some_and(|t| state.admin_token.matches(t))
+    let token = value.and_then(outpost_net::service::bearer);
+    match auth {
+        RouteAuth::Open => true,
+        RouteAuth::Admin => token.is_some_and(|t| state.admin_token.matches(t)),
+        RouteAuth::Cluster => token.is_some_and(|t| state.cluster_token.matches(t)),
+    }
 }
 
 fn query(req: &Req) -> HashMap<String, String> {
@@ -181,9 +191,14 @@ async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
     let uri = &req.parts.uri;
     let route = outpost_proto::admin::route(req.parts.method.as_str(), uri.path(), uri.query().unwrap_or(""));
     // Without the token, a path that is not an open route is 401 whether it exists or not.
-    let open = route.as_ref().is_ok_and(|r| !r.needs_token());
-    if !open && !authorized(state, req) {
-        return Err(error::unauthorized());
+    let auth = route.as_ref().map_or(outpost_proto::admin::RouteAuth::Admin, |r| r.auth());
+    if !authorized(state, req, auth) {
+        return Err(match auth {
+            outpost_proto::admin::RouteAuth::Cluster => {
+                ApiError::unauthorized("missing or wrong cluster token (Authorization: Bearer ...)")
+            }
+            _ => error::unauthorized(),
+        });
     }
     let route = route.map_err(ApiError::not_found)?;
     match route {
@@ -246,6 +261,35 @@ async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
             Ok(outpost_net::http::body(StatusCode::OK, "application/octet-stream", out.reply))
         }
         Upgrade(id) => upgrade_room(state, id).await,
+        Migrate(id) => {
+            let body = read_body(req, state.limits.max_body_bytes).await?;
+            let ask: outpost_proto::api::MigrateRequest = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("bad migrate request: {e}")))?;
+            let done = state.migrator.migrate(id, &ask.to).await?;
+            Ok(json(StatusCode::OK, &done))
+        }
+        PeerHandoff => {
+            let body = read_body(req, crate::migrate::MAX_HANDOFF_BYTES).await?;
+            let h: outpost_proto::api::Handoff =
+                serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad hand-off: {e}")))?;
+            Ok(json(StatusCode::CREATED, &state.migrator.accept(h).await?))
+        }
+        PeerForwarded(id) => {
+            let body = read_body(req, crate::migrate::MAX_HANDOFF_BYTES).await?;
+            let batch: outpost_proto::api::ForwardBatch = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("bad forwarded batch: {e}")))?;
+            state.migrator.forwarded(id, batch).await?;
+            Ok(json(StatusCode::OK, &serde_json::json!({"room": id})))
+        }
+        PeerAbandon(id) => {
+            state.migrator.abandon(id).await;
+            Ok(json(StatusCode::OK, &serde_json::json!({"room": id, "state": "dropped"})))
+        }
+        PeerModule { name, version } => {
+            check_name("module name", name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let bytes = state.modules.version_bytes(name, version)?;
+            Ok(outpost_net::http::body(StatusCode::OK, "application/wasm", bytes))
+        }
     }
 }
 

@@ -1,4 +1,468 @@
-//! Rooms that move between nodes (issue 26): what a target node keeps for players who follow
-//! their room ([`credentials`]).
+//! Rooms that move between nodes (issue 26): `POST /v1/rooms/{id}/migrate` on the source, and the
+//! node-to-node calls under `/v1/peer/` that the target answers.
+//!
+//! The calls go between the nodes' admin APIs, authorized by the cluster token that every node
+//! of a fleet already holds (never the admin token, never the router's signing key), to the
+//! `admin_url` each node heartbeats (so the admin API must listen where the other edges reach
+//! it, with TLS across networks; its certificate is pinned by the `admin_tls_sha256` the node
+//! heartbeats). The sequence, with the point of no return when the target has accepted:
+//! 1. the source pauses the room between ticks and takes its snapshot and host state;
+//! 2. it posts them to the target, which fetches the module from the source when it lacks that
+//!    version (SHA-256 checked), restores the room under the same id with a held place for each
+//!    player, and answers with one [`credentials`] entry per player; any failure here resumes
+//!    the room on the source, and the answer's status says why (409, 422, 502);
+//! 3. the source hands the room over: each player gets a `Moved` frame with its credential, and
+//!    what the players' old connections still deliver goes to the target in order, each
+//!    player's stream closed by an end marker ([`crate::room::moving`]).
+//!
+//! A player whose client does not follow within [`FOLLOW_DEADLINE`] is closed `move-refused` on
+//! the source; the target gives up on a player that never rejoined when its credential expires.
 
 pub mod credentials;
+
+use crate::admin::error::ApiError;
+use crate::modules::ModuleStore;
+use crate::quic::{MovingPlayer, PlayerCtx};
+use crate::room::moving::{Forwarded, MAX_HELD, RoomExport};
+use crate::room::worker::RoomSpec;
+use crate::room::{RoomError, Rooms};
+use crate::telemetry::Metrics;
+use base64::Engine as _;
+use hyper::StatusCode;
+use outpost_net::http::Call;
+use outpost_proto::api::{
+    ForwardBatch, ForwardItem, Handoff, HandoffPlayer, HandoffReply, MigrateReply, NodeList, NodeStatus,
+};
+use outpost_proto::frame::{Frame, MoveTarget};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one node-to-node call may take.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an old connection may stay after its `Moved` before the source closes it.
+pub const FOLLOW_DEADLINE: Duration = Duration::from_secs(10);
+/// Largest hand-off body: a snapshot (base64) of a room at the default memory limit, and more.
+pub const MAX_HANDOFF_BYTES: usize = 96 << 20;
+/// Forwarded items per call.
+const FORWARD_BATCH: usize = 512;
+/// Most players a hand-off may carry.
+const MAX_HANDOFF_PLAYERS: usize = 100_000;
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// What moving rooms needs from the rest of the node.
+pub struct Migrator {
+    /// This node's id.
+    pub node_id: String,
+    /// Rooms.
+    pub rooms: Arc<Rooms>,
+    /// Modules.
+    pub modules: Arc<ModuleStore>,
+    /// The player endpoints' shared state (credentials, sessions, limits).
+    pub players: Arc<PlayerCtx>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The routers whose registry names the other nodes.
+    pub routers: Vec<crate::config::RouterTarget>,
+    /// The fleet's cluster token.
+    pub cluster_token: String,
+    /// This node's admin URL as the other nodes reach it.
+    pub admin_url: String,
+    /// This node's player endpoints, as a `Moved` frame names them.
+    pub here: MoveTarget,
+    /// The node's own browser certificates, whose hashes change as they rotate.
+    pub browser_certs: Option<Arc<crate::webtransport::cert::BrowserCerts>>,
+    /// Largest module a peer may send (the admin API's upload limit).
+    pub max_module_bytes: usize,
+}
+
+/// A peer's address for [`outpost_net::http::request`]: `host:port`, and TLS for `https://`.
+struct Peer {
+    host: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Peer {
+    fn of(url: &str, pin: Option<&str>) -> Result<Peer, ApiError> {
+        let bad = |why: &str| ApiError::new(StatusCode::BAD_GATEWAY, "peer-unreachable", format!("{url:?}: {why}"));
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            let trust = match pin {
+                Some(p) => outpost_net::tls::HttpsTrust::Pins(vec![p.to_string()]),
+                None => outpost_net::tls::HttpsTrust::PublicRoots,
+            };
+            (Some(outpost_net::tls::https_client_config(&trust).map_err(|e| bad(&e.to_string()))?), rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (None, rest)
+        } else {
+            return Err(bad("not an http:// or https:// URL"));
+        };
+        let host = rest.split('/').next().unwrap_or("").to_string();
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(Peer { host, tls })
+    }
+
+    async fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        token: &str,
+        body: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(StatusCode, bytes::Bytes), String> {
+        let call = Call { method, path, token: Some(token), body, limit, timeout: PEER_TIMEOUT };
+        outpost_net::http::request(&self.host, self.tls.as_ref(), PEER_TIMEOUT, call).await.map_err(|e| e.0)
+    }
+}
+
+/// The `error` of an API error body, or the body itself.
+fn error_text(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
+}
+
+impl Migrator {
+    /// Every node the routers know (the first router that answers).
+    async fn registry(&self) -> Result<Vec<NodeStatus>, ApiError> {
+        let mut last = "no --router is configured".to_string();
+        for r in &self.routers {
+            let call = Call {
+                method: hyper::Method::GET,
+                path: "/v1/nodes",
+                token: Some(&self.cluster_token),
+                body: None,
+                limit: 16 << 20,
+                timeout: PEER_TIMEOUT,
+            };
+            match outpost_net::http::request(&r.host, r.tls.as_ref(), Duration::from_secs(2), call).await {
+                Ok((StatusCode::OK, body)) => match serde_json::from_slice::<NodeList>(&body) {
+                    Ok(list) => return Ok(list.nodes),
+                    Err(e) => last = format!("router {}: bad registry: {e}", r.host),
+                },
+                Ok((status, body)) => last = format!("router {}: {status}: {}", r.host, error_text(&body)),
+                Err(e) => last = format!("router {}: {e}", r.host),
+            }
+        }
+        Err(ApiError::new(StatusCode::BAD_GATEWAY, "no-registry", format!("no router named the nodes: {last}")))
+    }
+
+    /// The node `to` names: an id, or `auto` (the least-loaded healthy node, other than this
+    /// one, with room for `players`, preferring nodes that already have the module).
+    async fn target(&self, to: &str, module: &str, players: u32) -> Result<NodeStatus, ApiError> {
+        if to == self.node_id {
+            return Err(ApiError::bad_request(format!("room cannot move to {to}: it is on that node already")));
+        }
+        let nodes = self.registry().await?;
+        let healthy = |n: &NodeStatus| n.health == "healthy" && n.heartbeat.accepting;
+        if to != "auto" {
+            let n = nodes
+                .into_iter()
+                .find(|n| n.heartbeat.id == to)
+                .ok_or_else(|| ApiError::not_found(format!("no node {to:?} in the routers' registry")))?;
+            if !healthy(&n) {
+                return Err(ApiError::conflict(format!("node {to} is {} and not accepting", n.health)));
+            }
+            return Ok(n);
+        }
+        nodes
+            .into_iter()
+            .filter(|n| healthy(n) && n.heartbeat.id != self.node_id)
+            .filter(|n| n.heartbeat.capacity.saturating_sub(n.heartbeat.players) >= players)
+            .min_by(|a, b| {
+                let has = |n: &NodeStatus| !n.heartbeat.modules.iter().any(|m| m.name == module);
+                let load = |n: &NodeStatus| n.heartbeat.players as f64 / f64::from(n.heartbeat.capacity.max(1));
+                (has(a), load(a)).partial_cmp(&(has(b), load(b))).unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .ok_or_else(|| ApiError::conflict("no other healthy node has room for this room's players"))
+    }
+
+    /// Moves `room` to the node `to` names (the source's side).
+    pub async fn migrate(self: &Arc<Self>, room: &str, to: &str) -> Result<MigrateReply, ApiError> {
+        let info = self.rooms.info(room).await?;
+        if let Some(f) = &info.fault {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "room-faulted",
+                format!("room {room} is faulted ({}): a faulted room does not move", f.kind),
+            ));
+        }
+        let target = self.target(to, &info.module, info.players).await?;
+        let peer = Peer::of(&target.heartbeat.admin_url, target.heartbeat.admin_tls_sha256.as_deref())?;
+        let paused = Instant::now();
+        let export = self.rooms.export(room).await?;
+        let body = self.handoff(&export);
+        let answer = peer
+            .call(hyper::Method::POST, "/v1/peer/rooms", &self.cluster_token, Some(body), 1 << 20)
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_GATEWAY, "target-unreachable", format!("{}: {e}", target.heartbeat.id))
+            })
+            .and_then(|(status, body)| match status {
+                StatusCode::CREATED => serde_json::from_slice::<HandoffReply>(&body).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "target-unreachable",
+                        format!("bad answer from the target: {e}"),
+                    )
+                }),
+                StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => Err(ApiError::new(
+                    status,
+                    "target-refused",
+                    format!("{} refused the room: {}", target.heartbeat.id, error_text(&body)),
+                )),
+                other => Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "target-refused",
+                    format!("{} answered {other}: {}", target.heartbeat.id, error_text(&body)),
+                )),
+            });
+        let reply = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                // Before the point of no return: the room goes on here.
+                self.rooms.resume(room).await;
+                self.abandon_at(&peer, room).await;
+                tracing::warn!(room, to = %target.heartbeat.id, error = %e.message, "room move failed; the room resumes here");
+                return Err(e);
+            }
+        };
+        let paused_ms = paused.elapsed().as_secs_f64() * 1e3;
+        let (forward, rx) = tokio::sync::mpsc::channel(MAX_HELD * 2);
+        let links = match self.rooms.hand(room, forward).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.rooms.resume(room).await;
+                self.abandon_at(&peer, room).await;
+                return Err(e.into());
+            }
+        };
+        let now = Instant::now();
+        for link in &links {
+            let Some(credential) = reply.credentials.get(&link.id.to_string()) else {
+                link.close(outpost_proto::CloseCode::MoveRefused, "the target issued no credential for this player");
+                continue;
+            };
+            let target = MoveTarget { credential: credential.clone(), ..reply.target.clone() };
+            link.send_frame(&Frame::Moved { target: Box::new(target) }, now);
+        }
+        tracing::info!(room, to = %target.heartbeat.id, players = links.len(), paused_ms, "room moved");
+        let me = self.clone();
+        let (room_id, stragglers) = (room.to_string(), links.clone());
+        tokio::spawn(async move { me.forward(peer, room_id, rx).await });
+        tokio::spawn(async move {
+            tokio::time::sleep(FOLLOW_DEADLINE).await;
+            for l in stragglers {
+                l.close(
+                    outpost_proto::CloseCode::MoveRefused,
+                    "the room moved to another node and this client did not follow",
+                );
+            }
+        });
+        Ok(MigrateReply {
+            room: room.to_string(),
+            from: self.node_id.clone(),
+            to: target.heartbeat.id.clone(),
+            players: links.len() as u32,
+            paused_ms,
+        })
+    }
+
+    fn handoff(&self, e: &RoomExport) -> Vec<u8> {
+        let h = Handoff {
+            room: e.spec.id.clone(),
+            module: e.spec.module.clone(),
+            version: e.version.clone(),
+            config: b64().encode(&e.spec.config),
+            tick_hz: e.spec.tick_hz,
+            max_players: e.spec.max_players,
+            ephemeral: e.spec.ephemeral,
+            reserved: e.spec.reserved,
+            snapshot: b64().encode(&e.snapshot),
+            rng: e.rng,
+            now_ms: e.now_ms,
+            ticks: e.ticks,
+            players: e.players.iter().map(|(id, name)| HandoffPlayer { id: *id, name: name.clone() }).collect(),
+            source: self.node_id.clone(),
+            source_admin_url: self.admin_url.clone(),
+        };
+        serde_json::to_vec(&h).unwrap_or_default()
+    }
+
+    /// Tells a target to drop a room it accepted but will not get (best effort).
+    async fn abandon_at(&self, peer: &Peer, room: &str) {
+        let path = format!("/v1/peer/rooms/{room}");
+        let _ = peer.call(hyper::Method::DELETE, &path, &self.cluster_token, None, 4096).await;
+    }
+
+    /// Sends what the players' old connections deliver to the target, in order, until the last
+    /// of them ended.
+    async fn forward(&self, peer: Peer, room: String, mut rx: tokio::sync::mpsc::Receiver<Forwarded>) {
+        let path = format!("/v1/peer/rooms/{room}/forwarded");
+        let mut items = Vec::new();
+        while let Some(first) = rx.recv().await {
+            items.push(first);
+            while items.len() < FORWARD_BATCH {
+                match rx.try_recv() {
+                    Ok(i) => items.push(i),
+                    Err(_) => break,
+                }
+            }
+            let batch = ForwardBatch {
+                items: items
+                    .drain(..)
+                    .map(|i| match i {
+                        Forwarded::Message { player, to, data } => {
+                            ForwardItem { player, to, data: Some(b64().encode(data)), end: false }
+                        }
+                        Forwarded::End { player } => ForwardItem { player, to: 0, data: None, end: true },
+                    })
+                    .collect(),
+            };
+            let n = batch.items.len();
+            let body = serde_json::to_vec(&batch).unwrap_or_default();
+            let mut sent = false;
+            for attempt in 0..3 {
+                match peer.call(hyper::Method::POST, &path, &self.cluster_token, Some(body.clone()), 4096).await {
+                    Ok((StatusCode::OK, _)) => {
+                        sent = true;
+                        break;
+                    }
+                    Ok((status, b)) => {
+                        tracing::warn!(room, %status, error = %error_text(&b), attempt, "forwarding to the target failed")
+                    }
+                    Err(e) => tracing::warn!(room, error = %e, attempt, "forwarding to the target failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if !sent {
+                self.metrics.moved_messages_dropped_total.inc_by(n as u64);
+            }
+        }
+    }
+
+    /// Takes a room another node hands over (the target's side): 201 with the players'
+    /// credentials, or 409 (the id is taken, no capacity), 422 (restore refused), 502 (the
+    /// module could not be fetched).
+    pub async fn accept(&self, h: Handoff) -> Result<HandoffReply, ApiError> {
+        let bad = |why: String| ApiError::bad_request(format!("bad hand-off: {why}"));
+        outpost_proto::ids::check_name("room id", &h.room).map_err(|e| bad(e.to_string()))?;
+        outpost_proto::ids::check_name("module name", &h.module).map_err(|e| bad(e.to_string()))?;
+        if h.players.len() > MAX_HANDOFF_PLAYERS || h.tick_hz == 0 || h.max_players == 0 {
+            return Err(bad(format!(
+                "{} players, tick_hz {}, max_players {}",
+                h.players.len(),
+                h.tick_hz,
+                h.max_players
+            )));
+        }
+        let snapshot = b64().decode(&h.snapshot).map_err(|e| bad(format!("snapshot: {e}")))?;
+        let config = b64().decode(&h.config).map_err(|e| bad(format!("config: {e}")))?;
+        if !self.players.accepting.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ApiError::conflict("this node is not accepting rooms (draining)"));
+        }
+        let compiled = self.module(&h).await?;
+        let export = RoomExport {
+            spec: RoomSpec {
+                id: h.room.clone(),
+                module: h.module.clone(),
+                config,
+                tick_hz: h.tick_hz,
+                max_players: h.max_players,
+                seed: 0,
+                ephemeral: h.ephemeral,
+                reserved: h.reserved,
+            },
+            version: h.version.clone(),
+            snapshot,
+            rng: h.rng,
+            now_ms: h.now_ms,
+            ticks: h.ticks,
+            players: h.players.iter().map(|p| (p.id, p.name.clone())).collect(),
+        };
+        let (worker, links) =
+            self.rooms.import(export, compiled, self.players.session.limits.clone()).await.map_err(|e| match e {
+                RoomError::Full(n) => ApiError::conflict(format!("no capacity: this node is at its {n} rooms")),
+                RoomError::Refused(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "restore-failed", why),
+                other => other.into(),
+            })?;
+        let now = Instant::now();
+        let mut credentials = std::collections::BTreeMap::new();
+        for link in links {
+            let moving = MovingPlayer { link: link.clone(), room: h.room.clone(), worker, tick_hz: h.tick_hz };
+            match self.players.moves.issue(moving, now) {
+                Ok(c) => {
+                    credentials.insert(link.id.to_string(), c);
+                }
+                Err(e) => {
+                    self.abandon(&h.room).await;
+                    return Err(ApiError::conflict(e.to_string()));
+                }
+            }
+        }
+        tracing::info!(room = %h.room, from = %h.source, players = credentials.len(), "room moved here");
+        let mut target = self.here.clone();
+        if let (Some(wt), Some(certs)) = (target.webtransport.as_mut(), &self.browser_certs) {
+            wt.cert_sha256 = certs.published();
+        }
+        Ok(HandoffReply { credentials, target })
+    }
+
+    /// The hand-off's module version: this node's, or fetched from the source and checked.
+    async fn module(&self, h: &Handoff) -> Result<Arc<crate::host::Compiled>, ApiError> {
+        let modules = self.modules.clone();
+        let (name, version) = (h.module.clone(), h.version.clone());
+        let have = tokio::task::spawn_blocking(move || modules.compiled_version(&name, &version))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Ok(c) = have {
+            return Ok(c);
+        }
+        let unreachable = |why: String| {
+            ApiError::new(StatusCode::BAD_GATEWAY, "module-fetch-failed", format!("fetching {}: {why}", h.module))
+        };
+        let peer = Peer::of(&h.source_admin_url, None).map_err(|e| unreachable(e.message))?;
+        let path = format!("/v1/peer/modules/{}/{}", h.module, h.version);
+        let limit = self.max_module_bytes;
+        let (status, bytes) =
+            peer.call(hyper::Method::GET, &path, &self.cluster_token, None, limit).await.map_err(unreachable)?;
+        if status != StatusCode::OK {
+            return Err(unreachable(format!("{status}: {}", error_text(&bytes))));
+        }
+        let modules = self.modules.clone();
+        let (name, version) = (h.module.clone(), h.version.clone());
+        tokio::task::spawn_blocking(move || modules.add_version(&name, &version, &bytes))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// What the source forwarded for a room that moved here.
+    pub async fn forwarded(&self, room: &str, batch: ForwardBatch) -> Result<(), ApiError> {
+        let mut items = Vec::with_capacity(batch.items.len());
+        for i in batch.items {
+            items.push(match (i.end, i.data) {
+                (true, _) => Forwarded::End { player: i.player },
+                (false, Some(d)) => Forwarded::Message {
+                    player: i.player,
+                    to: i.to,
+                    data: b64().decode(d).map_err(|e| ApiError::bad_request(format!("bad forwarded data: {e}")))?,
+                },
+                (false, None) => return Err(ApiError::bad_request("a forwarded item needs data or end")),
+            });
+        }
+        Ok(self.rooms.forwarded(room, items).await?)
+    }
+
+    /// Drops a room whose hand-off the source abandoned, and its credentials.
+    pub async fn abandon(&self, room: &str) {
+        self.players.moves.withdraw(|m| m.room == room);
+        if self.rooms.close(room).await.is_ok() {
+            tracing::info!(room, "dropped a room whose hand-off the source abandoned");
+        }
+    }
+}

@@ -189,10 +189,15 @@ impl PlayerLink {
     /// Queues a reliable message from `from` (0 = the room); `now` starts the slow-consumer
     /// clock when the backlog goes over its limit.
     pub fn send_reliable(&self, from: u64, data: &[u8], now: Instant) {
+        self.send_frame(&Frame::Message { peer: from, data: data.to_vec() }, now);
+    }
+
+    /// Queues any frame for the player's stream, after what is already queued (a `Moved`).
+    pub fn send_frame(&self, frame: &Frame, now: Instant) {
         if self.is_closed() {
             return;
         }
-        let bytes = Bytes::from(Frame::Message { peer: from, data: data.to_vec() }.encode());
+        let bytes = Bytes::from(frame.encode());
         let len = bytes.len();
         let (slow, first) = {
             let mut b = self.backlog();

@@ -537,6 +537,9 @@ impl Worker {
         if let Some(f) = &slot.fault {
             return Err(Refusal::guest(CloseCode::ModuleFault, format!("room {room} is faulted: {}", f.message)));
         }
+        if !matches!(slot.motion, Motion::Still) {
+            return Err(Refusal::node(CloseCode::NodeNotAccepting, format!("room {room} is moving to another node")));
+        }
         if let Some(there) = slot.players.get(&link.id) {
             if !there.is_closed() {
                 return Err(Refusal::player(

@@ -1,0 +1,270 @@
+//! Rooms that move (issue 26), with real processes: a router, edge nodes heartbeating into it,
+//! real QUIC players that follow their room.
+
+use outpost_client::{Client, Event};
+use outpost_proto::CloseCode;
+use outpost_tests::{Edge, Router, TicketKey, guest, wait_for};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An edge with `id` heartbeating into `router`, taking tickets of `key`.
+fn edge(router: &Router, key: &TicketKey, id: &str) -> Edge {
+    let pubkey = format!("--ticket-pubkey={}", key.public);
+    let url = router.url();
+    Edge::start(&[
+        "--id",
+        id,
+        "--router",
+        &url,
+        "--lat",
+        "51.5",
+        "--lon",
+        "-0.1",
+        "--heartbeat-interval",
+        "200ms",
+        &pubkey,
+    ])
+    .unwrap()
+}
+
+/// Waits until the router lists every node in `ids` as healthy.
+fn registered(router: &Router, ids: &[&str]) {
+    wait_for("the nodes in the registry", WAIT, || {
+        let r = router.admin_get("/v1/nodes");
+        let nodes = r.json()["nodes"].as_array().cloned().unwrap_or_default();
+        ids.iter().all(|id| nodes.iter().any(|n| n["id"] == *id && n["health"] == "healthy")).then_some(())
+    })
+    .unwrap();
+}
+
+fn migrate(edge: &Edge, room: &str, to: &str) -> outpost_tests::Reply {
+    edge.admin("POST", &format!("/v1/rooms/{room}/migrate"), format!("{{\"to\":\"{to}\"}}").as_bytes())
+}
+
+/// The echo guest's answers to `c`, as numbers, until `until` of them came or the time is up;
+/// and whether the client reported a move.
+async fn echoes(c: &mut Client, until: usize) -> (Vec<u32>, Option<String>) {
+    let (mut got, mut moved) = (Vec::new(), None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < until {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await {
+            Some(Event::Message { data, reliable: true, .. }) if data.len() == 4 => {
+                got.push(u32::from_be_bytes(data[..4].try_into().unwrap()))
+            }
+            Some(Event::Message { .. }) => {}
+            Some(Event::Moved { node }) => moved = Some(node),
+            Some(Event::Closed(r)) => panic!("closed: {r} after {} echoes", got.len()),
+            None => break,
+        }
+    }
+    (got, moved)
+}
+
+/// Two players of an echo room keep sending numbered reliable messages while the room moves
+/// from A to B: both follow it on their own, every number comes back exactly once and in order,
+/// and the room is on B (with both players) and gone from A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moves_with_its_players_and_every_reliable_message_arrives_once_in_order() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let a = edge(&router, &key, "edge-a");
+    let b = edge(&router, &key, "edge-b");
+    // Only A has the module: B fetches it from A during the move.
+    assert_eq!(a.upload("echo", &guest("echo")).status, 201);
+    registered(&router, &["edge-a", "edge-b"]);
+    let mut players = Vec::new();
+    for (id, name) in [(1, "ada"), (2, "bob")] {
+        players.push(a.player(&key, "echo", Some("m"), id, name).await.unwrap());
+    }
+    const N: u32 = 300;
+    let mut tasks = Vec::new();
+    for mut c in players {
+        tasks.push(tokio::spawn(async move {
+            // Sent while the room moves (the client's event queue holds the echoes meanwhile).
+            for n in 0..N {
+                c.send(0, &n.to_be_bytes()).await.expect("sending through the move");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let (got, moved) = echoes(&mut c, N as usize).await;
+            (got, moved, c)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = migrate(&a, "m", "edge-b");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let done = r.json();
+    assert_eq!(
+        (done["from"].as_str(), done["to"].as_str(), done["players"].as_u64()),
+        (Some("edge-a"), Some("edge-b"), Some(2))
+    );
+    let mut clients = Vec::new();
+    for t in tasks {
+        let (got, moved, c) = t.await.unwrap();
+        assert_eq!(moved.as_deref(), Some("edge-b"), "the client followed the room");
+        assert_eq!(got, (0..N).collect::<Vec<_>>(), "every number once, in order");
+        clients.push(c);
+    }
+    let info = b.admin("GET", "/v1/rooms/m", b"").json();
+    assert_eq!((info["players"].as_u64(), info["module"].as_str()), (Some(2), Some("echo")), "{info}");
+    assert_eq!(a.admin("GET", "/v1/rooms/m", b"").status, 404, "the room left A");
+    assert_eq!(b.metric("outpost_players_moved_in_total"), 2.0);
+    assert_eq!(a.metric("outpost_rooms_moved_out_total"), 1.0);
+
+    // And back, with the operator's command: the players follow again and the room answers.
+    let out = outpost_tests::cli_env(
+        std::process::Command::new(outpost_tests::bin("outpost"))
+            .args(["rooms", "migrate", "m", "--to", "edge-a", "--json"]),
+        &router.url(),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let back: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((back["from"].as_str(), back["to"].as_str()), (Some("edge-b"), Some("edge-a")), "{back}");
+    for c in &mut clients {
+        c.send(0, &7u32.to_be_bytes()).await.unwrap();
+        let (got, moved) = echoes(c, 1).await;
+        assert_eq!((got, moved.as_deref()), (vec![7], Some("edge-a")));
+    }
+    assert_eq!(a.admin("GET", "/v1/rooms/m", b"").json()["players"], 2);
+    let out = outpost_tests::cli_env(
+        std::process::Command::new(outpost_tests::bin("outpost"))
+            .args(["rooms", "migrate", "nowhere", "--to", "edge-b"]),
+        &router.url(),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node lists room \"nowhere\""));
+}
+
+/// The echo guest answers `c` (the room is alive where `c` is).
+async fn echoes_once(c: &mut Client, n: u32) {
+    c.send(0, &n.to_be_bytes()).await.unwrap();
+    let (got, _) = echoes(c, 1).await;
+    assert_eq!(got, vec![n]);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A hand-off as a source node would post it, for the peer API's own checks.
+fn handoff(room: &str, module: &str, version: &str, snapshot: &[u8], source: &Edge) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::json!({
+        "room": room, "module": module, "version": version, "config": "", "tick_hz": 20, "max_players": 8,
+        "ephemeral": true, "reserved": false,
+        "snapshot": base64::engine::general_purpose::STANDARD.encode(snapshot),
+        "rng": 7, "now_ms": 1000, "ticks": 20, "players": [{"id": 9, "name": "zed"}],
+        "source": source.ready.id, "source_admin_url": source.ready.admin_url,
+    })
+}
+
+fn peer(edge: &Edge, token: Option<&str>, method: &str, path: &str, body: &serde_json::Value) -> outpost_tests::Reply {
+    edge.admin_with(token, method, path, body.to_string().as_bytes())
+}
+
+/// Every failure before the point of no return leaves the room playable on the source (the
+/// target refuses with 409, the target is unreachable: 502); bad requests get precise statuses;
+/// the peer API checks the cluster token, restores or refuses (422), fetches modules or says why
+/// not (502); and a move credential admits its player once, on its own node only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_moves_leave_the_room_playable_and_bad_requests_and_credentials_are_refused() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let a = edge(&router, &key, "edge-a");
+    let b = edge(&router, &key, "edge-b");
+    let c = edge(&router, &key, "edge-c");
+    for e in [&a, &b] {
+        assert_eq!(e.upload("echo", &guest("echo")).status, 201);
+    }
+    registered(&router, &["edge-a", "edge-b", "edge-c"]);
+    let mut p = a.player(&key, "echo", Some("m"), 1, "ada").await.unwrap();
+    echoes_once(&mut p, 1).await;
+
+    // Bad requests.
+    let r = migrate(&a, "m", "edge-a");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("on that node already"), "{}", r.text());
+    let r = migrate(&a, "m", "edge-nowhere");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("no node \\\"edge-nowhere\\\""), "{}", r.text());
+    assert_eq!(migrate(&a, "none", "edge-b").status, 404);
+    for body in [&b"{}"[..], b"{\"to\":1}", b"not json", b"{\"to\":\"edge-b\",\"x\":1}"] {
+        let r = a.admin("POST", "/v1/rooms/m/migrate", body);
+        assert_eq!(r.status, 400, "{}: {}", String::from_utf8_lossy(body), r.text());
+    }
+    assert_eq!(a.admin_with(None, "POST", "/v1/rooms/m/migrate", b"{\"to\":\"edge-b\"}").status, 401);
+
+    // A faulted room does not move.
+    assert_eq!(a.upload("trap", &guest("trap")).status, 201);
+    assert_eq!(a.admin("POST", "/v1/rooms", br#"{"module":"trap","room":"t"}"#).status, 201);
+    a.admin("POST", "/v1/rooms/t/signal", b"boom");
+    let r = migrate(&a, "t", "edge-b");
+    assert_eq!((r.status, r.json()["code"].as_str()), (409, Some("room-faulted")), "{}", r.text());
+
+    // The target has a room of that id: 409, and the room goes on here.
+    assert_eq!(b.admin("POST", "/v1/rooms", br#"{"module":"echo","room":"m"}"#).status, 201);
+    let r = migrate(&a, "m", "edge-b");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("refused"), "{}", r.text());
+    echoes_once(&mut p, 2).await;
+
+    // The target died (the registry has not noticed yet): 502, and the room goes on here.
+    drop(c);
+    let r = migrate(&a, "m", "edge-c");
+    assert_eq!(r.status, 502, "{}", r.text());
+    echoes_once(&mut p, 3).await;
+    assert_eq!(a.admin("GET", "/v1/rooms/m", b"").json()["players"], 1);
+
+    // The peer API: the cluster token only.
+    let echo = sha256_hex(&guest("echo"));
+    let h = handoff("h", "echo", &echo, b"", &a);
+    assert_eq!(peer(&b, None, "POST", "/v1/peer/rooms", &h).status, 401, "no token");
+    assert_eq!(peer(&b, Some(outpost_tests::ADMIN_TOKEN), "POST", "/v1/peer/rooms", &h).status, 401, "the admin token");
+    let bad = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &serde_json::json!({"room": 1}));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    // A snapshot the module's restore refuses: 422, and nothing is left of the room.
+    assert_eq!(b.upload("arena", &guest("arena")).status, 201);
+    let arena = sha256_hex(&guest("arena"));
+    let r = peer(
+        &b,
+        Some(outpost_tests::CLUSTER_TOKEN),
+        "POST",
+        "/v1/peer/rooms",
+        &handoff("g", "arena", &arena, b"junk", &a),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(b.admin("GET", "/v1/rooms/g", b"").status, 404);
+    // A module version the source does not have either: 502.
+    let ghost = handoff("x", "ghost", &"0".repeat(64), b"", &a);
+    let r = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &ghost);
+    assert_eq!((r.status, r.json()["code"].as_str()), (502, Some("module-fetch-failed")), "{}", r.text());
+
+    // Credentials: the one B issued admits player 9 into room h once, on B only.
+    let r = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &h);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let credential = r.json()["credentials"]["9"].as_str().unwrap().to_string();
+    let other =
+        peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &handoff("h2", "echo", &echo, b"", &a));
+    let other = other.json()["credentials"]["9"].as_str().unwrap().to_string();
+    let refused = |r: Result<Client, outpost_client::ClientError>| match r {
+        Err(outpost_client::ClientError::Refused { code, reason }) => (code, reason),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("joined"),
+    };
+    let opts = outpost_client::ConnectOptions::default();
+    let (code, why) = refused(a.connect(&other, &opts).await);
+    assert_eq!(code, CloseCode::MoveRefused, "another node's credential: {why}");
+    let (code, _) = refused(b.connect(&format!("mv1.{}", "ab".repeat(32)), &opts).await);
+    assert_eq!(code, CloseCode::MoveRefused, "one never issued");
+    let back = b.connect(&credential, &opts).await.unwrap();
+    assert_eq!((back.joined.player_id, back.joined.room.as_str()), (9, "h"));
+    let (code, why) = refused(b.connect(&credential, &opts).await);
+    assert_eq!(code, CloseCode::MoveRefused, "replayed: {why}");
+    assert!(why.contains("already used"), "{why}");
+}
