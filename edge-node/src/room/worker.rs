@@ -864,6 +864,9 @@ impl Worker {
         let _ = guest.take_effects();
         guest.set_rng_state(export.rng);
         let mut slot = RoomSlot::new(export.spec, compiled.version.clone(), false, Some(guest), log, self.epoch);
+        // Its first tick here is on the next instant of its phase, not a period later: the room
+        // has been paused since its last tick on the source.
+        slot.next_tick = slot.next_tick.checked_sub(slot.period).unwrap_or(slot.next_tick);
         let now_ms = self.now.duration_since(self.epoch).as_millis() as i64;
         slot.clock_offset_ms = i64::try_from(export.now_ms).unwrap_or(i64::MAX).saturating_sub(now_ms);
         slot.ticks = export.ticks;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The rooms-that-move scenario (issue 26): one arena room of 8 bots at 20 Hz (`outpost-bench
+# players`, real QUIC, the bots follow each move on their own) moved back and forth between two
+# real edge nodes MOVES times, one move every 200 ms. Reports, per move, the room's pause as the
+# source measures it (from its snapshot to the target's acceptance: the source's last tick is
+# just before it, the target's first tick at most one tick period after it) and the operator's
+# call time; then the bots' disconnects over the whole run.
+# Usage: scripts/bench-migrate.sh [moves]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release
+moves=${1:-100}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp -r "$work" "$KEEP"; rm -rf "$work"; }
+trap cleanup EXIT
+wait_file() { for _ in $(seq 1 1500); do [ -s "$1" ] && return 0; sleep 0.02; done; echo "no $1" >&2; exit 1; }
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+export OUTPOST_ADMIN_TOKEN=bench-admin OUTPOST_CLUSTER_TOKEN=bench-cluster RUST_LOG=${RUST_LOG:-warn}
+
+$bin/region-router --data-dir "$work/router" --listen-http 127.0.0.1:0 --ready-file "$work/router.json" \
+  2> "$work/router.log" &
+pids+=($!)
+wait_file "$work/router.json"
+router="http://$(field "$work/router.json" http)"
+pub=$($bin/outpost ticket keygen --key "$work/ticket.key")
+for name in a b; do
+  $bin/edge-node --data-dir "$work/$name" --listen-quic 127.0.0.1:0 --listen-probe 127.0.0.1:0 \
+    --listen-admin 127.0.0.1:0 --listen-webtransport off --ready-file "$work/$name.json" --id "edge-$name" \
+    --router "$router" --lat 51.5 --lon -0.1 --heartbeat-interval 200ms --ticket-pubkey="$pub" \
+    --player-rate 1000 --player-burst 2000 2> "$work/$name.log" &
+  pids+=($!)
+  wait_file "$work/$name.json"
+done
+declare -A admin=([a]="http://$(field "$work/a.json" admin)" [b]="http://$(field "$work/b.json" admin)")
+# Only A has the module: the first move fetches it from A.
+curl -sS -f -X PUT -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" --data-binary @target/guests/arena.wasm \
+  "${admin[a]}/v1/modules/arena?max_players=8" > /dev/null
+for _ in $(seq 1 100); do
+  n=$(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" "$router/v1/nodes" |
+    python3 -c "import json,sys; print(sum(1 for n in json.load(sys.stdin)['nodes'] if n['health'] == 'healthy'))")
+  [ "$n" = 2 ] && break; sleep 0.1
+done
+secs=$(python3 -c "print(int($moves * 0.25 + 10))")
+$bin/outpost-bench players --json --edge-ready "$work/a.json" --key "$work/ticket.key" --module arena \
+  --bots 8 --rate 20 --duration "$secs" --room-size 8 > "$work/bots.json" &
+bots=$!
+room=""
+for _ in $(seq 1 200); do
+  room=$(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" "${admin[a]}/v1/rooms" |
+    python3 -c "import json,sys; r=[x['room'] for x in json.load(sys.stdin) if x['players'] == 8]; print(r[0] if r else '')")
+  [ -n "$room" ] && break; sleep 0.05
+done
+[ -n "$room" ] || { echo "the bots never filled a room" >&2; exit 1; }
+: > "$work/moves.txt"
+for i in $(seq 1 "$moves"); do
+  if [ $((i % 2)) = 1 ]; then from=a; to=edge-b; else from=b; to=edge-a; fi
+  start=$(date +%s.%N)
+  reply=$(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" -X POST -d "{\"to\":\"$to\"}" \
+    "${admin[$from]}/v1/rooms/$room/migrate")
+  end=$(date +%s.%N)
+  echo "$reply $start $end" >> "$work/moves.txt"
+  sleep 0.2
+done
+wait "$bots"
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+moves = []
+for line in open(f"{work}/moves.txt"):
+    reply, start, end = line.rsplit(" ", 2)
+    m = json.loads(reply)
+    assert "paused_ms" in m, m
+    m["call_ms"] = (float(end) - float(start)) * 1e3
+    moves.append(m)
+bots = json.load(open(f"{work}/bots.json"))
+node = bots.get("node", bots)
+def pct(xs, q):
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(round((len(xs) - 1) * q)))], 2)
+# The first move also fetches and compiles the module on B: reported on its own.
+paused = [m["paused_ms"] for m in moves[1:]]
+call = [m["call_ms"] for m in moves[1:]]
+out = {
+    "moves": len(moves), "players": moves[0]["players"],
+    "pause_p50_ms": pct(paused, 0.5), "pause_p99_ms": pct(paused, 0.99), "pause_max_ms": round(max(paused), 2),
+    "first_move_pause_ms": round(moves[0]["paused_ms"], 2),
+    "call_p50_ms": pct(call, 0.5), "call_p99_ms": pct(call, 0.99),
+    "bots_joined": node["bots_joined"], "disconnects": node["disconnects"],
+    "rtt_p50_ms": node.get("rtt_p50_ms"), "rtt_p99_ms": node.get("rtt_p99_ms"),
+}
+print(json.dumps(out))
+PY
