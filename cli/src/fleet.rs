@@ -195,6 +195,21 @@ impl Api {
         Self::reply("PUT", &url, req.send_bytes(body))
     }
 
+    /// A POST of JSON returning JSON, for a call that may take `timeout` (a drain).
+    pub fn post_waiting<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent(timeout).request("POST", &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        Self::reply("POST", &url, req.send_json(body.clone()))
+    }
+
     /// A POST of raw bytes returning the reply body.
     pub fn post_bytes(&self, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);

@@ -4,6 +4,7 @@
 mod cert;
 mod connect;
 mod deploy;
+mod drain;
 mod modules;
 mod nodes;
 mod play;
@@ -31,8 +32,10 @@ enum Command {
     Nodes(nodes::Nodes),
     /// Every node's live modules.
     Modules(modules::Modules),
-    /// Every node's rooms.
+    /// Every node's rooms (`rooms migrate ROOM --to NODE` moves one).
     Rooms(rooms::Rooms),
+    /// Empty a node: move its rooms and players to other nodes, then stop it.
+    Drain(drain::Drain),
     /// Upload a module to the fleet in parallel (optionally proving it on a canary first).
     Deploy(deploy::Deploy),
     /// Join a room through the router as a real player: stdin lines out, messages in.
@@ -56,6 +59,7 @@ fn main() {
         Command::Nodes(n) => n.run(),
         Command::Modules(m) => m.run(),
         Command::Rooms(r) => r.run(),
+        Command::Drain(d) => d.run(),
         Command::Deploy(d) => d.run(),
         Command::Connect(c) => c.run(),
         Command::Play(p) => p.run(),

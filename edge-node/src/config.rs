@@ -80,6 +80,10 @@ pub struct Args {
     /// How long shutdown waits for players to be told before exiting.
     #[arg(long, env = "OUTPOST_SHUTDOWN_GRACE", default_value = "3s")]
     pub shutdown_grace: String,
+    /// On SIGTERM, drain first (move every room and its players to other nodes) for at most
+    /// this long, as `POST /v1/drain` does; `off` (the default) stops at once.
+    #[arg(long, env = "OUTPOST_DRAIN_ON_SHUTDOWN", default_value = "off")]
+    pub drain_on_shutdown: String,
     /// Probe beacon UDP address (port 0 picks a free port).
     #[arg(long, env = "OUTPOST_LISTEN_PROBE", default_value = "0.0.0.0:7702")]
     pub listen_probe: SocketAddr,
@@ -265,6 +269,8 @@ pub struct Config {
     pub forward: Option<crate::forward::ForwardSettings>,
     /// How long a stopping node gives players their close and the core the rest of the outbox.
     pub shutdown_grace: Duration,
+    /// Drain on SIGTERM for at most this long (`--drain-on-shutdown`).
+    pub drain_on_shutdown: Option<Duration>,
     /// The WebSocket player endpoint, when `--listen-websocket` is given.
     pub websocket: Option<crate::websocket::WsSettings>,
     /// The WebSocket URL to advertise instead of the bound one.
@@ -443,6 +449,16 @@ impl Args {
             return Err(bad("idle_timeout", "must be at least 1s"));
         }
         let shutdown_grace = parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let drain_on_shutdown = match self.drain_on_shutdown.as_str() {
+            "off" => None,
+            text => {
+                let d = parse_duration("drain_on_shutdown", text)?;
+                if d.is_zero() || d > Duration::from_secs(3600) {
+                    return Err(bad("drain_on_shutdown", "must be `off`, or more than 0 and at most 1h"));
+                }
+                Some(d)
+            }
+        };
         let worker_coalesce = parse_duration("worker_coalesce", &self.worker_coalesce)?;
         if worker_coalesce > Duration::from_millis(20) {
             return Err(bad("worker_coalesce", "must be at most 20ms"));
@@ -681,6 +697,7 @@ impl Args {
             heartbeat,
             forward,
             shutdown_grace,
+            drain_on_shutdown,
             websocket,
             advertise_websocket: self.advertise_websocket,
             webtransport,

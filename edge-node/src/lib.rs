@@ -154,6 +154,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // core, heartbeats to the router.
     let beacon_task = tokio::spawn(beacon::serve(probe, config.probe.limits, metrics.clone()));
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drained = Arc::new(tokio::sync::Notify::new());
     let admission_task = outbox.clone().map(|o| tokio::spawn(admit_by_outbox(o, accepting.clone(), draining.clone())));
     let forward_task = match (&config.forward, &outbox) {
         (Some(f), Some(o)) => {
@@ -208,6 +209,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         },
         browser_certs: webtransport.as_ref().and_then(|w| w.certs.clone()),
         max_module_bytes: config.admin.limits.max_upload_bytes,
+        draining: draining.clone(),
+        outbox: outbox.clone(),
+        drained: drained.clone(),
+        forwarders: Default::default(),
     });
 
     // Serving: the ready file says so, and the admin API runs until the shutdown signal.
@@ -243,10 +248,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         udp_stats: players.stats.clone(),
         admin_token,
         cluster_token: outpost_net::service::TokenHash::of(&cluster_token.clone().unwrap_or_default()),
-        migrator,
+        migrator: migrator.clone(),
         limits: config.admin.limits.clone(),
     });
-    admin::serve(admin, state, config.admin.tls.clone(), shutdown).await;
+    // The node stops on the shutdown signal, or once a drain is done (its reply has gone out:
+    // the server finishes the requests in flight).
+    let (drain_on_shutdown, drainer) = (config.drain_on_shutdown, migrator.clone());
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {
+                if let Some(deadline) = drain_on_shutdown {
+                    drainer.drain(deadline).await;
+                }
+            }
+            _ = drained.notified() => {}
+        }
+    };
+    admin::serve(admin, state, config.admin.tls.clone(), stop).await;
 
     // Drain: refuse joins, tell the router and every player, then give the close frames and the
     // outbox the grace period.

@@ -39,6 +39,8 @@ pub enum AdminRoute<'a> {
     Upgrade(&'a str),
     /// `POST /v1/rooms/{id}/migrate`.
     Migrate(&'a str),
+    /// `POST /v1/drain`.
+    Drain,
     /// `POST /v1/peer/rooms` (cluster token): a room another node hands over.
     PeerHandoff,
     /// `POST /v1/peer/rooms/{id}/forwarded` (cluster token).
@@ -101,6 +103,7 @@ pub fn route<'a>(method: &str, path: &'a str, query: &str) -> Result<AdminRoute<
         ("POST", ["v1", "rooms", id, "signal"]) => Signal(id),
         ("POST", ["v1", "rooms", id, "upgrade"]) => Upgrade(id),
         ("POST", ["v1", "rooms", id, "migrate"]) => Migrate(id),
+        ("POST", ["v1", "drain"]) => Drain,
         ("POST", ["v1", "peer", "rooms"]) => PeerHandoff,
         ("POST", ["v1", "peer", "rooms", id, "forwarded"]) => PeerForwarded(id),
         ("DELETE", ["v1", "peer", "rooms", id]) => PeerAbandon(id),

@@ -627,3 +627,44 @@ pub struct ForwardBatch {
     /// The items, in the order the source read them.
     pub items: Vec<ForwardItem>,
 }
+
+/// `POST /v1/drain` (admin token): how long the node may take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Most milliseconds the drain may take (default 60,000).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// One room's outcome in a drain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainedRoom {
+    /// Room id.
+    pub room: String,
+    /// Its players when the drain began.
+    pub players: u32,
+    /// The node it moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Why it did not move (it is closed with `node-shutdown` when the node stops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a drain did; the node stops after answering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainReply {
+    /// The drained node.
+    pub node: String,
+    /// Each room's outcome.
+    pub rooms: Vec<DrainedRoom>,
+    /// Rooms moved.
+    pub moved: u32,
+    /// Rooms that could not move.
+    pub failed: u32,
+    /// Whether the core acked every commit before the deadline.
+    pub acked: bool,
+    /// How long it took, ms.
+    pub took_ms: f64,
+}

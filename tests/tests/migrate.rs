@@ -268,3 +268,100 @@ async fn failed_moves_leave_the_room_playable_and_bad_requests_and_credentials_a
     assert_eq!(code, CloseCode::MoveRefused, "replayed: {why}");
     assert!(why.contains("already used"), "{why}");
 }
+
+/// `outpost drain` empties a node: its rooms move with their players to the other node, the
+/// reply lists each room's outcome, and the node stops by itself; the players go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_moves_every_room_and_stops() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let mut a = edge(&router, &key, "edge-a");
+    let b = edge(&router, &key, "edge-b");
+    for e in [&a, &b] {
+        assert_eq!(e.upload("echo", &guest("echo")).status, 201);
+    }
+    registered(&router, &["edge-a", "edge-b"]);
+    let mut players = Vec::new();
+    for (id, room) in [(1, "d1"), (2, "d2"), (3, "d2")] {
+        let mut p = a.player(&key, "echo", Some(room), id, &format!("p{id}")).await.unwrap();
+        echoes_once(&mut p, id as u32).await;
+        players.push(p);
+    }
+    let url = router.url();
+    let run = move || {
+        outpost_tests::cli_env(
+            std::process::Command::new(outpost_tests::bin("outpost")).args([
+                "drain",
+                "edge-a",
+                "--deadline",
+                "20s",
+                "--json",
+            ]),
+            &url,
+        )
+        .output()
+        .unwrap()
+    };
+    let out = tokio::task::spawn_blocking(run).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (done["moved"].as_u64(), done["failed"].as_u64(), done["acked"].as_bool()),
+        (Some(2), Some(0), Some(true)),
+        "{done}"
+    );
+    assert!(done["rooms"].as_array().unwrap().iter().all(|r| r["to"] == "edge-b"), "{done}");
+    assert!(a.exited(Duration::from_secs(20)), "the drained node stopped");
+    for (i, p) in players.iter_mut().enumerate() {
+        let n = 100 + i as u32;
+        p.send(0, &n.to_be_bytes()).await.unwrap();
+        let (got, moved) = echoes(p, 1).await;
+        assert_eq!((got, moved.as_deref()), (vec![n], Some("edge-b")));
+    }
+    assert_eq!(b.admin("GET", "/v1/rooms/d2", b"").json()["players"], 2);
+    let bad = outpost_tests::cli_env(
+        std::process::Command::new(outpost_tests::bin("outpost")).args(["drain", "edge-b", "--deadline", "0s"]),
+        &router.url(),
+    )
+    .output()
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--deadline must be more than 0"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// `--drain-on-shutdown`: SIGTERM moves the node's rooms and players to another node before it
+/// stops; a bad value is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_first_with_drain_on_shutdown() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let pubkey = format!("--ticket-pubkey={}", key.public);
+    let url = router.url();
+    let with = |id: &'static str| {
+        let args = ["--id", id, "--router", &url, "--lat", "51.5", "--lon", "-0.1", "--heartbeat-interval", "200ms"];
+        let mut args = args.to_vec();
+        args.extend([pubkey.as_str(), "--drain-on-shutdown", "20s"]);
+        Edge::start(&args).unwrap()
+    };
+    let mut a = with("edge-a");
+    let b = with("edge-b");
+    for e in [&a, &b] {
+        assert_eq!(e.upload("echo", &guest("echo")).status, 201);
+    }
+    registered(&router, &["edge-a", "edge-b"]);
+    let mut p = a.player(&key, "echo", Some("s"), 1, "ada").await.unwrap();
+    echoes_once(&mut p, 1).await;
+    a.terminate(Duration::from_secs(25)).unwrap();
+    p.send(0, &2u32.to_be_bytes()).await.unwrap();
+    let (got, moved) = echoes(&mut p, 1).await;
+    assert_eq!((got, moved.as_deref()), (vec![2], Some("edge-b")));
+    assert_eq!(b.admin("GET", "/v1/rooms/s", b"").json()["players"], 1);
+    for bad in ["0s", "2h", "soon"] {
+        let err = Edge::start(&["--drain-on-shutdown", bad]).err().expect("refused");
+        assert!(format!("{err:#}").contains("drain_on_shutdown"), "{bad}: {err:#}");
+    }
+}

@@ -268,6 +268,16 @@ async fn route(state: &AdminState, req: &Req) -> Result<Resp, ApiError> {
             let done = state.migrator.migrate(id, &ask.to).await?;
             Ok(json(StatusCode::OK, &done))
         }
+        Drain => {
+            let body = read_body(req, state.limits.max_body_bytes).await?;
+            let ask: outpost_proto::api::DrainRequest = if body.is_empty() {
+                Default::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad drain request: {e}")))?
+            };
+            let deadline = std::time::Duration::from_millis(ask.deadline_ms.unwrap_or(60_000).clamp(1, 3_600_000));
+            Ok(json(StatusCode::OK, &state.migrator.drain(deadline).await))
+        }
         PeerHandoff => {
             let body = read_body(req, crate::migrate::MAX_HANDOFF_BYTES).await?;
             let h: outpost_proto::api::Handoff =

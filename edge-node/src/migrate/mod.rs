@@ -76,7 +76,19 @@ pub struct Migrator {
     pub browser_certs: Option<Arc<crate::webtransport::cert::BrowserCerts>>,
     /// Largest module a peer may send (the admin API's upload limit).
     pub max_module_bytes: usize,
+    /// Set by a drain: the node refuses joins for good (the outbox's admission never lifts it).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The outbox, whose commits a drain waits to see acked by the core.
+    pub outbox: Option<Arc<crate::forward::outbox::Outbox>>,
+    /// Told once a drain is done: the node then stops.
+    pub drained: Arc<tokio::sync::Notify>,
+    /// The tasks forwarding moved rooms' old connections to their targets: a drain waits for
+    /// them, or the targets would wait for end markers that never come.
+    pub forwarders: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// Rooms moved at once by a drain.
+const DRAIN_PARALLEL: usize = 4;
 
 /// A peer's address for [`outpost_net::http::request`]: `host:port`, and TLS for `https://`.
 struct Peer {
@@ -253,7 +265,11 @@ impl Migrator {
         tracing::info!(room, to = %target.heartbeat.id, players = links.len(), paused_ms, "room moved");
         let me = self.clone();
         let (room_id, stragglers) = (room.to_string(), links.clone());
-        tokio::spawn(async move { me.forward(peer, room_id, rx).await });
+        let task = tokio::spawn(async move { me.forward(peer, room_id, rx).await });
+        let mut forwarders = self.forwarders.lock().unwrap_or_else(|e| e.into_inner());
+        forwarders.retain(|t| !t.is_finished());
+        forwarders.push(task);
+        drop(forwarders);
         tokio::spawn(async move {
             tokio::time::sleep(FOLLOW_DEADLINE).await;
             for l in stragglers {
@@ -456,6 +472,64 @@ impl Migrator {
             });
         }
         Ok(self.rooms.forwarded(room, items).await?)
+    }
+
+    /// Empties the node: refuses joins from now on (heartbeats say so, and the routers stop
+    /// sending players), moves every room to the best other node for it, waits until the core
+    /// has acked every commit, all within `deadline`, and then has the node stop (what could not
+    /// move is closed with `node-shutdown`).
+    pub async fn drain(self: &Arc<Self>, deadline: Duration) -> outpost_proto::api::DrainReply {
+        use std::sync::atomic::Ordering;
+        let started = Instant::now();
+        let end = tokio::time::Instant::now() + deadline;
+        self.draining.store(true, Ordering::Relaxed);
+        self.players.accepting.store(false, Ordering::Relaxed);
+        tracing::info!(?deadline, "draining: moving every room to other nodes");
+        let rooms = self.rooms.list().await.unwrap_or_default();
+        let limit = Arc::new(tokio::sync::Semaphore::new(DRAIN_PARALLEL));
+        let mut moving = tokio::task::JoinSet::new();
+        for r in rooms {
+            let (me, limit) = (self.clone(), limit.clone());
+            moving.spawn(async move {
+                let _turn = limit.acquire().await;
+                let result = tokio::time::timeout_at(end, me.migrate(&r.room, "auto")).await;
+                let (to, error) = match result {
+                    Ok(Ok(done)) => (Some(done.to), None),
+                    Ok(Err(e)) => (None, Some(e.message)),
+                    Err(_) => (None, Some("the drain's deadline passed".to_string())),
+                };
+                outpost_proto::api::DrainedRoom { room: r.room, players: r.players, to, error }
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = moving.join_next().await {
+            if let Ok(o) = done {
+                outcomes.push(o);
+            }
+        }
+        outcomes.sort_by(|a, b| a.room.cmp(&b.room));
+        // The players' old connections end as they rejoin on the targets; their last messages
+        // and end markers are forwarded before the node stops.
+        let forwarders = std::mem::take(&mut *self.forwarders.lock().unwrap_or_else(|e| e.into_inner()));
+        for f in forwarders {
+            let _ = tokio::time::timeout_at(end, f).await;
+        }
+        let acked = match &self.outbox {
+            Some(o) => tokio::time::timeout_at(end, o.caught_up()).await.is_ok(),
+            None => true,
+        };
+        let moved = outcomes.iter().filter(|o| o.to.is_some()).count() as u32;
+        let failed = outcomes.len() as u32 - moved;
+        tracing::info!(moved, failed, acked, "drained; stopping");
+        self.drained.notify_one();
+        outpost_proto::api::DrainReply {
+            node: self.node_id.clone(),
+            rooms: outcomes,
+            moved,
+            failed,
+            acked,
+            took_ms: started.elapsed().as_secs_f64() * 1e3,
+        }
     }
 
     /// Drops a room whose hand-off the source abandoned, and its credentials.
