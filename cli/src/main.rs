@@ -8,6 +8,7 @@ mod drain;
 mod modules;
 mod nodes;
 mod play;
+mod restart;
 mod rooms;
 mod route;
 
@@ -36,6 +37,9 @@ enum Command {
     Rooms(rooms::Rooms),
     /// Empty a node: move its rooms and players to other nodes, then stop it.
     Drain(drain::Drain),
+    /// Fleet-wide operations (`fleet restart`: a rolling restart through drains).
+    #[command(subcommand)]
+    Fleet(restart::FleetCmd),
     /// Upload a module to the fleet in parallel (optionally proving it on a canary first).
     Deploy(deploy::Deploy),
     /// Join a room through the router as a real player: stdin lines out, messages in.
@@ -60,6 +64,7 @@ fn main() {
         Command::Modules(m) => m.run(),
         Command::Rooms(r) => r.run(),
         Command::Drain(d) => d.run(),
+        Command::Fleet(f) => f.run(),
         Command::Deploy(d) => d.run(),
         Command::Connect(c) => c.run(),
         Command::Play(p) => p.run(),

@@ -365,3 +365,66 @@ async fn sigterm_drains_first_with_drain_on_shutdown() {
         assert!(format!("{err:#}").contains("drain_on_shutdown"), "{bad}: {err:#}");
     }
 }
+
+/// `outpost fleet restart` takes three nodes down one at a time through drains while players
+/// play (the test stands in for systemd, starting each node again when it stops): every player
+/// stays connected, follows its room from node to node, and its room answers at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_nodes_drops_no_player() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let ids = ["edge-a", "edge-b", "edge-c"];
+    let mut edges: Vec<Option<Edge>> = ids.iter().map(|id| Some(edge(&router, &key, id))).collect();
+    for e in edges.iter().flatten() {
+        assert_eq!(e.upload("echo", &guest("echo")).status, 201);
+    }
+    registered(&router, &ids);
+    let mut players = Vec::new();
+    for (i, e) in edges.iter().flatten().enumerate() {
+        for j in 0..2u64 {
+            let id = 10 * i as u64 + j + 1;
+            let mut p = e.player(&key, "echo", Some(&format!("room-{i}")), id, &format!("p{id}")).await.unwrap();
+            echoes_once(&mut p, id as u32).await;
+            players.push(p);
+        }
+    }
+    let url = router.url();
+    let cli = tokio::task::spawn_blocking(move || {
+        let args = ["fleet", "restart", "--nodes", "edge-a,edge-b,edge-c", "--deadline", "20s", "--wait", "30s"];
+        outpost_tests::cli_env(std::process::Command::new(outpost_tests::bin("outpost")).args(args), &url)
+            .output()
+            .unwrap()
+    });
+    let started = std::time::Instant::now();
+    let mut restarts = 0;
+    while !cli.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(150), "the rolling restart never finished");
+        for slot in edges.iter_mut() {
+            let Some(e) = slot.as_mut() else { continue };
+            if e.exited(Duration::from_millis(20)) {
+                *slot = Some(slot.take().unwrap().restart().unwrap());
+                restarts += 1;
+            }
+        }
+    }
+    let out = cli.await.unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(restarts, 3, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restarted 3 node(s)"));
+    for (i, p) in players.iter_mut().enumerate() {
+        let n = 1000 + i as u32;
+        p.send(0, &n.to_be_bytes()).await.unwrap();
+        let (got, moved) = echoes(p, 1).await;
+        assert_eq!(got, vec![n], "player {i} is still in its room");
+        assert!(moved.is_some(), "player {i} followed its room at least once");
+    }
+    // Bad input: an unknown node stops the restart before anything goes down.
+    let out = outpost_tests::cli_env(
+        std::process::Command::new(outpost_tests::bin("outpost")).args(["fleet", "restart", "--nodes", "edge-x"]),
+        &router.url(),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("edge-x"), "{}", String::from_utf8_lossy(&out.stderr));
+}
