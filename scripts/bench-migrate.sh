@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The rooms-that-move scenario (issue 26): one arena room of 8 bots at 20 Hz (`outpost-bench
+# The rooms-that-move scenario (issue 26): ROOMS arena rooms of 8 bots at 20 Hz (`outpost-bench
 # players`, real QUIC, the bots follow each move on their own) moved back and forth between two
-# real edge nodes MOVES times, one move every 200 ms. Reports, per move, the room's pause as the
-# source measures it (from its snapshot to the target's acceptance: the source's last tick is
-# just before it, the target's first tick at most one tick period after it) and the operator's
-# call time; then the bots' disconnects over the whole run.
-# Usage: scripts/bench-migrate.sh [moves]
+# real edge nodes MOVES times, all rooms at once, one round every 200 ms. Reports the room's pause
+# as the source measures it (from its snapshot to the target's acceptance: the source's last tick
+# is just before it, the target's first tick at most one tick phase after it), the operator's
+# call time, the players' gap (the last state a bot got from the old node to the first from the
+# new one, as the bots measure it), and the bots' disconnects over the whole run.
+# Usage: scripts/bench-migrate.sh [moves] [rooms]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
-moves=${1:-100}
+moves=${1:-100}; nrooms=${2:-1}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp -r "$work" "$KEEP"; rm -rf "$work"; }
@@ -33,34 +34,46 @@ for name in a b; do
   wait_file "$work/$name.json"
 done
 declare -A admin=([a]="http://$(field "$work/a.json" admin)" [b]="http://$(field "$work/b.json" admin)")
-# Only A has the module: the first move fetches it from A.
-curl -sS -f -X PUT -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" --data-binary @target/guests/arena.wasm \
-  "${admin[a]}/v1/modules/arena?max_players=8" > /dev/null
+# Both nodes have the module, as after `outpost deploy`; with FETCH=1 only A has it and the
+# first move fetches and compiles it on B.
+for n in a ${FETCH:+_}b; do
+  [ "$n" = _b ] && continue
+  curl -sS -f -X PUT -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" --data-binary @target/guests/arena.wasm \
+    "${admin[$n]}/v1/modules/arena?max_players=8" > /dev/null
+done
 for _ in $(seq 1 100); do
   n=$(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" "$router/v1/nodes" |
     python3 -c "import json,sys; print(sum(1 for n in json.load(sys.stdin)['nodes'] if n['health'] == 'healthy'))")
   [ "$n" = 2 ] && break; sleep 0.1
 done
-secs=$(python3 -c "print(int($moves * 0.25 + 10))")
+secs=$(python3 -c "print(int($moves * (0.3 + 0.12 * $nrooms) + 12))")
 $bin/outpost-bench players --json --edge-ready "$work/a.json" --key "$work/ticket.key" --module arena \
-  --bots 8 --rate 20 --duration "$secs" --room-size 8 > "$work/bots.json" &
+  --bots $((8 * nrooms)) --rate 20 --duration "$secs" --room-size 8 > "$work/bots.json" &
 bots=$!
-room=""
-for _ in $(seq 1 200); do
-  room=$(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" "${admin[a]}/v1/rooms" |
-    python3 -c "import json,sys; r=[x['room'] for x in json.load(sys.stdin) if x['players'] == 8]; print(r[0] if r else '')")
-  [ -n "$room" ] && break; sleep 0.05
+rooms=()
+for _ in $(seq 1 400); do
+  mapfile -t rooms < <(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" "${admin[a]}/v1/rooms" |
+    python3 -c "import json,sys; [print(x['room']) for x in json.load(sys.stdin) if x['players'] == 8]")
+  [ "${#rooms[@]}" -ge "$nrooms" ] && break; sleep 0.05
 done
-[ -n "$room" ] || { echo "the bots never filled a room" >&2; exit 1; }
+[ "${#rooms[@]}" -ge "$nrooms" ] || { echo "the bots filled ${#rooms[@]} of $nrooms rooms" >&2; exit 1; }
 : > "$work/moves.txt"
-for i in $(seq 1 "$moves"); do
-  if [ $((i % 2)) = 1 ]; then from=a; to=edge-b; else from=b; to=edge-a; fi
+move() { # from to room
+  local start end reply
   start=$(date +%s.%N)
-  reply=$(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" -X POST -d "{\"to\":\"$to\"}" \
-    "${admin[$from]}/v1/rooms/$room/migrate")
+  reply=$(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" -X POST -d "{\"to\":\"$2\"}" \
+    "${admin[$1]}/v1/rooms/$3/migrate")
   end=$(date +%s.%N)
   echo "$reply $start $end" >> "$work/moves.txt"
-  sleep 0.2
+}
+for i in $(seq 1 "$moves"); do
+  if [ $((i % 2)) = 1 ]; then from=a; to=edge-b; else from=b; to=edge-a; fi
+  movers=()
+  for r in "${rooms[@]:0:$nrooms}"; do move "$from" "$to" "$r" & movers+=($!); done
+  wait "${movers[@]}"
+  # Each room's players finish following before it moves again (a room still taking in its
+  # last move's players answers 409).
+  sleep "$(python3 -c "print(0.2 + 0.1 * ($nrooms - 1))")"
 done
 wait "$bots"
 python3 - "$work" <<'PY'
@@ -78,15 +91,18 @@ node = bots.get("node", bots)
 def pct(xs, q):
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(round((len(xs) - 1) * q)))], 2)
-# The first move also fetches and compiles the module on B: reported on its own.
-paused = [m["paused_ms"] for m in moves[1:]]
-call = [m["call_ms"] for m in moves[1:]]
+# The first round also fetches and compiles the module on B: reported on its own.
+first = [m for m in moves if m["from"] == "edge-a"][:1]
+rest = moves[1:] if len(moves) > 1 else moves
+paused = [m["paused_ms"] for m in rest]
+call = [m["call_ms"] for m in rest]
 out = {
-    "moves": len(moves), "players": moves[0]["players"],
+    "moves": len(moves), "players_per_room": moves[0]["players"],
     "pause_p50_ms": pct(paused, 0.5), "pause_p99_ms": pct(paused, 0.99), "pause_max_ms": round(max(paused), 2),
     "first_move_pause_ms": round(moves[0]["paused_ms"], 2),
     "call_p50_ms": pct(call, 0.5), "call_p99_ms": pct(call, 0.99),
     "bots_joined": node["bots_joined"], "disconnects": node["disconnects"],
+    "bot_moves": node.get("moves"), "gap_p50_ms": node.get("move_gap_p50_ms"), "gap_p99_ms": node.get("move_gap_p99_ms"),
     "rtt_p50_ms": node.get("rtt_p50_ms"), "rtt_p99_ms": node.get("rtt_p99_ms"),
 }
 print(json.dumps(out))

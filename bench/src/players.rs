@@ -180,6 +180,16 @@ pub struct RunReport {
     pub rtt_p99_ms: f64,
     /// Bots disconnected before the end, by reason.
     pub disconnects: BTreeMap<String, u64>,
+    /// Moves the bots followed (their room moved to another node).
+    #[serde(default)]
+    pub moves: u64,
+    /// The bots' gap at a move, median, ms: the last message from the old node to the first
+    /// from the new one.
+    #[serde(default)]
+    pub move_gap_p50_ms: f64,
+    /// The same, 99th percentile, ms.
+    #[serde(default)]
+    pub move_gap_p99_ms: f64,
     /// Received messages per second.
     pub received_per_sec: f64,
     /// Server CPU seconds during the run.
@@ -351,6 +361,11 @@ struct BotStats {
     rtts_us: Vec<u32>,
     disconnect: Option<String>,
     udp: UdpCount,
+    /// When the last message came, and, after a `Moved`, the last one from the old node.
+    last_msg: Option<Instant>,
+    moved_after: Option<Instant>,
+    /// Each move's gap: the last message from the old node to the first from the new one.
+    move_gaps_us: Vec<u32>,
 }
 
 /// UDP datagrams one bot's connection sent and received.
@@ -375,6 +390,11 @@ impl BotStats {
     /// an RTT sample.
     fn on_message(&mut self, relay: bool, me: u64, from: u64, data: &[u8], t0: Instant) {
         self.received += 1;
+        let now = Instant::now();
+        if let Some(last) = self.moved_after.take() {
+            self.move_gaps_us.push(now.saturating_duration_since(last).as_micros().min(u32::MAX as u128) as u32);
+        }
+        self.last_msg = Some(now);
         let pong = if relay { from == me && data.first() == Some(&b'P') } else { data.first() == Some(&b'p') };
         if pong {
             self.pongs += 1;
@@ -694,7 +714,7 @@ impl Bench {
                 }
                 ev = client.recv() => match ev {
                     Some(Event::Message { from, data, .. }) => s.on_message(relay, me, from, &data, t0),
-                    Some(Event::Moved { .. }) => {}
+                    Some(Event::Moved { .. }) => s.moved_after = Some(s.last_msg.unwrap_or_else(Instant::now)),
                     Some(Event::Closed(r)) => { s.disconnect = Some(reason_name(&r)); break; }
                     None => break,
                 }
@@ -856,7 +876,10 @@ impl Bench {
     fn summarize(&self, target: &str, stats: Vec<BotStats>) -> RunReport {
         let mut r = RunReport { target: target.to_string(), ..RunReport::default() };
         let mut rtts = Vec::new();
+        let mut gaps = Vec::new();
         for s in stats {
+            r.moves += s.move_gaps_us.len() as u64;
+            gaps.extend(s.move_gaps_us);
             r.bots_joined += s.joined as usize;
             if let Some(f) = s.join_failure {
                 *r.join_failures.entry(f).or_default() += 1;
@@ -878,6 +901,9 @@ impl Bench {
         rtts.sort_unstable();
         r.rtt_p50_ms = percentile(&rtts, 0.5);
         r.rtt_p99_ms = percentile(&rtts, 0.99);
+        gaps.sort_unstable();
+        r.move_gap_p50_ms = percentile(&gaps, 0.5);
+        r.move_gap_p99_ms = percentile(&gaps, 0.99);
         r.received_per_sec = r.received as f64 / self.duration;
         r
     }

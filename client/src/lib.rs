@@ -345,12 +345,18 @@ impl Follow {
         let refused = |why: String| CloseReason { code: Some(CloseCode::MoveRefused), reason: why };
         let mut send = self.current.send.lock().await;
         let old = self.current.conn();
-        if send.finish().is_ok() {
-            let _ = tokio::time::timeout(MOVE_FLUSH, send.stopped()).await;
-        }
         let addr: SocketAddr =
             target.quic.parse().map_err(|_| refused(format!("the Moved frame names no address: {:?}", target.quic)))?;
-        let joined = join(&self.endpoint, addr, &target.cert_sha256, &target.credential, &self.opts).await;
+        // The old stream's end reaches the old node while the client joins the new one: the new
+        // node holds this player's messages until the old node forwarded that end, so nothing
+        // waits for the other. The old connection closes only once its stream was acknowledged.
+        let flushed = async {
+            if send.finish().is_ok() {
+                let _ = tokio::time::timeout(MOVE_FLUSH, send.stopped()).await;
+            }
+        };
+        let joining = join(&self.endpoint, addr, &target.cert_sha256, &target.credential, &self.opts);
+        let ((), joined) = tokio::join!(flushed, joining);
         old.close(0u32.into(), b"moved");
         let (conn, new_send, recv, dec, _) =
             joined.map_err(|e| refused(format!("following the room to {}: {e}", target.node)))?;

@@ -428,3 +428,159 @@ async fn a_rolling_restart_of_three_nodes_drops_no_player() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("edge-x"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The arena state of a room, by player id: (x, y, score).
+fn arena_state(edge: &Edge, room: &str) -> std::collections::BTreeMap<u64, (f64, f64, u64)> {
+    let r = edge.admin("POST", &format!("/v1/rooms/{room}/signal"), b"state");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    v["players"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_u64().unwrap(),
+                (p["x"].as_f64().unwrap(), p["y"].as_f64().unwrap(), p["score"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Two arena rooms of 8 bots each move from A to B at once while the bots play: no bot is
+/// disconnected, every bot follows to its room on B, the guest on B sees no join (the same
+/// players, scores kept), the rooms' tick counts go on, and the bots' inputs move them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_arena_rooms_of_eight_bots_move_while_the_bots_play() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let a = edge(&router, &key, "edge-a");
+    let b = edge(&router, &key, "edge-b");
+    assert_eq!(a.upload("arena", &guest("arena")).status, 201);
+    registered(&router, &["edge-a", "edge-b"]);
+    let mut bots = Vec::new();
+    for room in ["r0", "r1"] {
+        for i in 0..8u64 {
+            let id = if room == "r0" { 100 + i } else { 200 + i };
+            bots.push(a.player(&key, "arena", Some(room), id, &format!("bot{id}")).await.unwrap());
+        }
+    }
+    // The bots play: inputs every 50 ms, in a direction of their own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut playing = Vec::new();
+    for (i, mut c) in bots.into_iter().enumerate() {
+        let stop = stop.clone();
+        playing.push(tokio::spawn(async move {
+            let (dx, dy) = ([127u8, 129, 0, 60][i % 4], [0u8, 60, 127, 129][i % 4]);
+            let mut moved = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(0, &[b'M', dx, dy]).await.expect("a bot lost its connection");
+                let until = tokio::time::Instant::now() + Duration::from_millis(50);
+                while let Ok(Some(ev)) = tokio::time::timeout_at(until, c.recv()).await {
+                    match ev {
+                        Event::Moved { node } => moved = Some(node),
+                        Event::Closed(r) => panic!("bot {i} closed: {r}"),
+                        Event::Message { .. } => {}
+                    }
+                }
+            }
+            (moved, c)
+        }));
+    }
+    wait_for("both rooms full", WAIT, || {
+        ["r0", "r1"].iter().all(|r| a.admin("GET", &format!("/v1/rooms/{r}"), b"").json()["players"] == 8).then_some(())
+    })
+    .unwrap();
+    let before: Vec<_> = ["r0", "r1"].iter().map(|r| arena_state(&a, r)).collect();
+    let ticks: Vec<u64> = ["r0", "r1"]
+        .iter()
+        .map(|r| a.admin("GET", &format!("/v1/rooms/{r}"), b"").json()["ticks"].as_u64().unwrap())
+        .collect();
+    let (r0, r1) = tokio::join!(
+        tokio::task::spawn_blocking({
+            let url = a.admin_url();
+            move || {
+                outpost_tests::http(
+                    "POST",
+                    &format!("{url}/v1/rooms/r0/migrate"),
+                    Some(outpost_tests::ADMIN_TOKEN),
+                    br#"{"to":"edge-b"}"#,
+                )
+            }
+        }),
+        tokio::task::spawn_blocking({
+            let url = a.admin_url();
+            move || {
+                outpost_tests::http(
+                    "POST",
+                    &format!("{url}/v1/rooms/r1/migrate"),
+                    Some(outpost_tests::ADMIN_TOKEN),
+                    br#"{"to":"edge-b"}"#,
+                )
+            }
+        }),
+    );
+    for r in [r0.unwrap(), r1.unwrap()] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let after_move: Vec<_> = ["r0", "r1"].iter().map(|r| arena_state(&b, r)).collect();
+    for (x, y) in before.iter().zip(&after_move) {
+        assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "the same players");
+        for (id, (_, _, score)) in x {
+            assert!(y[id].2 >= *score, "player {id}'s score went back");
+        }
+    }
+    // The bots keep playing on B; their inputs move them there.
+    wait_for("the rooms to tick on B", WAIT, || {
+        ["r0", "r1"]
+            .iter()
+            .zip(&ticks)
+            .all(|(r, t)| b.admin("GET", &format!("/v1/rooms/{r}"), b"").json()["ticks"].as_u64().unwrap() > t + 10)
+            .then_some(())
+    })
+    .unwrap();
+    let later: Vec<_> = ["r0", "r1"].iter().map(|r| arena_state(&b, r)).collect();
+    let moving = after_move
+        .iter()
+        .zip(&later)
+        .flat_map(|(x, y)| x.iter().map(move |(id, p)| (p.0 - y[id].0).abs() + (p.1 - y[id].1).abs()))
+        .filter(|d| *d > 1.0)
+        .count();
+    assert!(moving >= 8, "only {moving} of 16 bots moved on B");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in playing {
+        let (moved, _c) = p.await.unwrap();
+        assert_eq!(moved.as_deref(), Some("edge-b"));
+    }
+    assert_eq!(b.metric("outpost_players_joined_total"), 0.0, "the guest on B saw no join");
+    assert_eq!(b.metric("outpost_players_moved_in_total"), 16.0);
+    for r in ["r0", "r1"] {
+        assert_eq!(b.admin("GET", &format!("/v1/rooms/{r}"), b"").json()["players"], 8);
+    }
+}
+
+/// A target that takes the connection and never answers (a hung or dying node) costs the room
+/// one node-to-node timeout: the move answers 502 and the room is playable on the source again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_hangs_before_accepting_leaves_the_room_on_the_source() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let a = edge(&router, &key, "edge-a");
+    assert_eq!(a.upload("echo", &guest("echo")).status, 201);
+    // A node the registry believes healthy, whose admin API accepts and then says nothing.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut beat = outpost_tests::heartbeat("edge-hung", 51.5, -0.1, &["echo"]);
+    beat.admin_url = format!("http://{}", hung.local_addr().unwrap());
+    assert_eq!(router.heartbeat(&beat).status, 200);
+    registered(&router, &["edge-a", "edge-hung"]);
+    let mut p = a.player(&key, "echo", Some("m"), 1, "ada").await.unwrap();
+    echoes_once(&mut p, 1).await;
+    let started = std::time::Instant::now();
+    let r = migrate(&a, "m", "edge-hung");
+    let took = started.elapsed();
+    assert_eq!(r.status, 502, "{}", r.text());
+    eprintln!("a hung target cost the room {took:?} before it ran on the source again");
+    echoes_once(&mut p, 2).await;
+    assert_eq!(a.admin("GET", "/v1/rooms/m", b"").json()["players"], 1);
+    drop(hung);
+}

@@ -41,6 +41,7 @@ impl From<RoomError> for ApiError {
             RoomError::Guest(_) => (StatusCode::INTERNAL_SERVER_ERROR, "module-fault"),
             RoomError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "node-full"),
             RoomError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            RoomError::Moving(_) => (StatusCode::CONFLICT, "room-moving"),
             RoomError::WorkerGone => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, e.to_string())

@@ -37,8 +37,10 @@ use outpost_proto::frame::{Frame, MoveTarget};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long one node-to-node call may take.
-pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one node-to-node call may take: a target that dies or hangs before it accepts a
+/// room costs the room at most this (and the resume) before it runs on the source again, inside
+/// the 5 s the issue allows.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long an old connection may stay after its `Moved` before the source closes it.
 pub const FOLLOW_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest hand-off body: a snapshot (base64) of a room at the default memory limit, and more.
@@ -91,6 +93,7 @@ pub struct Migrator {
 const DRAIN_PARALLEL: usize = 4;
 
 /// A peer's address for [`outpost_net::http::request`]: `host:port`, and TLS for `https://`.
+#[derive(Clone)]
 struct Peer {
     host: String,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -238,7 +241,7 @@ impl Migrator {
             Err(e) => {
                 // Before the point of no return: the room goes on here.
                 self.rooms.resume(room).await;
-                self.abandon_at(&peer, room).await;
+                self.abandon_at(&peer, room);
                 tracing::warn!(room, to = %target.heartbeat.id, error = %e.message, "room move failed; the room resumes here");
                 return Err(e);
             }
@@ -249,7 +252,7 @@ impl Migrator {
             Ok(l) => l,
             Err(e) => {
                 self.rooms.resume(room).await;
-                self.abandon_at(&peer, room).await;
+                self.abandon_at(&peer, room);
                 return Err(e.into());
             }
         };
@@ -309,10 +312,13 @@ impl Migrator {
         serde_json::to_vec(&h).unwrap_or_default()
     }
 
-    /// Tells a target to drop a room it accepted but will not get (best effort).
-    async fn abandon_at(&self, peer: &Peer, room: &str) {
-        let path = format!("/v1/peer/rooms/{room}");
-        let _ = peer.call(hyper::Method::DELETE, &path, &self.cluster_token, None, 4096).await;
+    /// Tells a target to drop a room it may have accepted but will not get (best effort, in the
+    /// background: a hung target must not hold the answer; its credentials expire anyway).
+    fn abandon_at(&self, peer: &Peer, room: &str) {
+        let (peer, path, token) = (peer.clone(), format!("/v1/peer/rooms/{room}"), self.cluster_token.clone());
+        tokio::spawn(async move {
+            let _ = peer.call(hyper::Method::DELETE, &path, &token, None, 4096).await;
+        });
     }
 
     /// Sends what the players' old connections deliver to the target, in order, until the last

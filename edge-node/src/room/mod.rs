@@ -63,6 +63,9 @@ pub enum RoomError {
     /// A worker's queue is full: back-pressure, try again.
     #[error("room workers are busy; retry shortly")]
     Busy,
+    /// The room is moving, or still taking in the players of its last move: try again shortly.
+    #[error("{0}")]
+    Moving(String),
     /// A worker thread is gone (a bug, or shutdown).
     #[error("room worker unavailable")]
     WorkerGone,
@@ -678,7 +681,7 @@ mod tests {
         let (room, worker) = src.reserve_player("echo", Some("e"), false).unwrap().unwrap();
         src.join(&room, worker, link.clone(), SavedState::None).await.unwrap();
         src.export("e").await.unwrap();
-        assert!(matches!(src.export("e").await, Err(RoomError::Refused(_))), "one move at a time");
+        assert!(matches!(src.export("e").await, Err(RoomError::Moving(_))), "one move at a time");
         for n in 0..10 {
             src.try_tell(0, say("e", n)).map_err(|_| "full").unwrap();
         }

@@ -762,10 +762,12 @@ impl Worker {
     fn export(&mut self, id: &str) -> Result<RoomExport, RoomError> {
         let slot = self.rooms.get(id).ok_or_else(|| RoomError::NotFound(id.to_string()))?;
         if !matches!(slot.motion, Motion::Still) {
-            return Err(RoomError::Refused(format!("room {id:?} is already moving")));
+            return Err(RoomError::Moving(format!("room {id:?} is already moving")));
         }
         if !slot.arrivals.is_empty() {
-            return Err(RoomError::Refused(format!("room {id:?} is still taking in players from its last move")));
+            return Err(RoomError::Moving(format!(
+                "room {id:?} is still taking in players from its last move; try again shortly"
+            )));
         }
         // Commands run between ticks, so this is a tick boundary.
         let snapshot = {
