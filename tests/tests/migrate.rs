@@ -228,6 +228,11 @@ async fn failed_moves_leave_the_room_playable_and_bad_requests_and_credentials_a
     assert_eq!(peer(&b, Some(outpost_tests::ADMIN_TOKEN), "POST", "/v1/peer/rooms", &h).status, 401, "the admin token");
     let bad = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &serde_json::json!({"room": 1}));
     assert_eq!(bad.status, 400, "{}", bad.text());
+    let mut twice = handoff("t2", "echo", &echo, b"", &a);
+    twice["players"] = serde_json::json!([{"id": 9, "name": "zed"}, {"id": 9, "name": "zed"}]);
+    let bad = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &twice);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("listed twice"), "{}", bad.text());
     // A snapshot the module's restore refuses: 422, and nothing is left of the room.
     assert_eq!(b.upload("arena", &guest("arena")).status, 201);
     let arena = sha256_hex(&guest("arena"));

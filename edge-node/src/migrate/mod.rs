@@ -382,6 +382,11 @@ impl Migrator {
                 h.max_players
             )));
         }
+        let mut ids: Vec<u64> = h.players.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(format!("player {} is listed twice", w[0])));
+        }
         let snapshot = b64().decode(&h.snapshot).map_err(|e| bad(format!("snapshot: {e}")))?;
         let config = b64().decode(&h.config).map_err(|e| bad(format!("config: {e}")))?;
         if !self.players.accepting.load(std::sync::atomic::Ordering::Relaxed) {
