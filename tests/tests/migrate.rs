@@ -233,6 +233,28 @@ async fn failed_moves_leave_the_room_playable_and_bad_requests_and_credentials_a
     let bad = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &twice);
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("listed twice"), "{}", bad.text());
+    // The other peer routes and the drain take no bad body or name either.
+    let fwd = serde_json::json!({"items": [{"player": 9, "end": false}]});
+    let r = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms/none/forwarded", &fwd);
+    assert_eq!(r.status, 400, "an item with neither data nor end: {}", r.text());
+    let r = peer(
+        &b,
+        Some(outpost_tests::CLUSTER_TOKEN),
+        "GET",
+        "/v1/peer/modules/..%2F..%2Fetc/abc",
+        &serde_json::json!(null),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = peer(
+        &b,
+        Some(outpost_tests::CLUSTER_TOKEN),
+        "GET",
+        &format!("/v1/peer/modules/echo/{}", "0".repeat(64)),
+        &serde_json::json!(null),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(b.admin("POST", "/v1/drain", b"{\"deadline_ms\":\"soon\"}").status, 400);
+    assert_eq!(b.admin_with(None, "POST", "/v1/drain", b"").status, 401);
     // A snapshot the module's restore refuses: 422, and nothing is left of the room.
     assert_eq!(b.upload("arena", &guest("arena")).status, 201);
     let arena = sha256_hex(&guest("arena"));
