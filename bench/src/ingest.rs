@@ -43,7 +43,12 @@ pub struct BenchCore {
 
 fn update(i: u64, keys: u64, value_bytes: usize) -> WireUpdate {
     // Players' scores: keys repeat, as a game's do.
-    WireUpdate { room: "bench-room".into(), key: format!("player/{}/score", i % keys), value: vec![b'x'; value_bytes] }
+    WireUpdate {
+        room: "bench-room".into(),
+        key: format!("player/{}/score", i % keys),
+        value: vec![b'x'; value_bytes],
+        epoch: Default::default(),
+    }
 }
 
 impl BenchCore {

@@ -1,5 +1,5 @@
 //! The edge link, server side: authenticate, then apply each batch to the store and ack it once
-//! it is durable; answer player-state loads on their own streams.
+//! it is durable; answer player-state loads and stream positions on their own streams.
 //!
 //! A link that sends a wrong token, a malformed frame, or a batch with a gap is told why
 //! (`Refused`) and closed; nothing it sent after the last ack was applied. Store calls run on
@@ -236,7 +236,13 @@ async fn updates(s: &mut Stream, ctx: &Arc<IngestCtx>, stream: &str) -> Result<(
             let batch: Vec<Update<'_>> = updates
                 .iter()
                 .enumerate()
-                .map(|(i, WireUpdate { room, key, value })| Update { seq: first_seq + i as u64, room, key, value })
+                .map(|(i, WireUpdate { room, key, value, epoch })| Update {
+                    seq: first_seq + i as u64,
+                    room,
+                    key,
+                    value,
+                    epoch: *epoch,
+                })
                 .collect();
             store.apply(&name, &batch)
         })
@@ -246,6 +252,7 @@ async fn updates(s: &mut Stream, ctx: &Arc<IngestCtx>, stream: &str) -> Result<(
                 outpost_net::failpoint::hit("core.before_ack");
                 ctx.metrics.updates_applied.inc_by(a.applied);
                 ctx.metrics.updates_replayed.inc_by(a.replayed);
+                ctx.metrics.updates_stale.inc_by(a.stale);
                 ctx.metrics.batches.inc();
                 if s.write(&CoreFrame::Ack { up_to: a.high_water }).await.is_err() {
                     return Ok(()); // The edge went away; it resends what was not acked.
@@ -266,10 +273,21 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let mut s = Stream::new(send, recv, ctx.max_frame, None);
-            let key = match s.read().await {
-                Ok(Some(CoreFrame::Load { key })) => key,
+            let store = ctx.store.clone();
+            let answer = match s.read().await {
+                Ok(Some(CoreFrame::Load { key })) => blocking(move || store.get(&key)).await.map(|value| {
+                    ctx.metrics.loads.inc();
+                    CoreFrame::Value { value }
+                }),
+                // How far another edge's stream is: a node holding a moved room's commits asks.
+                Ok(Some(CoreFrame::Position { stream })) => {
+                    blocking(move || store.high_water(&stream)).await.map(|high_water| {
+                        ctx.metrics.positions.inc();
+                        CoreFrame::Positioned { high_water }
+                    })
+                }
                 Ok(other) => {
-                    s.refuse(format!("expected Load, got {other:?}")).await;
+                    s.refuse(format!("expected Load or Position, got {other:?}")).await;
                     return;
                 }
                 Err(e) => {
@@ -277,11 +295,9 @@ async fn serve_loads(conn: quinn::Connection, ctx: Arc<IngestCtx>) {
                     return;
                 }
             };
-            let store = ctx.store.clone();
-            match blocking(move || store.get(&key)).await {
-                Ok(value) => {
-                    ctx.metrics.loads.inc();
-                    let _ = s.write(&CoreFrame::Value { value }).await;
+            match answer {
+                Ok(frame) => {
+                    let _ = s.write(&frame).await;
                     s.frames.finish();
                 }
                 Err(e) => {

@@ -228,6 +228,11 @@ pub struct Args {
     /// `saved = unavailable`.
     #[arg(long, env = "OUTPOST_CORE_LOAD_TIMEOUT", default_value = "300ms")]
     pub core_load_timeout: String,
+    /// How long a room that moved here holds its commits back while the core lacks what the
+    /// room committed on its earlier nodes (their links to the core may be cut). Past it they go
+    /// anyway, and the core's per-key room epochs keep a late earlier node from overwriting them.
+    #[arg(long, env = "OUTPOST_COMMIT_HOLD", default_value = "60s")]
+    pub commit_hold: String,
     /// Outbox size at which committing rooms are faulted (`outbox-full`); nothing is dropped.
     #[arg(long, env = "OUTPOST_OUTBOX_MAX_BYTES", default_value_t = 1 << 30)]
     pub outbox_max_bytes: u64,
@@ -548,6 +553,10 @@ impl Args {
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&core_load_timeout) {
             return Err(bad("core_load_timeout", "must be between 10ms and 10s"));
         }
+        let commit_hold = parse_duration("commit_hold", &self.commit_hold)?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&commit_hold) {
+            return Err(bad("commit_hold", "must be between 100ms and 1h"));
+        }
         let soft = self.outbox_soft_bytes.unwrap_or(self.outbox_max_bytes / 4 * 3);
         if self.outbox_max_bytes < 1 << 16 || soft > self.outbox_max_bytes {
             return Err(bad("outbox_max_bytes", "must be at least 65536, and outbox_soft_bytes at most it"));
@@ -565,6 +574,7 @@ impl Args {
                 segment_bytes: (self.outbox_max_bytes / 16).clamp(4096, 8 << 20),
             },
             load_timeout: core_load_timeout,
+            commit_hold,
         });
         if self.region.is_empty() || self.region.len() > 64 || self.region.chars().any(char::is_control) {
             return Err(bad("region", "must be 1 to 64 bytes of printable text"));
@@ -763,6 +773,9 @@ mod tests {
             (vec!["--player-datagram-in-bytes", "100"], "player_datagram_in_bytes"),
             (vec!["--player-datagram-out-bytes", "999999999"], "player_datagram_out_bytes"),
             (vec!["--player-rate", "0"], "player_rate"),
+            (vec!["--commit-hold", "10ms"], "commit_hold"),
+            (vec!["--commit-hold", "2h"], "commit_hold"),
+            (vec!["--commit-hold", "whenever"], "commit_hold"),
             (vec!["--router", "ftp://x"], "router"),
             (vec!["--router", "http://a:1,http://a:1", "--lat", "1", "--lon", "0"], "router"),
             (vec!["--router", "http://a:1,,http://b:1", "--lat", "1", "--lon", "0"], "router"),

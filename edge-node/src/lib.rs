@@ -156,11 +156,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let drained = Arc::new(tokio::sync::Notify::new());
     let admission_task = outbox.clone().map(|o| tokio::spawn(admit_by_outbox(o, accepting.clone(), draining.clone())));
+    let holds = Arc::new(forward::holds::Holds::default());
     let forward_task = match (&config.forward, &outbox) {
         (Some(f), Some(o)) => {
             tracing::info!(cores = f.cores.len(), stream = o.stream(), "forwarding commits to the core region");
             let token = cluster_token.clone().unwrap_or_default();
-            Some(tokio::spawn(forward::run(o.clone(), f.cores.clone(), id.clone(), token, metrics.clone())))
+            let (cores, metrics) = (f.cores.clone(), metrics.clone());
+            Some(tokio::spawn(forward::run(o.clone(), holds.clone(), cores, id.clone(), token, metrics)))
         }
         _ => None,
     };
@@ -211,6 +213,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         max_module_bytes: config.admin.limits.max_upload_bytes,
         draining: draining.clone(),
         outbox: outbox.clone(),
+        holds,
+        commit_hold: config.forward.as_ref().map_or(std::time::Duration::from_secs(60), |f| f.commit_hold),
         drained: drained.clone(),
         forwarders: Default::default(),
     });

@@ -161,6 +161,10 @@ counters! {
     /// Player messages a moving room could not keep: unreliable ones while it moved, or
     /// reliable ones past its bound.
     moved_messages_dropped_total,
+    /// Moved rooms whose commits this node held until the core had their earlier nodes'.
+    commit_holds_total,
+    /// Holds given up at `--commit-hold`: the earlier node's commits had not reached the core.
+    commit_holds_expired_total,
     /// Probe beacon replies sent.
     probe_replies_total,
     /// Probe datagrams dropped as malformed.

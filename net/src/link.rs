@@ -184,6 +184,17 @@ impl CoreLink {
         }
     }
 
+    /// How far the core has `stream` (another edge's outbox), on its own stream.
+    pub async fn position(&self, stream: &str) -> Result<u64, LinkError> {
+        let mut s = Framed::new(self.conn.open_bi().await.map_err(proto)?);
+        s.write(&CoreFrame::Position { stream: stream.into() }).await?;
+        s.0.finish();
+        match s.read().await? {
+            CoreFrame::Positioned { high_water } => Ok(high_water),
+            other => Err(LinkError::Protocol(format!("expected Positioned, got {other:?}"))),
+        }
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"bye");

@@ -550,6 +550,16 @@ pub struct MigrateReply {
     pub paused_ms: f64,
 }
 
+/// Where a room's commits end in one node's outbox stream: its next node holds the room's
+/// commits until the core has the stream at least this far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMark {
+    /// The outbox stream (`node-id/incarnation`).
+    pub stream: String,
+    /// The room's last sequence number in it.
+    pub seq: u64,
+}
+
 /// A moving player, by id and display name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandoffPlayer {
@@ -593,6 +603,16 @@ pub struct Handoff {
     pub source: String,
     /// The source's admin URL, where the target fetches the module when it lacks it.
     pub source_admin_url: String,
+    /// The room's lineage (random, fixed for its life; 0 from a source that predates it).
+    #[serde(default)]
+    pub lineage: u64,
+    /// How many times it had moved before this move.
+    #[serde(default)]
+    pub moves: u32,
+    /// Where its commits end in the streams of the nodes it has been on, which the core must
+    /// have before the target sends what the room commits there.
+    #[serde(default)]
+    pub commits_after: Vec<StreamMark>,
 }
 
 /// The target's acceptance: one credential per player, and where the players go.

@@ -4,8 +4,13 @@
 //!
 //! The update stream: the edge sends `Hello`, the core answers `Welcome` with the stream's
 //! high-water mark (or `Refused` and closes), then the edge sends `Batch`es in order and the core
-//! answers each with `Ack` up to the sequence number now durable. A load stream is `Load` → `Value`.
-//! Strings are `len u16 | UTF-8`; values are `len u32 | bytes`.
+//! answers each with `Ack` up to the sequence number now durable. A load stream is `Load` → `Value`;
+//! a position stream is `Position` → `Positioned` (how far the core has another edge's stream: a
+//! node that took over a moving room holds the room's commits until the core has everything the
+//! room committed on its last node). Strings are `len u16 | UTF-8`; values are `len u32 | bytes`.
+//!
+//! A batch's updates carry their room's [`RoomEpoch`] (type `0x12`); the untagged batch of older
+//! edges (`0x10`) is still read, as epoch zero, so cores can be upgraded before edges.
 
 use crate::frame::FrameError;
 
@@ -17,14 +22,20 @@ pub mod kind {
     pub const WELCOME: u8 = 0x02;
     /// Core → edge: refused (the core closes the connection after it).
     pub const REFUSED: u8 = 0x03;
-    /// Edge → core: updates from `first_seq` on.
-    pub const BATCH: u8 = 0x10;
+    /// Edge → core: updates from `first_seq` on, without room epochs (edges before 0.26).
+    pub const BATCH_UNTAGGED: u8 = 0x10;
+    /// Edge → core: updates from `first_seq` on, each with its room's epoch.
+    pub const BATCH: u8 = 0x12;
     /// Core → edge: durable up to this sequence number.
     pub const ACK: u8 = 0x11;
     /// Edge → core: read one key.
     pub const LOAD: u8 = 0x20;
     /// Core → edge: the key's value, if any.
     pub const VALUE: u8 = 0x21;
+    /// Edge → core: how far is this stream?
+    pub const POSITION: u8 = 0x22;
+    /// Core → edge: the stream's high-water mark.
+    pub const POSITIONED: u8 = 0x23;
 }
 
 /// ALPN of the edge → core link.
@@ -33,6 +44,26 @@ pub const ALPN_CORE: &[u8] = b"outpost-core/1";
 pub const MAX_KEY: usize = 1024;
 /// Longest room id or stream name, bytes.
 pub const MAX_NAME: usize = 256;
+
+/// Which life of a room wrote an update: rooms that move between nodes write from several
+/// outbox streams, and the core must not let a late write of an earlier stop overwrite what the
+/// room wrote after it moved. `lineage` is drawn at random when the room is created (a new room
+/// under an old id is another lineage) and `moves` counts its moves; lineage 0 is untagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct RoomEpoch {
+    /// The room's lineage, random, fixed for its life.
+    pub lineage: u64,
+    /// How many times it has moved.
+    pub moves: u32,
+}
+
+impl RoomEpoch {
+    /// Whether a write of `self` must give way to a key's current writer `stored`: the same
+    /// room's life, an earlier stop of it.
+    pub fn is_older_than(&self, stored: &RoomEpoch) -> bool {
+        self.lineage != 0 && self.lineage == stored.lineage && self.moves < stored.moves
+    }
+}
 
 /// One committed update as it travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +74,8 @@ pub struct WireUpdate {
     pub key: String,
     /// The value.
     pub value: Vec<u8>,
+    /// The committing room's epoch.
+    pub epoch: RoomEpoch,
 }
 
 /// One link frame.
@@ -62,6 +95,10 @@ pub enum CoreFrame {
     Load { key: String },
     /// `Value{value}`.
     Value { value: Option<Vec<u8>> },
+    /// `Position{stream}`.
+    Position { stream: String },
+    /// `Positioned{high_water}`.
+    Positioned { high_water: u64 },
 }
 
 fn malformed(m: &str) -> FrameError {
@@ -140,6 +177,8 @@ impl CoreFrame {
                     put_str(&mut body, &u.room);
                     put_str(&mut body, &u.key);
                     put_bytes(&mut body, &u.value);
+                    body.extend_from_slice(&u.epoch.lineage.to_be_bytes());
+                    body.extend_from_slice(&u.epoch.moves.to_be_bytes());
                 }
             }
             CoreFrame::Ack { up_to } => {
@@ -160,6 +199,14 @@ impl CoreFrame {
                     }
                 }
             }
+            CoreFrame::Position { stream } => {
+                body.push(kind::POSITION);
+                put_str(&mut body, stream);
+            }
+            CoreFrame::Positioned { high_water } => {
+                body.push(kind::POSITIONED);
+                body.extend_from_slice(&high_water.to_be_bytes());
+            }
         }
         let mut out = Vec::with_capacity(4 + body.len());
         out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -179,7 +226,8 @@ impl CoreFrame {
             },
             kind::WELCOME => CoreFrame::Welcome { high_water: r.u64("high_water")? },
             kind::REFUSED => CoreFrame::Refused { reason: r.str("reason", u16::MAX as usize)? },
-            kind::BATCH => {
+            kind::BATCH | kind::BATCH_UNTAGGED => {
+                let tagged = t == kind::BATCH;
                 let first_seq = r.u64("first_seq")?;
                 let n = r.u32("count")? as usize;
                 // Each update takes at least 8 bytes, so a count the body cannot hold is refused
@@ -189,11 +237,13 @@ impl CoreFrame {
                 }
                 let mut updates = Vec::with_capacity(n);
                 for _ in 0..n {
-                    updates.push(WireUpdate {
-                        room: r.str("room", MAX_NAME)?,
-                        key: r.str("key", MAX_KEY)?,
-                        value: r.bytes("value")?,
-                    });
+                    let (room, key, value) = (r.str("room", MAX_NAME)?, r.str("key", MAX_KEY)?, r.bytes("value")?);
+                    let epoch = if tagged {
+                        RoomEpoch { lineage: r.u64("lineage")?, moves: r.u32("moves")? }
+                    } else {
+                        RoomEpoch::default()
+                    };
+                    updates.push(WireUpdate { room, key, value, epoch });
                 }
                 if first_seq == 0 && !updates.is_empty() {
                     return Err(malformed("sequence numbers start at 1"));
@@ -207,6 +257,8 @@ impl CoreFrame {
                 1 => CoreFrame::Value { value: Some(r.bytes("value")?) },
                 _ => return Err(malformed("bad presence byte")),
             },
+            kind::POSITION => CoreFrame::Position { stream: r.str("stream", MAX_NAME)? },
+            kind::POSITIONED => CoreFrame::Positioned { high_water: r.u64("high_water")? },
             other => return Err(FrameError::Malformed(format!("unknown frame type 0x{other:02x}"))),
         };
         r.end()?;
@@ -227,8 +279,13 @@ mod tests {
             CoreFrame::Batch {
                 first_seq: 7,
                 updates: vec![
-                    WireUpdate { room: "r".into(), key: "player/1".into(), value: b"v".to_vec() },
-                    WireUpdate { room: "r".into(), key: "k".into(), value: vec![] },
+                    WireUpdate {
+                        room: "r".into(),
+                        key: "player/1".into(),
+                        value: b"v".to_vec(),
+                        epoch: RoomEpoch { lineage: u64::MAX, moves: 3 },
+                    },
+                    WireUpdate { room: "r".into(), key: "k".into(), value: vec![], epoch: RoomEpoch::default() },
                 ],
             },
             CoreFrame::Batch { first_seq: 0, updates: vec![] },
@@ -236,7 +293,38 @@ mod tests {
             CoreFrame::Load { key: "player/9".into() },
             CoreFrame::Value { value: None },
             CoreFrame::Value { value: Some(b"saved".to_vec()) },
+            CoreFrame::Position { stream: "e2/def".into() },
+            CoreFrame::Positioned { high_water: 99 },
         ]
+    }
+
+    #[test]
+    fn an_untagged_batch_of_an_older_edge_reads_as_epoch_zero() {
+        let mut body = vec![kind::BATCH_UNTAGGED];
+        body.extend_from_slice(&5u64.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        put_str(&mut body, "r");
+        put_str(&mut body, "k");
+        put_bytes(&mut body, b"v");
+        let want = WireUpdate { room: "r".into(), key: "k".into(), value: b"v".to_vec(), epoch: RoomEpoch::default() };
+        assert_eq!(CoreFrame::decode_body(&body).unwrap(), CoreFrame::Batch { first_seq: 5, updates: vec![want] });
+        // A tagged batch cut inside an update's epoch is refused.
+        let tagged = CoreFrame::Batch {
+            first_seq: 1,
+            updates: vec![WireUpdate { room: "r".into(), key: "k".into(), value: vec![], epoch: RoomEpoch::default() }],
+        }
+        .encode();
+        assert!(CoreFrame::decode_body(&tagged[4..tagged.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn only_an_earlier_stop_of_the_same_room_gives_way() {
+        let e = |lineage, moves| RoomEpoch { lineage, moves };
+        assert!(e(7, 1).is_older_than(&e(7, 2)));
+        assert!(!e(7, 2).is_older_than(&e(7, 2)), "the same stop writes in stream order");
+        assert!(!e(7, 3).is_older_than(&e(7, 2)));
+        assert!(!e(8, 0).is_older_than(&e(7, 2)), "another room (or a new room under an old id)");
+        assert!(!e(0, 0).is_older_than(&e(0, 5)), "untagged writes are never refused");
     }
 
     #[test]
@@ -267,6 +355,8 @@ mod tests {
             [CoreFrame::Ack { up_to: 1 }.encode()[4..].to_vec(), vec![0]].concat(),
             [vec![kind::BATCH], 0u64.to_be_bytes().to_vec(), 1u32.to_be_bytes().to_vec(), vec![0; 8]].concat(),
             [vec![kind::HELLO], 2u16.to_be_bytes().to_vec(), vec![0xff, 0xfe], vec![0, 0, 0, 0]].concat(),
+            vec![kind::POSITIONED, 0, 0, 0],
+            [vec![kind::POSITION], 300u16.to_be_bytes().to_vec(), vec![b's'; 300]].concat(),
         ];
         for body in cases {
             assert!(CoreFrame::decode_body(&body).is_err(), "{body:?}");

@@ -8,7 +8,7 @@ use outpost_tests::pg::PgCluster;
 use outpost_tests::{ADMIN_TOKEN, CLUSTER_TOKEN, Core, wait_for};
 
 fn upd(key: &str, value: &str) -> WireUpdate {
-    WireUpdate { room: "room-1".into(), key: key.into(), value: value.as_bytes().to_vec() }
+    WireUpdate { room: "room-1".into(), key: key.into(), value: value.as_bytes().to_vec(), epoch: Default::default() }
 }
 
 /// N updates: each writes its own key `k/{i}` = `{i}`, and every tenth also appears as the hot

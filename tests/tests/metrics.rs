@@ -61,6 +61,8 @@ const EDGE: &[&str] = &[
     "outpost_admin_unauthorized_total counter",
     "outpost_bytes_in_total counter",
     "outpost_bytes_out_total counter",
+    "outpost_commit_holds_expired_total counter",
+    "outpost_commit_holds_total counter",
     "outpost_core_link_failures_total counter",
     "outpost_epoch_ticks_total counter",
     "outpost_guest_commits_total counter",
@@ -147,9 +149,11 @@ const CORE: &[&str] = &[
     "outpost_core_links_active gauge",
     "outpost_core_links_refused_total counter",
     "outpost_core_loads_total counter",
+    "outpost_core_positions_total counter",
     "outpost_core_store_errors_total counter",
     "outpost_core_updates_applied_total counter",
     "outpost_core_updates_replayed_total counter",
+    "outpost_core_updates_stale_total counter",
 ];
 
 #[test]

@@ -10,22 +10,17 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// An edge with `id` heartbeating into `router`, taking tickets of `key`.
 fn edge(router: &Router, key: &TicketKey, id: &str) -> Edge {
+    edge_with(router, key, id, &[])
+}
+
+/// [`edge`] with more flags.
+fn edge_with(router: &Router, key: &TicketKey, id: &str, extra: &[&str]) -> Edge {
     let pubkey = format!("--ticket-pubkey={}", key.public);
     let url = router.url();
-    Edge::start(&[
-        "--id",
-        id,
-        "--router",
-        &url,
-        "--lat",
-        "51.5",
-        "--lon",
-        "-0.1",
-        "--heartbeat-interval",
-        "200ms",
-        &pubkey,
-    ])
-    .unwrap()
+    let mut args =
+        vec!["--id", id, "--router", &url, "--lat", "51.5", "--lon", "-0.1", "--heartbeat-interval", "200ms", &pubkey];
+    args.extend_from_slice(extra);
+    Edge::start(&args).unwrap()
 }
 
 /// Waits until the router lists every node in `ids` as healthy.
@@ -233,6 +228,14 @@ async fn failed_moves_leave_the_room_playable_and_bad_requests_and_credentials_a
     let bad = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &twice);
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("listed twice"), "{}", bad.text());
+    // A hand-off may carry at most 64 stream marks, each naming a stream.
+    let mut marks = handoff("t3", "echo", &echo, b"", &a);
+    marks["commits_after"] = (0..65).map(|i| serde_json::json!({"stream": format!("e{i}/x"), "seq": 1})).collect();
+    let bad = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &marks);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    marks["commits_after"] = serde_json::json!([{"stream": "", "seq": 1}]);
+    let bad = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms", &marks);
+    assert!(bad.status == 400 && bad.text().contains("commits_after"), "{}", bad.text());
     // The other peer routes and the drain take no bad body or name either.
     let fwd = serde_json::json!({"items": [{"player": 9, "end": false}]});
     let r = peer(&b, Some(outpost_tests::CLUSTER_TOKEN), "POST", "/v1/peer/rooms/none/forwarded", &fwd);
@@ -393,31 +396,59 @@ async fn sigterm_drains_first_with_drain_on_shutdown() {
     }
 }
 
-/// `outpost fleet restart` takes three nodes down one at a time through drains while players
-/// play (the test stands in for systemd, starting each node again when it stops): every player
-/// stays connected, follows its room from node to node, and its room answers at the end.
+/// `outpost fleet restart` takes three nodes down one at a time through drains while 50 arena
+/// bots play in 7 rooms spread over them, every node forwarding to one core (the test stands in
+/// for systemd, starting each node again when it stops): no bot is disconnected, every bot
+/// follows its room from node to node, and at the end the core holds each player's exact score.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_three_nodes_drops_no_player() {
+async fn a_rolling_restart_of_three_nodes_drops_no_player_and_the_core_has_every_score() {
+    let core = outpost_tests::Core::start(&[]).unwrap();
     let router = Router::start(&[]).unwrap();
     let key = TicketKey::new();
     let ids = ["edge-a", "edge-b", "edge-c"];
-    let mut edges: Vec<Option<Edge>> = ids.iter().map(|id| Some(edge(&router, &key, id))).collect();
+    let forward = ["--core", &core.ready.quic, "--core-cert-sha256", &core.ready.cert_sha256];
+    let mut edges: Vec<Option<Edge>> = ids.iter().map(|id| Some(edge_with(&router, &key, id, &forward))).collect();
     for e in edges.iter().flatten() {
-        assert_eq!(e.upload("echo", &guest("echo")).status, 201);
+        assert_eq!(e.upload("arena", &guest("arena")).status, 201);
     }
     registered(&router, &ids);
-    let mut players = Vec::new();
-    for (i, e) in edges.iter().flatten().enumerate() {
-        for j in 0..2u64 {
-            let id = 10 * i as u64 + j + 1;
-            let mut p = e.player(&key, "echo", Some(&format!("room-{i}")), id, &format!("p{id}")).await.unwrap();
-            echoes_once(&mut p, id as u32).await;
-            players.push(p);
-        }
+    const BOTS: u64 = 50;
+    let rooms: Vec<String> = (0..BOTS.div_ceil(8)).map(|r| format!("room-{r}")).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut playing = Vec::new();
+    for id in 1..=BOTS {
+        let r = ((id - 1) / 8) as usize;
+        let e = edges[r % 3].as_ref().unwrap();
+        let mut c = e.player(&key, "arena", Some(&rooms[r]), id, &format!("bot{id}")).await.unwrap();
+        let stop = stop.clone();
+        playing.push(tokio::spawn(async move {
+            // A room's bots all run to one corner and then the other, every 2 s, so that
+            // whoever is "it" keeps touching, and tagging, the others.
+            let since = std::time::Instant::now();
+            let mut moves = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let d = if (since.elapsed().as_secs() / 2).is_multiple_of(2) { 127u8 } else { 129 };
+                c.send(0, &[b'M', d, d]).await.expect("a bot lost its connection");
+                let until = tokio::time::Instant::now() + Duration::from_millis(50);
+                while let Ok(Some(ev)) = tokio::time::timeout_at(until, c.recv()).await {
+                    match ev {
+                        Event::Moved { .. } => moves += 1,
+                        Event::Closed(r) => panic!("bot {id} closed: {r}"),
+                        Event::Message { .. } => {}
+                    }
+                }
+            }
+            (moves, c)
+        }));
     }
+    // Scores are committed before the restart begins, and go on being committed through it.
+    wait_for("the bots to score", WAIT * 3, || {
+        (core.metric("outpost_core_updates_applied_total") >= rooms.len() as f64).then_some(())
+    })
+    .unwrap();
     let url = router.url();
     let cli = tokio::task::spawn_blocking(move || {
-        let args = ["fleet", "restart", "--nodes", "edge-a,edge-b,edge-c", "--deadline", "20s", "--wait", "30s"];
+        let args = ["fleet", "restart", "--nodes", "edge-a,edge-b,edge-c", "--deadline", "30s", "--wait", "30s"];
         outpost_tests::cli_env(std::process::Command::new(outpost_tests::bin("outpost")).args(args), &url)
             .output()
             .unwrap()
@@ -425,7 +456,7 @@ async fn a_rolling_restart_of_three_nodes_drops_no_player() {
     let started = std::time::Instant::now();
     let mut restarts = 0;
     while !cli.is_finished() {
-        assert!(started.elapsed() < Duration::from_secs(150), "the rolling restart never finished");
+        assert!(started.elapsed() < Duration::from_secs(200), "the rolling restart never finished");
         for slot in edges.iter_mut() {
             let Some(e) = slot.as_mut() else { continue };
             if e.exited(Duration::from_millis(20)) {
@@ -438,13 +469,50 @@ async fn a_rolling_restart_of_three_nodes_drops_no_player() {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(restarts, 3, "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("restarted 3 node(s)"));
-    for (i, p) in players.iter_mut().enumerate() {
-        let n = 1000 + i as u32;
-        p.send(0, &n.to_be_bytes()).await.unwrap();
-        let (got, moved) = echoes(p, 1).await;
-        assert_eq!(got, vec![n], "player {i} is still in its room");
-        assert!(moved.is_some(), "player {i} followed its room at least once");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut clients = Vec::new();
+    for p in playing {
+        let (moves, c) = p.await.expect("every bot played to the end, connected");
+        assert!(moves >= 1, "every bot followed its room at least once");
+        clients.push(c);
     }
+    let edges: Vec<Edge> = edges.into_iter().flatten().collect();
+    // Every room is on some node with all its bots; the core has each player's score as the
+    // room has it (read until the rooms' scores hold still around the core's read).
+    let scores = |edges: &[Edge]| {
+        let mut all = std::collections::BTreeMap::new();
+        for r in &rooms {
+            let here: Vec<&Edge> =
+                edges.iter().filter(|e| e.admin("GET", &format!("/v1/rooms/{r}"), b"").status == 200).collect();
+            assert_eq!(here.len(), 1, "room {r} is on exactly one node");
+            all.extend(arena_state(here[0], r).into_iter().map(|(id, (_, _, score))| (id, score)));
+        }
+        all
+    };
+    wait_for("the core to hold every score", WAIT * 3, || {
+        let before = scores(&edges);
+        assert_eq!(before.len() as u64, BOTS, "every bot is in its room");
+        for e in &edges {
+            if e.metric("outpost_outbox_acked_seq") != e.metric("outpost_outbox_durable_seq") {
+                return None;
+            }
+        }
+        let at_core: std::collections::BTreeMap<u64, u64> = before
+            .keys()
+            .map(|id| {
+                let r = core.get(&format!("/v1/state/player/{id}"), Some(outpost_tests::ADMIN_TOKEN));
+                let score = match r.status {
+                    404 => 0,
+                    _ => r.json()["score"].as_u64().unwrap(),
+                };
+                (*id, score)
+            })
+            .collect();
+        (scores(&edges) == before && at_core == before).then_some(())
+    })
+    .unwrap();
+    assert_eq!(core.metric("outpost_core_updates_stale_total"), 0.0);
+    drop(clients);
     // Bad input: an unknown node stops the restart before anything goes down.
     let out = outpost_tests::cli_env(
         std::process::Command::new(outpost_tests::bin("outpost")).args(["fleet", "restart", "--nodes", "edge-x"]),

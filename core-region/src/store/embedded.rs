@@ -1,13 +1,16 @@
 //! The embedded store: one redb file under the data dir. Every `apply` is one write transaction
-//! holding the data and the stream's high-water mark, committed with redb's default (immediate)
+//! holding the data, each written key's room epoch and the stream's high-water mark, committed with redb's default (immediate)
 //! durability, i.e. fsync before it returns.
 
-use super::{Applied, Store, StoreError, Update, check_batch};
+use super::{Applied, RoomEpoch, Store, StoreError, Update, check_batch, fresh_writes};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const HIGH_WATER: TableDefinition<&str, u64> = TableDefinition::new("high_water");
+/// Each key's last writer's room epoch `(lineage, moves)`, for keys a tagged update wrote (a
+/// file from before room epochs simply has none yet).
+const EPOCHS: TableDefinition<&str, (u64, u32)> = TableDefinition::new("epochs");
 
 /// A redb-backed [`Store`].
 pub struct EmbeddedStore {
@@ -30,6 +33,7 @@ impl EmbeddedStore {
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(STATE).map_err(backend)?;
         tx.open_table(HIGH_WATER).map_err(backend)?;
+        tx.open_table(EPOCHS).map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(EmbeddedStore { db })
     }
@@ -44,12 +48,26 @@ impl Store for EmbeddedStore {
             let replayed = check_batch(stream, high_water, batch)?;
             let fresh = &batch[replayed..];
             let mut state = tx.open_table(STATE).map_err(backend)?;
-            for u in fresh {
+            let mut epochs = tx.open_table(EPOCHS).map_err(backend)?;
+            let writes = fresh_writes(fresh, |key| {
+                let got = epochs.get(key).map_err(backend)?;
+                Ok(got.map(|v| {
+                    let (lineage, moves) = v.value();
+                    RoomEpoch { lineage, moves }
+                }))
+            })?;
+            for u in &writes {
                 state.insert(u.key, u.value).map_err(backend)?;
+                if u.epoch.lineage != 0 {
+                    epochs.insert(u.key, (u.epoch.lineage, u.epoch.moves)).map_err(backend)?;
+                } else {
+                    epochs.remove(u.key).map_err(backend)?;
+                }
             }
             let high_water = fresh.last().map_or(high_water, |u| u.seq);
             marks.insert(stream, high_water).map_err(backend)?;
-            Applied { applied: fresh.len() as u64, replayed: replayed as u64, high_water }
+            let applied = writes.len() as u64;
+            Applied { applied, replayed: replayed as u64, stale: fresh.len() as u64 - applied, high_water }
         };
         outpost_net::failpoint::hit("store.before_commit");
         tx.commit().map_err(backend)?;

@@ -9,6 +9,12 @@
 //! - **No gaps.** A batch that starts above the high-water mark + 1 is refused: something was lost
 //!   between the edge and here, and saying so beats silently storing a hole.
 //! - **Durable before return.** When `apply` returns, the batch survives a crash (fsync).
+//! - **No going back a room epoch.** A store keeps, with each key, the [`RoomEpoch`] of its last
+//!   writer, and skips (as *stale*) an update from an earlier stop of the same room's life: a
+//!   node a room moved away from that delivers late must not overwrite what the room wrote after
+//!   it moved. Untagged updates (lineage 0) and writes of other rooms are never stale.
+
+pub use outpost_proto::link::RoomEpoch;
 
 pub mod embedded;
 pub mod postgres;
@@ -26,6 +32,8 @@ pub struct Update<'a> {
     pub key: &'a str,
     /// The value.
     pub value: &'a [u8],
+    /// The committing room's epoch.
+    pub epoch: RoomEpoch,
 }
 
 /// What one `apply` did.
@@ -35,6 +43,8 @@ pub struct Applied {
     pub applied: u64,
     /// Updates at or below the high-water mark, skipped as replays.
     pub replayed: u64,
+    /// New updates skipped because the key's last writer is a later epoch of the same room.
+    pub stale: u64,
     /// The stream's high-water mark after the batch.
     pub high_water: u64,
 }
@@ -79,6 +89,30 @@ pub trait Store: Send + Sync {
     fn high_water(&self, stream: &str) -> Result<u64, StoreError>;
 }
 
+/// The updates of `fresh` that a store writes, given each key's stored epoch (`stored`), in batch
+/// order: every update unless its key's last writer, stored or earlier in the batch, is a later
+/// epoch of the same room. Shared by every store so they skip the same updates.
+pub fn fresh_writes<'b, 'a>(
+    fresh: &'b [Update<'a>],
+    mut stored: impl FnMut(&str) -> Result<Option<RoomEpoch>, StoreError>,
+) -> Result<Vec<&'b Update<'a>>, StoreError> {
+    let mut last: std::collections::HashMap<&str, RoomEpoch> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(fresh.len());
+    for u in fresh {
+        let current = match last.get(u.key) {
+            Some(e) => Some(*e),
+            None if u.epoch.lineage != 0 => stored(u.key)?,
+            None => None,
+        };
+        if current.is_some_and(|c| u.epoch.is_older_than(&c)) {
+            continue;
+        }
+        last.insert(u.key, u.epoch);
+        out.push(u);
+    }
+    Ok(out)
+}
+
 /// Checks a batch's order against the stream's high-water mark; returns how many leading updates
 /// are replays. Shared by every store so they refuse the same batches.
 pub fn check_batch(stream: &str, high_water: u64, batch: &[Update<'_>]) -> Result<usize, StoreError> {
@@ -100,10 +134,16 @@ pub fn check_batch(stream: &str, high_water: u64, batch: &[Update<'_>]) -> Resul
 pub fn conformance(open: &dyn Fn() -> Box<dyn Store>) {
     let boxed = open();
     let store = boxed.as_ref();
-    let u = |seq: u64, key: &'static str, value: &'static [u8]| Update { seq, room: "r1", key, value };
+    let u = |seq: u64, key: &'static str, value: &'static [u8]| Update {
+        seq,
+        room: "r1",
+        key,
+        value,
+        epoch: RoomEpoch::default(),
+    };
     // Writes, reads, prefix scans in key order.
     let a = store.apply("edge-a/1", &[u(1, "player/1", b"v1"), u(2, "player/2", b"x"), u(3, "score/9", b"7")]);
-    assert_eq!(a.unwrap(), Applied { applied: 3, replayed: 0, high_water: 3 });
+    assert_eq!(a.unwrap(), Applied { applied: 3, replayed: 0, stale: 0, high_water: 3 });
     assert_eq!(store.get("player/1").unwrap().as_deref(), Some(&b"v1"[..]));
     assert_eq!(store.get("nope").unwrap(), None);
     let scan = store.scan("player/", 10).unwrap();
@@ -112,10 +152,10 @@ pub fn conformance(open: &dyn Fn() -> Box<dyn Store>) {
     assert!(store.scan("zzz", 10).unwrap().is_empty());
     // A replay changes nothing; an overlapping batch applies only its new tail.
     let replay = store.apply("edge-a/1", &[u(2, "player/2", b"CHANGED"), u(3, "score/9", b"CHANGED")]).unwrap();
-    assert_eq!(replay, Applied { applied: 0, replayed: 2, high_water: 3 });
+    assert_eq!(replay, Applied { applied: 0, replayed: 2, stale: 0, high_water: 3 });
     assert_eq!(store.get("player/2").unwrap().as_deref(), Some(&b"x"[..]));
     let tail = store.apply("edge-a/1", &[u(3, "score/9", b"CHANGED"), u(4, "player/1", b"v2")]).unwrap();
-    assert_eq!(tail, Applied { applied: 1, replayed: 1, high_water: 4 });
+    assert_eq!(tail, Applied { applied: 1, replayed: 1, stale: 0, high_water: 4 });
     assert_eq!(store.get("player/1").unwrap().as_deref(), Some(&b"v2"[..]));
     assert_eq!(store.get("score/9").unwrap().as_deref(), Some(&b"7"[..]));
     // Streams are independent.
@@ -136,24 +176,63 @@ pub fn conformance(open: &dyn Fn() -> Box<dyn Store>) {
     let batch: Vec<Update<'_>> = many
         .iter()
         .enumerate()
-        .map(|(i, v)| Update { seq: 5 + i as u64, room: "r1", key: "hot", value: v.as_bytes() })
+        .map(|(i, v)| Update {
+            seq: 5 + i as u64,
+            room: "r1",
+            key: "hot",
+            value: v.as_bytes(),
+            epoch: RoomEpoch::default(),
+        })
         .collect();
     assert_eq!(store.apply("edge-a/1", &batch).unwrap().applied, 50);
     assert_eq!(store.get("hot").unwrap().as_deref(), Some(&b"v49"[..]));
-    assert_eq!(store.apply("edge-a/1", &[]).unwrap(), Applied { applied: 0, replayed: 0, high_water: 54 });
+    assert_eq!(store.apply("edge-a/1", &[]).unwrap(), Applied { applied: 0, replayed: 0, stale: 0, high_water: 54 });
     assert_eq!(store.apply("edge-a/1", &[u(55, "empty", b"")]).unwrap().applied, 1);
     assert_eq!(store.get("empty").unwrap().as_deref(), Some(&b""[..]));
-    // Everything survives a reopen.
+    // Room epochs: a room moved from edge-a to edge-b (lineage 77, moves 0 → 1). What it wrote
+    // on edge-b stands against what edge-a delivers late; keys edge-b never wrote take the late
+    // value; another room, a new room under the same id (another lineage), and untagged writes
+    // are never stale. Within one batch the same rule holds.
+    let e = |moves| RoomEpoch { lineage: 77, moves };
+    let t = |seq: u64, key: &'static str, value: &'static [u8], epoch| Update { seq, room: "mover", key, value, epoch };
+    let b = store.apply("edge-b/1", &[t(2, "m/score", b"b1", e(1)), t(3, "m/pos", b"b1", e(1))]);
+    assert_eq!(b.unwrap(), Applied { applied: 2, replayed: 0, stale: 0, high_water: 3 });
+    let late = store.apply("edge-a/1", &[t(56, "m/score", b"a0", e(0)), t(57, "m/only-a", b"a0", e(0))]).unwrap();
+    assert_eq!(late, Applied { applied: 1, replayed: 0, stale: 1, high_water: 57 }, "the mark moves past stale");
+    assert_eq!(store.get("m/score").unwrap().as_deref(), Some(&b"b1"[..]));
+    assert_eq!(store.get("m/only-a").unwrap().as_deref(), Some(&b"a0"[..]));
+    let reborn = RoomEpoch { lineage: 78, moves: 0 };
+    let others = store.apply(
+        "edge-a/1",
+        &[
+            t(58, "m/pos", b"reborn", reborn),
+            t(59, "m/pos", b"a0-again", e(0)),
+            t(60, "m/pos", b"untagged", RoomEpoch::default()),
+            t(61, "m/pos", b"a2", e(2)),
+            t(62, "m/pos", b"a1", e(1)),
+        ],
+    );
+    assert_eq!(others.unwrap(), Applied { applied: 4, replayed: 0, stale: 1, high_water: 62 });
+    assert_eq!(store.get("m/pos").unwrap().as_deref(), Some(&b"a2"[..]));
+    // Everything survives a reopen, the keys' epochs too.
     drop(boxed);
     let again = open();
-    assert_eq!(again.high_water("edge-a/1").unwrap(), 55);
+    assert_eq!(again.high_water("edge-a/1").unwrap(), 62);
     assert_eq!(again.get("hot").unwrap().as_deref(), Some(&b"v49"[..]));
-    assert_eq!(again.scan("", 100).unwrap().len(), 6);
+    assert_eq!(again.scan("", 100).unwrap().len(), 9);
+    let after = again.apply("edge-b/1", &[t(4, "m/score", b"b-late", e(0)), t(5, "m/pos", b"b3", e(3))]).unwrap();
+    assert_eq!(after, Applied { applied: 1, replayed: 0, stale: 1, high_water: 5 });
+    assert_eq!(again.get("m/score").unwrap().as_deref(), Some(&b"b1"[..]));
+    assert_eq!(again.get("m/pos").unwrap().as_deref(), Some(&b"b3"[..]));
 }
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} applied, {} replayed, high-water {}", self.applied, self.replayed, self.high_water)
+        write!(
+            f,
+            "{} applied, {} replayed, {} stale, high-water {}",
+            self.applied, self.replayed, self.stale, self.high_water
+        )
     }
 }
 
@@ -163,7 +242,7 @@ mod tests {
 
     #[test]
     fn batches_are_checked_against_the_high_water_mark() {
-        let u = |seq| Update { seq, room: "r", key: "k", value: b"" };
+        let u = |seq| Update { seq, room: "r", key: "k", value: b"", epoch: RoomEpoch::default() };
         assert_eq!(check_batch("s", 0, &[u(1), u(2)]).unwrap(), 0);
         assert_eq!(check_batch("s", 5, &[u(3), u(4), u(5), u(6)]).unwrap(), 3);
         assert_eq!(check_batch("s", 5, &[]).unwrap(), 0);

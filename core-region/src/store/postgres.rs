@@ -2,10 +2,12 @@
 //! several core-region processes can share it, and CockroachDB speaks the same protocol.
 //!
 //! Each `apply` is one transaction: lock the stream's high-water row (`FOR UPDATE`, so two cores
-//! given the same stream serialize), check the batch, upsert the data, move the mark, commit.
+//! given the same stream serialize), check the batch, upsert the data with each key's room epoch
+//! (a key whose last writer is a later epoch of the same room keeps its value), move the mark,
+//! commit.
 //! PostgreSQL's default `synchronous_commit` makes the commit durable before it returns.
 
-use super::{Applied, Store, StoreError, Update, check_batch};
+use super::{Applied, RoomEpoch, Store, StoreError, Update, check_batch, fresh_writes};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -28,7 +30,9 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS outpost_high_water (
         stream TEXT PRIMARY KEY,
         seq BIGINT NOT NULL
-    );";
+    );
+    ALTER TABLE outpost_state ADD COLUMN IF NOT EXISTS lineage BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE outpost_state ADD COLUMN IF NOT EXISTS moves BIGINT NOT NULL DEFAULT 0;";
 
 impl PostgresStore {
     /// Connects (a `postgres://` URL or a libpq `key=value` string) and creates the tables.
@@ -56,20 +60,41 @@ impl Store for PostgresStore {
         let high_water = row.get::<_, i64>(0) as u64;
         let replayed = check_batch(stream, high_water, batch)?;
         let fresh = &batch[replayed..];
+        let mut applied = 0;
         if let Some(last) = fresh.last() {
+            // The stored epochs of the tagged keys, read under the row locks the upsert will need.
+            let tagged: Vec<&str> = fresh.iter().filter(|u| u.epoch.lineage != 0).map(|u| u.key).collect();
+            let mut stored: HashMap<String, RoomEpoch> = HashMap::new();
+            if !tagged.is_empty() {
+                let rows = tx
+                    .query(
+                        "SELECT key, lineage, moves FROM outpost_state WHERE key = ANY($1) AND lineage <> 0 FOR UPDATE",
+                        &[&tagged],
+                    )
+                    .map_err(backend)?;
+                for r in rows {
+                    let epoch = RoomEpoch { lineage: r.get::<_, i64>(1) as u64, moves: r.get::<_, i64>(2) as u32 };
+                    stored.insert(r.get(0), epoch);
+                }
+            }
+            let writes = fresh_writes(fresh, |key| Ok(stored.get(key).copied()))?;
+            applied = writes.len() as u64;
             // One row per key, its last value in the batch: a single upsert may not touch a row twice.
-            let mut latest: HashMap<&str, &Update<'_>> = HashMap::with_capacity(fresh.len());
-            for u in fresh {
+            let mut latest: HashMap<&str, &Update<'_>> = HashMap::with_capacity(writes.len());
+            for u in writes {
                 latest.insert(u.key, u);
             }
             let keys: Vec<&str> = latest.keys().copied().collect();
             let values: Vec<&[u8]> = keys.iter().map(|k| latest[k].value).collect();
             let rooms: Vec<&str> = keys.iter().map(|k| latest[k].room).collect();
+            let lineages: Vec<i64> = keys.iter().map(|k| latest[k].epoch.lineage as i64).collect();
+            let moves: Vec<i64> = keys.iter().map(|k| i64::from(latest[k].epoch.moves)).collect();
             tx.execute(
-                "INSERT INTO outpost_state (key, value, room)
-                 SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[])
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, room = EXCLUDED.room, updated_at = now()",
-                &[&keys, &values, &rooms],
+                "INSERT INTO outpost_state (key, value, room, lineage, moves)
+                 SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::bigint[], $5::bigint[])
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, room = EXCLUDED.room,
+                     lineage = EXCLUDED.lineage, moves = EXCLUDED.moves, updated_at = now()",
+                &[&keys, &values, &rooms, &lineages, &moves],
             )
             .map_err(backend)?;
             tx.execute("UPDATE outpost_high_water SET seq = $2 WHERE stream = $1", &[&stream, &(last.seq as i64)])
@@ -77,7 +102,8 @@ impl Store for PostgresStore {
         }
         tx.commit().map_err(backend)?;
         let high_water = fresh.last().map_or(high_water, |u| u.seq);
-        Ok(Applied { applied: fresh.len() as u64, replayed: replayed as u64, high_water })
+        let stale = fresh.len() as u64 - applied;
+        Ok(Applied { applied, replayed: replayed as u64, stale, high_water })
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -124,7 +150,7 @@ mod tests {
     fn two_stores_on_one_database_see_one_state_and_one_high_water_mark() {
         let pg = outpost_tests::pg::PgCluster::start().unwrap();
         let (a, b) = (PostgresStore::connect(&pg.url()).unwrap(), PostgresStore::connect(&pg.url()).unwrap());
-        let u = |seq, value: &'static [u8]| Update { seq, room: "r", key: "k", value };
+        let u = |seq, value: &'static [u8]| Update { seq, room: "r", key: "k", value, epoch: RoomEpoch::default() };
         assert_eq!(a.apply("s", &[u(1, b"1"), u(2, b"2")]).unwrap().applied, 2);
         // The second core gets the same stream replayed after a failover: nothing doubles.
         let again = b.apply("s", &[u(2, b"2"), u(3, b"3")]).unwrap();

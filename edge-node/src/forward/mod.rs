@@ -5,11 +5,15 @@
 //! address with its pinned certificate), learns from `Welcome` where the core's copy of this
 //! outbox's stream ends, and streams everything after it in order, dropping what each `Ack`
 //! covers. When no core answers it retries with backoff; the outbox meanwhile grows, bounded.
+//! Records of a room that moved here wait while the room's [`holds`] say the core lacks what it
+//! committed on its earlier nodes.
 
+pub mod holds;
 pub mod loader;
 pub mod outbox;
 
 use crate::telemetry::Metrics;
+use holds::{Holds, Verdict};
 use outbox::Outbox;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +37,8 @@ pub struct ForwardSettings {
     pub outbox: outbox::OutboxLimits,
     /// How long a join waits for the player's saved state.
     pub load_timeout: Duration,
+    /// How long a moved room's commits wait for its earlier nodes' ([`holds`]).
+    pub commit_hold: Duration,
 }
 
 /// Updates per batch sent to the core.
@@ -41,8 +47,18 @@ const BATCH: usize = 1000;
 /// without closing its connections would otherwise hold the link until the QUIC idle timeout).
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a held record's marks are asked about again.
+const HOLD_POLL: Duration = Duration::from_millis(20);
+
 /// Drains the outbox into the cores until the task is dropped.
-pub async fn run(outbox: Arc<Outbox>, cores: Vec<CoreTarget>, node_id: String, token: String, metrics: Arc<Metrics>) {
+pub async fn run(
+    outbox: Arc<Outbox>,
+    holds: Arc<Holds>,
+    cores: Vec<CoreTarget>,
+    node_id: String,
+    token: String,
+    metrics: Arc<Metrics>,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut failing = false;
     loop {
@@ -83,7 +99,7 @@ pub async fn run(outbox: Arc<Outbox>, cores: Vec<CoreTarget>, node_id: String, t
                         continue;
                     }
                     let outbox2 = outbox.clone();
-                    let batch = tokio::task::spawn_blocking(move || outbox2.read(next, BATCH))
+                    let mut batch = tokio::task::spawn_blocking(move || outbox2.read(next, BATCH))
                         .await
                         .map_err(|e| e.to_string())?
                         .map_err(|e| e.to_string())?;
@@ -92,6 +108,37 @@ pub async fn run(outbox: Arc<Outbox>, cores: Vec<CoreTarget>, node_id: String, t
                     };
                     if first != next {
                         return Err(format!("outbox resumes at {first}, expected {next}"));
+                    }
+                    if !holds.is_empty() {
+                        let now = std::time::Instant::now();
+                        let expired = |after: &[outpost_proto::api::StreamMark]| {
+                            metrics.commit_holds_expired_total.inc();
+                            tracing::warn!(?after, "a moved room's commits go without its earlier nodes' (the hold's deadline passed); the core's room epochs keep those from overwriting them");
+                        };
+                        let mut waiting = None;
+                        for (i, (_, u)) in batch.iter().enumerate() {
+                            if let Verdict::Wait(after) = holds.check(&u.epoch, now, expired) {
+                                waiting = Some((i, u.epoch, after));
+                                break;
+                            }
+                        }
+                        if let Some((i, epoch, after)) = waiting {
+                            batch.truncate(i);
+                            if batch.is_empty() {
+                                // Ask how far the marks' streams are, then look again.
+                                for m in after {
+                                    let at = tokio::time::timeout(ACK_TIMEOUT, link.position(&m.stream))
+                                        .await
+                                        .map_err(|_| format!("no position for {} within {ACK_TIMEOUT:?}", m.stream))?
+                                        .map_err(|e| e.to_string())?;
+                                    holds.reached(&m.stream, at);
+                                }
+                                if holds.check(&epoch, std::time::Instant::now(), expired) != Verdict::Go {
+                                    tokio::time::sleep(HOLD_POLL).await;
+                                }
+                                continue;
+                            }
+                        }
                     }
                     let updates = batch.into_iter().map(|(_, u)| u).collect();
                     let up_to = tokio::time::timeout(ACK_TIMEOUT, link.send_batch(first, updates))

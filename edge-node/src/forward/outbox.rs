@@ -18,7 +18,7 @@
 
 use crate::telemetry::{ACK_BUCKETS, GROUP_COMMIT_BUCKETS};
 use outpost_net::metrics::Histogram;
-use outpost_proto::link::WireUpdate;
+use outpost_proto::link::{RoomEpoch, WireUpdate};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -56,6 +56,7 @@ struct Pending {
     /// Given at `append`, in the order records reach the writer.
     seq: u64,
     room: String,
+    epoch: RoomEpoch,
     key: String,
     value: Vec<u8>,
     at: Instant,
@@ -136,7 +137,7 @@ pub struct Outbox {
 pub type PlayerCommitHook = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
 
 fn encode(out: &mut Vec<u8>, seq: u64, p: &Pending) {
-    outpost_proto::outbox::encode_record(out, seq, &p.room, &p.key, &p.value);
+    outpost_proto::outbox::encode_record(out, seq, &p.room, p.epoch, &p.key, &p.value);
 }
 
 fn decode(buf: &[u8]) -> Option<(u64, WireUpdate, usize)> {
@@ -303,11 +304,11 @@ impl Outbox {
     /// Queues a commit; it becomes durable at the writer's next group fsync. Returns the
     /// sequence number it will be durable at ([`Outbox::wait_durable`]): nothing that leaves the
     /// node may say "committed" before then.
-    pub fn append(&self, room: &str, key: String, value: Vec<u8>) -> Result<u64, OutboxError> {
+    pub fn append(&self, room: &str, epoch: RoomEpoch, key: String, value: Vec<u8>) -> Result<u64, OutboxError> {
         if let Some(e) = self.shared.broken.lock().ok().and_then(|b| b.clone()) {
             return Err(OutboxError::Broken(e));
         }
-        let size = (24 + room.len() + key.len() + value.len()) as u64;
+        let size = (36 + room.len() + key.len() + value.len()) as u64;
         let on_disk = self.shared.bytes.load(Ordering::Relaxed) + self.shared.queued_bytes.load(Ordering::Relaxed);
         if on_disk + size > self.limits.hard_bytes {
             return Err(OutboxError::Full(on_disk, self.limits.hard_bytes));
@@ -322,7 +323,7 @@ impl Outbox {
         let mut last = self.last_given.lock().unwrap_or_else(|e| e.into_inner());
         let seq = *last + 1;
         self.tx
-            .send(Pending { seq, room: room.to_string(), key, value, at: Instant::now() })
+            .send(Pending { seq, room: room.to_string(), epoch, key, value, at: Instant::now() })
             .map_err(|_| OutboxError::Broken("the writer thread is gone".into()))?;
         *last = seq;
         Ok(seq)
@@ -543,7 +544,7 @@ impl Writer {
                 anyhow::bail!("record {} arrived where {seq} was due", p.seq);
             }
             encode(buf, seq, p);
-            queued += (24 + p.room.len() + p.key.len() + p.value.len()) as u64;
+            queued += (36 + p.room.len() + p.key.len() + p.value.len()) as u64;
         }
         if self.file.as_ref().is_none_or(|(_, s)| s.bytes >= self.limits.segment_bytes) {
             let path = self.dir.join(format!("seg-{first:020}.log"));
@@ -579,7 +580,7 @@ impl Writer {
             // The writer alone appends, in sequence order, so the tail stays consecutive; trimming
             // its front only sends the reader to disk for the oldest records.
             for (i, p) in group.into_iter().enumerate() {
-                let u = WireUpdate { room: p.room, key: p.key, value: p.value };
+                let u = WireUpdate { room: p.room, key: p.key, value: p.value, epoch: p.epoch };
                 tail.bytes += record_size(&u);
                 tail.records.push_back((first + i as u64, u, p.at));
             }
@@ -621,7 +622,7 @@ mod tests {
         // Five groups of 100, each over the 4 KiB segment size: five segments.
         for round in 0..5 {
             for i in 0..100 {
-                o.append("r", format!("k{}", round * 100 + i), vec![b'v'; 30]).unwrap();
+                o.append("r", RoomEpoch::default(), format!("k{}", round * 100 + i), vec![b'v'; 30]).unwrap();
             }
             wait_durable(&o, (round + 1) * 100);
         }
@@ -638,7 +639,7 @@ mod tests {
         assert_eq!(again.stream(), stream, "the incarnation is kept");
         assert_eq!((again.durable(), again.acked()), (500, 400));
         assert_eq!(again.read(401, 1000).unwrap().len(), 100);
-        again.append("r", "next".into(), b"x".to_vec()).unwrap();
+        again.append("r", RoomEpoch::default(), "next".into(), b"x".to_vec()).unwrap();
         wait_durable(&again, 501);
     }
 
@@ -647,7 +648,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
         for i in 0..300 {
-            o.append("r", format!("k{i}"), vec![b'v'; 20]).unwrap();
+            o.append("r", RoomEpoch::default(), format!("k{i}"), vec![b'v'; 20]).unwrap();
         }
         wait_durable(&o, 300);
         let walk = |o: &Outbox| {
@@ -691,7 +692,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
         for i in 0..10 {
-            o.append("r", format!("k{i}"), b"v".to_vec()).unwrap();
+            o.append("r", RoomEpoch::default(), format!("k{i}"), b"v".to_vec()).unwrap();
         }
         wait_durable(&o, 10);
         drop(o);
@@ -713,7 +714,7 @@ mod tests {
         let o = Outbox::open(dir.path(), "edge-1", small).unwrap();
         let mut taken = 0;
         let err = loop {
-            match o.append("r", format!("k{taken}"), vec![b'v'; 100]) {
+            match o.append("r", RoomEpoch::default(), format!("k{taken}"), vec![b'v'; 100]) {
                 Ok(_) => taken += 1,
                 Err(e) => break e,
             }
@@ -728,7 +729,7 @@ mod tests {
     fn append_tells_the_sequence_number_and_waiting_for_it_means_it_is_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let o = Arc::new(Outbox::open(dir.path(), "edge-1", limits()).unwrap());
-        assert_eq!(o.append("r", "a".into(), b"1".to_vec()).unwrap(), 1);
+        assert_eq!(o.append("r", RoomEpoch::default(), "a".into(), b"1".to_vec()).unwrap(), 1);
         // Four appenders at once: the numbers they are told are all different and consecutive
         // overall, and the writer accepts them in that order (it refuses a gap).
         let mut told: Vec<u64> = std::thread::scope(|s| {
@@ -737,7 +738,7 @@ mod tests {
                     let o = o.clone();
                     s.spawn(move || {
                         (0..250)
-                            .map(|i| o.append("r", format!("k{t}-{i}"), vec![b'v'; 10]).unwrap())
+                            .map(|i| o.append("r", RoomEpoch::default(), format!("k{t}-{i}"), vec![b'v'; 10]).unwrap())
                             .collect::<Vec<_>>()
                     })
                 })
@@ -752,6 +753,10 @@ mod tests {
         drop(o);
         let again = Outbox::open(dir.path(), "edge-1", limits()).unwrap();
         assert_eq!(again.durable(), 1001);
-        assert_eq!(again.append("r", "b".into(), b"2".to_vec()).unwrap(), 1002, "numbering goes on after a reopen");
+        assert_eq!(
+            again.append("r", RoomEpoch::default(), "b".into(), b"2".to_vec()).unwrap(),
+            1002,
+            "numbering goes on after a reopen"
+        );
     }
 }

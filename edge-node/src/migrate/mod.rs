@@ -31,9 +31,10 @@ use base64::Engine as _;
 use hyper::StatusCode;
 use outpost_net::http::Call;
 use outpost_proto::api::{
-    ForwardBatch, ForwardItem, Handoff, HandoffPlayer, HandoffReply, MigrateReply, NodeList, NodeStatus,
+    ForwardBatch, ForwardItem, Handoff, HandoffPlayer, HandoffReply, MigrateReply, NodeList, NodeStatus, StreamMark,
 };
 use outpost_proto::frame::{Frame, MoveTarget};
+use outpost_proto::link::RoomEpoch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,9 @@ pub const MAX_HANDOFF_BYTES: usize = 96 << 20;
 const FORWARD_BATCH: usize = 512;
 /// Most players a hand-off may carry.
 const MAX_HANDOFF_PLAYERS: usize = 100_000;
+/// Most stream marks a hand-off may carry: a room that moved this many times while every node
+/// it left was cut off from the core is better released at the hold's deadline.
+const MAX_HANDOFF_MARKS: usize = 64;
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -82,6 +86,10 @@ pub struct Migrator {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The outbox, whose commits a drain waits to see acked by the core.
     pub outbox: Option<Arc<crate::forward::outbox::Outbox>>,
+    /// Commits of moved rooms held until the core has their earlier nodes' ([`crate::forward::holds`]).
+    pub holds: Arc<crate::forward::holds::Holds>,
+    /// How long such a hold lasts at most.
+    pub commit_hold: Duration,
     /// Told once a drain is done: the node then stops.
     pub drained: Arc<tokio::sync::Notify>,
     /// The tasks forwarding moved rooms' old connections to their targets: a drain waits for
@@ -308,8 +316,32 @@ impl Migrator {
             players: e.players.iter().map(|(id, name)| HandoffPlayer { id: *id, name: name.clone() }).collect(),
             source: self.node_id.clone(),
             source_admin_url: self.admin_url.clone(),
+            lineage: e.epoch.lineage,
+            moves: e.epoch.moves,
+            commits_after: self.commits_after(e),
         };
         serde_json::to_vec(&h).unwrap_or_default()
+    }
+
+    /// What the core must have before the target sends the room's commits: what the room still
+    /// waited for here, and where its commits end in this node's stream.
+    fn commits_after(&self, e: &RoomExport) -> Vec<StreamMark> {
+        let mut after = self.holds.pending(e.epoch.lineage);
+        if let Some(o) = &self.outbox
+            && e.last_seq > 0
+        {
+            after.retain(|m| m.stream != o.stream());
+            after.push(StreamMark { stream: o.stream().to_string(), seq: e.last_seq });
+        }
+        let mut seen = std::collections::HashMap::new();
+        for m in after {
+            let seq = seen.entry(m.stream).or_insert(0);
+            *seq = m.seq.max(*seq);
+        }
+        let mut after: Vec<StreamMark> = seen.into_iter().map(|(stream, seq)| StreamMark { stream, seq }).collect();
+        after.sort_by(|a, b| a.stream.cmp(&b.stream));
+        after.truncate(MAX_HANDOFF_MARKS);
+        after
     }
 
     /// Tells a target to drop a room it may have accepted but will not get (best effort, in the
@@ -382,6 +414,14 @@ impl Migrator {
                 h.max_players
             )));
         }
+        if h.commits_after.len() > MAX_HANDOFF_MARKS
+            || h.commits_after.iter().any(|m| m.stream.is_empty() || m.stream.len() > outpost_proto::link::MAX_NAME)
+        {
+            return Err(bad(format!(
+                "commits_after: at most {MAX_HANDOFF_MARKS} marks, each stream 1 to {} bytes",
+                outpost_proto::link::MAX_NAME
+            )));
+        }
         let mut ids: Vec<u64> = h.players.iter().map(|p| p.id).collect();
         ids.sort_unstable();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -410,13 +450,34 @@ impl Migrator {
             now_ms: h.now_ms,
             ticks: h.ticks,
             players: h.players.iter().map(|p| (p.id, p.name.clone())).collect(),
+            epoch: RoomEpoch { lineage: h.lineage, moves: h.moves },
+            last_seq: 0,
         };
-        let (worker, links) =
-            self.rooms.import(export, compiled, self.players.session.limits.clone()).await.map_err(|e| match e {
+        // Held before the room can tick here, so its first commit already waits.
+        let arriving = RoomEpoch { lineage: h.lineage, moves: h.moves.saturating_add(1) };
+        let held = match &self.outbox {
+            Some(o) => {
+                let after: Vec<StreamMark> =
+                    h.commits_after.iter().filter(|m| m.stream != o.stream()).cloned().collect();
+                let new = self.holds.add(arriving, after.clone(), Instant::now() + self.commit_hold);
+                if !after.is_empty() {
+                    self.metrics.commit_holds_total.inc();
+                }
+                new
+            }
+            None => false,
+        };
+        let imported = self.rooms.import(export, compiled, self.players.session.limits.clone()).await;
+        let (worker, links) = imported.map_err(|e| {
+            if held {
+                self.holds.drop_new(h.lineage);
+            }
+            match e {
                 RoomError::Full(n) => ApiError::conflict(format!("no capacity: this node is at its {n} rooms")),
                 RoomError::Refused(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "restore-failed", why),
                 other => other.into(),
-            })?;
+            }
+        })?;
         let now = Instant::now();
         let mut credentials = std::collections::BTreeMap::new();
         for link in links {

@@ -38,6 +38,10 @@ pub struct RoomExport {
     pub ticks: u64,
     /// The players, by id and name.
     pub players: Vec<(u64, String)>,
+    /// The room's life and moves so far (the target counts one more).
+    pub epoch: outpost_proto::link::RoomEpoch,
+    /// The outbox sequence number of its last commit on the source (0: none).
+    pub last_seq: u64,
 }
 
 /// Something a player's old connection delivered while the room was paused or after it left.

@@ -16,6 +16,7 @@ use flume::{Receiver, RecvTimeoutError};
 use outpost_proto::CloseCode;
 use outpost_proto::api::{Fault, RoomCreated, RoomInfo};
 use outpost_proto::frame::SavedState;
+use outpost_proto::link::RoomEpoch;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,6 +172,10 @@ struct RoomSlot {
     arrivals: Arrivals,
     /// When a moved room stops waiting for its players' old connections and placeholders.
     arrivals_until: Option<Instant>,
+    /// Which life of the room this is: what its commits carry to the core.
+    epoch: RoomEpoch,
+    /// The outbox sequence number of its last commit on this node (0: none).
+    last_seq: u64,
 }
 
 impl RoomSlot {
@@ -202,6 +207,8 @@ impl RoomSlot {
             motion: Motion::Still,
             arrivals: Arrivals::default(),
             arrivals_until: None,
+            epoch: RoomEpoch::default(),
+            last_seq: 0,
         }
     }
 
@@ -384,10 +391,11 @@ impl Worker {
                     if oversized > 0 {
                         self.metrics.guest_oversized_datagrams_total.inc_by(oversized);
                     }
-                    let outbox = self.outbox.as_deref().map(|o| (o, id));
+                    let outbox = self.outbox.as_deref().map(|o| (o, id, slot.epoch));
                     match apply_effects(&self.metrics, &slot.players, g.take_effects(), outbox, self.now) {
                         Ok(durable_at) => {
                             self.call_durable_at = durable_at;
+                            slot.last_seq = slot.last_seq.max(durable_at);
                             Ok(v)
                         }
                         Err(message) => Err(GuestFault { kind: FaultKind::OutboxFull, message }),
@@ -500,14 +508,18 @@ impl Worker {
         }
         let log = RoomLog::new(self.host.limits.log_lines, 512);
         let mut guest = self.instantiate(&spec, compiled.clone(), log.clone())?;
+        // A new life, even under an id a closed room had: its commits never give way to that one's.
+        let epoch = RoomEpoch { lineage: rand::random::<u64>().max(1), moves: 0 };
         // No player is in a new room yet: init's sends reach nobody; its commits still count.
-        let outbox = self.outbox.as_deref().map(|o| (o, spec.id.as_str()));
-        apply_effects(&self.metrics, &HashMap::new(), guest.take_effects(), outbox, self.now)
+        let outbox = self.outbox.as_deref().map(|o| (o, spec.id.as_str(), epoch));
+        let last_seq = apply_effects(&self.metrics, &HashMap::new(), guest.take_effects(), outbox, self.now)
             .map_err(RoomError::Refused)?;
         let created =
             RoomCreated { room: spec.id.clone(), module: spec.module.clone(), version: compiled.version.clone() };
         let id = spec.id.clone();
-        self.rooms.insert(id, RoomSlot::new(spec, compiled.version.clone(), false, Some(guest), log, self.epoch));
+        let mut slot = RoomSlot::new(spec, compiled.version.clone(), false, Some(guest), log, self.epoch);
+        (slot.epoch, slot.last_seq) = (epoch, last_seq);
+        self.rooms.insert(id, slot);
         self.metrics.rooms_created_total.inc();
         Ok(created)
     }
@@ -791,6 +803,8 @@ impl Worker {
             now_ms: u64::try_from(now_ms.saturating_add(slot.clock_offset_ms)).unwrap_or(0),
             ticks: slot.ticks,
             players,
+            epoch: slot.epoch,
+            last_seq: slot.last_seq,
         })
     }
 
@@ -872,6 +886,7 @@ impl Worker {
         let now_ms = self.now.duration_since(self.epoch).as_millis() as i64;
         slot.clock_offset_ms = i64::try_from(export.now_ms).unwrap_or(i64::MAX).saturating_sub(now_ms);
         slot.ticks = export.ticks;
+        slot.epoch = RoomEpoch { lineage: export.epoch.lineage, moves: export.epoch.moves.saturating_add(1) };
         slot.arrivals = Arrivals::expect(export.players.iter().map(|(p, _)| *p));
         slot.arrivals_until = Some(self.now + crate::migrate::credentials::TTL);
         let mut links = Vec::with_capacity(export.players.len());
@@ -959,7 +974,7 @@ fn apply_effects(
     metrics: &Metrics,
     players: &HashMap<u64, Arc<PlayerLink>>,
     effects: Vec<Effect>,
-    outbox: Option<(&crate::forward::outbox::Outbox, &str)>,
+    outbox: Option<(&crate::forward::outbox::Outbox, &str, RoomEpoch)>,
     now: Instant,
 ) -> Result<u64, String> {
     let mut durable_at = 0;
@@ -982,8 +997,8 @@ fn apply_effects(
             }
             Effect::Commit { key, value } => {
                 metrics.guest_commits_total.inc();
-                if let Some((o, room)) = outbox {
-                    match o.append(room, key, value) {
+                if let Some((o, room, epoch)) = outbox {
+                    match o.append(room, epoch, key, value) {
                         Ok(seq) => durable_at = seq,
                         Err(e) => {
                             metrics.outbox_full_total.inc();
