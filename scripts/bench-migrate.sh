@@ -29,7 +29,7 @@ for name in a b; do
   $bin/edge-node --data-dir "$work/$name" --listen-quic 127.0.0.1:0 --listen-probe 127.0.0.1:0 \
     --listen-admin 127.0.0.1:0 --listen-webtransport off --ready-file "$work/$name.json" --id "edge-$name" \
     --router "$router" --lat 51.5 --lon -0.1 --heartbeat-interval 200ms --ticket-pubkey="$pub" \
-    --player-rate 1000 --player-burst 2000 2> "$work/$name.log" &
+    --player-rate 1000 --player-burst 2000 --max-joining-per-ip 100000 2> "$work/$name.log" &
   pids+=($!)
   wait_file "$work/$name.json"
 done

@@ -163,6 +163,10 @@ pub const CLIENT_UDP_BUFFER_BYTES: usize = 1 << 20;
 /// moves, before it goes anyway.
 const MOVE_FLUSH: Duration = Duration::from_secs(5);
 
+/// Tries again when the target refuses a moving player's connection at its cap (25 ms, doubling:
+/// 1.6 s in all).
+const MOVE_JOIN_RETRIES: usize = 6;
+
 /// The connection a client is on now: replaced when its room moves.
 struct Current {
     conn: std::sync::RwLock<quinn::Connection>,
@@ -336,7 +340,8 @@ struct Follow {
 
 impl Follow {
     /// Follows the room to `target`: ends the old stream (the node forwards what it read up to
-    /// that end), waits until the node has it, and joins the target with the credential.
+    /// that end), joins the target with the credential, and closes the old connection once the
+    /// old node has acknowledged that end.
     async fn follow(
         &self,
         target: &frame::MoveTarget,
@@ -349,18 +354,39 @@ impl Follow {
             target.quic.parse().map_err(|_| refused(format!("the Moved frame names no address: {:?}", target.quic)))?;
         // The old stream's end reaches the old node while the client joins the new one: the new
         // node holds this player's messages until the old node forwarded that end, so nothing
-        // waits for the other. The old connection closes only once its stream was acknowledged.
-        let flushed = async {
-            if send.finish().is_ok() {
-                let _ = tokio::time::timeout(MOVE_FLUSH, send.stopped()).await;
+        // waits for the other. The old connection closes only once its stream was acknowledged,
+        // in the background: the player plays on the new node meanwhile.
+        let finished = send.finish().is_ok();
+        // A node at its connection cap refuses before any handshake, and a whole room's players
+        // arrive at once: a few quick tries, well inside the credential's life, before giving up.
+        let joining = async {
+            let mut wait = Duration::from_millis(25);
+            for _ in 0..MOVE_JOIN_RETRIES {
+                match join(&self.endpoint, addr, &target.cert_sha256, &target.credential, &self.opts).await {
+                    Err(ClientError::Refused { code: CloseCode::NodeNotAccepting, .. }) => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    done => return done,
+                }
+            }
+            join(&self.endpoint, addr, &target.cert_sha256, &target.credential, &self.opts).await
+        };
+        let joined = joining.await;
+        let (conn, new_send, recv, dec, _) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                old.close(0u32.into(), b"moved");
+                return Err(refused(format!("following the room to {}: {e}", target.node)));
             }
         };
-        let joining = join(&self.endpoint, addr, &target.cert_sha256, &target.credential, &self.opts);
-        let ((), joined) = tokio::join!(flushed, joining);
-        old.close(0u32.into(), b"moved");
-        let (conn, new_send, recv, dec, _) =
-            joined.map_err(|e| refused(format!("following the room to {}: {e}", target.node)))?;
-        *send = new_send;
+        let old_send = std::mem::replace(&mut *send, new_send);
+        tokio::spawn(async move {
+            if finished {
+                let _ = tokio::time::timeout(MOVE_FLUSH, old_send.stopped()).await;
+            }
+            old.close(0u32.into(), b"moved");
+        });
         *self.current.conn.write().unwrap_or_else(|e| e.into_inner()) = conn.clone();
         tokio::spawn(read_datagrams(conn, tx.clone()));
         let _ = tx.send(Event::Moved { node: target.node.clone() }).await;

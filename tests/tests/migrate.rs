@@ -396,6 +396,32 @@ async fn sigterm_drains_first_with_drain_on_shutdown() {
     }
 }
 
+/// A target that refuses connections past its cap per address (2 here; a whole room's players
+/// behind one NAT arrive at once): the refused clients try again, and all eight follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_refused_at_the_targets_connection_cap_try_again_and_follow() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let a = edge(&router, &key, "edge-a");
+    let b = edge_with(&router, &key, "edge-b", &["--max-joining-per-ip", "2"]);
+    assert_eq!(a.upload("echo", &guest("echo")).status, 201);
+    registered(&router, &["edge-a", "edge-b"]);
+    let mut players = Vec::new();
+    for id in 1..=8u64 {
+        players.push(a.player(&key, "echo", Some("cap"), id, &format!("p{id}")).await.unwrap());
+    }
+    let r = migrate(&a, "cap", "edge-b");
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (i, p) in players.iter_mut().enumerate() {
+        let n = i as u32;
+        p.send(0, &n.to_be_bytes()).await.unwrap();
+        let (got, moved) = echoes(p, 1).await;
+        assert_eq!((got, moved.as_deref()), (vec![n], Some("edge-b")), "player {i}");
+    }
+    assert_eq!(b.metric("outpost_players_moved_in_total"), 8.0);
+    assert!(b.metric("outpost_player_connections_refused_total") >= 1.0, "the cap refused some at first");
+}
+
 /// `outpost fleet restart` takes three nodes down one at a time through drains while 50 arena
 /// bots play in 7 rooms spread over them, every node forwarding to one core (the test stands in
 /// for systemd, starting each node again when it stops): no bot is disconnected, every bot

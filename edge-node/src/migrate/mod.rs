@@ -264,6 +264,8 @@ impl Migrator {
                 return Err(e.into());
             }
         };
+        // Credentials this node issued for the room and nobody redeemed lead nowhere now.
+        self.players.moves.withdraw(|m| m.room == room);
         let now = Instant::now();
         for link in &links {
             let Some(credential) = reply.credentials.get(&link.id.to_string()) else {

@@ -669,6 +669,41 @@ mod tests {
         assert_eq!(info.players, 1);
     }
 
+    /// A room that moves on before one of its players followed it here: that player has no
+    /// connection here to tell or to end, so the hand-off sends its end at once and names only
+    /// the players who are here; the next node still takes the room with both players.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_moving_on_before_a_player_followed_ends_that_player_at_once() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ((here, host, metrics), (next_node, next_host, _)) = (node(d1.path()), node(d2.path()));
+        let limits = Arc::new(PlayerLimits::default());
+        let arriving = moving::RoomExport {
+            spec: RoomSpec { module: "echo".into(), max_players: 4, ..spec("e") },
+            version: String::new(),
+            snapshot: Vec::new(),
+            rng: 1,
+            now_ms: 1000,
+            ticks: 10,
+            players: vec![(1, "ada".into()), (2, "bob".into())],
+            epoch: outpost_proto::link::RoomEpoch { lineage: 7, moves: 1 },
+            last_seq: 0,
+        };
+        let (_, placeholders) = here.import(arriving, guest(&host, "echo"), limits.clone()).await.unwrap();
+        let (conn, _rx) = carrier();
+        placeholders[0].attach(conn);
+        let ends = vec![moving::Forwarded::End { player: 1 }, moving::Forwarded::End { player: 2 }];
+        here.forwarded("e", ends).await.unwrap();
+        let export = here.export("e").await.unwrap();
+        assert_eq!(export.players.len(), 2);
+        assert_eq!(export.epoch, outpost_proto::link::RoomEpoch { lineage: 7, moves: 2 });
+        next_node.import(export, guest(&next_host, "echo"), limits).await.unwrap();
+        let (fwd_tx, mut fwd_rx) = tokio::sync::mpsc::channel(16);
+        let handed = here.hand("e", fwd_tx).await.unwrap();
+        assert_eq!(handed.iter().map(|l| l.id).collect::<Vec<_>>(), vec![1], "only ada is here to be told");
+        assert_eq!(fwd_rx.try_recv().unwrap(), moving::Forwarded::End { player: 2 }, "bob's end goes at once");
+        drop(metrics);
+    }
+
     /// A move that fails before the point of no return leaves the room running on the source,
     /// with what its players sent meanwhile delivered in order, and its clock going on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

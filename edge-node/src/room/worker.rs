@@ -614,6 +614,7 @@ impl Worker {
                 return;
             }
             Motion::Gone(forward) => {
+                tracing::debug!(room, player, "a moved player's old connection ended; forwarding its end");
                 if forward.try_send(Forwarded::End { player }).is_err() {
                     tracing::warn!(room, player, "the end of a moved player's stream could not be forwarded");
                 }
@@ -846,6 +847,15 @@ impl Worker {
                 self.metrics.moved_messages_dropped_total.inc();
             }
         }
+        // A player that never rejoined here after the room's last move has no connection to
+        // tell or to end: its end goes now, and its next node lets it go at its own deadline.
+        let absent: Vec<u64> = slot.players.values().filter(|l| l.is_detached()).map(|l| l.id).collect();
+        for player in absent {
+            slot.players.remove(&player);
+            if forward.try_send(Forwarded::End { player }).is_err() {
+                self.metrics.moved_messages_dropped_total.inc();
+            }
+        }
         // The instance goes now (its memory slot with it); the slot stays while old connections
         // still deliver.
         slot.guest = None;
@@ -911,6 +921,7 @@ impl Worker {
                 }
             }
             Forwarded::End { player } => {
+                tracing::debug!(room = id, player, "the source ended a moved player's old stream");
                 let Some(slot) = self.rooms.get_mut(id) else { return };
                 for (to, data) in slot.arrivals.end(player) {
                     self.deliver(id, player, to, data, true);
