@@ -165,6 +165,34 @@ async function portClosed(browser) {
   step("done", info);
 }
 
+/** Two pages, one on WebTransport and one on WebSocket, follow their room to another node. */
+async function follow(browser) {
+  const a = await open(browser, "name=wes&probe=0");
+  const ia = await playing(a);
+  const c = await open(browser, "name=sam&probe=0", { noWebTransport: true });
+  const ic = await playing(c);
+  check(ia.carrier === "webtransport" && ic.carrier === "websocket", `one page per carrier, got ${ia.carrier}/${ic.carrier}`);
+  check(ia.room === ic.room, `one room, got ${ia.room} and ${ic.room}`);
+  await until(a, (s) => s.players.length === 2, "page A to see both players");
+  step("ready", { room: ia.room, node: ia.node });
+  const target = await go();
+  for (const [page, carrier] of [[a, "webtransport"], [c, "websocket"]]) {
+    try {
+      await page.waitForFunction((t) => window.outpost.node === t && window.outpost.moves === 1, target, { timeout: WAIT });
+    } catch {
+      throw new Error(`the ${carrier} page did not follow its room to ${target}: ${await page.locator("#status").textContent()}`);
+    }
+    const now = await page.evaluate(() => ({ carrier: window.outpost.carrier, phase: window.outpost.phase, states: window.outpost.states }));
+    check(now.carrier === carrier && now.phase === "playing", `still playing on ${carrier}, got ${JSON.stringify(now)}`);
+    await page.waitForFunction((n) => window.outpost.states > n + 20, now.states, { timeout: WAIT });
+  }
+  // Steering works on the new node: page C sees page A's player move there.
+  const ax0 = await c.evaluate((id) => window.outpost.state.players.find((p) => String(p.id) === id).x, ia.playerId);
+  await a.evaluate((right) => window.outpost.steer(right ? 1 : -1, 0), ax0 <= 500);
+  await until(c, (s, me, [id, x0]) => Math.abs(s.players.find((p) => String(p.id) === id).x - x0) > 60, "page C to see A move on the new node", [ia.playerId, ax0]);
+  step("done", { a: ia, c: ic });
+}
+
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -173,6 +201,7 @@ let code = 0;
 try {
   if (scenario === "two-pages") await twoPages(browser);
   else if (scenario === "port-closed") await portClosed(browser);
+  else if (scenario === "follow") await follow(browser);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (e) {
   console.log(`FAIL ${e.message}`);

@@ -221,3 +221,32 @@ async fn a_page_falls_back_to_websocket_when_the_webtransport_port_is_closed() {
     d.finish();
     drop(bot);
 }
+
+/// A page on WebTransport and a page on WebSocket follow their room when it moves to another
+/// node: both end up on the target on the carrier they had, the room's state keeps coming, and
+/// steering works there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_follow_their_room_to_another_node() {
+    let _one = BROWSER.lock().await;
+    let play = Play::start();
+    let router = Router::start(&["--cors-origin", &play.origin()]).unwrap();
+    let a = arena_edge(&router, "browser-a", &play.origin(), &[]);
+    let mut d = Driver::start("follow", serde_json::json!({ "play": play.url, "router": router.url() }));
+    let ready = d.step("ready");
+    assert_eq!(ready["node"], "browser-a");
+    let room = ready["room"].as_str().unwrap().to_string();
+    // The second node comes up only now, so the routers placed both pages on the first.
+    let b = arena_edge(&router, "browser-b", &play.origin(), &[]);
+    wait_for("both nodes in the registry", WAIT, || {
+        let nodes = router.admin_get("/v1/nodes").json()["nodes"].as_array().cloned().unwrap_or_default();
+        (nodes.iter().filter(|n| n["health"] == "healthy").count() == 2).then_some(())
+    })
+    .unwrap();
+    let r = a.admin("POST", &format!("/v1/rooms/{room}/migrate"), br#"{"to":"browser-b"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.go("browser-b");
+    d.step("done");
+    d.finish();
+    assert_eq!(b.metric("outpost_players_moved_in_total"), 2.0, "both pages followed with their credentials");
+    assert_eq!(a.metric("outpost_rooms_moved_out_total"), 1.0);
+}

@@ -396,6 +396,64 @@ async fn sigterm_drains_first_with_drain_on_shutdown() {
     }
 }
 
+/// Relay-chat: one player sends numbered lines every 10 ms while the room moves, and both
+/// players (the sender gets its own broadcast too) read every line once, in order, with no gap.
+/// A bad rate in the room's config is refused when the room is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_lines_sent_every_10_ms_through_a_move_arrive_with_no_gap_and_no_duplicate() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let a = edge(&router, &key, "edge-a");
+    let _b = edge(&router, &key, "edge-b");
+    assert_eq!(a.upload("relay-chat", &guest("relay-chat")).status, 201);
+    registered(&router, &["edge-a", "edge-b"]);
+    let bad = serde_json::json!({"module": "relay-chat", "room": "x", "config": "per-second=fast"});
+    let r = a.admin("POST", "/v1/rooms", bad.to_string().as_bytes());
+    assert!(r.status >= 400 && r.text().contains("per-second"), "{} {}", r.status, r.text());
+    let room = serde_json::json!({"module": "relay-chat", "room": "chat", "config": "per-second=500,burst=50"});
+    assert_eq!(a.admin("POST", "/v1/rooms", room.to_string().as_bytes()).status, 201);
+    let mut sender = a.player(&key, "relay-chat", Some("chat"), 1, "ann").await.unwrap();
+    let reader = a.player(&key, "relay-chat", Some("chat"), 2, "ben").await.unwrap();
+    const LINES: u32 = 300;
+    // Each side reads the lines `ann: N` until the last one, and says whether it moved.
+    let read = |mut c: Client| {
+        tokio::spawn(async move {
+            let (mut got, mut moved) = (Vec::new(), None);
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while got.last() != Some(&(LINES - 1)) {
+                match tokio::time::timeout_at(deadline, c.recv()).await.expect("every line in time") {
+                    Some(Event::Message { data, .. }) => {
+                        if let Some(n) = String::from_utf8_lossy(&data).strip_prefix("ann: ") {
+                            got.push(n.parse::<u32>().unwrap());
+                        }
+                    }
+                    Some(Event::Moved { node }) => moved = Some(node),
+                    Some(Event::Closed(r)) => panic!("closed: {r}"),
+                    None => panic!("the client ended"),
+                }
+            }
+            (got, moved, c)
+        })
+    };
+    let reading = read(reader);
+    let sending = tokio::spawn(async move {
+        for n in 0..LINES {
+            sender.send(0, n.to_string().as_bytes()).await.expect("sending through the move");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sender
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = migrate(&a, "chat", "edge-b");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sender = sending.await.unwrap();
+    let (mine, moved_too, _s) = read(sender).await.unwrap();
+    let (theirs, moved, _r) = reading.await.unwrap();
+    assert_eq!(theirs, (0..LINES).collect::<Vec<_>>(), "the reader: every line once, in order");
+    assert_eq!(mine, (0..LINES).collect::<Vec<_>>(), "the sender's own broadcast too");
+    assert_eq!((moved.as_deref(), moved_too.as_deref()), (Some("edge-b"), Some("edge-b")));
+}
+
 /// A target that refuses connections past its cap per address (2 here; a whole room's players
 /// behind one NAT arrive at once): the refused clients try again, and all eight follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

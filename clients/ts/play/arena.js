@@ -82,6 +82,14 @@ async function main() {
   el("carrier").textContent = player.carrier;
   status(`playing in ${player.joined.room} as ${name} (player ${player.joined.playerId})`);
   setPhase("playing");
+  player.onMove((node) => {
+    // The room moved to another node and the player followed it there.
+    outpost.node = node;
+    outpost.moves = (outpost.moves ?? 0) + 1;
+    outpost.carrier = player.carrier;
+    el("node").textContent = node;
+    el("carrier").textContent = player.carrier;
+  });
 
   player.onMessage((m) => {
     if (m.data[0] === 0x70 && m.data.length === 9) {

@@ -2,10 +2,12 @@
  * A browser player: joins an edge node with a route's ticket over WebTransport (reliable frames
  * on one bidirectional stream, unreliable messages as datagrams), or over WebSocket when the
  * browser has no WebTransport, the session cannot be opened, or the caller asks for it. The
- * same ticket, frames and close codes either way.
+ * same ticket, frames and close codes either way. A player follows its room when it moves to
+ * another node (a `Moved` frame): it ends its old stream, joins the target with the move
+ * credential and goes on there, keeping its player id and room.
  */
 import { type CloseInfo, codeName, fromWebSocketClose, fromWebTransport } from "./codes.js";
-import { FrameDecoder, decodePeer, decodeWhole, encodeJoin, encodeMessage, encodePeer, type Frame } from "./frames.js";
+import { FrameDecoder, decodePeer, decodeWhole, encodeJoin, encodeMessage, encodePeer, type Frame, type MoveTarget } from "./frames.js";
 import type { Route, RouteNode, WebTransportEndpoint } from "./router.js";
 
 export type Carrier = "webtransport" | "websocket";
@@ -56,40 +58,82 @@ export function hashesFor(ep: WebTransportEndpoint): WebTransportOptions {
 
 type Listener<T> = (v: T) => void;
 
+/** One connection to one node, as the player uses it; a room that moves swaps it for another. */
+interface Link {
+  readonly carrier: Carrier;
+  readonly node: RouteNode;
+  reliable(bytes: Uint8Array): void;
+  unreliable: ((bytes: Uint8Array) => void) | null;
+  /** Ends the reliable stream (the node forwards what it read up to there), then closes. */
+  finish(): void;
+  close(): void;
+}
+
+/** Where a link delivers what it receives after the join. */
+interface Sink {
+  frame(f: Frame): void;
+  datagram(m: Message): void;
+  closed(info: CloseInfo): void;
+}
+
 /** A joined player. */
 export class Player {
   private messageListeners: Listener<Message>[] = [];
   private closeListeners: Listener<CloseInfo>[] = [];
+  private moveListeners: Listener<string>[] = [];
   private closed?: CloseInfo;
   private pending: Message[] = [];
+  private link!: Link;
+  /** Which link is current: what an earlier one still delivers or says is ignored. */
+  private generation = 0;
+  /** Reliable frames sent while the player follows its room, for the new node. */
+  private queued: Uint8Array[] | null = null;
 
   private constructor(
-    readonly carrier: Carrier,
     readonly joined: Joined,
-    readonly node: RouteNode,
-    private readonly sendReliable: (bytes: Uint8Array) => void,
-    private readonly sendUnreliable: ((bytes: Uint8Array) => void) | null,
-    private readonly closeFn: () => void,
+    private readonly opts: Required<ConnectOptions>,
   ) {}
 
-  /** @internal */
-  static create(
-    carrier: Carrier,
-    joined: Joined,
-    node: RouteNode,
-    reliable: (b: Uint8Array) => void,
-    unreliable: ((b: Uint8Array) => void) | null,
-    close: () => void,
-  ): Player {
-    return new Player(carrier, joined, node, reliable, unreliable, close);
+  /** The carrier the player is on now. */
+  get carrier(): Carrier {
+    return this.link.carrier;
+  }
+
+  /** The node the player is on now (another one after its room moved). */
+  get node(): RouteNode {
+    return this.link.node;
+  }
+
+  /** @internal Joins `node` with `ticket` and returns the player on it. */
+  static async join(node: RouteNode, ticket: string, opts: Required<ConnectOptions>): Promise<Player> {
+    // What the link delivers before the player exists (frames that came with `Joined`) waits.
+    let player: Player | undefined;
+    const early: (() => void)[] = [];
+    const sink: Sink = {
+      frame: (f) => (player ? player.frame(f, 1) : early.push(() => player?.frame(f, 1))),
+      datagram: (m) => (player ? player.datagram(m, 1) : early.push(() => player?.datagram(m, 1))),
+      closed: (info) => (player ? player.linkClosed(info, 1) : early.push(() => player?.linkClosed(info, 1))),
+    };
+    const [link, joined] = await openLink(node, ticket, opts, sink);
+    player = new Player(joined, opts);
+    player.link = link;
+    player.generation = 1;
+    for (const f of early) f();
+    return player;
   }
 
   /** Sends `data` to `to` (0n = the room). Unreliable messages go reliably over WebSocket. */
   send(data: Uint8Array, opts: { reliable?: boolean; to?: bigint } = {}): void {
     if (this.closed) throw new JoinError(this.closed);
     const to = opts.to ?? 0n;
-    if (opts.reliable === false && this.sendUnreliable) this.sendUnreliable(encodePeer(to, data));
-    else this.sendReliable(encodeMessage(to, data));
+    if (this.queued) {
+      // Following the room: reliable messages go to the new node once joined, in order;
+      // unreliable ones may be lost, as they may anyway.
+      if (opts.reliable !== false) this.queued.push(encodeMessage(to, data));
+      return;
+    }
+    if (opts.reliable === false && this.link.unreliable) this.link.unreliable(encodePeer(to, data));
+    else this.link.reliable(encodeMessage(to, data));
   }
 
   /** Calls `fn` for every message (those that arrived before are delivered at once). */
@@ -104,19 +148,84 @@ export class Player {
     else this.closeListeners.push(fn);
   }
 
-  /** Leaves the room. */
-  leave(): void {
-    this.closeFn();
+  /** Calls `fn` with the new node's id each time the player has followed its room there. */
+  onMove(fn: Listener<string>): void {
+    this.moveListeners.push(fn);
   }
 
-  /** @internal */
-  deliver(m: Message): void {
+  /** Leaves the room. */
+  leave(): void {
+    this.link.close();
+  }
+
+  private deliver(m: Message): void {
     if (this.messageListeners.length === 0) this.pending.push(m);
     for (const fn of this.messageListeners) fn(m);
   }
 
-  /** @internal */
-  ended(info: CloseInfo): void {
+  private frame(f: Frame, generation: number): void {
+    if (generation !== this.generation) return;
+    if (f.type === "message") this.deliver({ from: f.peer, data: f.data, reliable: true });
+    else if (f.type === "moved") void this.follow(f.target);
+  }
+
+  private datagram(m: Message, generation: number): void {
+    if (generation === this.generation) this.deliver(m);
+  }
+
+  private linkClosed(info: CloseInfo, generation: number): void {
+    if (generation === this.generation) this.ended(info);
+  }
+
+  /**
+   * The room moved: end the old stream (the old node forwards everything read up to that end,
+   * and the new node delivers what this player sends there only after it), join the target
+   * with the move credential, and go on there with the same player id and room.
+   */
+  private async follow(target: MoveTarget): Promise<void> {
+    if (this.queued || this.closed) return;
+    this.queued = [];
+    const old = this.link;
+    const generation = ++this.generation;
+    old.finish();
+    const node: RouteNode = {
+      id: target.node,
+      quic_addr: target.quic,
+      cert_sha256: target.cert_sha256,
+      region: old.node.region,
+      probe_addr: "",
+      webtransport: target.webtransport,
+      websocket: target.websocket ? { url: target.websocket } : undefined,
+    };
+    const sink: Sink = {
+      frame: (f) => this.frame(f, generation),
+      datagram: (m) => this.datagram(m, generation),
+      closed: (info) => this.linkClosed(info, generation),
+    };
+    try {
+      let link: Link | undefined;
+      // A whole room arrives at once; a node at its connection cap refuses before the join.
+      for (let wait = 25; !link; wait *= 2) {
+        try {
+          [link] = await openLink(node, target.credential, this.opts, sink);
+        } catch (e) {
+          if (wait > 800 || !(e instanceof JoinError) || e.close.name !== "node-not-accepting") throw e;
+          await new Promise((ok) => setTimeout(ok, wait));
+        }
+      }
+      this.link = link;
+      const queued = this.queued ?? [];
+      this.queued = null;
+      for (const b of queued) link.reliable(b);
+      for (const fn of this.moveListeners) fn(target.node);
+    } catch (e) {
+      this.queued = null;
+      const info = e instanceof JoinError ? e.close : { reason: String((e as Error)?.message ?? e) };
+      this.ended({ code: 0x111, name: "move-refused", reason: `following the room to ${target.node}: ${info.reason}` });
+    }
+  }
+
+  private ended(info: CloseInfo): void {
     if (this.closed) return;
     this.closed = info;
     for (const fn of this.closeListeners.splice(0)) fn(info);
@@ -145,7 +254,10 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   });
 }
 
-async function viaWebTransport(node: RouteNode, ticket: string, o: Required<ConnectOptions>): Promise<Player> {
+/** How long the old session of a moved player stays after its stream's end, for that end to arrive. */
+const MOVE_FLUSH_MS = 1000;
+
+async function viaWebTransport(node: RouteNode, ticket: string, o: Required<ConnectOptions>, sink: Sink): Promise<[Link, Joined]> {
   const ep = node.webtransport!;
   const wt = new WebTransport(ep.url, hashesFor(ep));
   // The close code and reason reach the page only through the session's close capsule.
@@ -178,19 +290,23 @@ async function viaWebTransport(node: RouteNode, ticket: string, o: Required<Conn
     throw e;
   }
   const dgWriter = wt.datagrams.writable.getWriter();
-  const player = Player.create(
-    "webtransport",
-    joined,
+  const link: Link = {
+    carrier: "webtransport",
     node,
-    (b) => void writer.write(b).catch(() => {}),
-    (b) => void dgWriter.write(b).catch(() => {}),
-    () => wt.close({ closeCode: 0, reason: "bye" }),
-  );
+    reliable: (b) => void writer.write(b).catch(() => {}),
+    unreliable: (b) => void dgWriter.write(b).catch(() => {}),
+    finish: () =>
+      void writer
+        .close()
+        .catch(() => {})
+        .then(() => setTimeout(() => wt.close({ closeCode: 0, reason: "moved" }), MOVE_FLUSH_MS)),
+    close: () => wt.close({ closeCode: 0, reason: "bye" }),
+  };
   void (async () => {
     try {
       for (;;) {
         let f: Frame | null;
-        while ((f = dec.next())) if (f.type === "message") player.deliver({ from: f.peer, data: f.data, reliable: true });
+        while ((f = dec.next())) sink.frame(f);
         const { value, done } = await reader.read();
         if (done || !value) break;
         dec.push(value);
@@ -207,7 +323,7 @@ async function viaWebTransport(node: RouteNode, ticket: string, o: Required<Conn
         if (done || !value) break;
         try {
           const [from, data] = decodePeer(value);
-          player.deliver({ from, data: data.slice(), reliable: false });
+          sink.datagram({ from, data: data.slice(), reliable: false });
         } catch {
           // not a message: dropped, as the node drops malformed datagrams
         }
@@ -216,16 +332,16 @@ async function viaWebTransport(node: RouteNode, ticket: string, o: Required<Conn
       // closed
     }
   })();
-  void closedInfo.then((info) => player.ended(info));
-  return player;
+  void closedInfo.then((info) => sink.closed(info));
+  return [link, joined];
 }
 
-async function viaWebSocket(node: RouteNode, ticket: string, o: Required<ConnectOptions>): Promise<Player> {
+async function viaWebSocket(node: RouteNode, ticket: string, o: Required<ConnectOptions>, sink: Sink): Promise<[Link, Joined]> {
   const ws = new WebSocket(node.websocket!.url);
   ws.binaryType = "arraybuffer";
-  let player: Player | undefined;
+  let joined: Joined | undefined;
   return withTimeout(
-    new Promise<Player>((ok, fail) => {
+    new Promise<[Link, Joined]>((ok, fail) => {
       let refused: CloseInfo | undefined;
       ws.onopen = () => ws.send(encodeJoin(ticket));
       ws.onmessage = (ev) => {
@@ -236,8 +352,8 @@ async function viaWebSocket(node: RouteNode, ticket: string, o: Required<Connect
           ws.close(1002, "not a frame");
           return;
         }
-        if (player) {
-          if (f.type === "message") player.deliver({ from: f.peer, data: f.data, reliable: true });
+        if (joined) {
+          sink.frame(f);
           return;
         }
         if (f.type === "refused") {
@@ -245,16 +361,24 @@ async function viaWebSocket(node: RouteNode, ticket: string, o: Required<Connect
           return; // the close follows
         }
         try {
-          const joined = joinedOf(f, node);
-          player = Player.create("websocket", joined, node, (b) => ws.send(b), null, () => ws.close(1000, "bye"));
-          ok(player);
+          joined = joinedOf(f, node);
+          const link: Link = {
+            carrier: "websocket",
+            node,
+            reliable: (b) => ws.send(b),
+            unreliable: null,
+            // The socket is ordered: its close follows everything sent before it.
+            finish: () => ws.close(1000, "moved"),
+            close: () => ws.close(1000, "bye"),
+          };
+          ok([link, joined]);
         } catch (e) {
           fail(e);
         }
       };
       ws.onclose = (ev) => {
         const info = fromWebSocketClose(ev.code, ev.reason);
-        if (player) player.ended(info);
+        if (joined) sink.closed(info);
         else fail(new JoinError(refused ?? info));
       };
     }),
@@ -264,18 +388,16 @@ async function viaWebSocket(node: RouteNode, ticket: string, o: Required<Connect
 }
 
 /**
- * Joins the node a route chose with its ticket. With `transport: "auto"`, WebTransport is tried
- * first when the browser and the node have it; a session that cannot be opened falls back to
- * WebSocket (the ticket is only spent once a `Join` reaches the node).
+ * Opens a link to `node` and joins with `ticket`: WebTransport first when the options allow it
+ * and both sides have it; a session that cannot be opened falls back to WebSocket (the ticket is
+ * only spent once a `Join` reaches the node).
  */
-export async function connect(route: Pick<Route, "node" | "ticket">, opts: ConnectOptions = {}): Promise<Player> {
-  const o: Required<ConnectOptions> = { transport: "auto", webTransportTimeoutMs: 3000, timeoutMs: 10000, ...opts };
-  const { node, ticket } = route;
+async function openLink(node: RouteNode, ticket: string, o: Required<ConnectOptions>, sink: Sink): Promise<[Link, Joined]> {
   const canWt = typeof WebTransport !== "undefined" && !!node.webtransport;
   if (o.transport === "webtransport" || (o.transport === "auto" && canWt)) {
     if (!canWt) throw new JoinError({ reason: "WebTransport is not available here or on the node" });
     try {
-      return await viaWebTransport(node, ticket, o);
+      return await viaWebTransport(node, ticket, o, sink);
     } catch (e) {
       // A refusal is the node's answer; only a session that never opened falls back.
       if (o.transport === "webtransport" || (e instanceof JoinError && e.close.code !== undefined)) throw e;
@@ -283,5 +405,16 @@ export async function connect(route: Pick<Route, "node" | "ticket">, opts: Conne
     }
   }
   if (!node.websocket) throw new JoinError({ reason: `node ${node.id} has no WebSocket endpoint` });
-  return viaWebSocket(node, ticket, o);
+  return viaWebSocket(node, ticket, o, sink);
+}
+
+/**
+ * Joins the node a route chose with its ticket. With `transport: "auto"`, WebTransport is tried
+ * first when the browser and the node have it; a session that cannot be opened falls back to
+ * WebSocket (the ticket is only spent once a `Join` reaches the node). When the player's room
+ * moves to another node, the player follows it on its own ({@link Player.onMove}).
+ */
+export async function connect(route: Pick<Route, "node" | "ticket">, opts: ConnectOptions = {}): Promise<Player> {
+  const o: Required<ConnectOptions> = { transport: "auto", webTransportTimeoutMs: 3000, timeoutMs: 10000, ...opts };
+  return Player.join(route.node, route.ticket, o);
 }

@@ -1,8 +1,9 @@
 //! `relay-chat`: a chat room. Joins and leaves are announced by name, each message is broadcast as
 //! `name: text`, and each player may send at most [`BURST`] messages at once, refilled at
-//! [`PER_SECOND`] a second (the guest enforces this itself, on the room's clock). Operator
-//! signals: `who` lists the names, `kick NAME [REASON]` removes a player with that reason, and
-//! any other text is announced as a notice.
+//! [`PER_SECOND`] a second (the guest enforces this itself, on the room's clock); a room's config
+//! `per-second=N,burst=M` sets both (a game that chats faster, or a test sending a line every
+//! 10 ms). Operator signals: `who` lists the names, `kick NAME [REASON]` removes a player with
+//! that reason, and any other text is announced as a notice.
 
 wit_bindgen::generate!({ world: "room", path: "../../wit" });
 
@@ -24,9 +25,37 @@ struct Chat {
     members: BTreeMap<u64, Member>,
     now_ms: u64,
     last_refill_ms: u64,
+    burst: f64,
+    per_second: f64,
 }
 
-static CHAT: Mutex<Chat> = Mutex::new(Chat { members: BTreeMap::new(), now_ms: 0, last_refill_ms: 0 });
+static CHAT: Mutex<Chat> = Mutex::new(Chat {
+    members: BTreeMap::new(),
+    now_ms: 0,
+    last_refill_ms: 0,
+    burst: BURST,
+    per_second: PER_SECOND,
+});
+
+/// The rate a room's config sets: `per-second=N,burst=M`, either part optional; each a number
+/// from 0.1 to 10,000.
+fn parse_rate(config: &[u8]) -> Result<(f64, f64), String> {
+    let (mut per_second, mut burst) = (PER_SECOND, BURST);
+    let text = std::str::from_utf8(config).map_err(|_| "config is not UTF-8".to_string())?;
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').ok_or_else(|| format!("config {part:?}: expected key=value"))?;
+        let n: f64 = value.trim().parse().map_err(|_| format!("config {key}: {value:?} is not a number"))?;
+        if !(0.1..=10_000.0).contains(&n) {
+            return Err(format!("config {key}: {n} is not between 0.1 and 10000"));
+        }
+        match key.trim() {
+            "per-second" => per_second = n,
+            "burst" => burst = n,
+            other => return Err(format!("config: unknown key {other:?} (per-second, burst)")),
+        }
+    }
+    Ok((per_second, burst))
+}
 
 fn chat() -> std::sync::MutexGuard<'static, Chat> {
     CHAT.lock().unwrap_or_else(|e| e.into_inner())
@@ -39,7 +68,10 @@ fn announce(text: &str) {
 struct RelayChat;
 
 impl Guest for RelayChat {
-    fn init(_room: String, _config: Vec<u8>) -> Result<(), String> {
+    fn init(_room: String, config: Vec<u8>) -> Result<(), String> {
+        let (per_second, burst) = parse_rate(&config)?;
+        let mut c = chat();
+        (c.per_second, c.burst) = (per_second, burst);
         Ok(())
     }
 
@@ -49,7 +81,8 @@ impl Guest for RelayChat {
         if c.members.values().any(|m| m.name == name) {
             return Err(format!("the name {name:?} is taken in this room"));
         }
-        c.members.insert(p.id, Member { name: name.clone(), tokens: BURST });
+        let tokens = c.burst;
+        c.members.insert(p.id, Member { name: name.clone(), tokens });
         drop(c);
         announce(&format!("* {name} joined"));
         Ok(())
@@ -88,8 +121,9 @@ impl Guest for RelayChat {
         let dt = now_ms.saturating_sub(c.last_refill_ms) as f64 / 1000.0;
         c.now_ms = now_ms;
         c.last_refill_ms = now_ms;
+        let (per_second, burst) = (c.per_second, c.burst);
         for m in c.members.values_mut() {
-            m.tokens = (m.tokens + dt * PER_SECOND).min(BURST);
+            m.tokens = (m.tokens + dt * per_second).min(burst);
         }
     }
 
@@ -152,9 +186,13 @@ impl Guest for RelayChat {
             }
             let name = String::from_utf8(rest[..len].to_vec()).map_err(|_| "name is not utf-8")?;
             rest = &rest[len..];
-            members.insert(id, Member { name, tokens: BURST });
+            members.insert(id, Member { name, tokens: 0.0 });
         }
-        chat().members = members;
+        let mut c = chat();
+        for m in members.values_mut() {
+            m.tokens = c.burst;
+        }
+        c.members = members;
         Ok(())
     }
 }
