@@ -412,7 +412,7 @@ async fn chat_lines_sent_every_10_ms_through_a_move_arrive_with_no_gap_and_no_du
     assert!(r.status >= 400 && r.text().contains("per-second"), "{} {}", r.status, r.text());
     let room = serde_json::json!({"module": "relay-chat", "room": "chat", "config": "per-second=500,burst=50"});
     assert_eq!(a.admin("POST", "/v1/rooms", room.to_string().as_bytes()).status, 201);
-    let mut sender = a.player(&key, "relay-chat", Some("chat"), 1, "ann").await.unwrap();
+    let sender = a.player(&key, "relay-chat", Some("chat"), 1, "ann").await.unwrap();
     let reader = a.player(&key, "relay-chat", Some("chat"), 2, "ben").await.unwrap();
     const LINES: u32 = 300;
     // Each side reads the lines `ann: N` until the last one, and says whether it moved.
