@@ -124,6 +124,11 @@ pub struct PlayerSession {
 }
 
 impl PlayerSession {
+    /// The remote address of the connection.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// A session for a new connection from `peer` at `now`.
     pub fn new(ctx: &SessionCtx, peer: SocketAddr, now: Instant) -> Self {
         PlayerSession {

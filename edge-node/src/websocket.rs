@@ -270,7 +270,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Se
             break Some(c);
         }
         if let Some(ticket) = session.poll_join() {
-            crate::quic::spawn_join(ctx, ticket, transport.clone(), admitted_tx.clone());
+            crate::quic::spawn_join(ctx, ticket, transport.clone(), peer.ip(), admitted_tx.clone());
             continue;
         }
         // The next whole frame to write (a chunk is always one whole frame here), and a refusal

@@ -307,10 +307,25 @@ async fn a_drained_node_moves_every_room_and_stops() {
     let key = TicketKey::new();
     let mut a = edge(&router, &key, "edge-a");
     let b = edge(&router, &key, "edge-b");
-    for e in [&a, &b] {
+    let c = edge(&router, &key, "edge-c");
+    for e in [&a, &b, &c] {
         assert_eq!(e.upload("echo", &guest("echo")).status, 201);
     }
-    registered(&router, &["edge-a", "edge-b"]);
+    registered(&router, &["edge-a", "edge-b", "edge-c"]);
+    // C is the busier node, so the least-loaded choice would be B; but the players' addresses
+    // measured C at 5 ms and B at 90 ms, and the routers' match placement sends the rooms to C.
+    let _busy = c.player(&key, "echo", Some("busy"), 9, "p9").await.unwrap();
+    let report = serde_json::json!({
+        "ip": "127.0.0.1",
+        "results": [{"node": "edge-b", "rtt_ms": 90.0, "loss": 0.0}, {"node": "edge-c", "rtt_ms": 5.0, "loss": 0.0}],
+    });
+    let r = router.request("POST", "/v1/probes", Some(outpost_tests::ADMIN_TOKEN), &[], report.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for("C's player in its heartbeat", WAIT, || {
+        let nodes = router.admin_get("/v1/nodes").json()["nodes"].as_array().cloned().unwrap_or_default();
+        nodes.iter().any(|n| n["id"] == "edge-c" && n["players"] == 1).then_some(())
+    })
+    .unwrap();
     let mut players = Vec::new();
     for (id, room) in [(1, "d1"), (2, "d2"), (3, "d2")] {
         let mut p = a.player(&key, "echo", Some(room), id, &format!("p{id}")).await.unwrap();
@@ -340,15 +355,15 @@ async fn a_drained_node_moves_every_room_and_stops() {
         (Some(2), Some(0), Some(true)),
         "{done}"
     );
-    assert!(done["rooms"].as_array().unwrap().iter().all(|r| r["to"] == "edge-b"), "{done}");
+    assert!(done["rooms"].as_array().unwrap().iter().all(|r| r["to"] == "edge-c"), "{done}");
     assert!(a.exited(Duration::from_secs(20)), "the drained node stopped");
     for (i, p) in players.iter_mut().enumerate() {
         let n = 100 + i as u32;
         p.send(0, &n.to_be_bytes()).await.unwrap();
         let (got, moved) = echoes(p, 1).await;
-        assert_eq!((got, moved.as_deref()), (vec![n], Some("edge-b")));
+        assert_eq!((got, moved.as_deref()), (vec![n], Some("edge-c")));
     }
-    assert_eq!(b.admin("GET", "/v1/rooms/d2", b"").json()["players"], 2);
+    assert_eq!(c.admin("GET", "/v1/rooms/d2", b"").json()["players"], 2);
     let bad = outpost_tests::cli_env(
         std::process::Command::new(outpost_tests::bin("outpost")).args(["drain", "edge-b", "--deadline", "0s"]),
         &router.url(),

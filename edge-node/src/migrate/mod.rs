@@ -174,13 +174,71 @@ impl Migrator {
         Err(ApiError::new(StatusCode::BAD_GATEWAY, "no-registry", format!("no router named the nodes: {last}")))
     }
 
-    /// The node `to` names: an id, or `auto` (the least-loaded healthy node, other than this
-    /// one, with room for `players`, preferring nodes that already have the module).
-    async fn target(&self, to: &str, module: &str, players: u32) -> Result<NodeStatus, ApiError> {
+    /// Where the routers' match placement would put `room`'s players, given by the addresses they
+    /// connect from: the node that minimises the worst player's estimated RTT. `None` when no
+    /// router answers with a node (none has the module, the room is larger than a match, a
+    /// player is not known here): the caller falls back to the least-loaded node.
+    async fn placement(&self, room: &str, module: &str) -> Option<String> {
+        let players = self.rooms.room_players(room).await.ok()?;
+        let request = outpost_proto::api::MatchRequest {
+            module: module.to_string(),
+            players: players
+                .into_iter()
+                .map(|(id, name, ip)| outpost_proto::api::MatchPlayer {
+                    id,
+                    name,
+                    auth: None,
+                    ip: ip.map(|ip| ip.to_string()),
+                    results: Vec::new(),
+                })
+                .collect(),
+            max_rtt_ms: None,
+            room: None,
+            max_players: None,
+        };
+        if request.players.is_empty() {
+            return None;
+        }
+        let body = serde_json::to_vec(&request).ok()?;
+        for r in &self.routers {
+            let call = Call {
+                method: hyper::Method::POST,
+                path: "/v1/matches",
+                token: Some(&self.cluster_token),
+                body: Some(body.clone()),
+                limit: 1 << 20,
+                timeout: PEER_TIMEOUT,
+            };
+            match outpost_net::http::request(&r.host, r.tls.as_ref(), Duration::from_secs(2), call).await {
+                Ok((StatusCode::OK, reply)) => {
+                    let placed = serde_json::from_slice::<outpost_proto::api::MatchPlacement>(&reply).ok()?;
+                    return Some(placed.node.id);
+                }
+                Ok((status, reply)) => {
+                    tracing::info!(room, router = %r.host, %status, error = %error_text(&reply), "no match placement for the room; the least-loaded node takes it");
+                    return None;
+                }
+                Err(e) => tracing::debug!(router = %r.host, error = %e, "router unreachable for a placement"),
+            }
+        }
+        None
+    }
+
+    /// The node `to` names: an id, or `auto`: where the routers' match placement serves the
+    /// room's players best, else the least-loaded healthy node, other than this one, with room
+    /// for `players`, preferring nodes that already have the module.
+    async fn target(&self, to: &str, room: &str, module: &str, players: u32) -> Result<NodeStatus, ApiError> {
         if to == self.node_id {
             return Err(ApiError::bad_request(format!("room cannot move to {to}: it is on that node already")));
         }
+        let placed = if to == "auto" { self.placement(room, module).await } else { None };
         let nodes = self.registry().await?;
+        let healthy = |n: &NodeStatus| n.health == "healthy" && n.heartbeat.accepting;
+        if let Some(id) = placed.filter(|id| *id != self.node_id)
+            && let Some(n) = nodes.iter().find(|n| n.heartbeat.id == id && healthy(n))
+        {
+            return Ok(n.clone());
+        }
         let healthy = |n: &NodeStatus| n.health == "healthy" && n.heartbeat.accepting;
         if to != "auto" {
             let n = nodes
@@ -214,7 +272,7 @@ impl Migrator {
                 format!("room {room} is faulted ({}): a faulted room does not move", f.kind),
             ));
         }
-        let target = self.target(to, &info.module, info.players).await?;
+        let target = self.target(to, room, &info.module, info.players).await?;
         let peer = Peer::of(&target.heartbeat.admin_url, target.heartbeat.admin_tls_sha256.as_deref())?;
         let paused = Instant::now();
         let export = self.rooms.export(room).await?;

@@ -471,7 +471,8 @@ impl Driver {
             // Everything the connection has to do first, so that its packets carry all of it.
             while c.work(&mut self.endpoint, ch, &self.ctx.session, now) {}
             if let Some(ticket) = c.session.poll_join() {
-                admit_later(&self.rt, &self.ctx, &self.inbox, ConnKey { handle: ch, serial: c.serial }, ticket);
+                let key = ConnKey { handle: ch, serial: c.serial };
+                admit_later(&self.rt, &self.ctx, &self.inbox, key, ticket, c.session.peer().ip());
             }
             if c.session.is_held() && !c.held_listed {
                 c.held_listed = true;
@@ -645,11 +646,18 @@ fn ended(ctx: &Arc<PlayerCtx>, rt: &tokio::runtime::Handle, c: &mut QuicPlayer) 
 
 /// Runs the join (ticket check, take-over, placement) on the runtime, since it waits for room
 /// workers and the core; its verdict comes back through the inbox.
-fn admit_later(rt: &tokio::runtime::Handle, ctx: &Arc<PlayerCtx>, inbox: &Arc<Inbox>, key: ConnKey, ticket: String) {
+fn admit_later(
+    rt: &tokio::runtime::Handle,
+    ctx: &Arc<PlayerCtx>,
+    inbox: &Arc<Inbox>,
+    key: ConnKey,
+    ticket: String,
+    remote: std::net::IpAddr,
+) {
     let (ctx, inbox) = (ctx.clone(), inbox.clone());
     rt.spawn(async move {
         let conn: Arc<dyn PlayerTransport> = Arc::new(ConnRef { key, inbox: inbox.clone() });
-        let result = super::admit(&ctx, &ticket, conn).await;
+        let result = super::admit(&ctx, &ticket, conn, remote).await;
         inbox.push(Op::Admitted(key, Box::new(result)));
     });
 }

@@ -179,9 +179,12 @@ pub(crate) async fn admit(
     ctx: &PlayerCtx,
     ticket_text: &str,
     transport: Arc<dyn crate::room::player::PlayerTransport>,
+    remote: std::net::IpAddr,
 ) -> Result<Admitted, Refusal> {
     if crate::migrate::credentials::is_credential(ticket_text) {
-        return admit_moving(ctx, ticket_text, transport);
+        let admitted = admit_moving(ctx, ticket_text, transport)?;
+        admitted.link.set_remote(remote);
+        return Ok(admitted);
     }
     let key = ctx
         .ticket_key
@@ -207,6 +210,7 @@ pub(crate) async fn admit(
     }
     ctx.metrics.tickets_redeemed_total.inc();
     let link = PlayerLink::new(t.player, t.name.clone(), transport, ctx.session.limits.clone(), ctx.metrics.clone());
+    link.set_remote(remote);
     let back_to = take_over(ctx, &link).await;
     let placed = place(ctx, &t, &link, back_to).await;
     match placed {
@@ -272,11 +276,12 @@ pub(crate) fn spawn_join(
     ctx: &Arc<PlayerCtx>,
     ticket: String,
     transport: Arc<dyn crate::room::player::PlayerTransport>,
+    remote: std::net::IpAddr,
     verdict: tokio::sync::mpsc::Sender<Result<Admitted, Refusal>>,
 ) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let result = admit(&ctx, &ticket, transport).await;
+        let result = admit(&ctx, &ticket, transport, remote).await;
         let _ = verdict.send(result).await;
     });
 }

@@ -375,6 +375,14 @@ impl Rooms {
             .ok_or(RoomError::NotFound(room))
     }
 
+    /// A room's players: id, name and the address they connect from (none for a player that
+    /// has not arrived after a move).
+    pub async fn room_players(&self, room: &str) -> Result<Vec<(u64, String, Option<std::net::IpAddr>)>, RoomError> {
+        let p = self.placement(room)?;
+        let room = room.to_string();
+        self.ask(p.worker, |reply| Command::Players { room, reply }).await
+    }
+
     /// Every room's details, sorted by id.
     pub async fn list(&self) -> Result<Vec<RoomInfo>, RoomError> {
         let mut all = Vec::new();

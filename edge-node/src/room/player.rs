@@ -123,6 +123,9 @@ pub struct PlayerLink {
     closed: AtomicBool,
     /// On no carrier: detached, or placed here by a move and not rejoined yet.
     detached: AtomicBool,
+    /// The address the player's connection comes from: a draining node asks the routers where
+    /// the room's players are best served by it.
+    remote: Mutex<Option<std::net::IpAddr>>,
     limits: Arc<PlayerLimits>,
     metrics: Arc<Metrics>,
 }
@@ -144,9 +147,20 @@ impl PlayerLink {
             backlog: Mutex::default(),
             closed: AtomicBool::new(false),
             detached: AtomicBool::new(false),
+            remote: Mutex::new(None),
             limits,
             metrics,
         })
+    }
+
+    /// Records where the player's connection comes from.
+    pub fn set_remote(&self, ip: std::net::IpAddr) {
+        *self.remote.lock().unwrap_or_else(|e| e.into_inner()) = Some(ip);
+    }
+
+    /// Where the player's connection comes from, when known.
+    pub fn remote(&self) -> Option<std::net::IpAddr> {
+        *self.remote.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {

@@ -74,6 +74,8 @@ pub enum Command {
     Info { room: Option<String>, reply: oneshot::Sender<Vec<RoomInfo>> },
     /// Close and forget a room.
     Close { room: String, reply: oneshot::Sender<Result<(), RoomError>> },
+    /// A room's players: id, name and the address they connect from.
+    Players { room: String, reply: oneshot::Sender<Vec<(u64, String, Option<std::net::IpAddr>)>> },
     /// Hot upgrade.
     Upgrade { room: String, compiled: Arc<Compiled>, reply: oneshot::Sender<Result<RoomCreated, RoomError>> },
     /// A player asks to join (its slot is already reserved in the directory).
@@ -437,6 +439,12 @@ impl Worker {
                     None => self.rooms.values().filter(here).map(RoomSlot::info).collect(),
                 };
                 let _ = reply.send(infos);
+            }
+            Command::Players { room, reply } => {
+                let players = self.rooms.get(&room).map_or_else(Vec::new, |slot| {
+                    slot.players.values().map(|l| (l.id, l.name.clone(), l.remote())).collect()
+                });
+                let _ = reply.send(players);
             }
             Command::Close { room, reply } => {
                 let r = match self.rooms.remove(&room) {
