@@ -6,7 +6,9 @@
 # is just before it, the target's first tick at most one tick phase after it), the operator's
 # call time, the players' gap (the last state a bot got from the old node to the first from the
 # new one, as the bots measure it), and the bots' disconnects over the whole run.
-# Usage: scripts/bench-migrate.sh [moves] [rooms]
+# With DRAIN=1 the rooms are not moved round by round: node A is drained once (`POST /v1/drain`,
+# every room to B, four at a time) while the bots play, and the drain's time is reported.
+# Usage: scripts/bench-migrate.sh [moves] [rooms];  DRAIN=1 scripts/bench-migrate.sh 0 [rooms]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
@@ -46,12 +48,12 @@ for _ in $(seq 1 100); do
     python3 -c "import json,sys; print(sum(1 for n in json.load(sys.stdin)['nodes'] if n['health'] == 'healthy'))")
   [ "$n" = 2 ] && break; sleep 0.1
 done
-secs=$(python3 -c "print(int($moves * (0.3 + 0.12 * $nrooms) + 12))")
+secs=$(python3 -c "print(int($moves * (0.3 + 0.12 * $nrooms) + 12 + (0.3 * $nrooms + 20 if '${DRAIN:-}' else 0)))")
 $bin/outpost-bench players --json --edge-ready "$work/a.json" --key "$work/ticket.key" --module arena \
   --bots $((8 * nrooms)) --rate 20 --duration "$secs" --room-size 8 > "$work/bots.json" &
 bots=$!
 rooms=()
-for _ in $(seq 1 400); do
+for _ in $(seq 1 2000); do
   mapfile -t rooms < <(curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" "${admin[a]}/v1/rooms" |
     python3 -c "import json,sys; [print(x['room']) for x in json.load(sys.stdin) if x['players'] == 8]")
   [ "${#rooms[@]}" -ge "$nrooms" ] && break; sleep 0.05
@@ -66,6 +68,26 @@ move() { # from to room
   end=$(date +%s.%N)
   echo "$reply $start $end" >> "$work/moves.txt"
 }
+if [ -n "${DRAIN:-}" ]; then
+  start=$(date +%s.%N)
+  curl -sS -H "Authorization: Bearer $OUTPOST_ADMIN_TOKEN" -X POST -d '{"deadline_ms":300000}' \
+    "${admin[a]}/v1/drain" > "$work/drain.json"
+  end=$(date +%s.%N)
+  wait "$bots"
+  python3 - "$work" "$start" "$end" <<'PY'
+import json, sys
+work, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+d = json.load(open(f"{work}/drain.json"))
+node = json.load(open(f"{work}/bots.json")).get("node", {})
+print(json.dumps({
+    "rooms": len(d["rooms"]), "moved": d["moved"], "failed": d["failed"], "acked": d["acked"],
+    "drain_ms": round(d["took_ms"], 1), "call_ms": round((end - start) * 1e3, 1),
+    "bots_joined": node.get("bots_joined"), "disconnects": node.get("disconnects"), "bot_moves": node.get("moves"),
+    "gap_p50_ms": node.get("move_gap_p50_ms"), "gap_p99_ms": node.get("move_gap_p99_ms"),
+}))
+PY
+  exit 0
+fi
 for i in $(seq 1 "$moves"); do
   if [ $((i % 2)) = 1 ]; then from=a; to=edge-b; else from=b; to=edge-a; fi
   movers=()

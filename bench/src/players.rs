@@ -500,7 +500,11 @@ impl Bench {
         for _ in 0..self.rounds {
             let before = scrape(&ready.admin)?;
             let node = rt.block_on(self.run_node(&ready, &key))?;
-            let after = scrape(&ready.admin)?;
+            // A node that stopped during the run (a drain) reports no server figures.
+            let after = scrape(&ready.admin).unwrap_or_else(|e| {
+                eprintln!("outpost-bench: the node is gone ({e:#}); the run has no server figures");
+                before.clone()
+            });
             let node = self.node_report(node, &before, &after);
             let baseline = if self.baseline { Some(rt.block_on(self.run_baseline())?) } else { None };
             runs.push((node, baseline));

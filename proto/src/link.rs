@@ -9,8 +9,9 @@
 //! node that took over a moving room holds the room's commits until the core has everything the
 //! room committed on its last node). Strings are `len u16 | UTF-8`; values are `len u32 | bytes`.
 //!
-//! A batch's updates carry their room's [`RoomEpoch`] (type `0x12`); the untagged batch of older
-//! edges (`0x10`) is still read, as epoch zero, so cores can be upgraded before edges.
+//! A batch's updates carry their room's [`RoomEpoch`] (type `0x12`); a batch with none (older
+//! edges, tools) goes as the untagged `0x10`, read as epoch zero, so cores can be upgraded before
+//! edges.
 
 use crate::frame::FrameError;
 
@@ -170,15 +171,19 @@ impl CoreFrame {
                 put_str(&mut body, reason);
             }
             CoreFrame::Batch { first_seq, updates } => {
-                body.push(kind::BATCH);
+                // A batch with no room epochs in it goes in the older layout, which every core reads.
+                let tagged = updates.iter().any(|u| u.epoch != RoomEpoch::default());
+                body.push(if tagged { kind::BATCH } else { kind::BATCH_UNTAGGED });
                 body.extend_from_slice(&first_seq.to_be_bytes());
                 body.extend_from_slice(&(updates.len() as u32).to_be_bytes());
                 for u in updates {
                     put_str(&mut body, &u.room);
                     put_str(&mut body, &u.key);
                     put_bytes(&mut body, &u.value);
-                    body.extend_from_slice(&u.epoch.lineage.to_be_bytes());
-                    body.extend_from_slice(&u.epoch.moves.to_be_bytes());
+                    if tagged {
+                        body.extend_from_slice(&u.epoch.lineage.to_be_bytes());
+                        body.extend_from_slice(&u.epoch.moves.to_be_bytes());
+                    }
                 }
             }
             CoreFrame::Ack { up_to } => {
@@ -307,13 +312,17 @@ mod tests {
         put_str(&mut body, "k");
         put_bytes(&mut body, b"v");
         let want = WireUpdate { room: "r".into(), key: "k".into(), value: b"v".to_vec(), epoch: RoomEpoch::default() };
-        assert_eq!(CoreFrame::decode_body(&body).unwrap(), CoreFrame::Batch { first_seq: 5, updates: vec![want] });
+        assert_eq!(
+            CoreFrame::decode_body(&body).unwrap(),
+            CoreFrame::Batch { first_seq: 5, updates: vec![want.clone()] }
+        );
+        // A batch without epochs is written that way too, so older cores read it.
+        let untagged = CoreFrame::Batch { first_seq: 5, updates: vec![want.clone()] }.encode();
+        assert_eq!(&untagged[4..], &body[..]);
         // A tagged batch cut inside an update's epoch is refused.
-        let tagged = CoreFrame::Batch {
-            first_seq: 1,
-            updates: vec![WireUpdate { room: "r".into(), key: "k".into(), value: vec![], epoch: RoomEpoch::default() }],
-        }
-        .encode();
+        let epoch = RoomEpoch { lineage: 1, moves: 0 };
+        let tagged = CoreFrame::Batch { first_seq: 1, updates: vec![WireUpdate { epoch, ..want }] }.encode();
+        assert_eq!(tagged[4], kind::BATCH);
         assert!(CoreFrame::decode_body(&tagged[4..tagged.len() - 1]).is_err());
     }
 

@@ -8,8 +8,8 @@ use std::path::Path;
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const HIGH_WATER: TableDefinition<&str, u64> = TableDefinition::new("high_water");
-/// Each key's last writer's room epoch `(lineage, moves)`, for keys a tagged update wrote (a
-/// file from before room epochs simply has none yet).
+/// The room epoch `(lineage, moves)` recorded for keys a moved room wrote (a file from before
+/// room epochs simply has none yet).
 const EPOCHS: TableDefinition<&str, (u64, u32)> = TableDefinition::new("epochs");
 
 /// A redb-backed [`Store`].
@@ -56,12 +56,10 @@ impl Store for EmbeddedStore {
                     RoomEpoch { lineage, moves }
                 }))
             })?;
-            for u in &writes {
-                state.insert(u.key, u.value).map_err(backend)?;
-                if u.epoch.lineage != 0 {
-                    epochs.insert(u.key, (u.epoch.lineage, u.epoch.moves)).map_err(backend)?;
-                } else {
-                    epochs.remove(u.key).map_err(backend)?;
+            for w in &writes {
+                state.insert(w.update.key, w.update.value).map_err(backend)?;
+                if w.record {
+                    epochs.insert(w.update.key, (w.update.epoch.lineage, w.update.epoch.moves)).map_err(backend)?;
                 }
             }
             let high_water = fresh.last().map_or(high_water, |u| u.seq);

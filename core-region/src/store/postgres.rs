@@ -62,13 +62,13 @@ impl Store for PostgresStore {
         let fresh = &batch[replayed..];
         let mut applied = 0;
         if let Some(last) = fresh.last() {
-            // The stored epochs of the tagged keys, read under the row locks the upsert will need.
+            // The epochs recorded for the tagged keys, read under the row locks the upsert takes.
             let tagged: Vec<&str> = fresh.iter().filter(|u| u.epoch.lineage != 0).map(|u| u.key).collect();
             let mut stored: HashMap<String, RoomEpoch> = HashMap::new();
             if !tagged.is_empty() {
                 let rows = tx
                     .query(
-                        "SELECT key, lineage, moves FROM outpost_state WHERE key = ANY($1) AND lineage <> 0 FOR UPDATE",
+                        "SELECT key, lineage, moves FROM outpost_state WHERE key = ANY($1) AND moves > 0 FOR UPDATE",
                         &[&tagged],
                     )
                     .map_err(backend)?;
@@ -79,21 +79,28 @@ impl Store for PostgresStore {
             }
             let writes = fresh_writes(fresh, |key| Ok(stored.get(key).copied()))?;
             applied = writes.len() as u64;
-            // One row per key, its last value in the batch: a single upsert may not touch a row twice.
-            let mut latest: HashMap<&str, &Update<'_>> = HashMap::with_capacity(writes.len());
-            for u in writes {
-                latest.insert(u.key, u);
+            // One row per key, its last value in the batch: a single upsert may not touch a row
+            // twice. The key's epoch moves with the last write that records one.
+            let mut latest: HashMap<&str, (&Update<'_>, Option<RoomEpoch>)> = HashMap::with_capacity(writes.len());
+            for w in writes {
+                let entry = latest.entry(w.update.key).or_insert((w.update, None));
+                entry.0 = w.update;
+                if w.record {
+                    entry.1 = Some(w.update.epoch);
+                }
             }
             let keys: Vec<&str> = latest.keys().copied().collect();
-            let values: Vec<&[u8]> = keys.iter().map(|k| latest[k].value).collect();
-            let rooms: Vec<&str> = keys.iter().map(|k| latest[k].room).collect();
-            let lineages: Vec<i64> = keys.iter().map(|k| latest[k].epoch.lineage as i64).collect();
-            let moves: Vec<i64> = keys.iter().map(|k| i64::from(latest[k].epoch.moves)).collect();
+            let values: Vec<&[u8]> = keys.iter().map(|k| latest[k].0.value).collect();
+            let rooms: Vec<&str> = keys.iter().map(|k| latest[k].0.room).collect();
+            let lineages: Vec<i64> = keys.iter().map(|k| latest[k].1.map_or(0, |e| e.lineage as i64)).collect();
+            let moves: Vec<i64> = keys.iter().map(|k| latest[k].1.map_or(0, |e| i64::from(e.moves))).collect();
             tx.execute(
                 "INSERT INTO outpost_state (key, value, room, lineage, moves)
                  SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::bigint[], $5::bigint[])
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, room = EXCLUDED.room,
-                     lineage = EXCLUDED.lineage, moves = EXCLUDED.moves, updated_at = now()",
+                     lineage = CASE WHEN EXCLUDED.moves > 0 THEN EXCLUDED.lineage ELSE outpost_state.lineage END,
+                     moves = CASE WHEN EXCLUDED.moves > 0 THEN EXCLUDED.moves ELSE outpost_state.moves END,
+                     updated_at = now()",
                 &[&keys, &values, &rooms, &lineages, &moves],
             )
             .map_err(backend)?;
