@@ -411,6 +411,47 @@ async fn sigterm_drains_first_with_drain_on_shutdown() {
     }
 }
 
+/// The source dies mid-move (killed right after the target accepted the room, before any
+/// player was told): the room is lost, as any room on a node that dies, and its players'
+/// connections end within their idle timeout with a reason, never hang; the target lets the room
+/// go once its move credentials expire (30 s: not waited for here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_dies_mid_move_ends_its_players_never_a_hang() {
+    let router = Router::start(&[]).unwrap();
+    let key = TicketKey::new();
+    let mut a =
+        outpost_tests::with_env(&[("OUTPOST_FAILPOINTS", "migrate.after_accept=1")], || edge(&router, &key, "edge-a"));
+    let b = edge(&router, &key, "edge-b");
+    assert_eq!(a.upload("echo", &guest("echo")).status, 201);
+    registered(&router, &["edge-a", "edge-b"]);
+    let opts = outpost_client::ConnectOptions { idle: Duration::from_secs(2), ..Default::default() };
+    let mut players = Vec::new();
+    for id in [1, 2] {
+        let ticket = key.ticket(&a, "echo", Some("doomed"), id, &format!("p{id}"));
+        let mut p = a.connect(&ticket, &opts).await.unwrap();
+        echoes_once(&mut p, id as u32).await;
+        players.push(p);
+    }
+    let url = a.admin_url();
+    let call = tokio::task::spawn_blocking(move || {
+        outpost_tests::http(
+            "POST",
+            &format!("{url}/v1/rooms/doomed/migrate"),
+            Some(outpost_tests::ADMIN_TOKEN),
+            br#"{"to":"edge-b"}"#,
+        )
+    });
+    assert!(a.exited(WAIT), "the failpoint killed the source");
+    let _ = call.await;
+    assert_eq!(b.admin("GET", "/v1/rooms/doomed", b"").json()["players"], 2, "the target had taken the room");
+    for (i, p) in players.iter_mut().enumerate() {
+        let started = std::time::Instant::now();
+        let closed = tokio::time::timeout(WAIT, p.closed()).await.expect("the connection ends, never hangs");
+        assert!(started.elapsed() < Duration::from_secs(15), "player {i} ended within its idle timeout");
+        assert!(!closed.reason.is_empty(), "player {i} is told why: {closed:?}");
+    }
+}
+
 /// Relay-chat: one player sends numbered lines every 10 ms while the room moves, and both
 /// players (the sender gets its own broadcast too) read every line once, in order, with no gap.
 /// A bad rate in the room's config is refused when the room is created.
@@ -540,8 +581,26 @@ async fn a_rolling_restart_of_three_nodes_drops_no_player_and_the_core_has_every
             (moves, c)
         }));
     }
-    // Scores are committed before the restart begins, and go on being committed through it.
-    wait_for("the bots to score", WAIT * 3, || {
+    // Scores are committed before the restart begins (in each room, the operator's `move` puts
+    // whoever is "it" onto another player: a tag), and go on being committed through it.
+    for (r, room) in rooms.iter().enumerate() {
+        let e = edges[r % 3].as_ref().unwrap();
+        wait_for("a tag in the room", WAIT, || {
+            let state = e.admin("POST", &format!("/v1/rooms/{room}/signal"), b"state");
+            let v: serde_json::Value = serde_json::from_slice(&state.body).ok()?;
+            let players = v["players"].as_array()?;
+            let it = players.iter().find(|p| p["id"] == v["it"])?;
+            let other = players.iter().find(|p| p["id"] != v["it"])?;
+            let (dx, dy) = (other["x"].as_f64()? - it["x"].as_f64()?, other["y"].as_f64()? - it["y"].as_f64()?);
+            let before = scored(e, room);
+            let moved = format!("move {} {dx} {dy}", it["id"]);
+            (e.admin("POST", &format!("/v1/rooms/{room}/signal"), moved.as_bytes()).status == 200
+                && scored(e, room) > before)
+                .then_some(())
+        })
+        .unwrap();
+    }
+    wait_for("the scores at the core", WAIT, || {
         (core.metric("outpost_core_updates_applied_total") >= rooms.len() as f64).then_some(())
     })
     .unwrap();
@@ -621,6 +680,11 @@ async fn a_rolling_restart_of_three_nodes_drops_no_player_and_the_core_has_every
     .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("edge-x"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The sum of a room's scores.
+fn scored(edge: &Edge, room: &str) -> u64 {
+    arena_state(edge, room).values().map(|p| p.2).sum()
 }
 
 /// The arena state of a room, by player id: (x, y, score).

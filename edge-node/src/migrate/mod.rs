@@ -313,6 +313,8 @@ impl Migrator {
             }
         };
         let paused_ms = paused.elapsed().as_secs_f64() * 1e3;
+        // The crash tests kill the source here: the target has the room, no player knows.
+        outpost_net::failpoint::hit("migrate.after_accept");
         let (forward, rx) = tokio::sync::mpsc::channel(MAX_HELD * 2);
         let links = match self.rooms.hand(room, forward).await {
             Ok(l) => l,
