@@ -173,12 +173,17 @@ impl CoreLink {
         self.updates.read().await
     }
 
+    /// One question on a stream of its own, and the core's answer.
+    async fn ask(&self, question: CoreFrame) -> Result<CoreFrame, LinkError> {
+        let mut s = Framed::new(self.conn.open_bi().await.map_err(proto)?);
+        s.write(&question).await?;
+        s.0.finish();
+        s.read().await
+    }
+
     /// Reads one key (a player's saved state) on its own stream.
     pub async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, LinkError> {
-        let mut s = Framed::new(self.conn.open_bi().await.map_err(proto)?);
-        s.write(&CoreFrame::Load { key: key.into() }).await?;
-        s.0.finish();
-        match s.read().await? {
+        match self.ask(CoreFrame::Load { key: key.into() }).await? {
             CoreFrame::Value { value } => Ok(value),
             other => Err(LinkError::Protocol(format!("expected Value, got {other:?}"))),
         }
@@ -186,10 +191,7 @@ impl CoreLink {
 
     /// How far the core has `stream` (another edge's outbox), on its own stream.
     pub async fn position(&self, stream: &str) -> Result<u64, LinkError> {
-        let mut s = Framed::new(self.conn.open_bi().await.map_err(proto)?);
-        s.write(&CoreFrame::Position { stream: stream.into() }).await?;
-        s.0.finish();
-        match s.read().await? {
+        match self.ask(CoreFrame::Position { stream: stream.into() }).await? {
             CoreFrame::Positioned { high_water } => Ok(high_water),
             other => Err(LinkError::Protocol(format!("expected Positioned, got {other:?}"))),
         }

@@ -707,6 +707,16 @@ pub fn held(core: &Core, call: usize) -> Vec<usize> {
     got
 }
 
+/// Waits until `router` lists every node of `ids` as healthy.
+pub fn registered(router: &Router, ids: &[&str]) {
+    wait_for("the nodes in the registry", Duration::from_secs(60), || {
+        let r = router.admin_get("/v1/nodes");
+        let nodes = r.json()["nodes"].as_array().cloned().unwrap_or_default();
+        ids.iter().all(|id| nodes.iter().any(|n| n["id"] == *id && n["health"] == "healthy")).then_some(())
+    })
+    .unwrap();
+}
+
 /// Issues `name.pem`/`name.key` for 127.0.0.1 from the CA in `dir/ca`; returns the cert's SHA-256.
 pub fn issue_cert(dir: &Path, name: &str) -> String {
     let out = Command::new(bin("outpost"))

@@ -3,7 +3,7 @@
 
 use outpost_client::{Client, Event};
 use outpost_proto::CloseCode;
-use outpost_tests::{Edge, Router, TicketKey, guest, wait_for};
+use outpost_tests::{Edge, Router, TicketKey, guest, registered, wait_for};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -21,16 +21,6 @@ fn edge_with(router: &Router, key: &TicketKey, id: &str, extra: &[&str]) -> Edge
         vec!["--id", id, "--router", &url, "--lat", "51.5", "--lon", "-0.1", "--heartbeat-interval", "200ms", &pubkey];
     args.extend_from_slice(extra);
     Edge::start(&args).unwrap()
-}
-
-/// Waits until the router lists every node in `ids` as healthy.
-fn registered(router: &Router, ids: &[&str]) {
-    wait_for("the nodes in the registry", WAIT, || {
-        let r = router.admin_get("/v1/nodes");
-        let nodes = r.json()["nodes"].as_array().cloned().unwrap_or_default();
-        ids.iter().all(|id| nodes.iter().any(|n| n["id"] == *id && n["health"] == "healthy")).then_some(())
-    })
-    .unwrap();
 }
 
 fn migrate(edge: &Edge, room: &str, to: &str) -> outpost_tests::Reply {

@@ -2,7 +2,7 @@
 //! real processes: a core, a router, edge nodes whose links to the core pass through the tests'
 //! own relays so that a test can cut them, and the echo guest committing on every tick.
 
-use outpost_tests::{Core, Edge, Router, TicketKey, guest, relay, wait_for};
+use outpost_tests::{Core, Edge, Router, TicketKey, guest, registered, relay, wait_for};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -29,15 +29,6 @@ fn edge(router: &Router, key: &TicketKey, core: &Core, link: &relay::Cut, id: &s
     ];
     args.extend_from_slice(extra);
     Edge::start(&args).unwrap()
-}
-
-fn registered(router: &Router, ids: &[&str]) {
-    wait_for("the nodes in the registry", WAIT, || {
-        let r = router.admin_get("/v1/nodes");
-        let nodes = r.json()["nodes"].as_array().cloned().unwrap_or_default();
-        ids.iter().all(|id| nodes.iter().any(|n| n["id"] == *id && n["health"] == "healthy")).then_some(())
-    })
-    .unwrap();
 }
 
 fn migrate(edge: &Edge, room: &str, to: &str) {
