@@ -736,20 +736,44 @@ mod tests {
         assert_eq!(src.info("e").await.unwrap().players, 1);
     }
 
-    /// A restored arena room keeps its tick count and its clock, and a target whose module
-    /// cannot take the snapshot refuses the room, which is then not there.
+    /// The operator puts arena player `who` onto `onto` in room "a"; returns the room's clock
+    /// after it and the state.
+    async fn tag_onto(rooms: &Rooms, who: &str, onto: &str) -> (u64, serde_json::Value) {
+        let json = |r: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&r).unwrap();
+        let s = json(rooms.signal("a", b"state".to_vec()).await.unwrap().reply);
+        let at = |id: &str| {
+            let p = s["players"].as_array().unwrap().iter().find(|p| p["id"].to_string() == id).unwrap();
+            (p["x"].as_f64().unwrap(), p["y"].as_f64().unwrap())
+        };
+        let ((x1, y1), (x2, y2)) = (at(who), at(onto));
+        rooms.signal("a", format!("move {who} {} {}", x2 - x1, y2 - y1).into_bytes()).await.unwrap();
+        let clock = json(rooms.signal("a", b"clock".to_vec()).await.unwrap().reply);
+        (clock["now_ms"].as_u64().unwrap(), json(rooms.signal("a", b"state".to_vec()).await.unwrap().reply))
+    }
+
+    /// A restored arena room keeps its tick count and its clock, so a tag's cooldown started on
+    /// the source ends on the target when it would have there; and a target whose module cannot
+    /// take the snapshot refuses the room, which is then not there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_arena_room_moves_with_its_clock_and_a_bad_restore_is_refused() {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let ((src, src_host, _), (dst, dst_host, _)) = (node(d1.path()), node(d2.path()));
         let spec = RoomSpec { module: "arena".into(), max_players: 8, ..spec("a") };
         src.create(spec, guest(&src_host, "arena")).await.unwrap();
-        src.signal("a", b"spawn bot".to_vec()).await.unwrap();
+        let text = |r: Vec<u8>| String::from_utf8(r).unwrap();
+        let json = |r: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&r).unwrap();
+        let tagger = text(src.signal("a", b"spawn bot".to_vec()).await.unwrap().reply);
+        let tagged = text(src.signal("a", b"spawn bob".to_vec()).await.unwrap().reply);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while src.info("a").await.unwrap().ticks < 5 {
             assert!(std::time::Instant::now() < deadline, "the room never ticked");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // A tag just before the move: the first spawned is "it"; the operator puts it on the other.
+        tag_onto(&src, &tagger, &tagged).await;
+        let clock = json(src.signal("a", b"clock".to_vec()).await.unwrap().reply);
+        let immune_until = clock["immune_until_ms"].as_u64().unwrap();
+        assert!(immune_until > clock["now_ms"].as_u64().unwrap(), "the tag started a cooldown: {clock}");
         let export = src.export("a").await.unwrap();
         let limits = Arc::new(PlayerLimits::default());
         let broken = guest(&dst_host, "arena-broken-restore");
@@ -759,15 +783,41 @@ mod tests {
         }
         assert!(dst.info("a").await.is_err(), "nothing is left of a refused room");
         dst.import(export.clone(), guest(&dst_host, "arena"), limits).await.unwrap();
-        let state = |r: Vec<u8>| String::from_utf8(r).unwrap();
         assert_eq!(
-            state(dst.signal("a", b"state".to_vec()).await.unwrap().reply),
-            state(src.signal("a", b"state".to_vec()).await.unwrap().reply),
+            text(dst.signal("a", b"state".to_vec()).await.unwrap().reply),
+            text(src.signal("a", b"state".to_vec()).await.unwrap().reply),
             "the same game on both sides of the move"
         );
         while dst.info("a").await.unwrap().ticks <= export.ticks {
             assert!(std::time::Instant::now() < deadline + Duration::from_secs(5), "the moved room never ticked");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The room's clock goes on from where it stopped, so the cooldown ends when it would
+        // have on the source: the tag-back is refused within it, and scores once it is over.
+        let clock = json(dst.signal("a", b"clock".to_vec()).await.unwrap().reply);
+        let now = clock["now_ms"].as_u64().unwrap();
+        assert_eq!(clock["immune_until_ms"].as_u64(), Some(immune_until), "the cooldown moved with the room");
+        assert!(
+            now >= export.now_ms && now < export.now_ms + 5_000,
+            "the clock went on: {now} after {}",
+            export.now_ms
+        );
+        let score = |id: &str, state: &serde_json::Value| {
+            state["players"].as_array().unwrap().iter().find(|p| p["id"].to_string() == id).unwrap()["score"].as_u64()
+        };
+        if now + 200 < immune_until {
+            let (at, s) = tag_onto(&dst, &tagged, &tagger).await;
+            assert!(at < immune_until);
+            assert_eq!(score(&tagged, &s), Some(0), "no tag-back within the cooldown, on the target");
+        }
+        loop {
+            let (at, s) = tag_onto(&dst, &tagged, &tagger).await;
+            if at >= immune_until {
+                assert_eq!(score(&tagged, &s), Some(1), "the tag-back scores once the cooldown is over");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline + Duration::from_secs(10), "the cooldown never ended");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

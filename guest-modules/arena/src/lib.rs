@@ -2,7 +2,8 @@
 //!
 //! Players send `b'M', dx, dy` inputs; every tick the room broadcasts compact binary positions.
 //! Operator signals drive and inspect it through the admin API alone:
-//! `spawn NAME` → new player id, `move ID DX DY` → "ok", `state` → JSON, `version` → build version.
+//! `spawn NAME` → new player id, `move ID DX DY` → "ok", `state` → JSON, `clock` → the room's
+//! `now_ms` and the tag cooldown's end as JSON, `version` → build version.
 
 pub mod game;
 
@@ -60,8 +61,12 @@ mod component {
                 Ok("ok".into())
             }
             Some("state") => Ok(with_game(|g| g.state_json())),
+            // The room's clock as the game last saw it, and when the last tag's cooldown ends.
+            Some("clock") => {
+                Ok(with_game(|g| format!("{{\"now_ms\":{},\"immune_until_ms\":{}}}", g.now_ms, g.immune_until_ms)))
+            }
             Some("version") => Ok(format!("arena {FRAME_VERSION}")),
-            _ => Err("unknown signal; try: spawn NAME | move ID DX DY | state | version".into()),
+            _ => Err("unknown signal; try: spawn NAME | move ID DX DY | state | clock | version".into()),
         }
     }
 

@@ -29,13 +29,8 @@ struct Chat {
     per_second: f64,
 }
 
-static CHAT: Mutex<Chat> = Mutex::new(Chat {
-    members: BTreeMap::new(),
-    now_ms: 0,
-    last_refill_ms: 0,
-    burst: BURST,
-    per_second: PER_SECOND,
-});
+static CHAT: Mutex<Chat> =
+    Mutex::new(Chat { members: BTreeMap::new(), now_ms: 0, last_refill_ms: 0, burst: BURST, per_second: PER_SECOND });
 
 /// The rate a room's config sets: `per-second=N,burst=M`, either part optional; each a number
 /// from 0.1 to 10,000.
