@@ -742,7 +742,7 @@ mod tests {
         let json = |r: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&r).unwrap();
         let s = json(rooms.signal("a", b"state".to_vec()).await.unwrap().reply);
         let at = |id: &str| {
-            let p = s["players"].as_array().unwrap().iter().find(|p| p["id"].to_string() == id).unwrap();
+            let p = s["players"].as_array().unwrap().iter().find(|p| p["id"].as_u64() == id.parse().ok()).unwrap();
             (p["x"].as_f64().unwrap(), p["y"].as_f64().unwrap())
         };
         let ((x1, y1), (x2, y2)) = (at(who), at(onto));
@@ -803,7 +803,8 @@ mod tests {
             export.now_ms
         );
         let score = |id: &str, state: &serde_json::Value| {
-            state["players"].as_array().unwrap().iter().find(|p| p["id"].to_string() == id).unwrap()["score"].as_u64()
+            state["players"].as_array().unwrap().iter().find(|p| p["id"].as_u64() == id.parse().ok()).unwrap()["score"]
+                .as_u64()
         };
         if now + 200 < immune_until {
             let (at, s) = tag_onto(&dst, &tagged, &tagger).await;
