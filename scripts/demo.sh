@@ -150,9 +150,19 @@ for p, key in rows[:5]:
 '
 curl -sS "$core_http/metrics" | grep -E '^outpost_core_updates_applied_total ' | sed 's/^/   /'
 
-step "12. Stopping everything (SIGTERM): nodes tell the router they are draining, then exit"
-for p in "${pids[@]:2}"; do kill -TERM "$p"; done
-for p in "${pids[@]:2}"; do wait "$p" || true; done
+step "12. Draining London (outpost drain): its rooms move with their state to the other nodes, then it stops"
+$bin/outpost drain london --deadline 30s
+wait "${pids[2]}" || true
+for n in singapore newyork; do
+  other="http://$(json_field admin < "$work/$n.ready")"
+  if curl -sf "${auth[@]}" "$other/v1/rooms/demo-match" > /dev/null; then
+    say "demo-match now runs on $n (it fetched arena v2 from London); state -> $(curl -sS -X POST "${auth[@]}" --data-binary state "$other/v1/rooms/demo-match/signal")"
+  fi
+done
+
+step "13. Stopping everything (SIGTERM): nodes tell the router they are draining, then exit"
+for p in "${pids[@]:3}"; do kill -TERM "$p"; done
+for p in "${pids[@]:3}"; do wait "$p" || true; done
 $bin/outpost nodes
 kill -TERM "${pids[1]}"; wait "${pids[1]}" || true
 kill -TERM "${pids[0]}"; wait "${pids[0]}" || true; pids=()

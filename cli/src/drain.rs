@@ -54,7 +54,7 @@ impl Drain {
                     ]
                 })
                 .collect();
-            print!("{}", table(&["ROOM", "PLAYERS", "MOVED TO", "ERROR"], &rows));
+            println!("{}", table(&["ROOM", "PLAYERS", "MOVED TO", "ERROR"], &rows));
             println!(
                 "{}: {} rooms moved, {} not, commits {} acked by the core, in {:.0} ms; the node stopped",
                 done.node,

@@ -52,6 +52,10 @@ fn the_demo_runs_to_the_end_and_shows_the_system_working() {
     assert!(stored >= 2, "ada and bob at least:\n{scores}");
     assert!(scores.contains("player/") && scores.contains("score "), "{scores}");
 
+    let drain = section(&text, "== 12.");
+    assert!(drain.contains("demo-match now runs on"), "the match moved off London:\n{drain}");
+    assert!(drain.contains(r#""name":"ada""#), "with its players' state:\n{drain}");
+
     assert!(text.contains("done in"), "{text}");
 }
 
