@@ -15,6 +15,8 @@ pub mod outbox;
 use crate::telemetry::Metrics;
 use holds::{Holds, Verdict};
 use outbox::Outbox;
+use outpost_proto::api::StreamMark;
+use outpost_proto::link::RoomEpoch;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +51,42 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a held record's marks are asked about again.
 const HOLD_POLL: Duration = Duration::from_millis(20);
+
+/// The first of `epochs` (a batch's, in order) that a hold keeps back: its index, its epoch and
+/// the marks it waits for. A hold past its deadline lapses here, counted and logged.
+fn first_held(
+    holds: &Holds,
+    epochs: impl Iterator<Item = RoomEpoch>,
+    metrics: &Metrics,
+) -> Option<(usize, RoomEpoch, Vec<StreamMark>)> {
+    if holds.is_empty() {
+        return None;
+    }
+    let now = std::time::Instant::now();
+    let expired = |after: &[StreamMark]| {
+        metrics.commit_holds_expired_total.inc();
+        tracing::warn!(
+            ?after,
+            "a moved room's commits go without its earlier nodes' (the hold's deadline passed); the core's room epochs keep those from overwriting them"
+        );
+    };
+    epochs.enumerate().find_map(|(i, epoch)| match holds.check(&epoch, now, expired) {
+        Verdict::Wait(after) => Some((i, epoch, after)),
+        Verdict::Go => None,
+    })
+}
+
+/// Asks the core how far each mark's stream is, and strikes the marks it has reached.
+async fn ask_positions(link: &outpost_net::link::CoreLink, holds: &Holds, after: &[StreamMark]) -> Result<(), String> {
+    for m in after {
+        let at = tokio::time::timeout(ACK_TIMEOUT, link.position(&m.stream))
+            .await
+            .map_err(|_| format!("no position for {} within {ACK_TIMEOUT:?}", m.stream))?
+            .map_err(|e| e.to_string())?;
+        holds.reached(&m.stream, at);
+    }
+    Ok(())
+}
 
 /// Drains the outbox into the cores until the task is dropped.
 pub async fn run(
@@ -109,35 +147,16 @@ pub async fn run(
                     if first != next {
                         return Err(format!("outbox resumes at {first}, expected {next}"));
                     }
-                    if !holds.is_empty() {
-                        let now = std::time::Instant::now();
-                        let expired = |after: &[outpost_proto::api::StreamMark]| {
-                            metrics.commit_holds_expired_total.inc();
-                            tracing::warn!(?after, "a moved room's commits go without its earlier nodes' (the hold's deadline passed); the core's room epochs keep those from overwriting them");
-                        };
-                        let mut waiting = None;
-                        for (i, (_, u)) in batch.iter().enumerate() {
-                            if let Verdict::Wait(after) = holds.check(&u.epoch, now, expired) {
-                                waiting = Some((i, u.epoch, after));
-                                break;
+                    if let Some((held, epoch, after)) = first_held(&holds, batch.iter().map(|(_, u)| u.epoch), &metrics)
+                    {
+                        batch.truncate(held);
+                        if batch.is_empty() {
+                            // Ask how far the marks' streams are, then look again.
+                            ask_positions(&link, &holds, &after).await?;
+                            if first_held(&holds, std::iter::once(epoch), &metrics).is_some() {
+                                tokio::time::sleep(HOLD_POLL).await;
                             }
-                        }
-                        if let Some((i, epoch, after)) = waiting {
-                            batch.truncate(i);
-                            if batch.is_empty() {
-                                // Ask how far the marks' streams are, then look again.
-                                for m in after {
-                                    let at = tokio::time::timeout(ACK_TIMEOUT, link.position(&m.stream))
-                                        .await
-                                        .map_err(|_| format!("no position for {} within {ACK_TIMEOUT:?}", m.stream))?
-                                        .map_err(|e| e.to_string())?;
-                                    holds.reached(&m.stream, at);
-                                }
-                                if holds.check(&epoch, std::time::Instant::now(), expired) != Verdict::Go {
-                                    tokio::time::sleep(HOLD_POLL).await;
-                                }
-                                continue;
-                            }
+                            continue;
                         }
                     }
                     let updates = batch.into_iter().map(|(_, u)| u).collect();

@@ -150,19 +150,24 @@ fn error_text(body: &[u8]) -> String {
 }
 
 impl Migrator {
+    /// One call to router `r` with the cluster token.
+    async fn ask_router(
+        &self,
+        r: &crate::config::RouterTarget,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(StatusCode, bytes::Bytes), String> {
+        let call = Call { method, path, token: Some(&self.cluster_token), body, limit, timeout: PEER_TIMEOUT };
+        outpost_net::http::request(&r.host, r.tls.as_ref(), Duration::from_secs(2), call).await.map_err(|e| e.0)
+    }
+
     /// Every node the routers know (the first router that answers).
     async fn registry(&self) -> Result<Vec<NodeStatus>, ApiError> {
         let mut last = "no --router is configured".to_string();
         for r in &self.routers {
-            let call = Call {
-                method: hyper::Method::GET,
-                path: "/v1/nodes",
-                token: Some(&self.cluster_token),
-                body: None,
-                limit: 16 << 20,
-                timeout: PEER_TIMEOUT,
-            };
-            match outpost_net::http::request(&r.host, r.tls.as_ref(), Duration::from_secs(2), call).await {
+            match self.ask_router(r, hyper::Method::GET, "/v1/nodes", None, 16 << 20).await {
                 Ok((StatusCode::OK, body)) => match serde_json::from_slice::<NodeList>(&body) {
                     Ok(list) => return Ok(list.nodes),
                     Err(e) => last = format!("router {}: bad registry: {e}", r.host),
@@ -201,15 +206,7 @@ impl Migrator {
         }
         let body = serde_json::to_vec(&request).ok()?;
         for r in &self.routers {
-            let call = Call {
-                method: hyper::Method::POST,
-                path: "/v1/matches",
-                token: Some(&self.cluster_token),
-                body: Some(body.clone()),
-                limit: 1 << 20,
-                timeout: PEER_TIMEOUT,
-            };
-            match outpost_net::http::request(&r.host, r.tls.as_ref(), Duration::from_secs(2), call).await {
+            match self.ask_router(r, hyper::Method::POST, "/v1/matches", Some(body.clone()), 1 << 20).await {
                 Ok((StatusCode::OK, reply)) => {
                     let placed = serde_json::from_slice::<outpost_proto::api::MatchPlacement>(&reply).ok()?;
                     return Some(placed.node.id);
